@@ -1,0 +1,65 @@
+"""`opstower` command line: the contract scripts and cron rely on.
+
+Each sub-command lives in its own module here with `register(subparsers)`; the module sets
+`func` on its parser. Errors for the operator (OpsError) print one line and exit non-zero,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import OpsError
+
+# Sub-command modules, in help order.
+COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "doctor", "schedule")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opstower",
+        description="OpsTower DR Console: back up, verify and restore PostgreSQL. With no command, opens the console.",
+    )
+    parser.add_argument("--version", action="version", version=f"opstower {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $OPSTOWER_CONFIG or XDG config dir)")
+    parser.add_argument("--read-only", action="store_true", help="console: offer no destructive action")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue  # command not built yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            from ..config import load_settings
+
+            settings = load_settings(args.config)
+            try:
+                from opstower_tui.app import run_console
+            except ImportError as exc:
+                raise OpsError("The console is not available", f"import failed: {exc}", "use the sub-commands (opstower --help)") from None
+            return run_console(settings, read_only=args.read_only)
+        return int(args.func(args) or 0)
+    except OpsError as exc:
+        print(f"ERROR: {exc.sentence}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ERROR: Interrupted. Temporary files were removed; nothing half-written is listed.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Settings: libpq's environment for the database, the AWS chain for S3, TOML for the rest.
+
+Precedence: environment > TOML file > defaults. A bad value raises ConfigError naming the
+key and what is expected, which the CLI prints on one line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_BACKUP_DIR = "/var/backups/opstower"
+LIBPQ_KEYS = ("host", "port", "user", "service", "passfile", "sslmode")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One database to protect. Unset connection keys fall back to libpq's environment."""
+
+    name: str
+    dbname: str
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    service: str | None = None
+    passfile: str | None = None
+    sslmode: str | None = None
+    rto_minutes: int = 240
+    rpo_minutes: int = 60
+
+    def conninfo(self, dbname: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for psycopg.connect; never carries a password."""
+        kw: dict[str, Any] = {"dbname": dbname or self.dbname}
+        for key in LIBPQ_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                kw[key] = str(value)
+        return kw
+
+    def libpq_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Environment for pg_dump / pg_restore / psql: PG* variables, nothing in argv."""
+        env = dict(os.environ if base is None else base)
+        for key in LIBPQ_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                env["PG" + key.upper()] = str(value)
+        env["PGDATABASE"] = self.dbname
+        env.setdefault("PGAPPNAME", "opstower")
+        return env
+
+    @property
+    def display_host(self) -> str:
+        return self.host or os.environ.get("PGHOST") or "localhost"
+
+    @property
+    def display_port(self) -> int:
+        return int(self.port or os.environ.get("PGPORT") or 5432)
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    storage_class: str = "STANDARD_IA"
+    multipart_concurrency: int = 4
+    part_size_mb: int = 16
+    sse: str | None = None  # "AES256" or "aws:kms"
+    sse_kms_key_id: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bucket)
+
+
+@dataclass(frozen=True)
+class Settings:
+    backup_dir: Path = Path(DEFAULT_BACKUP_DIR)
+    state_dir: Path = Path("~/.local/state/opstower").expanduser()
+    retention_days: int = 30
+    keep_last: int = 3  # never delete the newest N good backups, whatever their age
+    pre_restore_retention_days: int = 7
+    min_free_gb: float = 5.0  # the reference's floor, applied to large databases only
+    pg_bin: Path | None = None
+    s3: S3Settings = field(default_factory=S3Settings)
+    targets: dict[str, Target] = field(default_factory=dict)
+    default_target: str = "opstower"
+    backup_age_warn_hours: float = 2.0
+    backup_age_crit_hours: float = 4.0
+    syslog: bool = False
+    config_path: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)  # whole TOML, for sections other modules own
+
+    def target(self, name: str | None = None) -> Target:
+        """The named target, or the default one."""
+        key = name or self.default_target
+        if key in self.targets:
+            return self.targets[key]
+        for t in self.targets.values():  # accept the database name as well as the target name
+            if t.dbname == key:
+                return t
+        known = ", ".join(sorted(self.targets)) or "none"
+        raise ConfigError(
+            f"No database target named {key!r}",
+            f"configured targets: {known}",
+            "add a [targets.NAME] table to the config file or set PGDATABASE",
+        )
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.raw.get(name, {})
+        return value if isinstance(value, dict) else {}
+
+    def with_changes(self, **kw: Any) -> Settings:
+        return replace(self, **kw)
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path(fallback).expanduser())
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("OPSTOWER_CONFIG"):
+        return Path(env["OPSTOWER_CONFIG"]).expanduser()
+    base = Path(env.get("XDG_CONFIG_HOME") or Path("~/.config").expanduser())
+    return base / "opstower" / "config.toml"
+
+
+def _int(key: str, value: Any, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Config {key} = {value!r} is not a whole number", "", f"set {key} to a number ≥ {minimum}") from None
+    if isinstance(value, bool) or number < minimum:
+        raise ConfigError(f"Config {key} = {value!r} is out of range", "", f"set {key} to a number ≥ {minimum}")
+    return number
+
+
+def _float(key: str, value: Any, minimum: float = 0.0) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"Config {key} = {value!r} is not a number", "", f"set {key} to a number ≥ {minimum}") from None
+    if number < minimum:
+        raise ConfigError(f"Config {key} = {value!r} is out of range", "", f"set {key} to a number ≥ {minimum}")
+    return number
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"Config {key} = {value!r} is not a string", "", f'quote the value: {key} = "..."')
+    return value
+
+
+STORAGE_CLASSES = {
+    "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY",
+    "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE",
+}
+
+
+def _target(name: str, table: Mapping[str, Any], rto: int, rpo: int) -> Target:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"Config targets.{name} is not a table", "", f"write it as [targets.{name}]")
+    known = {"dbname", "rto_minutes", "rpo_minutes", *LIBPQ_KEYS}
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"Config targets.{name}.{key} is not a known key", "", f"use one of: {', '.join(sorted(known))}"
+            )
+    if "password" in table:
+        raise ConfigError(f"Config targets.{name}.password is not allowed", "", "use a .pgpass file (passfile)")
+    port = table.get("port")
+    return Target(
+        name=name,
+        dbname=_str(f"targets.{name}.dbname", table.get("dbname", name)),
+        host=_str(f"targets.{name}.host", table["host"]) if "host" in table else None,
+        port=_int(f"targets.{name}.port", port, 1) if port is not None else None,
+        user=_str(f"targets.{name}.user", table["user"]) if "user" in table else None,
+        service=_str(f"targets.{name}.service", table["service"]) if "service" in table else None,
+        passfile=_str(f"targets.{name}.passfile", table["passfile"]) if "passfile" in table else None,
+        sslmode=_str(f"targets.{name}.sslmode", table["sslmode"]) if "sslmode" in table else None,
+        rto_minutes=_int(f"targets.{name}.rto_minutes", table.get("rto_minutes", rto), 1),
+        rpo_minutes=_int(f"targets.{name}.rpo_minutes", table.get("rpo_minutes", rpo), 1),
+    )
+
+
+def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any) and the environment into Settings."""
+    env = os.environ if env is None else env
+    cfg_path = Path(path).expanduser() if path else default_config_path(env)
+    raw: dict[str, Any] = {}
+    if cfg_path.exists():
+        try:
+            raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {cfg_path} is not valid TOML ({exc})", "nothing was run", "fix the file") from None
+        except OSError as exc:
+            raise ConfigError(f"Config file {cfg_path} cannot be read ({exc.strerror})", "nothing was run", "check its permissions") from None
+    elif path:
+        raise ConfigError(f"Config file {cfg_path} does not exist", "nothing was run", "check the path or OPSTOWER_CONFIG")
+
+    backup_dir = env.get("BACKUP_DIR") or raw.get("backup_dir") or DEFAULT_BACKUP_DIR
+    state_dir = env.get("OPSTOWER_STATE_DIR") or raw.get("state_dir") or _xdg("XDG_STATE_HOME", "~/.local/state") / "opstower"
+    retention = env.get("BACKUP_RETENTION_DAYS") or raw.get("retention_days", 30)
+    pg_bin = env.get("OPSTOWER_PG_BIN") or raw.get("pg_bin")
+
+    s3raw = raw.get("s3", {})
+    if not isinstance(s3raw, Mapping):
+        raise ConfigError("Config s3 is not a table", "", "write it as [s3]")
+    storage_class = _str("s3.storage_class", s3raw.get("storage_class", "STANDARD_IA")).upper()
+    if storage_class not in STORAGE_CLASSES:
+        raise ConfigError(
+            f"Config s3.storage_class = {storage_class!r} is not an S3 storage class", "",
+            f"use one of: {', '.join(sorted(STORAGE_CLASSES))}",
+        )
+    sse = s3raw.get("sse") or None
+    if sse is not None and sse not in ("AES256", "aws:kms"):
+        raise ConfigError(f"Config s3.sse = {sse!r} is not supported", "", 'use "AES256" or "aws:kms"')
+    s3 = S3Settings(
+        bucket=_str("s3.bucket", env.get("S3_BUCKET") or s3raw.get("bucket", "")),
+        prefix=_str("s3.prefix", env.get("S3_PREFIX", s3raw.get("prefix", ""))),
+        endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or s3raw.get("endpoint_url") or None,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or s3raw.get("region") or None,
+        storage_class=storage_class,
+        multipart_concurrency=_int("s3.multipart_concurrency", s3raw.get("multipart_concurrency", 4), 1),
+        part_size_mb=_int("s3.part_size_mb", s3raw.get("part_size_mb", 16), 5),
+        sse=sse,
+        sse_kms_key_id=s3raw.get("sse_kms_key_id") or None,
+    )
+    if s3.prefix and not s3.prefix.endswith("/"):
+        s3 = replace(s3, prefix=s3.prefix + "/")
+
+    objectives = raw.get("objectives", {})
+    rto = _int("objectives.rto_minutes", objectives.get("rto_minutes", 240), 1)
+    rpo = _int("objectives.rpo_minutes", objectives.get("rpo_minutes", 60), 1)
+
+    targets_raw = raw.get("targets", {})
+    if not isinstance(targets_raw, Mapping):
+        raise ConfigError("Config targets is not a table", "", "write each database as [targets.NAME]")
+    targets = {name: _target(name, table, rto, rpo) for name, table in targets_raw.items()}
+    default_target = _str("default_target", raw.get("default_target") or env.get("PGDATABASE") or next(iter(targets), "opstower"))
+    if not targets:
+        # No TOML targets: one target from libpq's environment alone.
+        targets[default_target] = Target(name=default_target, dbname=default_target, rto_minutes=rto, rpo_minutes=rpo)
+    elif env.get("PGDATABASE") and env["PGDATABASE"] not in targets and not raw.get("default_target"):
+        default_target = next(iter(targets))
+
+    return Settings(
+        backup_dir=Path(_str("backup_dir", str(backup_dir))).expanduser(),
+        state_dir=Path(str(state_dir)).expanduser(),
+        retention_days=_int("retention_days (BACKUP_RETENTION_DAYS)", retention, 1),
+        keep_last=_int("keep_last", raw.get("keep_last", 3), 1),
+        pre_restore_retention_days=_int("pre_restore_retention_days", raw.get("pre_restore_retention_days", 7), 1),
+        min_free_gb=_float("min_free_gb", raw.get("min_free_gb", 5.0)),
+        pg_bin=Path(str(pg_bin)).expanduser() if pg_bin else None,
+        s3=s3,
+        targets=targets,
+        default_target=default_target,
+        backup_age_warn_hours=_float("health.backup_age_warn_hours", raw.get("health", {}).get("backup_age_warn_hours", 2.0)),
+        backup_age_crit_hours=_float("health.backup_age_crit_hours", raw.get("health", {}).get("backup_age_crit_hours", 4.0)),
+        syslog=bool(raw.get("syslog", False)),
+        config_path=cfg_path if cfg_path.exists() else None,
+        raw=raw,
+    )

@@ -1,0 +1,178 @@
+"""Typed events every long run emits, and the cancel flag it honours.
+
+Backups, verifications, restores and drill phases all report through the same four
+events, so the CLI (text, progress bars or JSON lines) and the console render any run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .errors import Cancelled
+
+
+class Status(StrEnum):
+    """Outcome of a step, as a word (never colour alone)."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    WARN = "WARN"
+    SKIP = "SKIP"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    step: str  # stable id, e.g. "exists" or "restore"
+    title: str  # human line, e.g. "Checking file existence"
+    index: int = 0  # 1-based position in the run, 0 when not counted
+    total: int = 0
+    kind: str = "step_started"
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    step: str
+    done: int
+    total: int  # 0 when unknown
+    unit: str = "bytes"
+    kind: str = "step_progress"
+
+
+@dataclass(frozen=True)
+class StepLog:
+    step: str
+    line: str
+    level: str = "INFO"  # INFO, WARN or ERROR
+    kind: str = "step_log"
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    step: str
+    status: Status
+    detail: str
+    seconds: float
+    data: dict[str, Any] = field(default_factory=dict)
+    kind: str = "step_finished"
+
+
+Event = StepStarted | StepProgress | StepLog | StepFinished
+EventSink = Callable[[Event], None]
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """JSON-ready form of an event (for `--json` and the state file)."""
+    d = asdict(event)
+    if isinstance(event, StepFinished):
+        d["status"] = event.status.value
+        d["seconds"] = round(event.seconds, 3)
+    return d
+
+
+class CancelToken:
+    """A cancel flag shared between the UI thread and a worker."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self, state: str = "nothing was changed") -> None:
+        """Raise Cancelled when the operator asked to stop."""
+        if self._event.is_set():
+            raise Cancelled(state)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True when cancelled meanwhile."""
+        return self._event.wait(seconds)
+
+
+def _ignore(_event: Event) -> None:
+    pass
+
+
+@dataclass
+class StepResult:
+    step: str
+    title: str
+    status: Status
+    detail: str
+    seconds: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Reporter:
+    """Emits events for one run and keeps the finished steps for the summary."""
+
+    def __init__(self, on_event: EventSink | None = None, cancel: CancelToken | None = None) -> None:
+        self.on_event: EventSink = on_event or _ignore
+        self.cancel = cancel or CancelToken()
+        self.results: list[StepResult] = []
+        self._titles: dict[str, str] = {}
+        # Progress events are throttled: a UI does not need more than ~20 a second.
+        self._last_progress: dict[str, float] = {}
+
+    def emit(self, event: Event) -> None:
+        self.on_event(event)
+
+    def started(self, step: str, title: str, index: int = 0, total: int = 0) -> None:
+        self._titles[step] = title
+        self.emit(StepStarted(step, title, index, total))
+
+    def progress(self, step: str, done: int, total: int = 0, unit: str = "bytes", force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress.get(step, 0.0) < 0.05:
+            return
+        self._last_progress[step] = now
+        self.emit(StepProgress(step, done, total, unit))
+
+    def log(self, step: str, line: str, level: str = "INFO") -> None:
+        self.emit(StepLog(step, line, level))
+
+    def finished(
+        self, step: str, status: Status, detail: str, seconds: float, data: dict[str, Any] | None = None
+    ) -> StepResult:
+        result = StepResult(step, self._titles.get(step, step), status, detail, seconds, dict(data or {}))
+        self.results.append(result)
+        self.emit(StepFinished(step, status, detail, seconds, result.data))
+        return result
+
+    @contextmanager
+    def step(self, step: str, title: str, index: int = 0, total: int = 0) -> Iterator[StepOutcome]:
+        """Run a block as a step: timed, FAIL on exception (which propagates), PASS otherwise."""
+        self.started(step, title, index, total)
+        outcome = StepOutcome()
+        t0 = time.monotonic()
+        try:
+            yield outcome
+        except Cancelled:
+            self.finished(step, Status.SKIP, "cancelled", time.monotonic() - t0)
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as the step's FAIL, then re-raised
+            detail = getattr(exc, "sentence", None) or str(exc) or type(exc).__name__
+            self.finished(step, Status.FAIL, detail, time.monotonic() - t0, outcome.data)
+            raise
+        self.finished(step, outcome.status, outcome.detail, time.monotonic() - t0, outcome.data)
+
+
+@dataclass
+class StepOutcome:
+    """What a `Reporter.step` block sets to describe its result."""
+
+    status: Status = Status.PASS
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
