@@ -85,7 +85,8 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            # cleanup() (not stop()) also drops pgserver's atexit handle, so exit stays quiet.
+            self._server.cleanup()
             self._server = None
 
     def __enter__(self) -> EmbeddedPostgres:

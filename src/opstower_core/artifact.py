@@ -1,0 +1,168 @@
+"""Artifact names, formats and metadata sidecars.
+
+Names follow the reference scripts: `<db>_<YYYYMMDD_HHMMSS>.<ext>` with a sidecar
+`<db>_<YYYYMMDD_HHMMSS>.meta.json`; the restore wizard's safety copies are
+`pre_restore_<db>_<YYYYMMDD_HHMMSS>.<ext>`.
+
+| ext            | format                                  | compression |
+|----------------|-----------------------------------------|-------------|
+| .dump.zst      | pg_dump custom (-Fc -Z0), zstd stream   | zstd        |
+| .sql.gz        | plain SQL (the reference's legacy)      | gzip        |
+| .dump / .sql   | uncompressed (read only)                | none        |
+| + .age         | any of the above encrypted (age format) |             |
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+EXTENSIONS = {
+    "dump.zst": ("custom", "zstd"),
+    "sql.gz": ("plain", "gzip"),
+    "dump": ("custom", "none"),
+    "sql": ("plain", "none"),
+}
+FORMAT_EXT = {"custom": "dump.zst", "plain": "sql.gz"}
+
+_NAME_RE = re.compile(
+    r"^(?P<pre>pre_restore_)?(?P<db>.+?)_(?P<ts>\d{8}_\d{6})\.(?P<ext>dump\.zst|sql\.gz|dump|sql)(?P<age>\.age)?$"
+)
+
+# Every field of the reference script's metadata, with the same names.
+REFERENCE_FIELDS = (
+    "timestamp", "date", "database", "host", "port", "backup_file", "backup_size", "database_size",
+    "table_count", "compression", "postgresql_version", "backup_script_version", "retention_days",
+)
+
+
+@dataclass(frozen=True)
+class ArtifactName:
+    database: str
+    timestamp: str  # YYYYMMDD_HHMMSS
+    ext: str  # one of EXTENSIONS
+    encrypted: bool = False
+    pre_restore: bool = False
+
+    @property
+    def format(self) -> str:
+        return EXTENSIONS[self.ext][0]
+
+    @property
+    def compression(self) -> str:
+        return EXTENSIONS[self.ext][1]
+
+    @property
+    def stem(self) -> str:
+        return f"{'pre_restore_' if self.pre_restore else ''}{self.database}_{self.timestamp}"
+
+    @property
+    def filename(self) -> str:
+        return f"{self.stem}.{self.ext}{'.age' if self.encrypted else ''}"
+
+    @property
+    def meta_filename(self) -> str:
+        return f"{self.stem}.meta.json"
+
+    @property
+    def globals_filename(self) -> str:
+        return f"{self.stem}.globals.sql"
+
+    @property
+    def kind(self) -> str:
+        return "pre_restore" if self.pre_restore else "backup"
+
+    @property
+    def created(self) -> datetime:
+        """Local time from the name (the reference wrote names in local time)."""
+        return datetime.strptime(self.timestamp, "%Y%m%d_%H%M%S").astimezone()
+
+    @property
+    def day(self) -> str:
+        return self.timestamp[:8]
+
+    def s3_key(self, prefix: str) -> str:
+        """`<prefix>database/YYYYMMDD/<artifact>`, as in the reference."""
+        return f"{prefix}database/{self.day}/{self.filename}"
+
+    def s3_meta_key(self, prefix: str) -> str:
+        return f"{prefix}database/{self.day}/{self.meta_filename}"
+
+    @classmethod
+    def new(cls, database: str, fmt: str, when: datetime | None = None, encrypted: bool = False,
+            pre_restore: bool = False) -> ArtifactName:
+        when = when or datetime.now().astimezone()
+        return cls(database, when.strftime("%Y%m%d_%H%M%S"), FORMAT_EXT[fmt], encrypted, pre_restore)
+
+
+def parse_name(filename: str) -> ArtifactName | None:
+    """ArtifactName for a file or S3 key's basename; None for anything else."""
+    m = _NAME_RE.match(os.path.basename(filename))
+    if not m:
+        return None
+    return ArtifactName(m["db"], m["ts"], m["ext"], bool(m["age"]), bool(m["pre"]))
+
+
+def read_metadata(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(metadata, problem): problem says why it is missing or unusable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, "metadata file missing"
+    except OSError as exc:
+        return None, f"metadata unreadable ({exc.strerror})"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"metadata is not valid JSON (line {exc.lineno}: {exc.msg})"
+    if not isinstance(data, dict):
+        return None, "metadata is not a JSON object"
+    return data, None
+
+
+def missing_fields(meta: dict[str, Any]) -> list[str]:
+    return [f for f in REFERENCE_FIELDS if f not in meta]
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a 0600 file atomically (temp name, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_metadata(path: Path, meta: dict[str, Any]) -> None:
+    write_private(path, (json.dumps(meta, indent=2, default=str) + "\n").encode())
+
+
+def decompressing_reader(raw: IO[bytes], compression: str) -> IO[bytes]:
+    """A stream of the dump's bytes from the compressed stream `raw`."""
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    return raw
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

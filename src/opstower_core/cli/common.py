@@ -1,0 +1,20 @@
+"""Helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import Settings, load_settings
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-d", "--database", metavar="NAME",
+                        help="target name or database name from the config (default: PGDATABASE / first target)")
+
+
+def add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object per event on stdout")

@@ -1,0 +1,76 @@
+"""Shared fixtures: a real embedded PostgreSQL and a real SeaweedFS S3 store.
+
+Each starts once per test session on free loopback ports / a private socket directory and
+is stopped at the end. There is no skip for a missing service: if one cannot start, the
+tests that need it fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from opstower_core.config import S3Settings, Settings, Target
+from opstower_core.embedded import EmbeddedPostgres, EmbeddedS3
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory):
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    store = EmbeddedS3(tmp_path_factory.mktemp("s3"))
+    store.start()
+    saved = {k: os.environ.get(k) for k in store.env()}
+    os.environ.update(store.env())  # the AWS credential chain reads these
+    yield store
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    store.stop()
+
+
+def admin_conn(pg: EmbeddedPostgres, dbname: str = "postgres") -> psycopg.Connection:
+    return psycopg.connect(**pg.conninfo(dbname), autocommit=True)
+
+
+def create_database(pg: EmbeddedPostgres, name: str, sql: str | None = None) -> None:
+    """(Re)create a database and run `sql` in it."""
+    with admin_conn(pg) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    if sql:
+        with admin_conn(pg, name) as conn:
+            conn.execute(sql)
+
+
+@pytest.fixture
+def make_settings(pg: EmbeddedPostgres, tmp_path: Path):
+    """Settings for one test: its own backup dir, state dir and S3 prefix."""
+
+    def make(dbname: str = "opstower", s3: EmbeddedS3 | None = None, **changes) -> Settings:
+        target = Target(name=dbname, dbname=dbname, host=pg.host, port=pg.port, user=pg.user)
+        s3_settings = S3Settings()
+        if s3 is not None:
+            s3_settings = S3Settings(
+                bucket=s3.bucket, prefix=f"t{uuid.uuid4().hex[:8]}/", endpoint_url=s3.endpoint_url,
+                region="us-east-1", part_size_mb=5,
+            )
+        settings = Settings(
+            backup_dir=tmp_path / "backups", state_dir=tmp_path / "state", pg_bin=pg.bin_dir,
+            s3=s3_settings, targets={dbname: target}, default_target=dbname, min_free_gb=0.0,
+        )
+        return settings.with_changes(**changes) if changes else settings
+
+    return make
