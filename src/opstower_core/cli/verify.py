@@ -1,0 +1,50 @@
+"""`opstower verify ARTIFACT [--full-test] [--json]`: the eight checks, in the reference's shape."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import OpsError
+from ..events import CancelToken, Status
+from ..state import StateStore
+from ..verify import verify
+from .common import add_json, settings_from
+from .render import JsonRenderer, renderer
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify", help="run the eight verification checks on a backup",
+        description="Checks: 1 exists, 2 readable, 3 not empty, 4 compression integrity, 5 PostgreSQL dump content, "
+        "6 metadata, 7 S3 copy, 8 full restoration test (with --full-test). Exit 0 when nothing failed, 1 otherwise.",
+    )
+    p.add_argument("artifact", metavar="ARTIFACT",
+                   help='a local path, a name from `opstower list`, an S3 key, or "latest"')
+    p.add_argument("--full-test", action="store_true", help="also restore into a scratch database and compare")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    render = renderer(args.json, numbered=True)
+    try:
+        result = verify(settings, args.artifact, full_test=args.full_test, on_event=render, cancel=CancelToken(),
+                        state=StateStore(settings.state_dir))
+    except OpsError as exc:
+        if isinstance(render, JsonRenderer):
+            render.summary({"ok": False, "error": exc.sentence})
+            return 1
+        print(f"[FAIL] FAIL: {exc.sentence}")
+        return 1
+    counts = {s: sum(1 for r in result.results if r.status == s) for s in Status}
+    summary = {"ok": result.ok, "artifact": result.entry.filename, "status": result.status.value,
+               "passed": counts[Status.PASS], "failed": counts[Status.FAIL], "warnings": counts[Status.WARN],
+               "skipped": counts[Status.SKIP], "seconds": round(result.seconds, 2)}
+    if isinstance(render, JsonRenderer):
+        render.summary(summary)
+    else:
+        verdict = "VERIFICATION PASSED" if result.ok else "VERIFICATION FAILED"
+        print(f"{verdict}: {counts[Status.PASS]} passed, {counts[Status.FAIL]} failed, {counts[Status.WARN]} warnings, "
+              f"{counts[Status.SKIP]} skipped ({result.seconds:.1f} s) - {result.entry.filename}")
+    return 0 if result.ok else 1
