@@ -42,6 +42,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -112,12 +113,16 @@ def _url_secrets(url: str) -> list[str]:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return out
-    if parts.path not in ("", "/"):
-        out += [parts.path, parts.path.lstrip("/")]
-        # A Slack token is one long segment; short ones ("services", "hooks") are not secret.
+    # Tokens are long: a Slack path carries one as a segment, while short paths and segments
+    # ("/a", "services", "hooks") are not secret and scrubbing them would garble every message.
+    if len(parts.path.strip("/")) >= 12:
+        out += [parts.path, parts.path.strip("/")]
         out += [seg for seg in parts.path.split("/") if len(seg) >= 12]
     if parts.query:
         out.append(parts.query)
+        # "?token=abc…": the value alone is the secret; very short values ("1") are not worth
+        # garbling every message for.
+        out += [value for _, value in urllib.parse.parse_qsl(parts.query) if len(value) >= 6]
     if parts.password:
         out.append(parts.password)
     return out
@@ -177,12 +182,15 @@ class Channel:
 
     @property
     def destination(self) -> str:
+        """Where alerts go, safe to show: a redacted URL or the recipients."""
         return ""
 
     def secrets(self) -> list[str]:
+        """Secret values this channel holds, for `scrub`."""
         return []
 
     def send(self, n: Notification, clean: _Cleaner, timeout: float) -> None:
+        """Deliver `n` or raise DeliveryError (one line, no secret)."""
         raise NotImplementedError
 
 
@@ -196,6 +204,7 @@ class _Cleaner:
         return scrub(text, self.secrets)
 
     def deep(self, value: Any) -> Any:
+        """A copy of `value` with every string (keys too) scrubbed."""
         if isinstance(value, str):
             return self(value)
         if isinstance(value, Mapping):
@@ -208,9 +217,9 @@ class _Cleaner:
 
 
 def _post_json(url: str, payload: Any, headers: Mapping[str, str], timeout: float, clean: _Cleaner) -> None:
-    # Scrub each string before encoding (an escaped secret would slip past a scrub of the JSON
-    # text), then the encoded text too, in case a secret spans a key and a value.
-    body = clean(json.dumps(clean.deep(payload), ensure_ascii=False, default=str)).encode("utf-8")
+    # Scrub each string before encoding: a scrub of the JSON text would miss an escaped secret
+    # and could break the JSON (a secret that is also a number in it).
+    body = json.dumps(clean.deep(payload), ensure_ascii=False, default=str).encode("utf-8")
     request = urllib.request.Request(
         url,
         data=body,
@@ -278,6 +287,9 @@ class SlackChannel(Channel):
         _post_json(self.url, self.payload(n), {}, timeout, clean)
 
 
+_SENSITIVE_HEADER = re.compile(r"auth|token|key|secret|signature|cookie|pass|session", re.IGNORECASE)
+
+
 class WebhookChannel(Channel):
     """Any HTTP endpoint: POSTs the Notification as JSON, plus host, timestamp and level."""
 
@@ -294,10 +306,13 @@ class WebhookChannel(Channel):
 
     def secrets(self) -> list[str]:
         out = _url_secrets(self.url) if self.url else []
-        for value in self.headers.values():
-            out.append(value)
-            # "Bearer abc…": the token alone may show up in a message too.
-            out += [part for part in value.split() if len(part) >= 8]
+        for name, value in self.headers.items():
+            # Credential headers are secret whatever their length; other values only when they
+            # look like a token, so "X-Team: dba" does not turn every "dba" into "***".
+            if _SENSITIVE_HEADER.search(name) or len(value) >= 16:
+                out.append(value)
+                # "Bearer abc…": the token alone may show up in a message too.
+                out += [part for part in value.split() if len(part) >= 8]
         return out
 
     def payload(self, n: Notification) -> dict[str, Any]:
@@ -408,6 +423,10 @@ class EmailChannel(Channel):
             raise DeliveryError(f"SMTP error {exc.smtp_code} {reply}") from None
         except TimeoutError:
             raise DeliveryError(f"no answer from {self.host}:{self.port} within {timeout:g} s") from None
+        except smtplib.SMTPServerDisconnected as exc:
+            if "timed out" in str(exc):  # smtplib turns a read timeout into a disconnect
+                raise DeliveryError(f"no answer from {self.host}:{self.port} within {timeout:g} s") from None
+            raise DeliveryError(f"SMTP server {self.host}:{self.port} hung up ({exc})") from None
         except smtplib.SMTPException as exc:
             raise DeliveryError(f"SMTP failed ({exc})") from None
         except ssl.SSLError as exc:
