@@ -134,7 +134,10 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def _int(key: str, value: Any, minimum: int = 0) -> int:
+    # int(7.5) would silently make 7 days of a 7.5: a fraction or a bool is refused, not truncated.
     try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
         number = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"Config {key} = {value!r} is not a whole number", "", f"set {key} to a number ≥ {minimum}") from None
@@ -145,12 +148,20 @@ def _int(key: str, value: Any, minimum: int = 0) -> int:
 
 def _float(key: str, value: Any, minimum: float = 0.0) -> float:
     try:
+        if isinstance(value, bool):
+            raise ValueError
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"Config {key} = {value!r} is not a number", "", f"set {key} to a number ≥ {minimum}") from None
     if number < minimum:
         raise ConfigError(f"Config {key} = {value!r} is out of range", "", f"set {key} to a number ≥ {minimum}")
     return number
+
+
+def _table(key: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"Config {key} is not a table", "", f"write it as [{key}]")
+    return value
 
 
 def _str(key: str, value: Any) -> str:
@@ -207,7 +218,7 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
         raise ConfigError(f"Config file {cfg_path} does not exist", "nothing was run", "check the path or OPSTOWER_CONFIG")
 
     backup_dir = env.get("BACKUP_DIR") or raw.get("backup_dir") or DEFAULT_BACKUP_DIR
-    state_dir = env.get("OPSTOWER_STATE_DIR") or raw.get("state_dir") or _xdg("XDG_STATE_HOME", "~/.local/state") / "opstower"
+    state_dir = env.get("OPSTOWER_STATE_DIR") or raw.get("state_dir") or str(_xdg("XDG_STATE_HOME", "~/.local/state") / "opstower")
     retention = env.get("BACKUP_RETENTION_DAYS") or raw.get("retention_days", 30)
     pg_bin = env.get("OPSTOWER_PG_BIN") or raw.get("pg_bin")
 
@@ -237,7 +248,8 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
     if s3.prefix and not s3.prefix.endswith("/"):
         s3 = replace(s3, prefix=s3.prefix + "/")
 
-    objectives = raw.get("objectives", {})
+    objectives = _table("objectives", raw.get("objectives", {}))
+    health = _table("health", raw.get("health", {}))
     rto = _int("objectives.rto_minutes", objectives.get("rto_minutes", 240), 1)
     rpo = _int("objectives.rpo_minutes", objectives.get("rpo_minutes", 60), 1)
 
@@ -253,18 +265,18 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
         default_target = next(iter(targets))
 
     return Settings(
-        backup_dir=Path(_str("backup_dir", str(backup_dir))).expanduser(),
-        state_dir=Path(str(state_dir)).expanduser(),
+        backup_dir=Path(_str("backup_dir", backup_dir)).expanduser(),
+        state_dir=Path(_str("state_dir", state_dir)).expanduser(),
         retention_days=_int("retention_days (BACKUP_RETENTION_DAYS)", retention, 1),
         keep_last=_int("keep_last", raw.get("keep_last", 3), 1),
         pre_restore_retention_days=_int("pre_restore_retention_days", raw.get("pre_restore_retention_days", 7), 1),
         min_free_gb=_float("min_free_gb", raw.get("min_free_gb", 5.0)),
-        pg_bin=Path(str(pg_bin)).expanduser() if pg_bin else None,
+        pg_bin=Path(_str("pg_bin", pg_bin)).expanduser() if pg_bin else None,
         s3=s3,
         targets=targets,
         default_target=default_target,
-        backup_age_warn_hours=_float("health.backup_age_warn_hours", raw.get("health", {}).get("backup_age_warn_hours", 2.0)),
-        backup_age_crit_hours=_float("health.backup_age_crit_hours", raw.get("health", {}).get("backup_age_crit_hours", 4.0)),
+        backup_age_warn_hours=_float("health.backup_age_warn_hours", health.get("backup_age_warn_hours", 2.0)),
+        backup_age_crit_hours=_float("health.backup_age_crit_hours", health.get("backup_age_crit_hours", 4.0)),
         syslog=bool(raw.get("syslog", False)),
         config_path=cfg_path if cfg_path.exists() else None,
         raw=raw,
