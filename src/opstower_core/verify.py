@@ -163,6 +163,7 @@ class _Verifier:
         return status
 
     def start(self, index: int) -> float:
+        self.r.cancel.check()  # honoured between any two checks, and inside the streaming ones
         step, title = CHECKS[index - 1]
         self.r.started(step, title, index, self.total)
         return time.monotonic()
@@ -455,7 +456,7 @@ def _compare_restored(target: Target, dbname: str, meta: dict[str, Any] | None, 
 
 def verify(
     settings: Settings,
-    artifact: str | CatalogEntry,
+    artifact: str | os.PathLike[str] | CatalogEntry,
     full_test: bool = False,
     on_event: EventSink | None = None,
     cancel: CancelToken | None = None,
@@ -463,7 +464,7 @@ def verify(
     upto: int = 8,
 ) -> VerifyResult:
     """Run checks 1..upto on an artifact (a path, catalog name, S3 key, "latest" or entry)."""
-    entry = resolve(settings, artifact) if isinstance(artifact, str) else artifact
+    entry = artifact if isinstance(artifact, CatalogEntry) else resolve(settings, os.fspath(artifact))
     reporter = Reporter(on_event, cancel)
     t0 = time.monotonic()
     started = time.time()
