@@ -114,8 +114,9 @@ class HealthReport:
                 parts.append(f"'{label}_success_rate'={m['success_rate']:.1f}%;{SUCCESS_RATE_WARN:g};;0;100")
             if "size_bytes" in m and c.check == "size_trend":
                 parts.append(f"'{label}_backup_size'={m['size_bytes']}B")
-            if "free_bytes" in m:
-                parts.append(f"'{label}_free'={m['free_bytes']}B;{m.get('warn_bytes', '')};{m.get('crit_bytes', '')}")
+            if "free_bytes" in m:  # "N:" = alert below N, in Nagios range syntax
+                warn_crit = f";{m['warn_bytes']}:;{m['crit_bytes']}:" if "warn_bytes" in m else ""
+                parts.append(f"'{label}_free'={m['free_bytes']}B{warn_crit}")
         return " ".join(parts)
 
     def lines(self) -> list[str]:
@@ -244,7 +245,7 @@ def _s3_upload(settings: Settings, db: str, entries: list[CatalogEntry], runs: l
         return HealthCheck("s3_upload", db, HealthState.OK, "S3 not configured: backups are local only")
     problems: list[str] = []
     if catalog.s3_error:
-        problems.append(f"S3 not reachable now ({catalog.s3_error})")
+        problems.append(f"S3 not reachable now: {catalog.s3_error}")
     attempted = [r for r in runs or [] if "s3_ok" in r.details and (r.details["s3_ok"] or r.error)]
     last_ok: str | None = None
     if attempted:
@@ -258,7 +259,7 @@ def _s3_upload(settings: Settings, db: str, entries: list[CatalogEntry], runs: l
         problems.append(f"latest backup {entries[0].filename} has no S3 copy")
     if problems:
         return HealthCheck("s3_upload", db, HealthState.WARNING,
-                           "; ".join(problems) + ": the offsite copy is missing; fix S3 access and run `opstower backup`")
+                           "; ".join(problems) + "; fix S3 access (opstower doctor), then run `opstower backup`")
     if last_ok is None:
         if entries and entries[0].s3_key:
             return HealthCheck("s3_upload", db, HealthState.OK, f"latest backup {entries[0].filename} is in S3")
