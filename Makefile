@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint screenshots bench clean
+.PHONY: demo test lint screenshots bench clean sysdeps
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/opstower demo
 
-test: $(STAMP)
+# The standard `age` and `zstd` CLIs (Debian) prove by-hand recovery works without this tool.
+sysdeps:
+	@command -v age >/dev/null && command -v zstd >/dev/null || \
+	  { apt-get update -q && apt-get install -y -q age zstd; }
+
+test: $(STAMP) sysdeps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest -q
 

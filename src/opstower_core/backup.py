@@ -28,6 +28,7 @@ import zstandard
 from . import __version__
 from .artifact import ArtifactName, fsync_dir, write_metadata, write_private
 from .config import Settings, Target
+from .crypto import AGE_MAGIC, EncryptingWriter, encryption_settings, fingerprint, load_identities
 from .errors import Cancelled, OpsError
 from .events import CancelToken, EventSink, Reporter, Status
 from .lock import RunLock
@@ -138,6 +139,7 @@ class _Backup:
         self.database_size = 0
         self.database_size_pretty = ""
         self.s3_problem: str | None = None
+        self.enc = encryption_settings(settings)
 
     # 1.1 -----------------------------------------------------------------------------
     def prerequisites(self) -> None:
@@ -271,17 +273,27 @@ class _Backup:
                 zobj = zlib.compressobj(self.options.gzip_level, zlib.DEFLATED, 31)  # 31: gzip container
                 finish = zobj.flush
                 compress = zobj.compress
+            # Encryption wraps the compressed stream in the same pass (age, constant memory).
+            encryptor = EncryptingWriter(sink.write, list(self.enc.recipients)) if self.enc.enabled else None
+            emit = encryptor.write if encryptor is not None else sink.write
             read = proc.stdout.read
-            while True:
-                chunk = read(CHUNK)
-                if not chunk:
-                    break
-                raw_bytes += len(chunk)
-                sink.write(compress(chunk))
-                self.r.progress("dump", raw_bytes)
-                if self.r.cancel.cancelled:
-                    raise Cancelled("the dump was stopped and its temporary file removed; no backup was written")
-            sink.write(finish())
+            try:
+                while True:
+                    chunk = read(CHUNK)
+                    if not chunk:
+                        break
+                    raw_bytes += len(chunk)
+                    emit(compress(chunk))
+                    self.r.progress("dump", raw_bytes)
+                    if self.r.cancel.cancelled:
+                        raise Cancelled("the dump was stopped and its temporary file removed; no backup was written")
+                emit(finish())
+            except BaseException:
+                if encryptor is not None:
+                    encryptor.abort()
+                raise
+            if encryptor is not None:
+                encryptor.close()
             fh.flush()
             os.fsync(fh.fileno())
         self.r.progress("dump", raw_bytes, force=True)
@@ -292,8 +304,15 @@ class _Backup:
     # 1.5 -------------------------------------------------------------------------------
     def read_back(self, tmp: Path, name: ArtifactName, expected: dict[str, Any]) -> None:
         with self.r.step("readback", "Verifying backup integrity") as out:
+            identities = None
+            if name.encrypted:
+                if not self.enc.can_decrypt:
+                    # By design the backup host may hold only public keys: check what we can.
+                    self._read_back_sealed(tmp, expected, out)
+                    return
+                identities = load_identities(self.enc)
             scan = scan_file(tmp, name.compression, on_progress=lambda n: self.r.progress("readback", n, expected["size_bytes"]),
-                             cancel=self.r.cancel)
+                             cancel=self.r.cancel, identities=identities)
             if scan.error:
                 raise OpsError(f"Compression failed: the written artifact does not decompress ({scan.error})",
                                "no backup was written; the temporary file was removed", "check the disk, then retry")
@@ -307,6 +326,20 @@ class _Backup:
             self.r.log("readback", f"Backup file integrity verified ({name.compression} test passed)")
             self.r.log("readback", "Backup content verified (valid PostgreSQL dump)")
             out.detail = f"Backup verification completed successfully (sha256 {scan.sha256[:12]}…)"
+
+    def _read_back_sealed(self, tmp: Path, expected: dict[str, Any], out: Any) -> None:
+        sha = hashlib.sha256()
+        with open(tmp, "rb") as fh:
+            head = fh.read(len(AGE_MAGIC))
+            sha.update(head)
+            for block in iter(lambda: fh.read(CHUNK), b""):
+                sha.update(block)
+        if head != AGE_MAGIC or sha.hexdigest() != expected["sha256"]:
+            raise OpsError("The written encrypted artifact does not match what was produced (header/sha256 differ)",
+                           "no backup was written; the temporary file was removed", "check the disk, then retry")
+        self.r.log("readback", "Encrypted artifact read back: sha256 matches; content not decrypted "
+                   "(no identity on this host, by design)")
+        out.detail = f"Backup verification completed (encrypted, sha256 {expected['sha256'][:12]}…)"
 
     def dump_globals(self, name: ArtifactName) -> tuple[bool, str]:
         """Roles and tablespaces beside the artifact, without passwords; (dumped, note)."""
@@ -351,7 +384,8 @@ class _Backup:
             "size_bytes": dumped["size_bytes"],
             "uncompressed_bytes": dumped["uncompressed_bytes"],
             "database_size_bytes": int(self.database_size),
-            "encryption": None,
+            "encryption": {"format": "age", "recipients": [fingerprint(r) for r in self.enc.recipients]}
+            if name.encrypted else None,
             "pg_dump_version": self.tools.version,
             "duration_seconds": round(seconds, 3),
             "row_counts": dumped["row_counts"],
@@ -396,7 +430,7 @@ def run_backup(
             if lock.took_over:
                 reporter.log("prerequisites", f"Took over a stale lock left by pid {lock.took_over.get('pid', '?')}", "WARN")
             job.prerequisites()
-            name = _fresh_name(job.local, target.dbname, options)
+            name = _fresh_name(job.local, target.dbname, options, job.enc.enabled)
             tmp = settings.backup_dir / f".{name.filename}.tmp"
             dumped = job.dump(name, tmp)
             upload: StreamingUpload | None = dumped.pop("upload")
@@ -457,10 +491,10 @@ def run_backup(
         log.close()
 
 
-def _fresh_name(local: LocalStore, database: str, options: BackupOptions) -> ArtifactName:
+def _fresh_name(local: LocalStore, database: str, options: BackupOptions, encrypted: bool) -> ArtifactName:
     """A name no artifact has yet (two backups within one second wait for the next)."""
     while True:
-        name = ArtifactName.new(database, options.fmt, pre_restore=options.pre_restore)
+        name = ArtifactName.new(database, options.fmt, encrypted=encrypted, pre_restore=options.pre_restore)
         if not (local.directory / name.filename).exists() and not (local.directory / name.meta_filename).exists():
             return name
         time.sleep(0.2)

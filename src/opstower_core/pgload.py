@@ -70,11 +70,16 @@ def stream_into(
     done = 0
     broken = False
     try:
+        from .crypto import DecryptionFailed
+
         assert proc.stdin is not None
         while True:
             if reporter.cancel.cancelled:
                 raise Cancelled()
-            chunk = raw.read(CHUNK)
+            try:
+                chunk = raw.read(CHUNK)
+            except DecryptionFailed as exc:
+                raise OpsError(f"Decryption failed: {exc}", "", "") from None
             if not chunk:
                 break
             done += len(chunk)

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import zstandard
 
@@ -67,11 +67,39 @@ class ScanResult:
     head: bytes = b""
     error: str | None = None  # why decompression failed, with the offset
     error_offset: int | None = None
+    decrypt_failed: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class HashingReader:
+    """Wraps the raw artifact: hashes and counts every byte read from it."""
+
+    def __init__(self, raw: IO[bytes], on_progress: Callable[[int], None] | None = None) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.count = 0
+        self.on_progress = on_progress
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if data:
+            self.sha256.update(data)
+            self.count += len(data)
+            if self.on_progress is not None:
+                self.on_progress(self.count)
+        return data
+
+    def readinto(self, buf) -> int:  # pyrage reads through readinto
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
 
 
 def scan_stream(
@@ -80,44 +108,62 @@ def scan_stream(
     on_data: Callable[[bytes], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     cancel: CancelToken | None = None,
+    identities: list | None = None,
 ) -> ScanResult:
-    """Read `raw` to the end once: hash it, decompress it, keep the head of the dump."""
-    sha = hashlib.sha256()
+    """Read `raw` to the end once: hash it, (decrypt,) decompress it, keep the head of the dump.
+
+    With `identities` the artifact is an age stream: the sha256 is still of the stored
+    bytes, and decryption runs in the same pass.
+    """
+    from .crypto import DecryptingReader, DecryptionFailed
+
+    hashing = HashingReader(raw, on_progress)
+    source: Any = DecryptingReader(hashing, identities) if identities else hashing
     decoder = Decoder(compression)
     result = ScanResult()
     head = bytearray()
     failed = False
-    while True:
-        if cancel is not None:
-            cancel.check()
-        chunk = raw.read(CHUNK)
-        if not chunk:
-            break
-        sha.update(chunk)
-        result.compressed_bytes += len(chunk)
-        if on_progress is not None:
-            on_progress(result.compressed_bytes)
-        if failed:
-            continue  # keep hashing to the end; the first error is what we report
-        try:
-            data = decoder.feed(chunk)
-        except (zstandard.ZstdError, zlib.error) as exc:
-            failed = True
-            result.error = _describe(exc, compression)
-            result.error_offset = result.compressed_bytes - len(chunk)
-            continue
-        result.uncompressed_bytes += len(data)
-        if len(head) < HEAD_BYTES:
-            head += data[: HEAD_BYTES - len(head)]
-        if on_data is not None and data:
-            on_data(data)
+    try:
+        while True:
+            if cancel is not None:
+                cancel.check()
+            try:
+                chunk = source.read(CHUNK)
+            except DecryptionFailed as exc:
+                result.error = str(exc)
+                result.error_offset = hashing.count
+                result.decrypt_failed = True
+                failed = True
+                break
+            if not chunk:
+                break
+            if failed:
+                continue  # keep reading to the end for the sha256; the first error is what we report
+            try:
+                data = decoder.feed(chunk)
+            except (zstandard.ZstdError, zlib.error) as exc:
+                failed = True
+                result.error = _describe(exc, compression)
+                result.error_offset = hashing.count
+                continue
+            result.uncompressed_bytes += len(data)
+            if len(head) < HEAD_BYTES:
+                head += data[: HEAD_BYTES - len(head)]
+            if on_data is not None and data:
+                on_data(data)
+    finally:
+        if identities:
+            source.close()
+    while hashing.read(CHUNK):  # the rest of the stored bytes, for the sha256
+        pass
     if not failed:
         try:
             decoder.finish()
         except EOFError as exc:
             result.error = _describe(exc, compression)
-            result.error_offset = result.compressed_bytes
-    result.sha256 = sha.hexdigest()
+            result.error_offset = hashing.count
+    result.sha256 = hashing.sha256.hexdigest()
+    result.compressed_bytes = hashing.count
     result.head = bytes(head)
     return result
 

@@ -240,24 +240,30 @@ class _Verifier:
                     self.start(i)
                 self.check(i, Status.SKIP, "skipped: the file is missing, unreadable or empty", t4)
             return
+        identities = None
         if e.name.encrypted:
-            self.scan_problem = "encrypted artifact: no decryption key configured"
-            self.check(4, Status.SKIP, "Encrypted artifact and no identity configured: cannot test compression", t4)
-            self.start(5)
-            self.check(5, Status.SKIP, "Encrypted artifact: dump content not readable without the identity", t4)
-            self._metadata_check(None)
-            return
+            try:
+                identities = self._identities()
+            except OpsError as exc:
+                self.check(4, Status.SKIP, f"Encrypted artifact, not decrypted: {exc.what} "
+                           "(checks 4, 5 and 8 need the identity)", t4)
+                self.start(5)
+                self.check(5, Status.SKIP, "Encrypted artifact: dump content not readable without the identity", t4)
+                self._metadata_check(None)
+                return
         self.probe = _ContentProbe(e.name.format, _pick_tools(self.settings))
         try:
             with _open_raw(self.settings, e) as raw:
                 self.scan = scan_stream(raw, e.name.compression, on_data=self.probe.feed,
                                         on_progress=lambda n: self.r.progress("compression", n, self.size),
-                                        cancel=self.r.cancel)
+                                        cancel=self.r.cancel, identities=identities)
         finally:
             self.probe.close()
         self.r.progress("compression", self.scan.compressed_bytes, self.size, force=True)
         scan = self.scan
-        if scan.error:
+        if scan.decrypt_failed:
+            self.check(4, Status.FAIL, f"Decryption failed at byte {scan.error_offset:,} of {self.size:,}: {scan.error}", t4)
+        elif scan.error:
             where = f" at byte {scan.error_offset:,} of {self.size:,}" if scan.error_offset is not None else ""
             self.check(4, Status.FAIL, f"Compression integrity test failed{where}: {scan.error}", t4)
         elif e.name.compression == "none":
@@ -297,6 +303,15 @@ class _Verifier:
             return
         self.check(5, Status.PASS, f"Valid PostgreSQL dump detected: custom format, {len(entries)} tables with data "
                    f"in the table of contents", t, {"tables": len(entries)})
+
+    def _identities(self) -> list:
+        """age identities for an encrypted artifact, or OpsError saying why there are none."""
+        from .crypto import encryption_settings, load_identities
+
+        enc = encryption_settings(self.settings)
+        if not enc.can_decrypt:
+            raise OpsError("no identity configured (OPSTOWER_AGE_IDENTITY or encryption.identity_file)")
+        return load_identities(enc)
 
     def _metadata_check(self, scan: ScanResult | None) -> None:
         t = self.start(6)
@@ -383,12 +398,20 @@ class _Verifier:
     def _full_restore(self) -> None:
         t = self.start(8)
         e = self.entry
-        if self.result.failed:
+        if any(r.status == Status.FAIL for r in self.r.results):
             self.check(8, Status.SKIP, "skipped: earlier checks failed", t)
             return
+        decrypt = None
         if e.name.encrypted:
-            self.check(8, Status.SKIP, "Encrypted artifact and no identity configured: cannot restore", t)
-            return
+            try:
+                identities = self._identities()
+            except OpsError as exc:
+                self.check(8, Status.SKIP, f"Encrypted artifact, cannot restore: {exc.what}", t)
+                return
+            from .crypto import DecryptingReader
+
+            def decrypt(raw):
+                return DecryptingReader(raw, identities)
         target = _target_for(self.settings, e.database)
         scratch = f"{e.database[:30]}_verify_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
         created = False
@@ -402,7 +425,7 @@ class _Verifier:
             self.r.log("full_restore", "Restoring backup to test database...")
             cmd = load_command(tools, e.name, scratch)
             with _open_raw(self.settings, e) as raw:
-                stream_into(cmd, target, raw, e.name.compression, self.r, "full_restore", self.size)
+                stream_into(cmd, target, raw, e.name.compression, self.r, "full_restore", self.size, decrypt=decrypt)
             self.r.log("full_restore", "Restoration to test database successful")
             status, detail = _compare_restored(target, scratch, e.meta, self.r)
             self.check(8, status, detail, t, {"scratch_db": scratch})
