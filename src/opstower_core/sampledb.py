@@ -1,7 +1,7 @@
 """The "opstower" demo database: a small ride-hailing operations schema with data.
 
-`create_sample_database` loads `data/sample_opstower.sql` (47 tables in three schemas, a few
-thousand deterministic rows); `add_activity` appends new bookings, trips, payments and audit
+`create_sample_database` loads `data/sample_opstower.sql` (47 tables in three schemas, about
+14,000 deterministic rows); `add_activity` appends new bookings, trips, payments and audit
 lines so that successive backups of the demo differ a little.
 """
 
@@ -55,29 +55,35 @@ def create_sample_database(conninfo: dict[str, Any], dbname: str = "opstower", r
             # Fresh statistics so the console's size/row estimates (reltuples) are right at once.
             conn.execute("ANALYZE")
     except BaseException:
-        # A half-loaded demo would be skipped by the next non-replace call: remove it.
-        with _connect(conninfo) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        # A half-loaded demo would be skipped by the next non-replace call: remove it, but let
+        # the original error through even if the clean-up fails too.
+        try:
+            with _connect(conninfo) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        except Exception:
+            pass
         raise
 
 
 # One statement, so a run adds bookings, their history, trips, payments and audit lines together.
-# Ids come from the identity columns; foreign keys are picked from rows the sample always has.
+# Ids come from the identity columns; foreign keys are picked among existing rows (customers with a
+# default payment method, active drivers), so it also works after the demo data has been edited.
 _ACTIVITY_SQL = """
 WITH params AS (
-    SELECT (SELECT count(*) FROM public.customers) AS n_customers,
-           (SELECT count(*) FROM public.zones) AS n_zones,
-           (SELECT array_agg(id ORDER BY id) FROM public.drivers WHERE status = 'active') AS drivers
+    SELECT (SELECT array_agg(customer_id ORDER BY id) FROM billing.payment_methods WHERE is_default) AS customers,
+           (SELECT array_agg(id ORDER BY id) FROM public.zones) AS zones,
+           (SELECT array_agg(id ORDER BY id) FROM public.drivers WHERE status = 'active') AS drivers,
+           (SELECT array_agg(id ORDER BY id) FROM public.vehicles WHERE status = 'active') AS vehicles
 ),
 new_bookings AS (
     INSERT INTO public.bookings (customer_id, pickup_zone_id, dropoff_zone_id, requested_at, status, passengers)
-    SELECT 1 + floor(random() * p.n_customers)::int,
-           1 + floor(random() * p.n_zones)::int,
-           1 + floor(random() * p.n_zones)::int,
-           now() - (%(rows)s - g) * interval '45 seconds',
+    SELECT p.customers[1 + floor(random() * cardinality(p.customers))::int],
+           p.zones[1 + floor(random() * cardinality(p.zones))::int],
+           p.zones[1 + floor(random() * cardinality(p.zones))::int],
+           now() - (%(rows)s::int - g) * interval '45 seconds',
            CASE WHEN random() < 0.85 THEN 'completed' ELSE 'cancelled' END::public.booking_status,
            1 + (random() < 0.2)::int
-    FROM params AS p, generate_series(1, %(rows)s) AS g
+    FROM params AS p CROSS JOIN generate_series(1, %(rows)s::int) AS g
     RETURNING id, customer_id, requested_at, status
 ),
 history AS (
@@ -86,15 +92,16 @@ history AS (
 ),
 new_trips AS (
     INSERT INTO public.trips (booking_id, driver_id, vehicle_id, started_at, ended_at, distance_km, duration_s, fare)
-    SELECT b.id, x.driver_id, (x.driver_id - 1) %% 240 + 1, b.requested_at + interval '4 minutes',
+    SELECT b.id, x.driver_id, p.vehicles[1 + (x.driver_id - 1) %% cardinality(p.vehicles)], b.requested_at + interval '4 minutes',
            b.requested_at + interval '4 minutes' + x.duration_s * interval '1 second',
            x.distance_km, x.duration_s, round(3.50 + x.distance_km * 1.20 + x.duration_s / 60.0 * 0.30, 2)
-    FROM new_bookings AS b, params AS p
+    FROM new_bookings AS b
+    CROSS JOIN params AS p
     CROSS JOIN LATERAL (
         SELECT p.drivers[1 + floor(random() * cardinality(p.drivers))::int] AS driver_id,
                round((1.5 + random() * 25)::numeric, 2) AS distance_km,
                (300 + floor(random() * 2400))::int AS duration_s
-        -- Reference b so the lateral runs once per booking, not once overall.
+        -- Referencing b makes the lateral run once per booking, so each trip gets its own values.
         WHERE b.id IS NOT NULL
     ) AS x
     WHERE b.status = 'completed'
@@ -102,8 +109,13 @@ new_trips AS (
 ),
 new_payments AS (
     INSERT INTO billing.payments (trip_id, payment_method_id, amount, currency, status, provider_ref, captured_at)
-    SELECT t.id, b.customer_id, t.fare, t.currency, 'captured', 'ch_' || md5(random()::text || t.id), t.ended_at
-    FROM new_trips AS t JOIN new_bookings AS b ON b.id = t.booking_id
+    SELECT t.id, pm.id, t.fare, t.currency, 'captured', 'ch_' || md5(random()::text || t.id), t.ended_at
+    FROM new_trips AS t
+    JOIN new_bookings AS b ON b.id = t.booking_id
+    CROSS JOIN LATERAL (
+        SELECT id FROM billing.payment_methods
+        WHERE customer_id = b.customer_id AND is_default ORDER BY id LIMIT 1
+    ) AS pm
 )
 INSERT INTO audit.log (occurred_at, actor, action, entity, entity_id, details)
 SELECT requested_at, 'dispatcher', 'create', 'booking', id, jsonb_build_object('source', 'add_activity')

@@ -1,7 +1,8 @@
 -- OpsTower demo database: a small ride-hailing / field-operations platform.
 --
 -- 47 ordinary tables over three schemas (public: 33, billing: 9, audit: 5), with primary and
--- foreign keys, indexes, identity columns and sequences, enums, views and one materialized view.
+-- foreign keys, indexes, identity columns and sequences, enums, views and one materialized view,
+-- and about 14,000 rows.
 -- Data is generated with generate_series and arithmetic on the series index only, so every load
 -- produces exactly the same rows (no random(), no now()); the clock starts on 2025-09-01 UTC.
 -- Runs as one multi-statement execute on an autocommit connection in a fresh database.
@@ -594,7 +595,7 @@ SELECT (i * 13) % 300 + 1,
        TIMESTAMPTZ '2025-09-01 05:00+00' + (i / 10) * INTERVAL '1 day' + (i % 10) * INTERVAL '1 hour',
        TIMESTAMPTZ '2025-09-01 05:00+00' + (i / 10) * INTERVAL '1 day' + (i % 10) * INTERVAL '1 hour'
            + (6 + i % 5) * INTERVAL '1 hour'
-FROM generate_series(1, 900) AS i;
+FROM generate_series(1, 600) AS i;
 
 INSERT INTO public.shift_breaks (shift_id, starts_at, minutes)
 SELECT s.id, s.starts_at + INTERVAL '3 hours', 15 + (s.id % 4) * 10
@@ -610,7 +611,7 @@ SELECT (i * 7) % 24 + 1,
        (ARRAY['Andersen', 'Berg', 'Costa', 'Dubois', 'Eriksson', 'Fischer', 'García', 'Horvat', 'Jensen',
               'Kowalski', 'Laurent', 'Müller', 'Nilsen'])[i % 13 + 1],
        'customer' || i || '@mail.example',
-       CASE WHEN i % 9 = 0 THEN NULL ELSE '+44 7' || lpad(((i * 15485863) % 1000000000)::text, 9, '0') END,
+       CASE WHEN i % 9 = 0 THEN NULL ELSE '+44 7' || lpad(((i::bigint * 15485863) % 1000000000)::text, 9, '0') END,
        TIMESTAMPTZ '2023-01-01 00:00+00' + i * INTERVAL '21 hours',
        i % 3 = 0
 FROM generate_series(1, 800) AS i;
@@ -626,7 +627,7 @@ FROM generate_series(1, 900) AS i;
 INSERT INTO public.corporate_accounts (name, vat_number, billing_email, credit_limit)
 SELECT (ARRAY['Acme', 'Globex', 'Initech', 'Umbrella', 'Hooli'])[(i - 1) % 5 + 1] || ' '
            || (ARRAY['Logistics', 'Consulting', 'Pharma'])[(i - 1) / 5 + 1],
-       'EU' || lpad((i * 982451653 % 1000000000)::text, 9, '0'),
+       'EU' || lpad((i::bigint * 982451653 % 1000000000)::text, 9, '0'),
        'ap' || i || '@corp.example',
        5000 + i * 2500
 FROM generate_series(1, 15) AS i;
@@ -640,21 +641,21 @@ SELECT 'RIDE' || (5 * i), 5 + (i % 6) * 5, DATE '2025-08-01' + i * 3, DATE '2025
        CASE WHEN i % 4 = 0 THEN NULL ELSE 500 * i END
 FROM generate_series(1, 20) AS i;
 
--- 1000 bookings over 90 days; 80 % complete, the rest cancelled, the last few still open.
+-- 800 bookings over 90 days; 80 % complete, the rest cancelled, the last few still open.
 INSERT INTO public.bookings (customer_id, pickup_zone_id, dropoff_zone_id, requested_at, scheduled_for, status,
                              passengers, promo_code_id, corporate_account_id)
 SELECT (i * 37) % 800 + 1,
        (i * 11) % 96 + 1,
        (i * 11 + 1 + i % 3) % 96 + 1,
-       TIMESTAMPTZ '2025-09-01 00:00+00' + i * INTERVAL '129 minutes' + (i * 37 % 60) * INTERVAL '1 second',
-       CASE WHEN i % 12 = 0 THEN TIMESTAMPTZ '2025-09-01 00:00+00' + i * INTERVAL '129 minutes' + INTERVAL '1 day' END,
-       CASE WHEN i > 990 THEN (ARRAY['requested', 'assigned', 'en_route', 'in_progress'])[i % 4 + 1]::public.booking_status
+       TIMESTAMPTZ '2025-09-01 00:00+00' + i * INTERVAL '161 minutes' + (i * 37 % 60) * INTERVAL '1 second',
+       CASE WHEN i % 12 = 0 THEN TIMESTAMPTZ '2025-09-01 00:00+00' + i * INTERVAL '161 minutes' + INTERVAL '1 day' END,
+       CASE WHEN i > 790 THEN (ARRAY['requested', 'assigned', 'en_route', 'in_progress'])[i % 4 + 1]::public.booking_status
             WHEN i % 10 < 8 THEN 'completed'
             ELSE 'cancelled' END,
        1 + (i % 7 = 0)::int + (i % 19 = 0)::int,
        CASE WHEN i % 15 = 0 THEN (i / 15) % 20 + 1 END,
-       CASE WHEN i % 6 = 0 THEN (i / 6) % 15 + 1 END
-FROM generate_series(1, 1000) AS i;
+       CASE WHEN i % 7 = 0 THEN (i / 7) % 15 + 1 END
+FROM generate_series(1, 800) AS i;
 
 INSERT INTO public.booking_status_history (booking_id, status, changed_at)
 SELECT b.id, s.status, b.requested_at + s.offs
@@ -690,7 +691,7 @@ JOIN public.bookings AS b ON b.id = t.booking_id
 JOIN public.zones AS z ON z.id = b.pickup_zone_id
 JOIN public.cities AS c ON c.id = z.city_id
 CROSS JOIN generate_series(0, 2) AS w(seq)
-WHERE t.id <= 300
+WHERE t.id <= 200
 ORDER BY t.id, w.seq;
 
 INSERT INTO public.trip_ratings (trip_id, stars, comment, rated_at)
@@ -716,7 +717,7 @@ SELECT t.id, t.driver_id, t.vehicle_id,
        (ARRAY['minor collision', 'passenger complaint', 'lost item', 'vehicle fault'])[(t.id / 10) % 4 + 1],
        'Reported by ' || CASE WHEN t.id % 20 = 0 THEN 'passenger' ELSE 'driver' END || ' after trip ' || t.id,
        t.ended_at + INTERVAL '30 minutes',
-       CASE WHEN t.id > 720 THEN NULL ELSE t.ended_at + (2 + t.id % 40) * INTERVAL '1 hour' END
+       CASE WHEN t.id > 580 THEN NULL ELSE t.ended_at + (2 + t.id % 40) * INTERVAL '1 hour' END
 FROM public.trips AS t
 WHERE t.id % 10 = 0
 ORDER BY t.id;
@@ -755,11 +756,11 @@ SELECT (i - 1) % 240 + 1, (i - 1) % 240 + 1,
        CASE WHEN ((i - 1) % 240 * 7) % 24 % 3 = 2 THEN NULL ELSE 30 + i % 25 END,
        CASE WHEN ((i - 1) % 240 * 7) % 24 % 3 = 2 THEN 40 + i % 30 END,
        round(45 + (i * 13 % 40) * 1.1, 2)
-FROM generate_series(1, 600) AS i;
+FROM generate_series(1, 360) AS i;
 
 INSERT INTO public.support_tickets (customer_id, trip_id, subject, status, priority, opened_at)
 SELECT (i * 53) % 800 + 1,
-       CASE WHEN i % 3 = 0 THEN NULL ELSE i * 5 END,
+       CASE WHEN i % 3 = 0 THEN NULL ELSE (i * 5) % 600 + 1 END,
        (ARRAY['Charged twice', 'Lost item', 'Driver late', 'Cannot add card', 'Receipt missing'])[i % 5 + 1],
        CASE WHEN i > 130 THEN 'open' WHEN i % 8 = 0 THEN 'pending' ELSE 'closed' END,
        1 + i % 3,
@@ -771,7 +772,7 @@ SELECT t.id, m % 2 = 1,
        CASE WHEN m % 2 = 1 THEN 'Hello, about "' || t.subject || '"…' ELSE 'Thanks, we are looking into it.' END,
        t.opened_at + m * INTERVAL '2 hours'
 FROM public.support_tickets AS t
-CROSS JOIN generate_series(1, 3) AS m
+CROSS JOIN generate_series(1, 2) AS m
 ORDER BY t.id, m;
 
 INSERT INTO public.notifications (customer_id, channel, template, sent_at, delivered)
@@ -780,7 +781,7 @@ SELECT (i * 29) % 800 + 1,
        (ARRAY['driver_arriving', 'trip_receipt', 'promo_weekend', 'rate_your_trip'])[(i / 4) % 4 + 1],
        TIMESTAMPTZ '2025-09-01 00:00+00' + i * INTERVAL '173 minutes',
        i % 31 <> 0
-FROM generate_series(1, 750) AS i;
+FROM generate_series(1, 400) AS i;
 
 INSERT INTO public.app_settings (key, value, updated_at) VALUES
     ('dispatch.max_radius_km', '8', '2025-06-01 10:00+00'),
@@ -869,9 +870,9 @@ SELECT TIMESTAMPTZ '2025-09-01 00:00+00' + i * INTERVAL '97 minutes',
        (ARRAY['ops.maria', 'ops.tom', 'ops.yuki', 'system', 'dispatcher'])[i % 5 + 1],
        (ARRAY['update', 'create', 'assign', 'refund', 'suspend'])[(i / 5) % 5 + 1],
        (ARRAY['booking', 'driver', 'vehicle', 'payment'])[i % 4 + 1],
-       (i * 7) % 1000 + 1,
+       (i * 7) % 800 + 1,
        jsonb_build_object('source', CASE WHEN i % 5 = 3 THEN 'scheduler' ELSE 'console' END, 'seq', i)
-FROM generate_series(1, 900) AS i;
+FROM generate_series(1, 600) AS i;
 
 INSERT INTO audit.login_events (actor, succeeded, ip, user_agent, occurred_at)
 SELECT (ARRAY['ops.maria', 'ops.tom', 'ops.yuki', 'admin', 'finance.lee'])[i % 5 + 1],
@@ -879,7 +880,7 @@ SELECT (ARRAY['ops.maria', 'ops.tom', 'ops.yuki', 'admin', 'finance.lee'])[i % 5
        ('10.' || (i % 4) || '.' || (i * 7 % 256) || '.' || (i * 13 % 254 + 1))::inet,
        (ARRAY['Mozilla/5.0 (X11; Linux x86_64)', 'Mozilla/5.0 (Macintosh)', 'opstower-cli/0.1'])[i % 3 + 1],
        TIMESTAMPTZ '2025-09-01 07:30+00' + i * INTERVAL '5 hours 11 minutes'
-FROM generate_series(1, 400) AS i;
+FROM generate_series(1, 240) AS i;
 
 INSERT INTO audit.data_exports (requested_by, dataset, row_count, requested_at, completed_at)
 SELECT (ARRAY['finance.lee', 'ops.maria', 'admin'])[i % 3 + 1],
