@@ -1,0 +1,215 @@
+"""`opstower restore ARTIFACT [options]` and `opstower restore --discard-old NAME`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import TextIO
+
+import humanize
+
+from ..errors import OpsError, UsageError
+from ..events import CancelToken
+from ..restore import (
+    RestoreOptions,
+    RestorePlan,
+    RestoreResult,
+    discard_old,
+    list_old_databases,
+    plan_restore,
+    run_restore,
+    timing_table,
+)
+from ..state import StateStore
+from .common import add_json, add_target, settings_from
+from .render import JsonRenderer, renderer
+
+EPILOG = """\
+steps:
+  1 verify the backup (checks 1-7)   2 download from S3 (when needed)   3 typed confirmation
+  4 pre-restore backup               5 terminate connections            6 create / drop
+  7 restore                          8 verify the restored database     9 ANALYZE, VACUUM, REINDEX
+  Every step is timed against the RTO budget; the result goes to the run history.
+
+safety:
+  By default the backup is restored into a staging database, checked, and then swapped in
+  by renaming (live -> <db>_pre_restore_<ts>, staging -> live, in one transaction). The old
+  database stays until you discard it with --discard-old. --in-place drops and recreates the
+  live database (as the reference script did), relying on the pre-restore backup; if any
+  step fails, the previous state is put back. Without --force you are shown what will be
+  replaced and must type the database name; anything else cancels (exit 1, nothing changed).
+
+examples:
+  opstower restore latest --plan
+  opstower restore /var/backups/opstower/opstower_20260207_143000.sql.gz
+  opstower restore database/20260207/opstower_20260207_143000.dump.zst --from-s3 --force
+  opstower restore latest --tables public.orders,public.payments
+  opstower restore latest --target-db opstower_copy
+  opstower restore --discard-old opstower_pre_restore_20260207_150000
+
+exit status: 0 restored; 1 failed or cancelled (the message says what state things are in);
+2 bad usage; 130 interrupted.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "restore", help="restore a backup (verified, staged, swapped in, timed against the RTO)",
+        description="Restore a database from a backup: verify it, download it from S3 if needed, confirm, take a "
+        "pre-restore backup, restore into a staging database, check it, then switch it into place.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="opstower restore <backup_file> [options]\n       opstower restore --discard-old NAME",
+    )
+    p.add_argument("artifact", nargs="?", metavar="ARTIFACT",
+                   help='backup to restore: a local path, a name from `opstower list`, an S3 key, or "latest"')
+    add_target(p)
+    p.add_argument("--from-s3", action="store_true", help="download the backup from S3 before restoring")
+    p.add_argument("--force", action="store_true", help="skip the confirmation prompt")
+    p.add_argument("--target-db", metavar="NAME",
+                   help="restore under this name; an existing NAME is what gets replaced, the original is untouched")
+    p.add_argument("--in-place", action="store_true",
+                   help="drop and recreate the live database (no room for two copies); rollback uses the "
+                   "pre-restore backup")
+    p.add_argument("--tables", metavar="T1,T2",
+                   help="restore only these tables (custom format) into a new <db>_tables_<ts> database to merge back")
+    p.add_argument("--plan", action="store_true", help="show the steps, commands and SQL, then stop (dry run)")
+    p.add_argument("--create-roles", action="store_true",
+                   help="create roles named in the backup's globals file that do not exist (existing ones untouched)")
+    p.add_argument("--jobs", type=int, metavar="N", help="parallel pg_restore jobs (custom format; default: automatic)")
+    p.add_argument("--discard-old", metavar="NAME", help="drop a database kept by an earlier swap, then exit")
+    p.add_argument("--list-old", action="store_true", help="list the databases kept by earlier swaps, then exit")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.discard_old:
+        discard_old(settings, args.discard_old, args.database)
+        _emit(args, {"ok": True, "discarded": args.discard_old}, f"Dropped {args.discard_old}.")
+        return 0
+    if args.list_old:
+        rows = list_old_databases(settings, args.database)
+        if args.json:
+            for name, size in rows:
+                print(json.dumps({"name": name, "size_bytes": size}))
+        else:
+            for name, size in rows:
+                print(f"{name}  {humanize.naturalsize(size, binary=True)}")
+            if not rows:
+                print("No databases kept by earlier restores.")
+        return 0
+    if not args.artifact:
+        raise UsageError("Which backup? Give ARTIFACT (a path, a name from `opstower list`, an S3 key or \"latest\")",
+                         "nothing was changed", "see `opstower restore --help`")
+    options = RestoreOptions(
+        from_s3=args.from_s3, force=args.force, target_db=args.target_db, in_place=args.in_place,
+        tables=args.tables.split(",") if args.tables else None, jobs=args.jobs, create_roles=args.create_roles,
+    )
+    plan = plan_restore(settings, args.artifact, args.database, options)
+    if args.plan:
+        if args.json:
+            print(json.dumps({"kind": "plan", **plan.as_dict()}, default=str))
+        else:
+            print_plan(plan, sys.stdout)
+        return 0
+    if plan.needs_confirmation and not sys.stdin.isatty():
+        raise OpsError(f"Refusing to replace {plan.live_db} without a typed confirmation: no terminal to ask on",
+                       "nothing was changed", "run it on a terminal or pass --force")
+    render = renderer(args.json)
+    out = sys.stderr if args.json else sys.stdout
+    if not args.json:
+        print_plan(plan, out, brief=True)
+    cancel = CancelToken()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())  # Ctrl-C rolls back cleanly
+    try:
+        result = run_restore(settings, plan, confirm=lambda p: ask(p, out, previous), on_event=render,
+                             cancel=cancel, state=StateStore(settings.state_dir))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if isinstance(render, JsonRenderer):
+        render.summary(result.as_dict())
+    else:
+        print_result(result, sys.stdout)
+    if result.ok:
+        return 0
+    return 130 if result.status == "cancelled" and cancel.cancelled else 1
+
+
+def _emit(args: argparse.Namespace, data: dict, text: str) -> None:
+    print(json.dumps({"kind": "summary", **data}) if args.json else text)
+
+
+def ask(plan: RestorePlan, out: TextIO, sigint) -> str:
+    """The reference's WARNING block, then the database name typed by the operator."""
+    e = plan.entry
+    lines = [
+        "=" * 67,
+        "WARNING: This will COMPLETELY REPLACE the current database!",
+        "=" * 67,
+        f"Database: {plan.live_db}",
+        f"Host: {plan.target.display_host}:{plan.target.display_port}",
+        f"Backup File: {e.local_path or e.s3_key}",
+        f"Mode: {_mode_text(plan)}",
+        f"Connected sessions: {len(plan.sessions)} (they will be terminated)",
+        "=" * 67,
+    ]
+    for line in lines:
+        out.write(f"[WARN] {line}\n")
+    out.write("Type the database name to continue: ")
+    out.flush()
+    handler = signal.signal(signal.SIGINT, sigint)  # Ctrl-C at the prompt cancels at once
+    try:
+        return sys.stdin.readline().strip()
+    except KeyboardInterrupt:
+        return ""
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def _mode_text(plan: RestorePlan) -> str:
+    return {
+        "swap": f"safe swap (restore into {plan.work_db}, then rename; the old database is kept as {plan.old_db})",
+        "in_place": "in place (drop and recreate; the pre-restore backup is the way back)",
+        "new_db": f"new database {plan.live_db}",
+        "tables": f"tables {', '.join(plan.options.tables or [])} into {plan.work_db}",
+    }[plan.mode]
+
+
+def print_plan(plan: RestorePlan, out: TextIO, brief: bool = False) -> None:
+    e = plan.entry
+    out.write(f"Restore plan: {e.filename} ({humanize.naturalsize(plan.artifact_size, binary=True)}) -> "
+              f"{plan.live_db} on {plan.target.display_host}:{plan.target.display_port} ({plan.server_version})\n")
+    out.write(f"Mode: {_mode_text(plan)}; RTO budget {plan.rto_minutes} min\n")
+    if plan.live_size is not None:
+        out.write(f"Current {plan.live_db}: {humanize.naturalsize(plan.live_size, binary=True)}, "
+                  f"{len(plan.sessions)} session(s) connected\n")
+    for s in plan.sessions:
+        out.write(f"  pid {s['pid']}  {s['user']}  {s['application'] or '-'}  {s['client'] or '-'}  {s['state']}  "
+                  f"since {s['since'][:19]}\n")
+    for note in plan.notes:
+        out.write(f"Note: {note}\n")
+    for i, step in enumerate(plan.steps, 1):
+        if step.skip:
+            out.write(f"{i:2}. {step.title}: skipped ({step.skip})\n")
+            continue
+        out.write(f"{i:2}. {step.title}" + (f": {step.detail}" if step.detail else "") + "\n")
+        if not brief:
+            for cmd in step.commands:
+                out.write(f"      {cmd}\n")
+    out.flush()
+
+
+def print_result(result: RestoreResult, out: TextIO) -> None:
+    rows = timing_table(result)
+    width = max([len(t) for t, _, _ in rows] + [4])
+    out.write(f"\n{'STEP'.ljust(width)}  STATUS  SECONDS  CUMULATIVE\n")
+    for step, (title, seconds, total) in zip(result.steps, rows, strict=True):
+        out.write(f"{title.ljust(width)}  {step.status.value:<6}  {seconds:7.1f}  {total:10.1f}\n")
+    margin = result.margin_seconds
+    out.write(f"Total {result.total_seconds:.1f} s of the {result.plan.rto_minutes}-minute RTO budget: "
+              f"{'margin' if margin >= 0 else 'OVER by'} {humanize.precisedelta(abs(margin), minimum_unit='seconds', format='%0.0f')}\n")
+    out.write(("" if result.ok else "ERROR: ") + result.sentence + "\n")
+    out.flush()
