@@ -87,7 +87,7 @@ class Settings:
     retention_days: int = 30
     keep_last: int = 3  # never delete the newest N good backups, whatever their age
     pre_restore_retention_days: int = 7
-    min_free_gb: float = 5.0  # the reference's floor, applied to large databases only
+    min_free_gb: float = 5.0  # free space a backup needs at least (the reference's 5 GB); 0 = estimate only
     pg_bin: Path | None = None
     s3: S3Settings = field(default_factory=S3Settings)
     targets: dict[str, Target] = field(default_factory=dict)
