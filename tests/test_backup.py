@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import admin_conn, create_database
 
+from conftest import admin_conn, create_database
 from opstower_core import __version__
 from opstower_core.artifact import REFERENCE_FIELDS, parse_name
 from opstower_core.backup import BackupOptions, run_backup
@@ -194,6 +194,7 @@ def test_latest_symlink_follows_the_newest_and_is_never_missing(pg, make_setting
     assert os.readlink(link) == second.path.name and link.resolve() == second.path
     assert seen <= {first.path.name, second.path.name}
     assert first.path.exists()  # the older artifact stays
+    assert first.log_path != second.log_path and first.log_path.exists()  # one log file per run
 
     plain = run_backup(settings, options=BackupOptions(fmt="plain", local_only=True))
     assert plain.path.name.endswith(".sql.gz")
@@ -231,10 +232,9 @@ def big_db(pg) -> str:
     create_database(pg, db, "CREATE TABLE public.noise (id integer PRIMARY KEY, data bytea NOT NULL);"
                             "CREATE TABLE public.small (id integer PRIMARY KEY);"
                             "INSERT INTO public.small SELECT generate_series(1, 10);")
-    with admin_conn(pg, db) as conn, conn.cursor() as cur:
-        with cur.copy("COPY public.noise (id, data) FROM STDIN") as copy:
-            for i in range(56):
-                copy.write_row((i, os.urandom(256 * 1024)))
+    with admin_conn(pg, db) as conn, conn.cursor() as cur, cur.copy("COPY public.noise FROM STDIN") as copy:
+        for i in range(56):
+            copy.write_row((i, os.urandom(256 * 1024)))
     return db
 
 

@@ -17,8 +17,15 @@ class RunLog:
     def __init__(self, directory: Path, kind: str, stamp: str, syslog: bool = False) -> None:
         logs = Path(directory) / "logs"
         logs.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self.path = logs / f"{kind}_{stamp}.log"
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # One file per run: a second run within the same second gets `_2`, never the first run's file.
+        n = 1
+        while True:
+            self.path = logs / (f"{kind}_{stamp}.log" if n == 1 else f"{kind}_{stamp}_{n}.log")
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+                break
+            except FileExistsError:
+                n += 1
         self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._syslog: logging.Logger | None = None
         if syslog and Path("/dev/log").exists():
