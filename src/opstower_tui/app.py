@@ -1,0 +1,122 @@
+"""The OpsTower console: dashboard, backups, verify, restore wizard — by keyboard, over SSH.
+
+Start-up stays fast: only Textual and this package's screens are imported here; the
+engine (psycopg, boto3, zstandard) is imported by worker threads, and warmed up in the
+background right after the first paint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from .commands import OpsCommands
+from .dialogs.error import ErrorDialog, sentence_of
+from .screens.backups import BackupsScreen
+from .screens.dashboard import DashboardScreen
+from .screens.help import HelpScreen
+
+if TYPE_CHECKING:
+    from opstower_core.config import Settings
+
+# Written with the wall-clock time of the first paint (for bench/tui_bench.py).
+FIRST_PAINT_ENV = "OPSTOWER_FIRST_PAINT_FILE"
+EXIT_AFTER_PAINT_ENV = "OPSTOWER_EXIT_AFTER_PAINT"
+
+
+class OpsTowerApp(App[int]):
+    CSS_PATH = "opstower.tcss"
+    TITLE = "OpsTower DR"
+    MODES: ClassVar = {"dashboard": DashboardScreen, "backups": BackupsScreen}
+    DEFAULT_MODE = "dashboard"
+    COMMANDS: ClassVar = App.COMMANDS | {OpsCommands}
+    BINDINGS: ClassVar = [
+        Binding("1", "switch_mode('dashboard')", "Dashboard", show=False, id="app.dashboard"),
+        Binding("2", "switch_mode('backups')", "Backups", show=False, id="app.backups"),
+        Binding("question_mark,f1", "help", "Help", key_display="?", id="app.help"),
+        Binding("q", "quit", "Quit", show=False, id="app.quit"),
+    ]
+
+    def __init__(self, settings: Settings, read_only: bool = False, *,
+                 now: Callable[[], datetime] | None = None, monotonic: Callable[[], float] | None = None,
+                 warm_up: bool = True) -> None:
+        super().__init__()
+        self.settings = settings
+        self.read_only = read_only
+        self._now = now or (lambda: datetime.now().astimezone())
+        self._monotonic = monotonic or time.monotonic
+        self._warm_up = warm_up
+        self._painted = False
+
+    # -- clocks (frozen in snapshot tests) -------------------------------------------------
+    def now(self) -> datetime:
+        return self._now()
+
+    def monotonic(self) -> float:
+        return self._monotonic()
+
+    # -- start-up --------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        keys = self.settings.section("keys")
+        if keys:
+            # [keys] in the config: binding id = "key", e.g. "backups.verify" = "V".
+            self.set_keymap({str(k): str(v) for k, v in keys.items()})
+
+    def note_first_paint(self, screen: Any) -> None:
+        if self._painted:
+            return
+        self._painted = True
+        self.call_after_refresh(self._after_first_paint)
+
+    def _after_first_paint(self) -> None:
+        path = os.environ.get(FIRST_PAINT_ENV)
+        if path:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(f"{time.time():.6f}\n")
+            if os.environ.get(EXIT_AFTER_PAINT_ENV):
+                self.exit(0)
+                return
+        if self._warm_up:
+            self.warm_imports()
+
+    @work(thread=True, exclusive=True, group="warm-up", exit_on_error=False)
+    def warm_imports(self) -> None:
+        """Import the engine off the UI thread, so the first key press does not pay for it."""
+        import importlib
+
+        for module in ("opstower_core.catalog", "opstower_core.verify", "opstower_core.backup",
+                       "opstower_core.restore", "opstower_core.storage.s3", "boto3"):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
+
+    # -- errors ----------------------------------------------------------------------------
+    def report_error(self, error: BaseException) -> None:
+        """A worker's error as the engine's sentence in a modal; a cancel is only a notice."""
+        from opstower_core.errors import Cancelled
+
+        if isinstance(error, Cancelled):
+            self.notify(sentence_of(error), title="Cancelled", severity="warning")
+            return
+        self.push_screen(ErrorDialog(sentence_of(error)))
+
+    # -- actions ---------------------------------------------------------------------------
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.screen))
+
+
+def run_console(settings: Settings, read_only: bool = False) -> int:
+    """Run the console until the operator quits; returns the exit code."""
+    app = OpsTowerApp(settings, read_only=read_only)
+    result = app.run()
+    return int(result or app.return_code or 0)

@@ -1,0 +1,1 @@
+"""Small modal dialogs: errors, yes/no, typed confirmation."""

@@ -1,0 +1,108 @@
+"""Plain functions that turn engine values into the words and numbers the console shows.
+
+No Textual here, so they are cheap to import and easy to test. Every status has a word;
+colour only repeats what the word says (16-colour terminals, NO_COLOR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Styles per status word: colour repeats the word, it never replaces it.
+STATUS_STYLE = {
+    "PASS": "bold green", "OK": "bold green", "FAIL": "bold red", "CRIT": "bold red",
+    "WARN": "bold yellow", "SKIP": "dim", "RUN": "bold cyan", "WAIT": "dim", "-": "dim",
+}
+
+
+def size(n: int | None) -> str:
+    """1.2 MiB style (binary units, one decimal)."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover
+
+
+def duration(seconds: float | None) -> str:
+    """Short and exact enough for an on-call screen: 42s, 3m 05s, 2h 04m, 3d 4h."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{max(seconds, 0):.1f}s"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def clock(seconds: float) -> str:
+    """H:MM:SS for elapsed times and budgets."""
+    s = int(max(seconds, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def age_level(age_seconds: float | None, rpo_minutes: int, warn_hours: float, crit_hours: float) -> tuple[str, str]:
+    """(OK | WARN | CRIT, note) for the newest backup's age, by the reference's thresholds.
+
+    The reference's monitoring section: target under 1 h (the RPO), warning above 2 h,
+    critical above 4 h. Between the RPO and the warning threshold the word stays OK and
+    the note says the RPO target is missed.
+    """
+    if age_seconds is None:
+        return "CRIT", "no backup"
+    hours = age_seconds / 3600
+    if hours > crit_hours:
+        return "CRIT", f"older than {crit_hours:g} h"
+    if hours > warn_hours:
+        return "WARN", f"older than {warn_hours:g} h"
+    if age_seconds > rpo_minutes * 60:
+        return "OK", f"over the RPO target of {duration(rpo_minutes * 60)}"
+    return "OK", f"within the RPO target of {duration(rpo_minutes * 60)}"
+
+
+@dataclass(frozen=True)
+class SizeJump:
+    index: int  # position in the series of the backup that jumped
+    percent: float  # change against the previous backup
+
+
+def size_jumps(sizes: list[int], threshold: float = 0.30) -> list[SizeJump]:
+    """Backups whose size changed by more than ±30 % from the one before (the reference's alert)."""
+    jumps = []
+    for i in range(1, len(sizes)):
+        before, now = sizes[i - 1], sizes[i]
+        if before <= 0:
+            continue
+        change = (now - before) / before
+        if abs(change) > threshold:
+            jumps.append(SizeJump(i, change * 100))
+    return jumps
+
+
+def bar(fraction: float, width: int) -> str:
+    """A text bar that reads the same with or without colour."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    full = int(fraction * width)
+    return "█" * full + "░" * (width - full)
+
+
+def eta(done: int, total: int, elapsed: float) -> str:
+    """Remaining time at the average rate so far, or '--' before there is a rate."""
+    if total <= 0 or done <= 0 or elapsed <= 0.2:
+        return "--"
+    rate = done / elapsed
+    return duration((total - done) / rate) if rate > 0 else "--"
+
+
+def truncate(text: str, width: int) -> str:
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"

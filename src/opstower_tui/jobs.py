@@ -1,0 +1,92 @@
+"""Engine calls the console runs in worker threads, each as `job(on_event, cancel) -> result`.
+
+The engine is imported inside each job, never at module import, so start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .formatting import size
+
+# Titles of the eight checks, for drawing the list before the engine is imported.
+# They mirror opstower_core.verify.CHECKS (test_tui checks that they stay equal).
+VERIFY_CHECKS = [
+    ("exists", "Checking file existence"),
+    ("readable", "Checking file readability"),
+    ("not_empty", "Checking file is not empty"),
+    ("compression", "Testing compression integrity"),
+    ("content", "Verifying PostgreSQL dump content"),
+    ("metadata", "Checking metadata file"),
+    ("s3", "Verifying S3 backup"),
+    ("full_restore", "Full restoration test"),
+]
+
+
+def verify_job(settings: Any, entry: Any, full_test: bool) -> Callable[[Callable[[Any], None], Any], Any]:
+    def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
+        from opstower_core.state import StateStore
+        from opstower_core.verify import verify
+
+        return verify(settings, entry, full_test=full_test, on_event=on_event, cancel=cancel,
+                      state=StateStore(settings.state_dir))
+
+    return job
+
+
+def backup_job(settings: Any, target_name: str | None) -> Callable[[Callable[[Any], None], Any], Any]:
+    def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
+        from opstower_core.backup import run_backup
+
+        return run_backup(settings, target_name, on_event=on_event, cancel=cancel)
+
+    return job
+
+
+def download_job(settings: Any, entry: Any) -> Callable[[Callable[[Any], None], Any], Any]:
+    """Fetch an S3-only backup and its metadata into the backup directory (temp name, then rename)."""
+
+    def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
+        from opstower_core.artifact import write_metadata
+        from opstower_core.catalog import fetch_s3_metadata
+        from opstower_core.events import Reporter
+        from opstower_core.storage.local import LocalStore
+        from opstower_core.storage.s3 import S3Store
+
+        reporter = Reporter(on_event, cancel)
+        LocalStore(settings.backup_dir).ensure()
+        dest = settings.backup_dir / entry.filename
+        store = S3Store(settings.s3)
+        with reporter.step("download", f"Downloading {entry.filename} from S3") as out:
+            t0 = time.monotonic()
+            store.download(entry.s3_key, dest, progress=lambda done, total: reporter.progress("download", done, total),
+                           cancel=lambda: cancel.cancelled)
+            out.detail = f"Downloaded {size(dest.stat().st_size)} to {dest} in {time.monotonic() - t0:.1f} s (sha256 checked)"
+        with reporter.step("metadata", "Fetching the metadata file") as out:
+            fetch_s3_metadata(settings, entry)
+            if entry.meta is not None:
+                write_metadata(settings.backup_dir / entry.name.meta_filename, entry.meta)
+                out.detail = f"Metadata saved beside it: {entry.name.meta_filename}"
+            else:
+                from opstower_core.events import Status
+
+                out.status = Status.WARN
+                out.detail = f"No metadata in S3 ({entry.meta_problem}); check 6 will fail on this copy"
+        return dest
+
+    return job
+
+
+def backup_summary(result: Any) -> str:
+    where = f", S3 {result.s3_key}" if result.s3_key else ""
+    text = f"PASS: backup {result.name.filename} ({size(result.meta['size_bytes'])}, {result.seconds:.1f} s{where})"
+    if result.s3_error:
+        text = (f"WARN: {result.s3_error}. The local backup {result.name.filename} is good; fix S3 access and "
+                "back up again")
+    return text
+
+
+def download_summary(dest: Any) -> str:
+    return f"PASS: downloaded to {dest}"

@@ -1,0 +1,1 @@
+"""The console's screens: dashboard, backups, verify, restore wizard, runs and help."""

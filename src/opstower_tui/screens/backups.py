@@ -1,0 +1,254 @@
+"""Backups: local and S3 in one table, filtered as you type, with the selected one's metadata.
+
+The local list arrives first; S3 is listed in a worker and merged in page by page, so a
+bucket with thousands of objects never holds up a key press.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Horizontal
+from textual.widgets import Footer, Header, Input, Label, Static
+
+from ..messages import CatalogPage
+from ..widgets.backup_table import BackupTable
+from ..widgets.meta_panel import MetaPanel
+from .base import OpsScreen
+
+S3_PAGE = 1000
+WIDE = 120  # from this width the metadata panel sits beside the table
+
+
+class BackupsScreen(OpsScreen):
+    SCREEN_NAME = "Backups"
+    BINDINGS: ClassVar = [
+        Binding("slash", "focus_filter", "Filter", id="backups.filter"),
+        Binding("v", "verify", "Verify", id="backups.verify"),
+        Binding("t", "full_test", "Full test", id="backups.full_test"),
+        Binding("r", "restore", "Restore", id="backups.restore"),
+        Binding("d", "download", "Download", id="backups.download"),
+        Binding("b", "backup_now", "Back up", id="backups.backup_now"),
+        Binding("s", "sort", "Sort", show=False, id="backups.sort"),
+        Binding("S", "reverse_sort", "Reverse sort", show=False, id="backups.reverse_sort"),
+        Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="backups.refresh"),
+        Binding("escape", "leave_filter", "Clear filter", show=False, id="backups.clear_filter"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[str, Any] = {}
+        self.s3_state = ""
+        self.s3_count = 0
+        self.stale = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="toolbar"):
+            yield Label("Filter", id="filter-label")
+            yield Input(placeholder="/ then type: name, local, s3, both, FAIL, plain…", id="filter")
+            yield Static("loading…", id="counts")
+        with Container(id="backups-body"):
+            yield BackupTable(id="table")
+            yield MetaPanel(id="meta")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(BackupTable).focus()
+        self._layout_for(self.size.width)
+        self.load()
+        self.set_interval(30, self._refresh_ages)
+
+    def _refresh_ages(self) -> None:
+        self.query_one(BackupTable).refresh_ages(self.ops.now())
+
+    def on_resize(self, event: Any) -> None:
+        self._layout_for(event.size.width)
+
+    def _layout_for(self, width: int) -> None:
+        self.query_one("#backups-body").set_class(width >= WIDE, "-wide")
+
+    def on_screen_resume(self) -> None:
+        if self.stale:
+            self.stale = False
+            self.load()
+
+    # -- loading -------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="catalog", exit_on_error=False)
+    def load(self) -> None:
+        from opstower_core.artifact import parse_name
+        from opstower_core.catalog import list_catalog
+        from opstower_core.errors import OpsError
+        from opstower_core.state import StateStore
+
+        settings = self.ops.settings
+        state = StateStore(settings.state_dir)
+        local = list_catalog(settings, include_s3=False, state=state)
+        self.post_message(CatalogPage(local.entries, replace=True, done=not settings.s3.enabled))
+        if not settings.s3.enabled:
+            return
+        verdicts: dict[str, str] = {}
+        for run in state.runs("verify", limit=5000):
+            if run.artifact and run.artifact not in verdicts:
+                verdicts[run.artifact] = run.status
+        from opstower_core.storage.s3 import S3Store, s3_error_text
+
+        batch: list[tuple[Any, str, int]] = []
+        try:
+            for obj in S3Store(settings.s3).iter_objects():
+                name = parse_name(obj.key.rsplit("/", 1)[-1])
+                if name is None:
+                    continue
+                batch.append((name, obj.key, obj.size))
+                if len(batch) >= S3_PAGE:
+                    self.post_message(CatalogPage([], False, batch, verdicts=verdicts))
+                    batch = []
+        except OpsError as exc:
+            self.post_message(CatalogPage([], False, batch, done=True, s3_error=exc.what, verdicts=verdicts))
+            return
+        except Exception as exc:  # noqa: BLE001 - an unreachable bucket leaves the local rows
+            self.post_message(CatalogPage([], False, batch, done=True, s3_error=f"S3 listing failed "
+                                          f"({s3_error_text(exc)})", verdicts=verdicts))
+            return
+        self.post_message(CatalogPage([], False, batch, done=True, verdicts=verdicts))
+
+    @on(CatalogPage)
+    def merge_page(self, page: CatalogPage) -> None:
+        from opstower_core.catalog import CatalogEntry
+
+        if page.replace:
+            self.entries = {e.filename: e for e in page.entries}
+            self.s3_count = 0
+        for name, key, size in page.s3_objects:
+            entry = self.entries.get(name.filename)
+            if entry is None:
+                entry = self.entries[name.filename] = CatalogEntry(
+                    name, size, meta_problem="metadata in S3 (not fetched yet)", verified=page.verdicts.get(name.filename))
+            entry.s3_key, entry.s3_size = key, size
+            self.s3_count += 1
+        if page.done:
+            if page.s3_error:
+                self.s3_state = f"S3 unreachable: {page.s3_error}"
+                self.notify(f"{page.s3_error}; only local backups are shown", title="S3", severity="warning")
+            elif self.ops.settings.s3.enabled:
+                self.s3_state = f"S3: {self.s3_count} listed"
+            else:
+                self.s3_state = "S3 not configured"
+        else:
+            self.s3_state = f"S3: listing… {self.s3_count}"
+        table = self.query_one(BackupTable)
+        table.set_entries(self.entries.values(), self.ops.now())
+        self._update_counts()
+        # Rows merged from S3 change the selected entry in place: redraw its panel.
+        self.query_one(MetaPanel).show(table.selected, self.ops.now(), self.ops.settings.s3.bucket)
+
+    def _update_counts(self) -> None:
+        table = self.query_one(BackupTable)
+        self.query_one("#counts", Static).update(f"{len(table.view):,}/{len(table.rows):,} · {self.s3_state}")
+
+    # -- filter and selection --------------------------------------------------------------
+    @on(Input.Changed, "#filter")
+    def filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(BackupTable).set_filter(event.value)
+        self._update_counts()
+
+    @on(Input.Submitted, "#filter")
+    def filter_done(self) -> None:
+        self.query_one(BackupTable).focus()
+
+    @on(BackupTable.Highlighted)
+    def show_meta(self, event: BackupTable.Highlighted) -> None:
+        entry = event.entry
+        self.query_one(MetaPanel).show(entry, self.ops.now(), self.ops.settings.s3.bucket)
+        if entry is not None and entry.meta is None and entry.s3_key and entry.local_path is None:
+            self.fetch_meta(entry)
+
+    @work(thread=True, exclusive=True, group="meta", exit_on_error=False)
+    def fetch_meta(self, entry: Any) -> Any:
+        from opstower_core.catalog import fetch_s3_metadata
+
+        fetch_s3_metadata(self.ops.settings, entry)
+        return entry
+
+    def work_done(self, name: str, result: Any) -> None:
+        if name == "fetch_meta" and result is self.query_one(BackupTable).selected:
+            self.query_one(MetaPanel).show(result, self.ops.now(), self.ops.settings.s3.bucket)
+
+    @on(BackupTable.Selected)
+    def selected(self) -> None:
+        self.action_verify()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.has_focus:
+            self.query_one(BackupTable).focus()
+        elif box.value:
+            box.value = ""
+
+    def action_sort(self) -> None:
+        self.query_one(BackupTable).cycle_sort()
+
+    def action_reverse_sort(self) -> None:
+        self.query_one(BackupTable).reverse_sort()
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    # -- actions on the selected backup ------------------------------------------------------
+    def _selected(self) -> Any | None:
+        entry = self.query_one(BackupTable).selected
+        if entry is None:
+            self.notify("No backup selected", severity="warning")
+        return entry
+
+    def action_verify(self, full_test: bool = False) -> None:
+        from .verify import VerifyScreen
+
+        entry = self._selected()
+        if entry is not None:
+            self.stale = True
+            self.app.push_screen(VerifyScreen(entry, full_test=full_test))
+
+    def action_full_test(self) -> None:
+        self.action_verify(full_test=True)
+
+    def action_restore(self) -> None:
+        if self.ops.read_only:
+            return
+        from .restore import RestoreScreen
+
+        entry = self._selected()
+        if entry is not None:
+            self.stale = True
+            self.app.push_screen(RestoreScreen(entry))
+
+    def action_download(self) -> None:
+        from ..jobs import download_job, download_summary
+        from .run import RunScreen
+
+        entry = self._selected()
+        if entry is None:
+            return
+        if entry.local_path is not None:
+            self.notify(f"{entry.filename} is already in {self.ops.settings.backup_dir}", title="Download")
+            return
+        self.stale = True
+        self.app.push_screen(RunScreen(f"Download {entry.filename}", download_job(self.ops.settings, entry),
+                                       summary=download_summary))
+
+    def action_backup_now(self) -> None:
+        if self.ops.read_only:
+            return
+        from ..jobs import backup_job, backup_summary
+        from .run import RunScreen
+
+        target = self.ops.settings.default_target
+        self.stale = True
+        self.app.push_screen(RunScreen(f"Back up {target} now", backup_job(self.ops.settings, target),
+                                       summary=backup_summary))

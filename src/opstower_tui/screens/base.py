@@ -1,0 +1,66 @@
+"""What every console screen shares: read-only filtering, and the one worker-state handler."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+if TYPE_CHECKING:
+    from ..app import OpsTowerApp
+
+# Actions that change a database or take a backup: never offered in read-only mode.
+DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "discard", "start_restore"})
+
+
+def strip_destructive(screen: Screen, actions: frozenset[str] = DESTRUCTIVE_ACTIONS) -> None:
+    """Remove destructive bindings from a screen's own map: not bound, not in footer or palette."""
+    keys = screen._bindings.key_to_bindings
+    for key in list(keys):
+        kept = [b for b in keys[key] if b.action.split("(")[0] not in actions]
+        if kept:
+            keys[key] = kept
+        else:
+            del keys[key]
+
+
+class OpsScreen(Screen):
+    """Base screen: workers report here, errors go to the app's modal."""
+
+    SCREEN_NAME: ClassVar[str] = ""
+
+    @property
+    def ops(self) -> OpsTowerApp:
+        return self.app  # type: ignore[return-value]
+
+    def on_mount(self) -> None:
+        if self.ops.read_only:
+            strip_destructive(self)
+            self.refresh_bindings()
+        self.ops.note_first_paint(self)
+        if self.SCREEN_NAME:
+            self.sub_title = self.SCREEN_NAME + ("  [READ-ONLY]" if self.ops.read_only else "")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Second guard for read-only: the palette or a remapped key cannot reach these either.
+        return not (action in DESTRUCTIVE_ACTIONS and self.ops.read_only)
+
+    # The one place worker results and failures arrive (Worker.StateChanged does not bubble).
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.SUCCESS:
+            self.work_done(worker.name, worker.result)
+        elif event.state == WorkerState.ERROR:
+            error = worker.error
+            assert error is not None
+            self.work_failed(worker.name, error)
+            self.ops.report_error(error)
+        elif event.state == WorkerState.CANCELLED:
+            self.work_failed(worker.name, None)
+
+    def work_done(self, name: str, result: Any) -> None:
+        """A worker of this screen finished; `name` is its method name."""
+
+    def work_failed(self, name: str, error: BaseException | None) -> None:
+        """A worker of this screen raised (error) or was cancelled (None)."""

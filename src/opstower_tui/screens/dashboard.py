@@ -1,0 +1,139 @@
+"""Dashboard (home): every configured database at a glance, and whether S3 answers."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Header, Static
+
+from ..formatting import STATUS_STYLE
+from ..messages import DashboardData
+from ..widgets.db_card import DbCard
+from ..widgets.recent_runs import RecentRuns
+from .base import OpsScreen
+
+REFRESH_SECONDS = 30.0
+
+
+class DashboardScreen(OpsScreen):
+    SCREEN_NAME = "Dashboard"
+    BINDINGS: ClassVar = [
+        Binding("b", "backup_now", "Back up", id="dashboard.backup_now"),
+        Binding("v", "verify_latest", "Verify", id="dashboard.verify"),
+        Binding("t", "full_test_latest", "Full test", id="dashboard.full_test"),
+        Binding("r", "restore_latest", "Restore", id="dashboard.restore"),
+        Binding("2", "app.switch_mode('backups')", "Backups", id="dashboard.backups"),
+        Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="dashboard.refresh"),
+        Binding("up", "app.focus_previous", "Previous database", show=False),
+        Binding("down", "app.focus_next", "Next database", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshot: Any | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("S3 …", id="s3-line")
+        with VerticalScroll(id="cards"):
+            for name in self.ops.settings.targets:
+                yield DbCard(name)
+            yield Static("Recent runs", id="recent-title")
+            yield RecentRuns(id="recent")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        cards = list(self.query(DbCard))
+        if cards:
+            cards[0].focus()
+        self.refresh_data()
+        self.set_interval(REFRESH_SECONDS, self.refresh_data)
+
+    def on_screen_resume(self) -> None:
+        if self.snapshot is not None:
+            self.refresh_data()
+
+    def refresh_data(self) -> None:
+        self.gather_status()
+
+    @work(thread=True, exclusive=True, group="dashboard", exit_on_error=False)
+    def gather_status(self) -> None:
+        from ..status import gather
+
+        settings = self.ops.settings
+        if settings.s3.enabled and self.snapshot is None:
+            # Local first (milliseconds), then again with S3, which may take seconds to answer.
+            self.post_message(DashboardData(gather(settings, check_s3=False)))
+        self.post_message(DashboardData(gather(settings, check_s3=True)))
+
+    @on(DashboardData)
+    def show(self, message: DashboardData) -> None:
+        snap = message.snapshot
+        self.snapshot = snap
+        now = self.ops.now()
+        settings = self.ops.settings
+        for status in snap.databases:
+            for card in self.query(DbCard):
+                if card.target_name == status.name:
+                    card.update_status(status, now, settings.backup_age_warn_hours, settings.backup_age_crit_hours)
+        word = {"-": "-", "…": "…"}.get(snap.s3_status, snap.s3_status)
+        line = Text.assemble(("S3   ", "bold"), (word.ljust(4), STATUS_STYLE.get(word, "")), " ",
+                             f"{snap.s3_where} {snap.s3_detail}".strip(),
+                             f" · {snap.total_backups} backups listed")
+        self.query_one("#s3-line", Static).update(line)
+        self.query_one(RecentRuns).show_runs(snap.recent, now)
+
+    # -- actions ---------------------------------------------------------------------------
+    def _card_status(self) -> Any | None:
+        focused = self.focused if isinstance(self.focused, DbCard) else None
+        card = focused or next(iter(self.query(DbCard)), None)
+        if card is None or card.status is None:
+            self.notify("Still loading", severity="warning")
+            return None
+        return card.status
+
+    def _latest(self) -> Any | None:
+        status = self._card_status()
+        if status is None:
+            return None
+        if status.latest is None:
+            self.notify(f"No backup of {status.dbname} yet: press b to take one", severity="warning")
+        return status.latest
+
+    def action_refresh(self) -> None:
+        self.refresh_data()
+
+    def action_verify_latest(self, full_test: bool = False) -> None:
+        from .verify import VerifyScreen
+
+        entry = self._latest()
+        if entry is not None:
+            self.app.push_screen(VerifyScreen(entry, full_test=full_test))
+
+    def action_full_test_latest(self) -> None:
+        self.action_verify_latest(full_test=True)
+
+    def action_restore_latest(self) -> None:
+        if self.ops.read_only:
+            return
+        from .restore import RestoreScreen
+
+        entry = self._latest()
+        if entry is not None:
+            self.app.push_screen(RestoreScreen(entry))
+
+    def action_backup_now(self) -> None:
+        if self.ops.read_only:
+            return
+        from ..jobs import backup_job, backup_summary
+        from .run import RunScreen
+
+        status = self._card_status()
+        if status is not None:
+            self.app.push_screen(RunScreen(f"Back up {status.dbname} now", backup_job(self.ops.settings, status.name),
+                                           summary=backup_summary))

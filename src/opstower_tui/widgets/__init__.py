@@ -1,0 +1,1 @@
+"""Widgets that render what the engine reports: tables, step lists, bars, panels."""

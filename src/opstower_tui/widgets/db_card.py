@@ -1,0 +1,93 @@
+"""One database on the dashboard: backup age against the RPO, last verification and drill, sizes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Sparkline, Static
+
+from ..formatting import STATUS_STYLE, age_level, duration, size, size_jumps
+
+
+def _word(word: str) -> Text:
+    return Text(word.ljust(4), style=STATUS_STYLE.get(word, ""))
+
+
+def _run_word(status: str) -> str:
+    return {"success": "PASS", "failed": "FAIL", "cancelled": "SKIP"}.get(status, status.upper())
+
+
+class DbCard(Vertical, can_focus=True):
+    DEFAULT_CSS = """
+    DbCard { height: auto; }
+    DbCard > Horizontal { height: 1; }
+    """
+
+    def __init__(self, name: str, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="db-card")
+        self.target_name = name
+        self.border_title = name
+        self.status: Any | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("loading…", classes="card-info")
+        with Horizontal(classes="card-sizes"):
+            yield Static("Sizes        ", classes="card-label")
+            yield Sparkline([], classes="card-spark")
+            yield Static("", classes="card-jumps")
+
+    def update_status(self, status: Any, now: datetime, warn_hours: float, crit_hours: float) -> None:
+        self.status = status
+        self.border_subtitle = f"RPO {duration(status.rpo_minutes * 60)} · RTO {duration(status.rto_minutes * 60)}"
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=12, no_wrap=True, style="bold")
+        grid.add_column(width=4, no_wrap=True)
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        latest = status.latest
+        age = latest.age_seconds(now) if latest is not None else None
+        level, note = age_level(age, status.rpo_minutes, warn_hours, crit_hours)
+        if latest is None:
+            grid.add_row("Last backup", _word(level), "no backup yet: press b to take one")
+        else:
+            grid.add_row("Last backup", _word(level), f"{duration(age)} ago, {note}")
+            grid.add_row("", "", Text(f"{latest.filename} ({latest.where}, {size(latest.size)})", style="dim"))
+        run = status.last_backup_run
+        if run is not None and run.status != "success":
+            grid.add_row("", _word("FAIL"), f"last run {duration(now.timestamp() - run.started_at)} ago: "
+                                             f"{run.error or run.status}")
+        verify = status.last_verify
+        if verify is None:
+            grid.add_row("Verified", _word("-"), "never: press v to verify the newest backup")
+        else:
+            ago = duration(now.timestamp() - (verify.finished_at or verify.started_at))
+            grid.add_row("Verified", _word(verify.status), f"{ago} ago, {verify.artifact}")
+        drill = status.last_drill
+        if drill is None:
+            grid.add_row("Last drill", _word("-"), "none yet")
+        else:
+            ago = duration(now.timestamp() - (drill.finished_at or drill.started_at))
+            d = drill.details
+            scenario = d.get("scenario_name") or d.get("scenario") or "drill"
+            rto = "" if "rto_met" not in d else f", RTO {'met' if d['rto_met'] else 'missed'}"
+            grid.add_row("Last drill", _word(_run_word(drill.status)), f"{ago} ago, {scenario}{rto}")
+        self.query_one(".card-info", Static).update(grid)
+        sizes = [s for _ts, s in status.sizes]
+        spark = self.query_one(Sparkline)
+        spark.data = sizes or [0]
+        spark.styles.width = min(max(len(sizes), 1), 24)  # one column per backup reads best
+        jumps = size_jumps(sizes)
+        if not sizes:
+            text = Text("no backups", style="dim")
+        elif jumps:
+            last = jumps[-1]
+            ts = status.sizes[last.index][0]
+            text = Text.assemble((f" WARN {len(jumps)} jump(s) >30%", STATUS_STYLE["WARN"]),
+                                 f", last {last.percent:+.0f}% at {ts[4:6]}-{ts[6:8]} {ts[9:11]}:{ts[11:13]}")
+        else:
+            text = Text(f" {len(sizes)} backups, no size jump >30%")
+        self.query_one(".card-jumps", Static).update(text)
