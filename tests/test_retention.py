@@ -1,0 +1,210 @@
+"""Retention (reference test case 1.8), local and S3, with the newest good backups always kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import create_database
+from opstower_core.artifact import ArtifactName
+from opstower_core.cli import main
+from opstower_core.config import load_settings
+from opstower_core.retention import apply_retention
+from opstower_core.storage.s3 import S3Store
+
+NOW = datetime.now().astimezone()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("BACKUP_DIR", "BACKUP_RETENTION_DAYS", "S3_BUCKET", "S3_PREFIX", "OPSTOWER_PG_BIN",
+                "OPSTOWER_STATE_DIR", "OPSTOWER_CONFIG", "PGDATABASE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def name_for(db: str, days: float, pre: bool = False, fmt: str = "custom") -> ArtifactName:
+    return ArtifactName.new(db, fmt, when=NOW - timedelta(days=days), pre_restore=pre)
+
+
+def make_local(directory: Path, db: str, days: float, state: str = "good", pre: bool = False,
+               fmt: str = "custom") -> ArtifactName:
+    """An artifact `days` old (by its name) with its sidecars; `state` says how its metadata is broken."""
+    name = name_for(db, days, pre, fmt)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = b"" if state == "empty" else os.urandom(2048)
+    (directory / name.filename).write_bytes(data)
+    (directory / name.globals_filename).write_text("-- roles\n")
+    meta_path = directory / name.meta_filename
+    meta = {"timestamp": name.timestamp, "backup_file": name.filename, "size_bytes": 2048, "backup_size": "2048"}
+    if state in ("good", "empty"):  # "empty": the file lost its bytes, the metadata says 2048
+        meta_path.write_text(json.dumps(meta))
+    elif state == "not_json":
+        meta_path.write_text("{ this is not json")
+    elif state == "wrong_size":
+        meta_path.write_text(json.dumps({**meta, "size_bytes": 99, "backup_size": "99"}))
+    elif state != "no_meta":
+        raise ValueError(state)
+    return name
+
+
+def files(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir() if p.is_file()}
+
+
+def sidecars(name: ArtifactName) -> set[str]:
+    return {name.filename, name.meta_filename, name.globals_filename}
+
+
+def test_keep_last_good_even_when_all_are_old(make_settings) -> None:
+    db = unique("ret_all_old")
+    settings = make_settings(db, retention_days=30, keep_last=3)
+    names = [make_local(settings.backup_dir, db, days) for days in (40, 41, 42, 43, 44)]
+    other = make_local(settings.backup_dir, "someone_else", 90)  # another database: never touched
+    report = apply_retention(settings, db)
+    assert sorted(report.deleted) == sorted(n.filename for n in names[3:])
+    assert sorted(report.kept_for_safety) == sorted(n.filename for n in names[:3])
+    left = files(settings.backup_dir)
+    assert left == set().union(*(sidecars(n) for n in names[:3]), sidecars(other))
+    assert "Deleted 2 old local backup(s)" in report.lines
+    assert report.summary == "Deleted 2 old backup(s); kept 3 past retention as the newest good backups"
+
+
+def test_only_backups_past_retention_go(make_settings) -> None:
+    db = unique("ret_mixed")
+    settings = make_settings(db, retention_days=30, keep_last=3)
+    recent = [make_local(settings.backup_dir, db, d) for d in (1, 2, 3, 29.5)]
+    old = [make_local(settings.backup_dir, db, d) for d in (30.5, 45, 400)]
+    report = apply_retention(settings, db)
+    assert sorted(report.deleted) == sorted(n.filename for n in old) and report.kept_for_safety == []
+    assert files(settings.backup_dir) == set().union(*(sidecars(n) for n in recent))
+
+
+def test_broken_artifacts_do_not_count_as_good(make_settings) -> None:
+    db = unique("ret_broken")
+    settings = make_settings(db, retention_days=30, keep_last=3)
+    d = settings.backup_dir
+    fresh_broken = make_local(d, db, 1, "no_meta")  # broken but recent: retention leaves it
+    broken = [make_local(d, db, 40, "no_meta"), make_local(d, db, 41, "not_json"),
+              make_local(d, db, 42, "wrong_size"), make_local(d, db, 43, "empty")]
+    good = [make_local(d, db, days) for days in (44, 45, 46, 47)]
+    report = apply_retention(settings, db)
+    # The newest three *good* ones survive; the broken old ones and the oldest good one go.
+    assert sorted(report.kept_for_safety) == sorted(n.filename for n in good[:3])
+    assert sorted(report.deleted) == sorted(n.filename for n in [*broken, good[3]])
+    assert files(d) == set().union(*(sidecars(n) for n in good[:3])) | {
+        fresh_broken.filename, fresh_broken.globals_filename}
+
+
+def test_dry_run_deletes_nothing(make_settings) -> None:
+    db = unique("ret_dry")
+    settings = make_settings(db, retention_days=30, keep_last=2)
+    for days in (40, 41, 42, 43):
+        make_local(settings.backup_dir, db, days)
+    before = files(settings.backup_dir)
+    report = apply_retention(settings, db, dry_run=True)
+    assert files(settings.backup_dir) == before
+    assert len(report.deleted) == 2 and report.summary.startswith("Would delete 2 old backup(s)")
+    assert "Would delete 2 old local backup(s)" in report.lines
+    real = apply_retention(settings, db)
+    assert real.deleted == report.deleted  # the dry run announced exactly what a real run deletes
+
+
+def test_pre_restore_copies_have_their_own_retention(make_settings) -> None:
+    db = unique("ret_pre")
+    settings = make_settings(db, retention_days=30, pre_restore_retention_days=7, keep_last=3)
+    d = settings.backup_dir
+    pre_new = make_local(d, db, 2, pre=True, fmt="plain")
+    pre_old = [make_local(d, db, 8, pre=True, fmt="plain"), make_local(d, db, 20, pre=True, fmt="plain")]
+    regular = [make_local(d, db, days) for days in (8, 20, 29)]  # within the 30 days of regular backups
+    ancient = [make_local(d, db, days) for days in (31, 32, 33)]
+    report = apply_retention(settings, db)
+    # Regular backups: the 30-day rule; pre-restore copies do not count towards keep_last.
+    assert sorted(report.deleted) == sorted(n.filename for n in [*pre_old, *ancient])
+    assert files(d) == set().union(*(sidecars(n) for n in [pre_new, *regular]))
+
+
+S3_DAYS_GOOD = (40, 41, 42, 43)
+
+
+def put_s3(store: S3Store, name: ArtifactName, with_meta: bool = True) -> str:
+    folder = f"{store.prefix}database/{name.day}"
+    store.client.put_object(Bucket=store.bucket, Key=f"{folder}/{name.filename}", Body=b"x" * 100)
+    if with_meta:
+        store.client.put_object(Bucket=store.bucket, Key=f"{folder}/{name.meta_filename}", Body=b"{}")
+        store.client.put_object(Bucket=store.bucket, Key=f"{folder}/{name.globals_filename}", Body=b"--")
+    return f"{folder}/{name.filename}"
+
+
+def s3_keys(store: S3Store) -> set[str]:
+    return {o.key for o in store.iter_objects()}
+
+
+def test_s3_retention_keeps_newest_good_and_honours_dry_run(make_settings, s3) -> None:
+    db = unique("ret_s3")
+    settings = make_settings(db, s3=s3, retention_days=30, keep_last=3)
+    store = S3Store(settings.s3)
+    fresh = put_s3(store, name_for(db, 1))
+    broken = put_s3(store, name_for(db, 39), with_meta=False)  # no metadata object: not a good backup
+    good = [put_s3(store, name_for(db, days)) for days in S3_DAYS_GOOD]
+    foreign = put_s3(store, name_for("another_db", 100))
+    pre = put_s3(store, name_for(db, 100, pre=True))
+    before = s3_keys(store)
+
+    dry = apply_retention(settings, db, dry_run=True, s3=store)
+    assert s3_keys(store) == before
+    assert sorted(dry.deleted) == sorted(f"s3:{k}" for k in [broken, good[2], good[3]])
+
+    report = apply_retention(settings, db, s3=store)
+    assert report.deleted == dry.deleted
+    assert f"Deleted old S3 backup: {good[3]}" in report.lines
+    assert sorted(report.kept_for_safety) == sorted(f"s3:{k.rsplit('/', 1)[1]}" for k in good[:2])
+    left = s3_keys(store)
+    for key in (fresh, good[0], good[1], foreign, pre):
+        assert key in left
+    for key in (broken, good[2], good[3]):
+        assert key not in left
+        assert key.replace(".dump.zst", ".meta.json") not in left  # sidecars go with it
+        assert key.replace(".dump.zst", ".globals.sql") not in left
+
+
+def test_backup_cli_applies_retention_locally_and_in_s3(pg, s3, tmp_path, capsys) -> None:
+    db = unique("ret_cli")
+    create_database(pg, db, "CREATE TABLE public.t (id integer); INSERT INTO public.t VALUES (1);")
+    prefix = f"{unique('retcli')}/"
+    cfg = tmp_path / "opstower.toml"
+    cfg.write_text("\n".join([
+        f'backup_dir = "{tmp_path / "backups"}"', f'state_dir = "{tmp_path / "state"}"', f'pg_bin = "{pg.bin_dir}"',
+        "min_free_gb = 0", "retention_days = 30", "keep_last = 2", f'default_target = "{db}"',
+        f"[targets.{db}]", f'dbname = "{db}"', f'host = "{pg.host}"', f"port = {pg.port}", f'user = "{pg.user}"',
+        "[s3]", f'bucket = "{s3.bucket}"', f'prefix = "{prefix}"', f'endpoint_url = "{s3.endpoint_url}"',
+    ]) + "\n")
+    settings = load_settings(cfg)
+    store = S3Store(settings.s3)
+    local_old = [make_local(settings.backup_dir, db, days) for days in (50, 60, 70)]
+    s3_old = [put_s3(store, name_for(db, days)) for days in (50, 60, 70)]
+    before_local, before_s3 = files(settings.backup_dir), s3_keys(store)
+
+    assert main(["--config", str(cfg), "backup", "--dry-run-retention"]) == 0
+    out = capsys.readouterr().out
+    assert "Would delete" in out
+    assert before_local <= files(settings.backup_dir) and before_s3 <= s3_keys(store)
+
+    assert main(["--config", str(cfg), "backup", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = lines[-1]
+    # Two new good backups now: they are the newest two, so every old one goes, locally and in S3.
+    assert sorted(summary["deleted"]) == sorted([n.filename for n in local_old] + [f"s3:{k}" for k in s3_old])
+    left_local = files(settings.backup_dir)
+    assert not any(n.filename in left_local or n.meta_filename in left_local for n in local_old)
+    assert not set(s3_old) & s3_keys(store)
+    log_lines = [ev["line"] for ev in lines if ev["kind"] == "step_log" and ev["step"] == "retention"]
+    assert "Deleted 3 old local backup(s)" in log_lines and f"Deleted old S3 backup: {s3_old[0]}" in log_lines
