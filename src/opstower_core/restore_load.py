@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+import zstandard
 
 from .artifact import ArtifactName
 from .catalog import CatalogEntry
@@ -192,7 +195,11 @@ def _decompressed(raw: IO[bytes], compression: str, r: Reporter, step: str, tota
             break
         done += len(chunk)
         r.progress(step, done, total)
-        data = decoder.feed(chunk)
+        try:
+            data = decoder.feed(chunk)
+        except (zstandard.ZstdError, zlib.error) as exc:
+            raise OpsError(f"the artifact's {compression} stream is corrupt at byte {done - len(chunk):,} ({exc})",
+                           "", "") from None
         if data:
             sink(data)
     try:
