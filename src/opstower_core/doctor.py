@@ -67,6 +67,17 @@ def secret_keys(raw: dict[str, Any], prefix: str = "") -> list[str]:
     return found
 
 
+def secret_files(raw: dict[str, Any], prefix: str = "") -> dict[str, Path]:
+    """Dotted key -> path of the files the TOML names as holding a secret (password_file, identity_file…)."""
+    found: dict[str, Path] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            found.update(secret_files(value, f"{prefix}{key}."))
+        elif isinstance(value, str) and value.strip() and key.endswith("_file") and SECRET_KEY.search(key[:-5]):
+            found[f"{prefix}{key}"] = Path(value).expanduser()
+    return found
+
+
 class _Doctor:
     def __init__(self, settings: Settings, target: Target) -> None:
         self.settings = settings
@@ -119,6 +130,26 @@ class _Doctor:
         if problems:
             return Finding(Status.WARN, "; ".join(problems + notes), "; ".join(fixes))
         return Finding(Status.PASS, "; ".join(notes))
+
+    def secret_files(self) -> Finding:
+        files = secret_files(self.settings.raw)
+        if os.environ.get("OPSTOWER_AGE_IDENTITY"):
+            files["OPSTOWER_AGE_IDENTITY"] = Path(os.environ["OPSTOWER_AGE_IDENTITY"]).expanduser()
+        if not files:
+            return Finding(Status.PASS, "no secret file configured (identity, passphrase or password files)")
+        problems, fixes, good = [], [], []
+        for key, path in files.items():
+            if not path.exists():
+                problems.append(f"{path} ({key}) does not exist")
+                fixes.append(f"create {path} or fix {key}")
+            elif (mode := _mode(path)) & 0o077:
+                problems.append(f"{path} ({key}) has mode {mode:04o}: readable beyond its owner")
+                fixes.append(f"chmod 600 {path}")
+            else:
+                good.append(f"{path} ({key}, {mode:04o})")
+        if problems:
+            return Finding(Status.WARN, "; ".join(problems), "; ".join(fixes))
+        return Finding(Status.PASS, "private: " + ", ".join(good))
 
     # --- database -----------------------------------------------------------------------------
     def connection(self) -> Finding:
@@ -454,6 +485,7 @@ class _Doctor:
 CHECKS: list[tuple[str, str, Callable[[_Doctor], Finding]]] = [
     ("config", "Config file permissions", _Doctor.config),
     ("credentials", "Database credentials (.pgpass, PGPASSWORD)", _Doctor.credentials),
+    ("secret_files", "Files holding secrets", _Doctor.secret_files),
     ("connection", "Database connection", _Doctor.connection),
     ("client_tools", "Client tools against the server version", _Doctor.client_tools),
     ("privilege_read", "Privileges to back up (CONNECT, SELECT)", _Doctor.privilege_read),
