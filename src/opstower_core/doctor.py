@@ -156,7 +156,7 @@ class _Doctor:
         try:
             self.conn = connect(self.target)
         except OpsError as exc:
-            return Finding(Status.FAIL, exc.what, "check that the server is up, PGHOST/PGPORT/PGUSER (or the "
+            return Finding(Status.FAIL, re.sub(r"\(\s+", "(", " ".join(exc.what.split())), "check that the server is up, PGHOST/PGPORT/PGUSER (or the "
                            "target's host/port/user) and the password in .pgpass; backups and restores cannot run")
         self.server = server_info(self.conn)
         row = self.conn.execute(

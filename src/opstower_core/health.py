@@ -176,7 +176,7 @@ def _backup_age(settings: Settings, db: str, entries: list[CatalogEntry], runs: 
             return HealthCheck("backup_age", db, HealthState.UNKNOWN,
                                f"has no backup that can be found ({'; '.join(why)}): run `opstower backup`",
                                essential=True)
-        taken = ok_runs[0].finished_at or ok_runs[0].started_at
+        taken = ok_runs[0].started_at  # like an artifact name: when the backup started
         what = f"{ok_runs[0].artifact or 'artifact'} per the state file, not found in the stores"
     age = now - taken
     metrics = {"age_seconds": int(age), "warn_seconds": int(warn), "crit_seconds": int(crit), "taken_at": taken}
@@ -227,7 +227,7 @@ def _size_trend(db: str, entries: list[CatalogEntry], runs: list[RunRecord] | No
                            f"latest backup is {_size(size)}; no previous {fmt or ''} backup to compare".replace("  ", " "),
                            metrics={"size_bytes": size})
     change = (size - previous[0]) / previous[0] if previous[0] else 0.0
-    text = f"latest backup is {_size(size)}, {change * 100:+.0f}% from the previous ({_size(previous[0])})"
+    text = f"latest backup is {_size(size)}, {change * 100:+.1f}% from the previous ({_size(previous[0])})"
     state = HealthState.OK
     if abs(change) > SIZE_CHANGE_WARN:
         state = HealthState.WARNING
