@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import replace
@@ -270,3 +272,25 @@ def test_s3_failing_mid_upload_keeps_the_local_backup_and_aborts(pg, s3, noisy_d
     client = s3.client()
     assert not client.list_multipart_uploads(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("Uploads")
     assert client.list_objects_v2(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("KeyCount", 0) == 0
+
+
+WRITE_LIMITED_CLI = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
+from opstower_core.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_write_failure_mid_dump_is_one_error_line(pg, noisy_db, tmp_path) -> None:
+    """The disk refuses the artifact half way (here: a 1 MiB file size limit, a real kernel EFBIG)."""
+    cfg = write_config(tmp_path, pg, noisy_db)
+    env = {k: v for k, v in os.environ.items() if k not in ("BACKUP_DIR", "OPSTOWER_STATE_DIR", "PGDATABASE")}
+    proc = subprocess.run([sys.executable, "-c", WRITE_LIMITED_CLI, "--config", str(cfg), "backup", "--local-only"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    line = one_error_line(proc.stderr)
+    assert "File too large" in line and "no backup was written" in line
+    assert_nothing_left(cfg, noisy_db)

@@ -496,12 +496,20 @@ def run_backup(
     except BaseException as exc:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        sentence = getattr(exc, "sentence", None) or f"{type(exc).__name__}: {exc}"
+        failure: BaseException = exc
+        if isinstance(exc, OSError):
+            # The disk filling up or refusing a write mid-dump is the operator's problem to fix, not a traceback.
+            failure = OpsError(f"Writing the backup in {settings.backup_dir} failed ({exc.strerror or exc})",
+                               "no backup was written; the temporary file was removed",
+                               "free space or fix the backup directory, then run the backup again")
+        sentence = getattr(failure, "sentence", None) or f"{type(exc).__name__}: {exc}"
         log.line("ERROR", sentence)
         state.record("pre_restore" if options.pre_restore else "backup", target.dbname,
                      "cancelled" if isinstance(exc, Cancelled | KeyboardInterrupt) else "failed",
                      artifact=name.filename if name else None, started_at=started,
                      duration_seconds=time.monotonic() - t0, error=sentence, details={"log": str(log.path)})
+        if failure is not exc:
+            raise failure from None
         raise
     finally:
         log.close()
