@@ -278,3 +278,19 @@ def test_s3_multipart_upload_storage_class_metadata_tags_and_sidecar(pg, s3, mak
 
     entry = next(e for e in list_catalog(settings, big_db).entries if e.filename == result.path.name)
     assert entry.where == "both" and entry.s3_size == meta["size_bytes"]
+
+
+def test_pre_restore_copy_is_local_with_its_own_retention(pg, s3, make_settings) -> None:
+    db = unique("bk_pre")
+    create_database(pg, db, SMALL_SQL)
+    settings = make_settings(db, s3=s3, pre_restore_retention_days=7)
+    result = run_backup(settings, options=BackupOptions(fmt="plain", pre_restore=True))
+    assert re.fullmatch(rf"pre_restore_{db}_\d{{8}}_\d{{6}}\.sql\.gz", result.path.name)
+    assert result.meta["kind"] == "pre_restore" and result.meta["retention_days"] == 7
+    assert result.s3_key is None and result.ok  # the safety copy stays local: it is needed right now
+    assert s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("KeyCount", 0) == 0
+    assert not list(settings.backup_dir.glob("*_latest.*"))  # never the "latest" backup
+    assert result.log_path.name.startswith("pre_restore_")
+    run = StateStore(settings.state_dir).last("pre_restore", db)
+    assert run.status == "success" and run.artifact == result.path.name
+    assert StateStore(settings.state_dir).last("backup", db) is None

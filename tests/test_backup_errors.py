@@ -98,6 +98,18 @@ def test_insufficient_disk_space(pg, tmp_path, capsys) -> None:
     assert "[ERROR]" in log and "Insufficient disk space" in log
 
 
+def test_backup_directory_that_cannot_be_created(pg, tmp_path, capsys) -> None:
+    db = unique("err_dir")
+    (tmp_path / "a-file").write_text("not a directory")
+    cfg = write_config(tmp_path, pg, db)
+    cfg.write_text(cfg.read_text().replace(f'backup_dir = "{tmp_path / "backups"}"',
+                                           f'backup_dir = "{tmp_path / "a-file" / "backups"}"'))
+    rc, out, err = run_cli(capsys, "--config", str(cfg), "backup", "--local-only")
+    assert rc == 1
+    line = one_error_line(err)
+    assert f"Cannot create backup directory {tmp_path / 'a-file' / 'backups'}" in line and "BACKUP_DIR" in line
+
+
 @pytest.mark.parametrize("where", ["missing socket port", "tcp refused", "no such database"])
 def test_connection_failure(pg, tmp_path, capsys, where: str) -> None:
     db = unique("err_conn")

@@ -208,3 +208,17 @@ def test_backup_cli_applies_retention_locally_and_in_s3(pg, s3, tmp_path, capsys
     assert not set(s3_old) & s3_keys(store)
     log_lines = [ev["line"] for ev in lines if ev["kind"] == "step_log" and ev["step"] == "retention"]
     assert "Deleted 3 old local backup(s)" in log_lines and f"Deleted old S3 backup: {s3_old[0]}" in log_lines
+
+
+def test_a_latest_link_to_a_deleted_backup_goes_with_it(make_settings) -> None:
+    db = unique("ret_link")
+    settings = make_settings(db, retention_days=30, keep_last=1)
+    d = settings.backup_dir
+    old_plain = make_local(d, db, 50, fmt="plain")
+    new_custom = make_local(d, db, 1)
+    (d / f"{db}_latest.sql.gz").symlink_to(old_plain.filename)
+    (d / f"{db}_latest.dump.zst").symlink_to(new_custom.filename)
+    report = apply_retention(settings, db)
+    assert report.deleted == [old_plain.filename]
+    assert not (d / f"{db}_latest.sql.gz").is_symlink()  # no dangling link left behind
+    assert os.readlink(d / f"{db}_latest.dump.zst") == new_custom.filename

@@ -26,7 +26,9 @@ class LocalStore:
     def ensure(self) -> None:
         """Create the directory 0750 (the reference's checklist) or say why we cannot."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            if not self.directory.is_dir():
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+                self.directory.chmod(0o750)  # mkdir's mode is cut by the umask; the checklist says 0750
         except OSError as exc:
             raise OpsError(
                 f"Cannot create backup directory {self.directory} ({exc.strerror})",
@@ -63,13 +65,17 @@ class LocalStore:
         return self.directory / name.filename
 
     def delete(self, name: ArtifactName) -> list[Path]:
-        """Remove an artifact with its metadata and globals sidecars."""
+        """Remove an artifact with its metadata and globals sidecars (and a latest link left pointing at it)."""
         removed = []
         for fn in (name.filename, name.meta_filename, name.globals_filename):
             p = self.directory / fn
             if p.exists():
                 p.unlink()
                 removed.append(p)
+        link = self.latest_link(name)
+        if link.is_symlink() and os.readlink(link) == name.filename:
+            link.unlink()  # a dangling <db>_latest.<ext> would point the operator at nothing
+            removed.append(link)
         return removed
 
     def latest_link(self, name: ArtifactName) -> Path:
