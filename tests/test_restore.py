@@ -25,6 +25,7 @@ from opstower_core.restore import (
 from opstower_core.state import StateStore
 from test_restore_support import (
     SCHEMA,
+    Source,
     allows_connections,
     client_sessions,
     contents,
@@ -35,10 +36,15 @@ from test_restore_support import (
 )
 
 
+@pytest.fixture(scope="module")
+def source(pg, tmp_path_factory):
+    return Source(pg, tmp_path_factory.mktemp("restore_source"))
+
+
 @pytest.fixture
-def live(pg, make_settings):
+def live(pg, make_settings, source):
     """A live database, a custom-format backup of it, then damage (see test_restore_support)."""
-    return make_live(pg, make_settings)
+    return make_live(pg, make_settings, source=source)
 
 
 SWAP_ORDER = ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "verify_restored",
@@ -144,7 +150,8 @@ def test_target_db_that_does_not_exist_is_created_and_original_untouched(live, p
     assert result.old_database and result.old_database.startswith(f"{copy}_pre_restore_")
 
 
-def test_live_database_missing_is_created(live, pg):
+def test_live_database_missing_is_created(pg, make_settings):
+    live = make_live(pg, make_settings)  # its own backup: "latest" is looked up by database name
     with admin_conn(pg) as c:
         c.execute(f'DROP DATABASE "{live.db}" WITH (FORCE)')
     plan = plan_restore(live.settings, "latest")

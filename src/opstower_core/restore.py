@@ -53,7 +53,7 @@ from .restore_db import (
     swap_statements,
     terminate_sql,
 )
-from .restore_load import LoadSpec, read_toc, restore_into
+from .restore_load import LoadSpec, identities_for, read_toc, restore_into
 from .storage.local import LocalStore
 from .storage.s3 import S3Store
 
@@ -247,9 +247,7 @@ def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: 
                              "nothing was changed", "drop --in-place")
     if o.jobs is not None and o.jobs < 1:
         raise UsageError("--jobs must be at least 1", "nothing was changed", "")
-    if name.encrypted:
-        raise OpsError(f"{entry.filename} is encrypted; restoring encrypted artifacts is not supported yet",
-                       "nothing was changed", "decrypt it with `age -d` and restore the result")
+    identities_for(settings, name)  # an encrypted artifact needs the identity: say so before anything runs
     target = _target_for(settings, target_name, entry.database)
     LocalStore(settings.backup_dir).ensure()
     stamp = _stamp()

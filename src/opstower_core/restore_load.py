@@ -13,13 +13,10 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-
-import zstandard
 
 from .artifact import ArtifactName
 from .catalog import CatalogEntry
@@ -27,7 +24,7 @@ from .config import Settings, Target
 from .errors import Cancelled, OpsError
 from .events import Reporter
 from .pgtools import PgTools, connect, select_tools, server_info
-from .scan import CHUNK, Decoder
+from .scan import OUT_CHUNK, DumpReader, ScanError
 from .storage.s3 import S3Store
 
 APP_NAME = "opstower-restore"  # sessions we open show under this name (and are never "other sessions")
@@ -53,22 +50,25 @@ class LoadSpec:
         return [" ".join(_shell(a) for a in line) for line in self._argv_lines(tools, source)]
 
     def _argv_lines(self, tools: PgTools, source: str) -> list[list[str]]:
-        dec = {"zstd": ["zstd", "-dc"], "gzip": ["gzip", "-dc"], "none": ["cat"]}[self.name.compression]
+        dec = {"zstd": ["zstd", "-dc"], "gzip": ["gzip", "-dc"], "none": []}[self.name.compression]
+        if self.name.encrypted:
+            read = ["age", "--decrypt", "--identity=<identity>", source] + (["|"] + dec if dec else [])
+        else:
+            read = dec + [source] if dec else ["cat", source]
         if self.name.format == "plain":
-            return [dec + [source, "|"] + psql_argv(tools, self.dbname)]
+            return [read + ["|"] + psql_argv(tools, self.dbname)]
         if self.via_file:
-            tmp = str(self.temp_file(Path(source).parent))
-            first = dec + [source, ">", tmp] if self.name.compression != "none" else []
-            return ([first] if first else []) + [
-                pg_restore_argv(tools, self.dbname, self.no_owner, jobs=self.jobs,
-                                file=tmp if self.name.compression != "none" else source)]
+            direct = not dec and not self.name.encrypted
+            tmp = source if direct else str(self.temp_file(Path(source).parent))
+            first = [] if direct else [read + [">", tmp]]
+            return first + [pg_restore_argv(tools, self.dbname, self.no_owner, jobs=self.jobs, file=tmp)]
         lines = []
         if self.tables:
-            lines.append(dec + [source, "|", tools.pg_restore, "--list", ">", "<toc>"])
+            lines.append(read + ["|", tools.pg_restore, "--list", ">", "<toc>"])
             lines.append(["# keep the TABLE, TABLE DATA and CONSTRAINT entries of", ",".join(self.tables),
                           "in <toc>, write them to <list>"])
-        lines.append(dec + [source, "|"] + pg_restore_argv(tools, self.dbname, self.no_owner,
-                                                            use_list="<list>" if self.tables else None))
+        lines.append(read + ["|"] + pg_restore_argv(tools, self.dbname, self.no_owner,
+                                                     use_list="<list>" if self.tables else None))
         return lines
 
     def temp_file(self, default_dir: Path) -> Path:
@@ -184,29 +184,33 @@ def run_tool(argv: list[str], target: Target, r: Reporter, step: str,
 
 
 def _decompressed(raw: IO[bytes], compression: str, r: Reporter, step: str, total: int,
-                  sink: Callable[[bytes], None]) -> None:
-    decoder = Decoder(compression)
-    done = 0
-    while True:
-        if r.cancel.cancelled:
-            raise Cancelled()
-        chunk = raw.read(CHUNK)
-        if not chunk:
-            break
-        done += len(chunk)
-        r.progress(step, done, total)
-        try:
-            data = decoder.feed(chunk)
-        except (zstandard.ZstdError, zlib.error) as exc:
-            raise OpsError(f"the artifact's {compression} stream is corrupt at byte {done - len(chunk):,} ({exc})",
-                           "", "") from None
-        if data:
-            sink(data)
+                  sink: Callable[[memoryview], object], identities: list | None = None) -> None:
+    """Feed the dump's bytes to `sink` through the shared DumpReader (decryption, zstd/gzip, damage checks)."""
+    reader = DumpReader(raw, compression, identities, lambda n: r.progress(step, n, total))
+    buf = memoryview(bytearray(OUT_CHUNK))
     try:
-        decoder.finish()
-    except EOFError as exc:
-        raise OpsError(f"the artifact's {compression} stream is truncated ({exc})", "", "") from None
-    r.progress(step, done, total, force=True)
+        while True:
+            if r.cancel.cancelled:
+                raise Cancelled()
+            n = reader.readinto(buf)
+            if not n:
+                reader.finish()
+                break
+            sink(buf[:n])
+    except ScanError as exc:
+        raise OpsError(f"the artifact is damaged: {exc}", "", "") from None
+    finally:
+        reader.close()
+    r.progress(step, reader.hashing.count, total, force=True)
+
+
+def identities_for(settings: Settings, name: ArtifactName) -> list | None:
+    """age identities for an encrypted artifact (None for a plain one); OpsError when none is configured."""
+    if not name.encrypted:
+        return None
+    from .crypto import encryption_settings, load_identities
+
+    return load_identities(encryption_settings(settings))
 
 
 def read_toc(settings: Settings, entry: CatalogEntry, tools: PgTools, target: Target, r: Reporter, step: str
@@ -220,7 +224,8 @@ def read_toc(settings: Settings, entry: CatalogEntry, tools: PgTools, target: Ta
     assert proc.stdin is not None
     try:
         with open_artifact(settings, entry) as raw:
-            _decompressed(raw, entry.name.compression, r, step, 0, proc.stdin.write)
+            _decompressed(raw, entry.name.compression, r, step, 0, proc.stdin.write,
+                          identities_for(settings, entry.name))
     except (BrokenPipeError, ValueError):
         pass  # pg_restore has read the table of contents and left
     finally:
@@ -303,14 +308,12 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
          r: Reporter, step: str) -> None:
     """Load `entry` into `spec.dbname` (which exists and is empty) as `spec` says."""
     name = entry.name
-    if name.encrypted:
-        raise OpsError(f"{entry.filename} is encrypted; restoring encrypted artifacts is not supported yet",
-                       "", "decrypt it with `age -d` first")
+    identities = identities_for(settings, name)
     total = entry.size or (entry.local_path.stat().st_size if entry.local_path else 0)
 
     def stream(stdin: IO[bytes]) -> None:
         with open_artifact(settings, entry) as raw:
-            _decompressed(raw, name.compression, r, step, total, stdin.write)
+            _decompressed(raw, name.compression, r, step, total, stdin.write, identities)
 
     if name.format == "plain":
         r.log(step, f"Restoring data from backup with psql (ON_ERROR_STOP, single transaction) into {spec.dbname}")
@@ -339,7 +342,7 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
         r.log(step, f"Restoring with pg_restore (one job, streamed) into {spec.dbname}")
         run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner), target, r, step, stream)
         return
-    if name.compression == "none" and entry.local_path is not None:
+    if name.compression == "none" and not name.encrypted and entry.local_path is not None:
         r.log(step, f"Restoring with pg_restore --jobs={spec.jobs} into {spec.dbname}")
         run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner, jobs=spec.jobs, file=str(entry.local_path)),
                  target, r, step)
@@ -349,7 +352,7 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
         r.log(step, f"Decompressing to {tmp} (parallel pg_restore needs a seekable file)")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh, open_artifact(settings, entry) as raw:
-            _decompressed(raw, name.compression, r, step, total, fh.write)
+            _decompressed(raw, name.compression, r, step, total, fh.write, identities)
         r.log(step, f"Restoring with pg_restore --jobs={spec.jobs} into {spec.dbname}")
         run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner, jobs=spec.jobs, file=str(tmp)), target, r, step)
     finally:

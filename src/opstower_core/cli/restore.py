@@ -133,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         render.summary(result.as_dict())
     else:
         print_result(result, sys.stdout)
+    if not result.ok:
+        print(f"ERROR: {result.sentence}", file=sys.stderr)
     if result.ok:
         return 0
     return 130 if result.status == "cancelled" and cancel.cancelled else 1
@@ -211,5 +213,6 @@ def print_result(result: RestoreResult, out: TextIO) -> None:
     margin = result.margin_seconds
     out.write(f"Total {result.total_seconds:.1f} s of the {result.plan.rto_minutes}-minute RTO budget: "
               f"{'margin' if margin >= 0 else 'OVER by'} {humanize.precisedelta(abs(margin), minimum_unit='seconds', format='%0.0f')}\n")
-    out.write(("" if result.ok else "ERROR: ") + result.sentence + "\n")
+    if result.ok:
+        out.write(result.sentence + "\n")
     out.flush()

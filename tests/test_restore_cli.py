@@ -1,0 +1,108 @@
+"""`opstower restore` on the command line: help, the typed confirmation, no-TTY refusal,
+--plan, --json and --discard-old."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from opstower_core.cli import main
+from test_restore_support import Source, databases, make_live
+
+
+class FakeTerminal(io.StringIO):
+    """Standard input as a terminal on which the operator types `text`."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def source(pg, tmp_path_factory):
+    return Source(pg, tmp_path_factory.mktemp("restore_cli_source"))
+
+
+@pytest.fixture
+def live(pg, make_settings, source):
+    return make_live(pg, make_settings, source=source)
+
+
+@pytest.fixture
+def cfg(live, tmp_path):
+    s, t = live.settings, live.settings.target()
+    path = tmp_path / "opstower.toml"
+    path.write_text(
+        f'backup_dir = "{s.backup_dir}"\nstate_dir = "{s.state_dir}"\npg_bin = "{s.pg_bin}"\nmin_free_gb = 0\n'
+        f'[targets.{t.name}]\nhost = "{t.host}"\nport = {t.port}\nuser = "{t.user}"\nrto_minutes = 30\n'
+    )
+    return str(path)
+
+
+def test_help_covers_the_reference_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["restore", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "opstower restore <backup_file> [options]" in out
+    for flag in ("--from-s3", "--force", "-h, --help", "--target-db", "--in-place", "--tables", "--plan",
+                 "--create-roles", "--jobs", "--json", "--discard-old"):
+        assert flag in out, flag
+    assert "Download the backup from S3 before restoring".lower() in out.lower()
+    assert "skip the confirmation prompt" in out and "type the database name" in out
+
+
+def test_wrong_name_at_the_prompt_cancels_with_nothing_changed(live, cfg, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", FakeTerminal("yes\n"))
+    assert main(["--config", cfg, "restore", str(live.backup.path)]) == 1
+    out = capsys.readouterr()
+    assert "[WARN] WARNING: This will COMPLETELY REPLACE the current database!" in out.out
+    assert f"[WARN] Database: {live.db}" in out.out and f"Backup File: {live.backup.path}" in out.out
+    assert "Type the database name to continue:" in out.out
+    assert "did not match" in out.err and "nothing was changed" in out.err
+    assert live.now() == live.damaged and not list(live.settings.backup_dir.glob("pre_restore_*"))
+
+
+def test_typed_name_restores_and_prints_the_timing_table(live, cfg, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", FakeTerminal(f"{live.db}\n"))
+    assert main(["--config", cfg, "restore", str(live.backup.path)]) == 0
+    out = capsys.readouterr().out
+    assert live.now() == live.backed_up
+    assert "STEP" in out and "CUMULATIVE" in out and "Restoring database from backup" in out
+    assert "of the 30-minute RTO budget: margin" in out
+    assert "--discard-old" in out
+    assert "[INFO]" in out and "Database restore completed successfully" in out
+
+
+def test_no_terminal_and_no_force_refuses_in_one_line(live, cfg, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{live.db}\n"))
+    assert main(["--config", cfg, "restore", str(live.backup.path)]) == 1
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR: Refusing") and "--force" in lines[0]
+    assert out.out == "" and live.now() == live.damaged
+
+
+def test_plan_json_then_forced_json_run(live, cfg, capsys):
+    assert main(["--config", cfg, "restore", str(live.backup.path), "--plan", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["kind"] == "plan" and plan["mode"] == "swap" and plan["rto_minutes"] == 30
+    assert [s["id"] for s in plan["steps"]][:3] == ["verify", "download", "confirm"]
+    assert live.now() == live.damaged  # --plan changes nothing
+
+    assert main(["--config", cfg, "restore", str(live.backup.path), "--force", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {ln["kind"] for ln in lines[:-1]} <= {"step_started", "step_progress", "step_log", "step_finished"}
+    summary = lines[-1]
+    assert summary["kind"] == "summary" and summary["ok"] is True and summary["rto_seconds"] == 1800
+    assert [s["step"] for s in summary["steps"]] == [s["id"] for s in plan["steps"]]
+    assert summary["steps"][-1]["cumulative"] == pytest.approx(sum(s["seconds"] for s in summary["steps"]), abs=0.01)
+    assert live.now() == live.backed_up
+
+    old = summary["old_database"]
+    assert main(["--config", cfg, "restore", "--list-old"]) == 0
+    assert old in capsys.readouterr().out
+    assert main(["--config", cfg, "restore", "--discard-old", old]) == 0
+    assert old not in databases(live.pg, live.db)
+    assert main(["--config", cfg, "restore", "--discard-old", live.db]) == 2  # never a live database
