@@ -71,7 +71,7 @@ class S3Settings:
     region: str | None = None
     storage_class: str = "STANDARD_IA"
     multipart_concurrency: int = 4
-    part_size_mb: int = 16
+    part_size_mb: int = 8
     sse: str | None = None  # "AES256" or "aws:kms"
     sse_kms_key_id: str | None = None
 
@@ -241,7 +241,7 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or s3raw.get("region") or None,
         storage_class=storage_class,
         multipart_concurrency=_int("s3.multipart_concurrency", s3raw.get("multipart_concurrency", 4), 1),
-        part_size_mb=_int("s3.part_size_mb", s3raw.get("part_size_mb", 16), 5),
+        part_size_mb=_int("s3.part_size_mb", s3raw.get("part_size_mb", 8), 5),
         sse=sse,
         sse_kms_key_id=s3raw.get("sse_kms_key_id") or None,
     )

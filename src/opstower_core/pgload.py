@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Callable
 from typing import IO
 
 from .artifact import ArtifactName
@@ -17,7 +16,7 @@ from .config import Target
 from .errors import Cancelled, OpsError
 from .events import Reporter
 from .pgtools import PgTools
-from .scan import CHUNK, Decoder
+from .scan import OUT_CHUNK, DumpReader, ScanError
 
 
 def load_command(tools: PgTools, name: ArtifactName, dbname: str, no_owner: bool = True,
@@ -46,11 +45,13 @@ def stream_into(
     reporter: Reporter,
     step: str,
     total_bytes: int = 0,
-    decrypt: Callable[[IO[bytes]], IO[bytes]] | None = None,
+    identities: list | None = None,
 ) -> None:
-    """Run `cmd` with the decompressed artifact on its stdin; raise OpsError with its last error line."""
-    if decrypt is not None:
-        raw = decrypt(raw)
+    """Run `cmd` with the artifact's dump bytes on its stdin; raise OpsError with its last error line.
+
+    The artifact is (decrypted and) decompressed on the fly; damage found on the way stops
+    the tool (its stdin is closed early) and is reported as such.
+    """
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=target.libpq_env())
     tail: list[str] = []
@@ -64,35 +65,28 @@ def stream_into(
                 del tail[:-20]
                 reporter.log(step, text, "ERROR" if "error" in text.lower() else "DEBUG")
 
-    reader = threading.Thread(target=pump_output, daemon=True)
-    reader.start()
-    decoder = Decoder(compression)
-    done = 0
+    output = threading.Thread(target=pump_output, daemon=True)
+    output.start()
+    reader = DumpReader(raw, compression, identities, lambda n: reporter.progress(step, n, total_bytes))
+    buf = memoryview(bytearray(OUT_CHUNK))
     broken = False
     try:
-        from .crypto import DecryptionFailed
-
         assert proc.stdin is not None
         while True:
             if reporter.cancel.cancelled:
                 raise Cancelled()
             try:
-                chunk = raw.read(CHUNK)
-            except DecryptionFailed as exc:
-                raise OpsError(f"Decryption failed: {exc}", "", "") from None
-            if not chunk:
-                break
-            done += len(chunk)
-            reporter.progress(step, done, total_bytes)
-            data = decoder.feed(chunk)
-            if data and not broken:
-                try:
-                    proc.stdin.write(data)
-                except BrokenPipeError:
-                    broken = True  # the tool stopped reading: its exit code says why
+                n = reader.readinto(buf)
+                if not n:
+                    reader.finish()
                     break
-        if not broken:
-            decoder.finish()
+            except ScanError as exc:
+                raise OpsError(f"The artifact is damaged: {exc}", "", "") from None
+            try:
+                proc.stdin.write(buf[:n])
+            except BrokenPipeError:
+                broken = True  # the tool stopped reading: its exit code says why
+                break
         try:
             proc.stdin.close()
         except BrokenPipeError:
@@ -103,7 +97,8 @@ def stream_into(
         proc.wait()
         raise
     finally:
-        reader.join(5)
-    if rc != 0:
+        reader.close()
+        output.join(5)
+    if rc != 0 or broken:
         last = next((ln for ln in reversed(tail) if "error" in ln.lower()), tail[-1] if tail else f"exit {rc}")
         raise OpsError(f"{cmd[0].rsplit('/', 1)[-1]} failed: {last}", "", "")

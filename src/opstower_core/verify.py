@@ -102,7 +102,7 @@ class _ContentProbe:
                 # Prefix with the previous chunk's last len-1 bytes: a keyword split across two
                 # chunks is seen once, and the short prefix can never hold a whole keyword.
                 self.counts[key] += (self._tails.get(key, b"") + data).count(keyword)
-                self._tails[key] = data[-(len(keyword) - 1):]
+                self._tails[key] = bytes(data[-(len(keyword) - 1):])  # data is a reused buffer
             return
         if self._proc is not None and self._proc.stdin is not None:
             try:
@@ -401,17 +401,13 @@ class _Verifier:
         if any(r.status == Status.FAIL for r in self.r.results):
             self.check(8, Status.SKIP, "skipped: earlier checks failed", t)
             return
-        decrypt = None
+        identities = None
         if e.name.encrypted:
             try:
                 identities = self._identities()
             except OpsError as exc:
                 self.check(8, Status.SKIP, f"Encrypted artifact, cannot restore: {exc.what}", t)
                 return
-            from .crypto import DecryptingReader
-
-            def decrypt(raw):
-                return DecryptingReader(raw, identities)
         target = _target_for(self.settings, e.database)
         scratch = f"{e.database[:30]}_verify_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
         created = False
@@ -425,7 +421,7 @@ class _Verifier:
             self.r.log("full_restore", "Restoring backup to test database...")
             cmd = load_command(tools, e.name, scratch)
             with _open_raw(self.settings, e) as raw:
-                stream_into(cmd, target, raw, e.name.compression, self.r, "full_restore", self.size, decrypt=decrypt)
+                stream_into(cmd, target, raw, e.name.compression, self.r, "full_restore", self.size, identities=identities)
             self.r.log("full_restore", "Restoration to test database successful")
             status, detail = _compare_restored(target, scratch, e.meta, self.r)
             self.check(8, status, detail, t, {"scratch_db": scratch})

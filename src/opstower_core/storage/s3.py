@@ -215,9 +215,11 @@ class StreamingUpload:
         self.store = store
         self.key = key
         self.part_size = store.settings.part_size_mb * MiB
-        self._buf = bytearray()
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._parts: list[Future[dict[str, Any]]] = []
-        self._slots = threading.BoundedSemaphore(store.settings.multipart_concurrency + 1)
+        # At most `concurrency` parts exist at once (queued or sending): flat memory.
+        self._slots = threading.BoundedSemaphore(store.settings.multipart_concurrency)
         self._pool = ThreadPoolExecutor(max_workers=store.settings.multipart_concurrency,
                                         thread_name_prefix="s3-part")
         self.error: BaseException | None = None
@@ -233,13 +235,14 @@ class StreamingUpload:
         self.upload_id = resp["UploadId"]
 
     def write(self, data: bytes) -> None:
-        if self.error is not None:
-            return  # the failure is reported at complete(); the local backup carries on
-        self._buf += data
-        while len(self._buf) >= self.part_size:
-            chunk = bytes(self._buf[: self.part_size])
-            del self._buf[: self.part_size]
-            self._submit(chunk)
+        if self.error is not None or not data:
+            return  # a failure is reported at complete(); the local backup carries on
+        self._chunks.append(bytes(data))
+        self._buffered += len(data)
+        if self._buffered >= self.part_size:  # parts need not be exact, only ≥ 5 MiB
+            self._submit(b"".join(self._chunks))
+            self._chunks.clear()
+            self._buffered = 0
 
     def _submit(self, chunk: bytes) -> None:
         number = len(self._parts) + 1
@@ -261,9 +264,9 @@ class StreamingUpload:
     def complete(self) -> None:
         """Send the last part and complete; raise OpsError (and abort) on any failure."""
         try:
-            if self.error is None and (self._buf or not self._parts):
-                self._submit(bytes(self._buf))
-                self._buf.clear()
+            if self.error is None and (self._chunks or not self._parts):
+                self._submit(b"".join(self._chunks))
+                self._chunks.clear()
             parts = [f.result() for f in self._parts]
             self.store.client.complete_multipart_upload(
                 Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}
