@@ -1,0 +1,125 @@
+"""The drill screen at 80x24: keys drive the phases, the automated phase runs in a worker
+against the embedded PostgreSQL, the setup form starts a drill, the report exports."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from textual.app import App
+from textual.widgets import DataTable, Input, Select
+
+from conftest import create_database
+from opstower_core.backup import run_backup
+from opstower_core.drill import DrillOptions, start_drill
+from opstower_core.drill_state import DrillStore
+from opstower_tui.screens.drill import DrillScreen, TextPrompt
+from opstower_tui.screens.drill_setup import DrillSetup
+
+
+class DrillApp(App):
+    def __init__(self, settings, drill_id):
+        super().__init__()
+        self.settings, self.drill_id = settings, drill_id
+
+    def on_mount(self) -> None:
+        self.push_screen(DrillScreen(self.settings, self.drill_id))
+
+
+@pytest.fixture(scope="module")
+def backed_up(pg, tmp_path_factory):
+    from opstower_core.config import Settings, Target
+
+    db = f"drs_{uuid.uuid4().hex[:6]}"
+    create_database(pg, db, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);")
+    root = tmp_path_factory.mktemp("drillscreen")
+    settings = Settings(backup_dir=root / "backups", state_dir=root / "state", pg_bin=pg.bin_dir, min_free_gb=0.0,
+                        targets={db: Target(db, db, host=pg.host, port=pg.port, user=pg.user)}, default_target=db)
+    run_backup(settings)
+    return settings, db
+
+
+async def settle(pilot) -> None:
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+def rows(screen) -> list[str]:
+    table = screen.query_one("#drill-phases", DataTable)
+    return [" ".join(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
+
+
+def test_keys_drive_a_drill_to_its_report(backed_up, tmp_path):
+    asyncio.run(_keys_drive(backed_up, tmp_path))
+
+
+async def _keys_drive(backed_up, tmp_path):
+    settings, db = backed_up
+    drill_id = start_drill(settings, "performance_degradation", db, DrillOptions()).drill.id
+    app = DrillApp(settings, drill_id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, DrillScreen)
+        assert rows(screen)[0].startswith("1 Assessment 10 min") and "PENDING" in rows(screen)[0]
+        await pilot.press("s")
+        await settle(pilot)
+        assert "RUNNING" in rows(screen)[0]
+        await pilot.press("n", *"load balancer flapping", "enter")
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        assert screen.drill.paused
+        await pilot.press("p", "c")
+        await settle(pilot)
+        await pilot.press("k")
+        await pilot.pause()
+        assert isinstance(app.screen, TextPrompt)
+        await pilot.press(*"vendor fixed it", "enter")
+        await settle(pilot)
+        assert "SKIP vendor fixed it" in rows(screen)[1]
+        await pilot.press("s")  # the verify phase: eight checks with a full restore, in a worker
+        await settle(pilot)
+        d = DrillStore(settings.state_dir).load(drill_id)
+        assert d.status == "passed", [(p.name, p.status, p.detail) for p in d.phases]
+        assert [n["text"] for n in d.notes] == ["load balancer flapping"]
+        assert "PASS" in rows(screen)[2]
+        assert "PASSED" in str(screen.query_one("#drill-state").render())
+        await pilot.press("e")
+        await pilot.pause()
+        prompt = app.screen
+        assert isinstance(prompt, TextPrompt)
+        prompt.query_one(Input).value = str(tmp_path / "screen.md")
+        await pilot.press("enter")
+        await settle(pilot)
+    md = (tmp_path / "screen.md").read_text()
+    assert "# DR Drill Report: Performance Degradation" in md and "load balancer flapping" in md
+
+
+def test_setup_form_starts_a_drill_and_offers_open_ones(backed_up):
+    asyncio.run(_setup_form(backed_up))
+
+
+async def _setup_form(backed_up):
+    settings, db = backed_up
+    open_id = start_drill(settings, "data_deletion", db).drill.id
+    app = DrillApp(settings, None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        setup = app.screen
+        assert isinstance(setup, DrillSetup)
+        options = setup.query_one("#setup-open")
+        assert any(f"#{open_id} " in str(options.get_option_at_index(i).prompt) for i in range(options.option_count))
+        setup.query_one("#setup-scenario", Select).value = "database_corruption"
+        setup.query_one("#setup-people", Input).value = "Ana:Drill lead"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, DrillScreen) and screen.drill is not None
+        assert screen.drill.scenario.id == "database_corruption" and screen.drill.participants[0].role == "Drill lead"
+        assert len(rows(screen)) == 5
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, DrillScreen)
