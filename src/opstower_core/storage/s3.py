@@ -239,10 +239,14 @@ class StreamingUpload:
             return  # a failure is reported at complete(); the local backup carries on
         self._chunks.append(bytes(data))
         self._buffered += len(data)
-        if self._buffered >= self.part_size:  # parts need not be exact, only ≥ 5 MiB
-            self._submit(b"".join(self._chunks))
-            self._chunks.clear()
-            self._buffered = 0
+        while self._buffered >= self.part_size:
+            # Cut parts of exactly part_size: multi-threaded zstd emits whole jobs (8 MiB and more,
+            # or everything at the final flush), which must not become one oversized part.
+            buf = b"".join(self._chunks)
+            self._submit(buf[: self.part_size])
+            rest = buf[self.part_size:]
+            self._chunks = [rest] if rest else []
+            self._buffered = len(rest)
 
     def _submit(self, chunk: bytes) -> None:
         number = len(self._parts) + 1
