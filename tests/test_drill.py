@@ -3,11 +3,14 @@ with real restores and verifications, reports, resume after a restart, unattende
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -282,3 +285,34 @@ def test_start_refuses_a_plain_backup_for_a_selective_scenario_and_unknown_names
     with pytest.raises(OpsError, match="No backup"):
         start_drill(settings.with_changes(backup_dir=tmp_path / "empty"), "database_corruption", db)
     assert os.environ.get("PGPASSWORD") is None  # nothing secret was needed
+
+
+def test_export_sends_a_notification_and_never_fails_on_it(env, tmp_path):
+    settings, db, _backup, _root = env
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        runner = start_drill(settings, "performance_degradation", db)
+        runner.abort("notification test")
+        hooked = settings.with_changes(raw={"notify": {"webhook": {"url": f"http://127.0.0.1:{server.server_address[1]}/h"}}})
+        export_report(hooked, runner.drill.id, tmp_path / "n.md")
+    finally:
+        server.shutdown()
+        server.server_close()
+    (body,) = received
+    assert body["event"] == "drill" and body["database"] == db
+    assert "Performance Degradation" in body["title"] and str(tmp_path / "n.md") in body["message"]
+    # A broken [notify] table or an unreachable endpoint: the report is still written.
+    broken = settings.with_changes(raw={"notify": {"webhook": {"url": "http://127.0.0.1:9/nothing"}, "bogus": 1}})
+    assert export_report(broken, runner.drill.id, tmp_path / "m.md").exists()

@@ -443,9 +443,11 @@ def _notify_export(settings: Settings, d: Drill, out: Path) -> None:
         message = (f"Drill {d.id} report exported to {out}. RTO {'met' if s['rto_met'] else 'MISSED'}, "
                    f"RPO {'met' if s['rpo_met'] else 'MISSED'}"
                    + (f"; failed phases: {', '.join(s['failed_phases'])}" if s["failed_phases"] else "") + ".")
+        # Forced past the on_success policy: an exported report is a deliberate, rare event the team
+        # should hear about, unlike an hourly backup that went fine.
         Notifier.from_settings(settings).notify(Notification(event="drill", status=status, title=title,
                                                              message=message, database=d.database,
-                                                             details={**s, "report": str(out)}))
+                                                             details={**s, "report": str(out)}), force=True)
     except Exception:  # noqa: BLE001 - a notification never fails the export
         import logging
 
