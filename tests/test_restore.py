@@ -32,6 +32,7 @@ from test_restore_support import (
     databases,
     make_live,
     plain_sql,
+    schema_sql,
     write_artifact,
 )
 
@@ -51,7 +52,7 @@ SWAP_ORDER = ["verify", "download", "confirm", "roles", "pre_backup", "drop_crea
               "analyze", "vacuum", "reindex", "terminate", "swap"]
 
 
-def test_round_trip_with_connected_sessions(live, pg):
+def test_round_trip_with_connected_sessions(live, pg, source):
     """Back up, damage, restore while applications are connected: contents equal the backup's."""
     apps = client_sessions(pg, live.db)
     busy_error: list[BaseException] = []
@@ -76,6 +77,7 @@ def test_round_trip_with_connected_sessions(live, pg):
     busy.join(10)
     assert result.ok, result.sentence
     assert live.now() == live.backed_up
+    assert schema_sql(pg, live.db) == schema_sql(pg, source.db)  # the backed-up database, object for object
     # The sessions were terminated; the busy query was cut off, not waited for.
     assert busy_error and not busy.is_alive()
     for conn in apps:
@@ -162,6 +164,7 @@ def test_live_database_missing_is_created(pg, make_settings):
 
 
 def test_in_place_mode_restores_over_the_live_database(live, pg):
+    apps = client_sessions(pg, live.db)
     plan = plan_restore(live.settings, str(live.backup.path), options=RestoreOptions(in_place=True, force=True))
     order = [s.id for s in plan.steps]
     assert order.index("terminate") < order.index("drop_create") < order.index("restore")
@@ -169,6 +172,11 @@ def test_in_place_mode_restores_over_the_live_database(live, pg):
     assert result.ok, result.sentence
     assert live.now() == live.backed_up and live.only_live_databases()
     assert result.old_database is None and result.pre_restore_artifact
+    terminated = next(s for s in result.steps if s.step == "terminate")
+    assert {"app-0", "app-1"} <= {s["application"] for s in terminated.data["sessions"]}
+    for conn in apps:
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
 
 
 def test_parallel_jobs_use_a_temporary_seekable_copy(live, pg):

@@ -215,3 +215,15 @@ def test_wrong_typed_name_cancels_with_nothing_changed(live):
     assert_intact(live, result, "cancelled")
     assert "did not match" in result.sentence and "nothing was changed" in result.sentence
     assert not list(live.settings.backup_dir.glob("pre_restore_*"))
+
+
+@pytest.mark.parametrize("step", ["restore", "swap"])
+def test_new_database_cancelled_or_failed_leaves_nothing_behind(live, pg, step):
+    """--target-db NAME that does not exist yet: a cancelled run leaves no NAME and the original as it was."""
+    copy = f"{live.db}_new"
+    cancel = CancelToken()
+    plan = plan_restore(live.settings, str(live.backup.path), options=RestoreOptions(target_db=copy))
+    assert plan.mode == "new_db"
+    result = run_restore(live.settings, plan, on_event=cancel_when_started(step, cancel), cancel=cancel)
+    assert_intact(live, result, "cancelled")
+    assert copy not in databases(pg, copy) and "nothing else was touched" in result.sentence

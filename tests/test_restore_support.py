@@ -59,7 +59,19 @@ def contents(pg, db: str) -> dict:
             "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
             " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"))
         out["_views"] = sorted(r[0] for r in c.execute("SELECT viewname FROM pg_views WHERE schemaname = 'public'"))
+        out["_sequences"] = sorted(c.execute("SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences"
+                                             ).fetchall())
     return out
+
+
+def schema_sql(pg, db: str) -> list[str]:
+    """`pg_dump --schema-only` of a database, without the per-run \\restrict key lines."""
+    import os
+    import subprocess
+
+    out = subprocess.run([str(pg.bin_dir / "pg_dump"), "--schema-only", f"--dbname={db}"], capture_output=True,
+                         check=True, env={**os.environ, **pg.libpq_env()}).stdout.decode()
+    return [ln for ln in out.splitlines() if not ln.startswith(("\\restrict", "\\unrestrict"))]
 
 
 def databases(pg, prefix: str) -> set[str]:

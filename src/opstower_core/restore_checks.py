@@ -82,12 +82,13 @@ def _amcheck(conn: psycopg.Connection, r: Reporter, step: str, problems: list[st
     if not available:
         r.log(step, "amcheck is not available on this server: index structure not checked "
                     "(only pg_index validity)", "WARN")
-        return "amcheck not available, index validity checked"
+        return "amcheck not available, index validity (pg_index) checked"
     existed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone() is not None
     try:
         if not existed:
             conn.execute("CREATE EXTENSION amcheck")
-        schema = conn.execute("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'amcheck'"
+        schema = conn.execute("SELECT quote_ident(extnamespace::regnamespace::text) FROM pg_extension"
+                              " WHERE extname = 'amcheck'"
                               ).fetchone()[0]
         indexes = conn.execute(
             "SELECT c.oid, c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"

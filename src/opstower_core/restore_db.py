@@ -42,7 +42,14 @@ def maintenance_db(live: str) -> str:
 
 @contextmanager
 def admin(target: Target, live: str) -> Iterator[psycopg.Connection]:
-    with connect(target, dbname=maintenance_db(live)) as conn:
+    """A connection for DDL on `live`: to "postgres", or "template1" where that is not allowed."""
+    try:
+        conn = connect(target, dbname=maintenance_db(live))
+    except OpsError:
+        if maintenance_db(live) == "template1":
+            raise
+        conn = connect(target, dbname="template1")
+    with conn:
         yield conn
 
 

@@ -187,6 +187,9 @@ def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: 
                        server_version=info.version, tools=tools, notes=notes, stamp=stamp, live_props=live_props)
     if entry.database != live and mode != "tables":
         notes.append(f"the backup is of database {entry.database}; it will become {live}")
+    if mode == "swap":
+        notes.append(f"{live} stays in service during the restore; writes made to it meanwhile stay in "
+                     f"{old} after the switch")
     if mode == "swap" and live_size:
         notes.append(f"the server needs room for a second copy of {live} "
                      f"(~{humanize.naturalsize(live_size, binary=True)}) until the old one is discarded; "

@@ -240,6 +240,7 @@ class RestoreRun(SourceSteps):
 
     def _reindex(self, out: StepOutcome) -> None:
         self._maintain("reindex", out)
+        self.r.log("reindex", "Post-restore tasks completed")
 
     def _swap(self, out: StepOutcome) -> None:
         with admin(self.target, self.live) as conn:
@@ -340,15 +341,16 @@ class RestoreRun(SourceSteps):
                 return f"Restored {file} into the new database {self.live} in {took} ({rto}); nothing else was touched."
             return (f"Restored tables {', '.join(p.options.tables or [])} from {file} into {self.work} in {took}; "
                     f"the live tables were not touched. Merge the rows you need back from {self.work}, then drop it.")
-        title = next((s.title for s in p.steps if s.id == self.current), self.current)
+        title = next((s.title for s in p.steps if s.id == self.current), "")
         if isinstance(error, ConfirmDeclined):
             return error.sentence
         if isinstance(error, Cancelled | KeyboardInterrupt):
-            what = f"Restore cancelled at step \"{title}\""
+            what = f"Restore cancelled at step \"{title}\"" if title else "Restore cancelled before it started"
             nxt = "run the restore again when ready"
         else:
             reason = getattr(error, "what", None) or (first_line(error) if error else "unknown error")
-            what = f"Restore failed at step \"{title}\": {reason.rstrip('.')}"
+            what = (f"Restore failed at step \"{title}\": {reason.rstrip('.')}" if title
+                    else f"Restore could not start: {reason.rstrip('.')}")
             nxt = getattr(error, "next_step", "") or "fix the cause shown above and run the restore again"
         if self.rollback_failed:
             pre = self.pre_restore.path if self.pre_restore else None
