@@ -56,7 +56,7 @@ def gather(settings: Any, check_s3: bool = True) -> Snapshot:
                 s3_status, s3_detail = "FAIL", catalog.s3_error
             else:
                 in_s3 = sum(1 for e in catalog.entries if e.s3_key)
-                s3_status, s3_detail = "OK", f"reachable, {in_s3} backups there"
+                s3_status, s3_detail = "OK", f"reachable, {in_s3}/{len(catalog.entries)} backups in S3"
 
     databases = []
     for target in settings.targets.values():

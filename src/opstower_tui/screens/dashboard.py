@@ -80,11 +80,11 @@ class DashboardScreen(OpsScreen):
         for status in snap.databases:
             for card in self.query(DbCard):
                 if card.target_name == status.name:
-                    card.update_status(status, now, settings.backup_age_warn_hours, settings.backup_age_crit_hours)
+                    card.update_status(status, now, settings.backup_age_warn_hours, settings.backup_age_crit_hours,
+                                       self.ops.read_only)
         word = {"-": "-", "…": "…"}.get(snap.s3_status, snap.s3_status)
         line = Text.assemble(("S3   ", "bold"), (word.ljust(4), STATUS_STYLE.get(word, "")), " ",
-                             f"{snap.s3_where} {snap.s3_detail}".strip(),
-                             f" · {snap.total_backups} backups listed")
+                             f"{snap.s3_where} {snap.s3_detail}".strip())
         self.query_one("#s3-line", Static).update(line)
         self.query_one(RecentRuns).show_runs(snap.recent, now)
 

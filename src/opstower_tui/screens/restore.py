@@ -114,15 +114,24 @@ class RestoreScreen(OpsScreen):
 
     def show_plan(self, plan: Any) -> None:
         self.plan = plan
-        self.query_one("#restore-title", Static).update(
-            f"Restore {plan.entry.filename} → {plan.live_db}  ({plan.mode}, {size(plan.artifact_size)}, "
-            f"RTO {duration(plan.rto_minutes * 60)})")
+        self.query_one("#restore-title", Static).update(f"Restore {plan.entry.filename} → {plan.live_db}")
         body = Table.grid(padding=(0, 1))
         body.add_column(width=2, justify="right")
         body.add_column(no_wrap=False)
-        body.add_row("", Text(f"Mode {plan.mode}: {MODE_TEXT.get(plan.mode, '')}.", style="bold"))
+        body.add_row("", Text.assemble((f"Mode {plan.mode}", "bold"), f" · {size(plan.artifact_size)} · RTO "
+                                       f"{duration(plan.rto_minutes * 60)}: {MODE_TEXT.get(plan.mode, '')}."))
         if plan.work_db != plan.live_db:
             body.add_row("", f"Staging database: {plan.work_db}")
+        # Who gets cut off comes first: it is what the operator must warn people about.
+        sessions = list(plan.sessions or [])
+        if sessions:
+            body.add_row("", Text(f"WARN {len(sessions)} session(s) on {plan.live_db} would be terminated:",
+                                  style=STATUS_STYLE["WARN"]))
+            for s in sessions:
+                body.add_row("", f"  pid {s.get('pid')}  {s.get('user', '')}  {s.get('application') or '-'}  "
+                                 f"{s.get('client') or 'local'}  {s.get('state') or ''}  since {s.get('since') or '?'}")
+        else:
+            body.add_row("", f"No other sessions on {plan.live_db}: nobody is cut off.")
         for i, step in enumerate(plan.steps, 1):
             skip = getattr(step, "skip", None)
             if skip:
@@ -134,16 +143,8 @@ class RestoreScreen(OpsScreen):
                 body.add_row("", Text(f"$ {command}", style="dim"))
         for note in getattr(plan, "notes", None) or []:
             body.add_row("", Text(f"Note: {note}", style="italic"))
-        sessions = list(plan.sessions or [])
-        if sessions:
-            body.add_row("", Text(f"WARN {len(sessions)} session(s) on {plan.live_db} would be terminated:",
-                                  style=STATUS_STYLE["WARN"]))
-            for s in sessions:
-                body.add_row("", f"pid {s.get('pid')}  {s.get('user', '')}  {s.get('application') or '-'}  "
-                                 f"{s.get('client') or 'local'}  {s.get('state') or ''}  since {s.get('since') or '?'}")
-        else:
-            body.add_row("", f"No other sessions on {plan.live_db}.")
         self.query_one("#plan-text", Static).update(body)
+        self.query_one("#plan-view").focus()  # arrows and PgDn scroll the plan
         self.query_one("#restore-summary", Static).update(
             "Enter: confirm by typing the database name, then restore · m: swap / in place · Esc: back")
         self._set_phase("plan")
@@ -174,9 +175,14 @@ class RestoreScreen(OpsScreen):
     def start_run(self, typed: str) -> None:
         from opstower_core.events import CancelToken
 
-        assert self.plan is not None
         self.typed_name = typed
         self.cancel_token = CancelToken()
+        self.enter_run_view()
+        self.run_restore()
+
+    def enter_run_view(self) -> None:
+        """Steps of the plan as WAIT, the RTO budget running: what the operator watches."""
+        assert self.plan is not None
         steps = self.query_one("#steps", StepList)
         steps.set_steps((s.id, s.title) for s in self.plan.steps)
         self.query_one("#budget", BudgetBar).set_budget(self.plan.rto_minutes * 60)
@@ -184,7 +190,6 @@ class RestoreScreen(OpsScreen):
         self.started_at = self.ops.monotonic()
         self._set_phase("running")
         self.query_one("#restore-summary", Static).update("Restoring… Esc to cancel (stops at the next safe point)")
-        self.run_restore()
 
     @work(thread=True, exclusive=True, group="restore-run", exit_on_error=False)
     def run_restore(self) -> Any:

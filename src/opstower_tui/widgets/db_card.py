@@ -41,7 +41,8 @@ class DbCard(Vertical, can_focus=True):
             yield Sparkline([], classes="card-spark")
             yield Static("", classes="card-jumps")
 
-    def update_status(self, status: Any, now: datetime, warn_hours: float, crit_hours: float) -> None:
+    def update_status(self, status: Any, now: datetime, warn_hours: float, crit_hours: float,
+                      read_only: bool = False) -> None:
         self.status = status
         self.border_subtitle = f"RPO {duration(status.rpo_minutes * 60)} · RTO {duration(status.rto_minutes * 60)}"
         grid = Table.grid(padding=(0, 1))
@@ -52,7 +53,7 @@ class DbCard(Vertical, can_focus=True):
         age = latest.age_seconds(now) if latest is not None else None
         level, note = age_level(age, status.rpo_minutes, warn_hours, crit_hours)
         if latest is None:
-            grid.add_row("Last backup", _word(level), "no backup yet: press b to take one")
+            grid.add_row("Last backup", _word(level), "no backup yet" + ("" if read_only else ": press b to take one"))
         else:
             grid.add_row("Last backup", _word(level), f"{duration(age)} ago, {note}")
             grid.add_row("", "", Text(f"{latest.filename} ({latest.where}, {size(latest.size)})", style="dim"))
@@ -79,14 +80,15 @@ class DbCard(Vertical, can_focus=True):
         sizes = [s for _ts, s in status.sizes]
         spark = self.query_one(Sparkline)
         spark.data = sizes or [0]
-        spark.styles.width = min(max(len(sizes), 1), 24)  # one column per backup reads best
+        spark.styles.width = min(len(sizes), 24)  # one column per backup reads best
+        spark.display = bool(sizes)
         jumps = size_jumps(sizes)
         if not sizes:
             text = Text("no backups", style="dim")
         elif jumps:
             last = jumps[-1]
             ts = status.sizes[last.index][0]
-            text = Text.assemble((f" WARN {len(jumps)} jump(s) >30%", STATUS_STYLE["WARN"]),
+            text = Text.assemble(" ", ("WARN", STATUS_STYLE["WARN"]), f" {len(jumps)} size jump(s) >30%",
                                  f", last {last.percent:+.0f}% at {ts[4:6]}-{ts[6:8]} {ts[9:11]}:{ts[11:13]}")
         else:
             text = Text(f" {len(sizes)} backups, no size jump >30%")

@@ -33,8 +33,8 @@ class MetaPanel(Widget, can_focus=False):
             return Text("No backup selected.", style="dim")
         meta = e.meta or {}
         grid = Table.grid(padding=(0, 1))
-        grid.add_column(style="bold", no_wrap=True)
-        grid.add_column(no_wrap=True, overflow="ellipsis")
+        grid.add_column(style="bold", no_wrap=True, min_width=8)
+        grid.add_column(no_wrap=True, overflow="ellipsis", ratio=1)
         verified = e.verified or "never"
         grid.add_row("Backup", Text.assemble(e.filename, "  ", (verified, STATUS_STYLE.get(verified, "dim"))))
         age = duration((self.now - e.created).total_seconds()) if self.now else ""
