@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import admin_conn, create_database
-from opstower_core.backup import run_backup
+from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import load_settings
 from opstower_core.drill import DrillOptions, DrillRunner, Participant, export_report, start_drill
@@ -278,13 +278,25 @@ def test_keep_databases_and_abort(env, pg):
     assert StateStore(settings.state_dir).last("drill", db).status == "cancelled"
 
 
-def test_start_refuses_a_plain_backup_for_a_selective_scenario_and_unknown_names(env, pg, tmp_path):
-    settings, db, _backup, _root = env
+def test_start_refuses_a_plain_backup_for_a_selective_scenario_and_unknown_names(env, pg, tmp_path, capsys):
+    settings, db, _backup, root = env
     with pytest.raises(OpsError, match="not a scenario"):
         start_drill(settings, "no_such_scenario", db)
     with pytest.raises(OpsError, match="No backup"):
         start_drill(settings.with_changes(backup_dir=tmp_path / "empty"), "database_corruption", db)
-    assert os.environ.get("PGPASSWORD") is None  # nothing secret was needed
+    plain_settings = settings.with_changes(backup_dir=tmp_path / "plain")
+    plain = run_backup(plain_settings, options=BackupOptions(fmt="plain"))
+    with pytest.raises(OpsError, match="needs a custom-format backup"):
+        start_drill(plain_settings, "data_deletion", db)
+    # A whole-database scenario takes the plain backup, and --json status is machine-readable.
+    runner = start_drill(plain_settings, "database_corruption", db, DrillOptions(backup=str(plain.path)))
+    assert runner.drill.backup == plain.name.filename
+    capsys.readouterr()
+    assert cli(root, "drill", "status", str(runner.drill.id), "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["scenario"] == "database_corruption" and status["phases"][0]["status"] == "pending"
+    assert status["rpo_met"] is True and status["rto_target_seconds"] == 240 * 60
+    runner.abort("test over")
 
 
 def test_export_sends_a_notification_and_never_fails_on_it(env, tmp_path):
@@ -316,3 +328,56 @@ def test_export_sends_a_notification_and_never_fails_on_it(env, tmp_path):
     # A broken [notify] table or an unreachable endpoint: the report is still written.
     broken = settings.with_changes(raw={"notify": {"webhook": {"url": "http://127.0.0.1:9/nothing"}, "bogus": 1}})
     assert export_report(broken, runner.drill.id, tmp_path / "m.md").exists()
+
+
+def test_selective_restore_takes_all_tables_when_none_chosen(env, pg):
+    settings, db, _backup, _root = env
+    runner = start_drill(settings, "data_deletion", db, DrillOptions(keep_databases=True, unattended=True))
+    drill = runner.run_unattended()
+    assert drill.status == "passed" and drill.phases[0].status == "SKIP"
+    kept = drill.phases[1].data["target_db"]
+    assert sorted(drill.phases[1].data["tables"]) == ["public.customers", "public.orders"]
+    assert table_rows(pg, kept) == table_rows(pg, db)
+    assert drill.extra["cleanup"] == {"kept": [kept]}
+    with admin_conn(pg) as conn:
+        conn.execute(f'DROP DATABASE "{kept}" WITH (FORCE)')
+
+
+def test_two_drills_started_in_the_same_second_never_share_a_database(env, pg):
+    settings, db, _backup, _root = env
+    fixed = time.time()
+    runners = [start_drill(settings, "database_corruption", db, clock=lambda: fixed) for _ in range(2)]
+    for r in runners:
+        r.skip_phase("x")
+        r.skip_phase("x")
+        r.start_phase()
+    first, second = (r.drill.phases[2].data["target_db"] for r in runners)
+    assert first != second and second.endswith(f"_d{runners[1].drill.id}")
+    assert {first, second} <= databases(pg)
+    runners[0].abort("done")
+    assert first not in databases(pg) and second in databases(pg)
+    runners[1].abort("done")
+    assert second not in databases(pg)
+
+
+def test_restore_into_production_only_when_asked_and_keeps_the_old_copy(pg, make_settings, tmp_path):
+    db = f"prod_{uuid.uuid4().hex[:6]}"
+    create_database(pg, db, SCHEMA)
+    settings = make_settings(db)
+    run_backup(settings)
+    with admin_conn(pg, db) as conn:
+        conn.execute("DELETE FROM orders WHERE id > 100")  # the "incident"
+    runner = start_drill(settings, "database_corruption", db, DrillOptions(into_production=True))
+    runner.skip_phase("x")
+    runner.skip_phase("x")
+    p = runner.start_phase()
+    old = p.data["old_database"]
+    assert p.status == "PASS" and p.data["mode"] == "swap" and old and old.startswith(f"{db}_pre_restore_")
+    assert table_rows(pg, db)["public.orders"] == 3000
+    runner.abort("checked")
+    assert old in databases(pg)  # the operator decides about the previous copy, not the drill
+    md = export_report(settings, runner.drill, tmp_path / "prod.md").read_text()
+    assert f"opstower restore --discard-old {old}" in md
+    with admin_conn(pg) as conn:
+        conn.execute(f'DROP DATABASE "{old}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE "{db}" WITH (FORCE)')

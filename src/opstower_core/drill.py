@@ -52,8 +52,12 @@ class DrillOptions:
     rpo_minutes: float | None = None
 
 
-def drill_database_name(drill: Drill, phase: PhaseRun | None = None) -> str:
-    """`<db>_drill_<YYYYMMDD_HHMMSS>` (with the phase number for any restore phase after the first)."""
+def drill_database_name(drill: Drill, phase: PhaseRun | None = None, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """`<db>_drill_<YYYYMMDD_HHMMSS>` (with the phase number for any restore phase after the first).
+
+    `taken`: names other drills use; two drills of one database started in the same second
+    must never share (and so drop) each other's database, so the drill id is added then.
+    """
     from .restore_db import derived_name
 
     stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(drill.started_at))
@@ -61,7 +65,8 @@ def drill_database_name(drill: Drill, phase: PhaseRun | None = None) -> str:
     suffix = f"_drill_{stamp}"
     if phase is not None and restores and phase.idx != restores[0]:
         suffix += f"_{phase.idx + 1}"
-    return derived_name(drill.database, suffix)
+    name = derived_name(drill.database, suffix)
+    return name if name not in taken else derived_name(drill.database, f"{suffix}_d{drill.id}")
 
 
 def _pick_backup(settings: Settings, database: str, ref: str | None) -> tuple[CatalogEntry, str]:
@@ -203,7 +208,8 @@ class DrillRunner:
             if p.automated:
                 p.data.update(pid=os.getpid(), host=socket.gethostname())
                 if p.kind in ("restore", "selective_restore") and not d.options.get("into_production"):
-                    name = drill_database_name(d, p)
+                    name = p.data.get("target_db") or drill_database_name(d, p, self.store.databases_in_use(d.id))
+                    p.data["target_db"] = name
                     if name not in d.databases:
                         d.databases.append(name)  # saved first: dropped at the end even if this process dies
             if note:

@@ -49,14 +49,13 @@ def all_tables(settings: Settings, drill: Drill, entry: CatalogEntry) -> list[st
 def run_restore_phase(settings: Settings, drill: Drill, phase: PhaseRun, on_event: EventSink | None,
                       cancel: CancelToken, state: StateStore) -> tuple[str | None, str, dict[str, Any]]:
     """Restore the drill's backup (or its chosen tables) into the drill database."""
-    from .drill import drill_database_name
     from .restore import RestoreOptions, plan_restore, run_restore
 
     entry = _entry(settings, drill)
     if drill.options.get("into_production"):
         options = RestoreOptions(force=True)
     else:
-        name = drill_database_name(drill, phase)
+        name = phase.data["target_db"]  # chosen and saved when the phase started
         # A previous attempt of this phase (interrupted or cancelled) may have left it: it is ours.
         _drop(settings, drill, [name])
         options = RestoreOptions(target_db=name, force=True)

@@ -326,6 +326,12 @@ class DrillStore:
             row = db.execute("SELECT version FROM drills WHERE id = ?", (drill_id,)).fetchone()
         return int(row[0]) if row else None
 
+    def databases_in_use(self, exclude_id: int) -> set[str]:
+        """Drill database names recorded by other drills (running, or kept at their end)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT databases FROM drills WHERE id != ?", (exclude_id,)).fetchall()
+        return {name for (names,) in rows for name in json.loads(names or "[]")}
+
     def recent(self, limit: int = 200) -> list[Drill]:
         """Drills, newest first."""
         with self._connect() as db:

@@ -216,6 +216,10 @@ def _notes(d: Drill) -> list[str]:
             rows.append(["", p.name, f"skipped: {p.reason}"])
         elif p.status == "FAIL" and p.detail:
             rows.append(["", p.name, f"failed: {p.detail}"])
+        if p.data.get("old_database"):
+            old = p.data["old_database"]
+            rows.append(["", p.name, f"the production database was replaced; its previous copy is kept as {old} "
+                         f"(discard it with `opstower restore --discard-old {old}`)"])
     cleanup = d.extra.get("cleanup") or {}
     if cleanup.get("dropped"):
         rows.append(["end", "(drill)", "drill databases dropped: " + ", ".join(cleanup["dropped"])])
