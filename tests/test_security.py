@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -28,6 +29,7 @@ from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.doctor import run_doctor
 from opstower_core.errors import OpsError
 from opstower_core.events import Status
+from opstower_core.state import StateStore
 
 CLIENTS = {"pg_dump", "pg_restore", "pg_dumpall", "psql"}
 SCRUB_ENV = ("PGPASSWORD", "PGPASSFILE", "PGUSER", "PGHOST", "PGPORT", "PGDATABASE", "PGSERVICE", "BACKUP_DIR",
@@ -109,7 +111,28 @@ class ProcWatch:
         self._thread.join(5)
 
 
-def test_password_reaches_no_argv_file_object_or_output(pg, s3, secure_db: SecureDb, tmp_path: Path) -> None:
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[bytes]]]:
+    """A real local HTTP endpoint for alerts: (url, bodies received)."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            bodies.append(self.path.encode() + b"\n" + self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_password_reaches_no_argv_file_object_or_output(pg, s3, secure_db: SecureDb, webhook, tmp_path: Path) -> None:
     # Without the password file the role cannot connect: the password is really needed.
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(host=pg.host, port=pg.port, user=secure_db.role, dbname=secure_db.dbname, passfile="/dev/null")
@@ -134,7 +157,11 @@ port = {pg.port}
 user = "{secure_db.role}"
 passfile = "{secure_db.passfile}"
 """)
+    token = f"hookTok{uuid.uuid4().hex}"
+    config.write_text(config.read_text() + f'[notify]\non_success = true\n[notify.webhook]\nurl = "{webhook[0]}?token={token}"\n')
     config.chmod(0o600)
+    # The last health run was CRITICAL: this one (OK) is a change, so an alert goes out for real.
+    StateStore(state).put("health.last", {"*": {"state": "CRITICAL", "summary": "seeded", "at": 0}})
     base_env = {k: v for k, v in os.environ.items() if k not in SCRUB_ENV}
     base_env.update(s3.env())
     mark = uuid.uuid4().hex
@@ -165,6 +192,10 @@ passfile = "{secure_db.passfile}"
     secret = secure_db.password.encode()
     for name, out in outputs.items():
         assert secret not in out, f"password in the output of `opstower {name}`"
+        assert token.encode() not in out, f"webhook token in the output of `opstower {name}`"
+    assert webhook[1], "no alert was delivered"
+    for body in webhook[1]:
+        assert secret not in body.split(b"\n", 1)[1]
     assert b"PGPASSWORD is set" in outputs["doctor"]  # reference issue 2, reported without the value
 
     # No client process ever had the password on its command line; all read it via PGPASSFILE.
@@ -183,6 +214,7 @@ passfile = "{secure_db.passfile}"
         if path.name.endswith(".gz"):
             data += gzip.decompress(data)
         assert secret not in data, f"password in {path}"
+        assert token.encode() not in data, f"webhook token in {path}"
 
     # Nor any S3 object, its user metadata or its tags.
     client = s3.client()

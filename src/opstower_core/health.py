@@ -240,7 +240,7 @@ def _size_trend(db: str, entries: list[CatalogEntry], runs: list[RunRecord] | No
 
 
 def _s3_upload(settings: Settings, db: str, entries: list[CatalogEntry], runs: list[RunRecord] | None,
-               catalog: Catalog, now: float) -> HealthCheck:
+               catalog: Catalog, now: float, listed: bool) -> HealthCheck:
     if not settings.s3.enabled:
         return HealthCheck("s3_upload", db, HealthState.OK, "S3 not configured: backups are local only")
     problems: list[str] = []
@@ -255,7 +255,7 @@ def _s3_upload(settings: Settings, db: str, entries: list[CatalogEntry], runs: l
             last_ok = f"last upload OK {when} ago ({last.artifact})"
         else:
             problems.append(f"last upload failed {when} ago: {(last.error or 'no reason recorded').rstrip('.')}")
-    if entries and not catalog.s3_error and entries[0].s3_key is None:
+    if listed and entries and not catalog.s3_error and entries[0].s3_key is None:
         problems.append(f"latest backup {entries[0].filename} has no S3 copy")
     if problems:
         return HealthCheck("s3_upload", db, HealthState.WARNING,
@@ -343,7 +343,7 @@ def check_health(settings: Settings, target_name: str | None = None, *, state: S
         checks.append(_backup_age(settings, db, entries, runs, catalog, now, problem))
         checks.append(_success_rate(db, week, now, problem))
         checks.append(_size_trend(db, entries, runs))
-        checks.append(_s3_upload(settings, db, entries, runs, catalog, now))
+        checks.append(_s3_upload(settings, db, entries, runs, catalog, now, include_s3))
         checks.append(_verification(db, verifies, now, problem))
         local = [e for e in entries if e.local_path is not None]
         if local:
