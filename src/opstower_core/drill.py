@@ -21,11 +21,12 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .catalog import CatalogEntry, list_catalog, resolve
 from .config import Settings
+from .drill_engine import drill_database_name
+from .drill_export import export_report
 from .drill_scenarios import Scenario, find_scenario, load_scenarios
 from .drill_state import PENDING, RUNNING, Drill, DrillStore, Participant, PhaseRun
 from .errors import Cancelled, OpsError, UsageError
@@ -50,23 +51,6 @@ class DrillOptions:
     unattended: bool = False
     rto_minutes: float | None = None  # default: the target's rto_minutes
     rpo_minutes: float | None = None
-
-
-def drill_database_name(drill: Drill, phase: PhaseRun | None = None, taken: set[str] | frozenset[str] = frozenset()) -> str:
-    """`<db>_drill_<YYYYMMDD_HHMMSS>` (with the phase number for any restore phase after the first).
-
-    `taken`: names other drills use; two drills of one database started in the same second
-    must never share (and so drop) each other's database, so the drill id is added then.
-    """
-    from .restore_db import derived_name
-
-    stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(drill.started_at))
-    restores = [p.idx for p in drill.phases if p.kind in ("restore", "selective_restore")]
-    suffix = f"_drill_{stamp}"
-    if phase is not None and restores and phase.idx != restores[0]:
-        suffix += f"_{phase.idx + 1}"
-    name = derived_name(drill.database, suffix)
-    return name if name not in taken else derived_name(drill.database, f"{suffix}_d{drill.id}")
 
 
 def _pick_backup(settings: Settings, database: str, ref: str | None) -> tuple[CatalogEntry, str]:
@@ -418,44 +402,3 @@ def _failure_line(d: Drill) -> str:
     if not s["rpo_met"]:
         parts.append("RPO missed")
     return "; ".join(parts) or d.status
-
-
-def export_report(settings: Settings, drill: Drill | int | str, path: Path | str) -> Path:
-    """Write the drill's markdown report to `path` and send a "drill" notification (never fails on it)."""
-    from .report import render_drill_report
-
-    d = drill if isinstance(drill, Drill) else DrillStore(settings.state_dir).load(drill)
-    out = Path(path).expanduser()
-    text = render_drill_report(d)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise OpsError(f"Cannot write the report to {out} ({exc.strerror})", "the drill itself is saved",
-                       "choose another path with -o") from None
-    _notify_export(settings, d, out)
-    return out
-
-
-def _notify_export(settings: Settings, d: Drill, out: Path) -> None:
-    try:
-        from .notify import Notification, Notifier
-
-        status = {"passed": "success", "failed": "failed", "aborted": "warning"}.get(d.status, "warning")
-        s = d.summary()
-        title = f"OpsTower DR drill {d.status.upper()}: {d.scenario.name} on {d.database}"
-        message = (f"Drill {d.id} report exported to {out}. RTO {'met' if s['rto_met'] else 'MISSED'}, "
-                   f"RPO {'met' if s['rpo_met'] else 'MISSED'}"
-                   + (f"; failed phases: {', '.join(s['failed_phases'])}" if s["failed_phases"] else "") + ".")
-        # Forced past the on_success policy: an exported report is a deliberate, rare event the team
-        # should hear about, unlike an hourly backup that went fine.
-        Notifier.from_settings(settings).notify(Notification(event="drill", status=status, title=title,
-                                                             message=message, database=d.database,
-                                                             details={**s, "report": str(out)}), force=True)
-    except Exception:  # noqa: BLE001 - a notification never fails the export
-        import logging
-
-        logging.getLogger("opstower.drill").warning("drill report notification failed", exc_info=True)
-

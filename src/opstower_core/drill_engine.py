@@ -8,6 +8,7 @@ the report); an OpsError raised here becomes the phase's FAIL.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from .catalog import CatalogEntry, fetch_s3_metadata, resolve
@@ -16,6 +17,24 @@ from .drill_state import Drill, PhaseRun
 from .errors import OpsError
 from .events import CancelToken, EventSink, Reporter, Status
 from .state import StateStore
+
+
+def drill_database_name(drill: Drill, phase: PhaseRun | None = None,
+                        taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """`<db>_drill_<YYYYMMDD_HHMMSS>` (with the phase number for any restore phase after the first).
+
+    `taken`: names other drills use; two drills of one database started in the same second
+    must never share (and so drop) each other's database, so the drill id is added then.
+    """
+    from .restore_db import derived_name
+
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(drill.started_at))
+    restores = [p.idx for p in drill.phases if p.kind in ("restore", "selective_restore")]
+    suffix = f"_drill_{stamp}"
+    if phase is not None and restores and phase.idx != restores[0]:
+        suffix += f"_{phase.idx + 1}"
+    name = derived_name(drill.database, suffix)
+    return name if name not in taken else derived_name(drill.database, f"{suffix}_d{drill.id}")
 
 
 def _entry(settings: Settings, drill: Drill) -> CatalogEntry:
