@@ -298,3 +298,32 @@ def test_create_roles_from_the_globals_file(pg, make_settings):
     with admin_conn(pg) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{result.old_database}" WITH (FORCE)')
         c.execute(f"DROP ROLE {owner}")
+
+
+def test_age_encrypted_backup_restores_with_the_identity(pg, make_settings, tmp_path):
+    import pyrage
+
+    from opstower_core.backup import BackupOptions, run_backup
+
+    ident = pyrage.x25519.Identity.generate()
+    key = tmp_path / "key.txt"
+    key.write_text(f"{ident}\n")
+    key.chmod(0o600)
+    db = f"rs_{uuid.uuid4().hex[:8]}"
+    create_database(pg, db, SCHEMA)
+    recipients = {"recipients": [str(ident.to_public())]}
+    writer = make_settings(db).with_changes(raw={"encryption": recipients})
+    backup = run_backup(writer, options=BackupOptions(local_only=True))
+    assert backup.path.name.endswith(".dump.zst.age")
+    expected = contents(pg, db)
+    with admin_conn(pg, db) as c:
+        c.execute("DELETE FROM orders")
+    with pytest.raises(OpsError, match="identity"):
+        plan_restore(writer, str(backup.path), options=RestoreOptions(force=True))
+    reader = writer.with_changes(raw={"encryption": {**recipients, "identity_file": str(key)}})
+    plan = plan_restore(reader, str(backup.path), options=RestoreOptions(force=True, in_place=True))
+    assert any(c.startswith("age --decrypt") for c in next(s for s in plan.steps if s.id == "restore").commands)
+    result = run_restore(reader, plan)
+    assert result.ok, result.sentence
+    assert contents(pg, db) == expected
+    assert result.pre_restore_artifact.endswith(".age")  # the safety copy is encrypted too
