@@ -250,11 +250,11 @@ def test_selective_tables_go_to_a_separate_database(live, pg):
         plan_restore(live.settings, str(live.backup.path), options=RestoreOptions(tables=["nope"], in_place=True))
 
 
-def test_selective_restore_needs_custom_format_and_known_tables(pg, make_settings):
+def test_selective_restore_needs_custom_format_and_known_tables(pg, make_settings, source):
     lv = make_live(pg, make_settings, fmt="plain", damage=False)
     with pytest.raises(UsageError, match="custom-format"):
         plan_restore(lv.settings, str(lv.backup.path), options=RestoreOptions(tables=["orders"]))
-    lv2 = make_live(pg, make_settings, damage=False)
+    lv2 = make_live(pg, make_settings, damage=False, source=source)
     result = run_restore(lv2.settings, plan_restore(lv2.settings, str(lv2.backup.path),
                                                     options=RestoreOptions(tables=["no_such_table"])))
     assert not result.ok and "no_such_table" in result.sentence
