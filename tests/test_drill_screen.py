@@ -123,3 +123,28 @@ async def _setup_form(backed_up):
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, DrillScreen)
+
+
+def test_over_budget_phase_and_missed_rto_are_said_in_words(backed_up, tmp_path):
+    settings, db = backed_up
+    scenarios = tmp_path / "tiny.toml"
+    scenarios.write_text('[scenarios.tiny]\nname = "Tiny"\n[[scenarios.tiny.phases]]\nname = "Assess"\n'
+                         'target_minutes = 0.001\n')
+    settings = settings.with_changes(raw={"drills": {"scenarios_file": str(scenarios)}})
+    drill_id = start_drill(settings, "tiny", db, DrillOptions(rto_minutes=0.001)).drill.id
+    asyncio.run(_over_budget(settings, drill_id))
+
+
+async def _over_budget(settings, drill_id):
+    app = DrillApp(settings, drill_id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await settle(pilot)
+        await asyncio.sleep(0.1)
+        screen = app.screen
+        screen.refresh_view()
+        assert "RUNNING OVER +" in rows(screen)[0]
+        assert "MISSED" in str(screen.query_one("#drill-objectives").render())
+        assert "OVER BUDGET" in str(screen.query_one("#drill-timer-note").render())
+        assert "OVER" in str(screen.query_one("#drill-timeline").render())

@@ -42,7 +42,7 @@ def mmss(seconds: float | None) -> str:
 
 def timeline(drill: Drill, now: float, width: int) -> Text:
     """The drill against the RTO: used (█, red when over a phase's target), planned (▒), spare (░)."""
-    rto = max(drill.rto_seconds_target, 1.0)
+    rto = max(drill.rto_seconds_target, 1e-6)
     used = drill.rto_seconds(now)
     planned = sum(p.target_seconds for p in drill.phases if not p.done and p.status != "running")
     cur = drill.current
@@ -56,7 +56,10 @@ def timeline(drill: Drill, now: float, width: int) -> Text:
     bar.append("▒" * cells_plan, style="yellow")
     bar.append("░" * (width - cells_used - cells_plan), style="dim")
     # The same in words, so the bar never relies on colour or shape alone.
-    bar.append(f" {used / rto:4.0%} used {planned / rto:4.0%} plan")
+    def pct(x: float) -> str:  # fixed width, so a long overrun never wraps the line at 80 columns
+        return f"{x:4.0%}" if x < 9.995 else ">999%"
+
+    bar.append(f" {pct(used / rto)} used {pct(planned / rto)} plan")
     if used > rto:
         bar.append(" OVER", style="bold red")
     return bar
@@ -275,6 +278,7 @@ class DrillScreen(Screen):
         if cur is not None and cur.automated and self.drill.open and not self.drill.paused:
             self.engine_running = True
             self.last_event = f"Starting {cur.name}…"
+            self.set_timer(0.3, self.poll)  # show it RUNNING with its timer as soon as it is saved
         self.operate("start")
 
     def action_complete_phase(self) -> None:
