@@ -8,6 +8,8 @@ tests that need it fail.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -19,11 +21,15 @@ from opstower_core.embedded import EmbeddedPostgres, EmbeddedS3
 
 
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory):
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+def pg():
+    # Outside pytest's temp root: a second pytest session (as root) resets that root to 0700,
+    # which would cut the server's own user ("pgserver") off from its data directory.
+    directory = Path(tempfile.mkdtemp(prefix="opstower-test-pg-"))
+    server = EmbeddedPostgres(directory)
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

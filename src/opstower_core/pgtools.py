@@ -130,7 +130,8 @@ def connect(target: Target, dbname: str | None = None, autocommit: bool = True, 
     try:
         return psycopg.connect(**info, autocommit=autocommit, **kw)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        reason = lines[-1] if lines else type(exc).__name__
         raise OpsError(
             f"Cannot connect to database {info['dbname']!r} on {target.display_host}:{target.display_port} ({reason})",
             "nothing was changed",
