@@ -266,8 +266,9 @@ def _steps(settings: Settings, p: RestorePlan) -> list[PlannedStep]:
         add("roles", [], "", skip="missing roles: " + ", ".join(p.missing_roles) + " (use --create-roles)"
             if p.missing_roles else "not requested (--create-roles)")
     if replaced:
-        add("pre_backup", [f"pg_dump --format=custom --compress=0 --dbname={live} | zstd -> "
-                           f"{settings.backup_dir}/pre_restore_{live}_<YYYYMMDD_HHMMSS>.dump.zst"],
+        dump = p.tools.pg_dump if p.tools else "pg_dump"
+        add("pre_backup", [f"{dump} --format=custom --snapshot=<exported> --verbose --dbname={live} --compress=0 "
+                           f"| zstd > {settings.backup_dir}/pre_restore_{live}_<YYYYMMDD_HHMMSS>.dump.zst"],
             f"safety copy of {live} ({humanize.naturalsize(p.live_size or 0, binary=True)}) through the backup engine")
     else:
         add("pre_backup", [], "", skip=f"{live} does not exist: nothing to back up" if mode == "new_db"
@@ -288,7 +289,7 @@ def _steps(settings: Settings, p: RestorePlan) -> list[PlannedStep]:
     else:
         add("drop_create", create, f"staging database {work}; {live} is not touched")
     add("restore", spec.commands(p.tools, source) if p.tools else [],
-        f"{e.name.format} format, {p.jobs} job(s)" + (f", tables {', '.join(p.options.tables)}" if p.options.tables
+        f"{e.name.format} format, {p.jobs} job(s); decompression runs in-process (as zstd/gzip -dc would)" + (f", tables {', '.join(p.options.tables)}" if p.options.tables
                                                       else "") + ("; owners/ACLs skipped" if p.no_owner else ""))
     add("verify_restored", ["SELECT count(*) FROM ONLY <each table>  -- vs the metadata's row_counts",
                             "SELECT indexrelid FROM pg_index WHERE NOT indisvalid",
