@@ -7,6 +7,7 @@ temporary file and no listed artifact (an S3 failure keeps the good local artifa
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -307,3 +308,26 @@ def test_write_failure_mid_dump_is_one_error_line(pg, noisy_db, tmp_path) -> Non
     line = one_error_line(proc.stderr)
     assert "File too large" in line and "no backup was written" in line
     assert_nothing_left(cfg, noisy_db)
+
+
+def test_sigterm_mid_dump_cleans_up_like_ctrl_c(pg, s3, noisy_db, tmp_path) -> None:
+    """cron's `timeout` and `systemctl stop` send SIGTERM: no temp file, no open multipart upload."""
+    cfg = write_config(tmp_path, pg, noisy_db, s3=s3)
+    settings = load_settings(cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "opstower_core", "--config", str(cfg), "backup"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(settings.backup_dir.glob(".*.tmp")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the dump never started"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err
+    line = one_error_line(err)
+    assert "Interrupted" in line and "Temporary files were removed" in line
+    assert not [p.name for p in settings.backup_dir.iterdir() if p.is_file()]
+    client = s3.client()
+    assert not client.list_multipart_uploads(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("Uploads")
+    assert client.list_objects_v2(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("KeyCount", 0) == 0
+    assert StateStore(settings.state_dir).last("backup", noisy_db).status == "cancelled"

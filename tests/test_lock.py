@@ -132,3 +132,20 @@ def test_lock_held_in_process_names_this_process(tmp_path: Path) -> None:
             pass
     with RunLock(tmp_path, "db1") as again:  # released on exit
         assert again.took_over is None
+
+
+def test_temp_files_of_a_killed_run_are_removed_under_the_lock(pg, make_settings) -> None:
+    db = unique("lock_tmp")
+    create_database(pg, db, SQL)
+    settings = make_settings(db)
+    d = settings.backup_dir
+    d.mkdir(parents=True)
+    ours = [d / f".{db}_20260101_000000.dump.zst.tmp", d / f".pre_restore_{db}_20260102_000000.sql.gz.tmp"]
+    theirs = d / f".{db}x_20260101_000000.dump.zst.tmp"  # another database's run may be live
+    for p in [*ours, theirs]:
+        p.write_bytes(b"half a dump")
+    events: list = []
+    run_backup(settings, options=BackupOptions(local_only=True), on_event=events.append)
+    assert not any(p.exists() for p in ours) and theirs.exists()
+    warns = [e.line for e in events if getattr(e, "level", "") == "WARN"]
+    assert sorted(warns) == sorted(f"Removed {p.name}, left by an interrupted run" for p in ours)

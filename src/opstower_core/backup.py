@@ -28,12 +28,13 @@ import psycopg.sql
 import zstandard
 
 from . import __version__
-from .artifact import ArtifactName, fsync_dir, write_metadata, write_private
+from .artifact import ArtifactName, fsync_dir, parse_name, write_metadata, write_private
 from .config import Settings, Target
 from .crypto import AGE_MAGIC, EncryptingWriter, encryption_settings, fingerprint, load_identities
 from .errors import Cancelled, OpsError
 from .events import CancelToken, EventSink, Reporter, Status
 from .lock import RunLock
+from .notify import send_safely
 from .pgtools import PgTools, connect, select_tools, server_info
 from .retention import apply_retention
 from .runlog import RunLog, tee
@@ -445,6 +446,7 @@ def run_backup(
         with RunLock(settings.state_dir, target.dbname, "pre-restore backup" if options.pre_restore else "backup") as lock:
             if lock.took_over:
                 reporter.log("prerequisites", f"Took over a stale lock left by pid {lock.took_over.get('pid', '?')}", "WARN")
+            _remove_stale_temp(job.local, target.dbname, reporter)
             job.prerequisites()
             name = _fresh_name(job.local, target.dbname, options, job.enc.enabled)
             tmp = settings.backup_dir / f".{name.filename}.tmp"
@@ -489,6 +491,10 @@ def run_backup(
                      duration_seconds=result.seconds, error=result.s3_error,
                      details={"local": True, "s3_key": result.s3_key, "s3_ok": result.s3_error is None and result.s3_key is not None,
                               "format": name.format, "sha256": meta["sha256"], "log": str(log.path)})
+        send_safely(settings, "backup", status, f"OpsTower Backup {'SUCCESS' if result.ok else 'FAILED'}: {target.dbname}",
+                    f"{name.filename} ({humanize.naturalsize(meta['size_bytes'], binary=True)}, {result.seconds:.0f} s)"
+                    + (f". {result.s3_error}; the local backup is good" if result.s3_error else ""),
+                    target.dbname, {"artifact": name.filename, "s3_key": result.s3_key})
         log.line("INFO" if result.ok else "ERROR",
                  f"OpsTower Database Backup - {'Completed Successfully' if result.ok else 'Completed with errors'} "
                  f"(duration {result.seconds:.1f} s, file {final}, size {humanize.naturalsize(meta['size_bytes'], binary=True)})")
@@ -504,6 +510,9 @@ def run_backup(
                                "free space or fix the backup directory, then run the backup again")
         sentence = getattr(failure, "sentence", None) or f"{type(exc).__name__}: {exc}"
         log.line("ERROR", sentence)
+        if not isinstance(exc, Cancelled | KeyboardInterrupt):
+            send_safely(settings, "backup", "failed", f"OpsTower Backup FAILED: {target.dbname}", sentence,
+                        target.dbname, {"log": str(log.path)})
         state.record("pre_restore" if options.pre_restore else "backup", target.dbname,
                      "cancelled" if isinstance(exc, Cancelled | KeyboardInterrupt) else "failed",
                      artifact=name.filename if name else None, started_at=started,
@@ -513,6 +522,19 @@ def run_backup(
         raise
     finally:
         log.close()
+
+
+def _remove_stale_temp(local: LocalStore, database: str, r: Reporter) -> None:
+    """Delete temp artifacts of `database` left by a killed run (SIGKILL, power loss).
+
+    We hold the database's lock, so no live run is writing them; they are never listed,
+    but would otherwise fill the disk one failed run at a time.
+    """
+    for path in local.directory.glob(".*.tmp"):
+        name = parse_name(path.name[1:-len(".tmp")])
+        if name is not None and name.database == database:
+            path.unlink(missing_ok=True)
+            r.log("prerequisites", f"Removed {path.name}, left by an interrupted run", "WARN")
 
 
 def _fresh_name(local: LocalStore, database: str, options: BackupOptions, encrypted: bool) -> ArtifactName:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import humanize
 
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     render = renderer(args.json)
     options = BackupOptions(fmt=args.format, local_only=args.local_only, dry_run_retention=args.dry_run_retention)
     try:
-        result = run_backup(settings, args.database, options, on_event=render)
+        with _sigterm_as_interrupt():
+            result = run_backup(settings, args.database, options, on_event=render)
     except OpsError as exc:
         if isinstance(render, JsonRenderer):
             render.summary({"ok": False, "error": exc.sentence})
@@ -53,3 +57,25 @@ def run(args: argparse.Namespace) -> int:
               "Fix S3 access, then run the backup again (or `--local-only`).", file=sys.stderr)
         return 1
     return 0
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """cron's `timeout`, `systemctl stop` and `kill` send SIGTERM: clean up as for Ctrl-C.
+
+    Without this the process dies on the spot, leaving its temporary file on disk and the
+    multipart upload open in S3.
+    """
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: the caller handles its own signals
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
