@@ -786,3 +786,16 @@ class Notifier:
         seconds = time.monotonic() - t0
         LOG.warning("could not send %s alert to %s %s: %s", n.event, channel.name, destination, error)
         return DeliveryResult(channel.name, False, destination, error, seconds)
+
+
+def send_safely(settings: Settings, event: str, status: str, title: str, message: str, database: str,
+                details: dict[str, Any] | None = None) -> list[DeliveryResult]:
+    """Notify from the end of a run: policy applies, and nothing here can fail the run."""
+    try:
+        notifier = Notifier.from_settings(settings)
+        if not notifier.channels:
+            return []
+        return notifier.notify(Notification(event, status, title, message, database, dict(details or {})))
+    except Exception as exc:  # noqa: BLE001 - a bad [notify] table or a broken channel is only logged
+        LOG.warning("notification not sent (%s)", _one_line(str(exc)))
+        return []

@@ -500,6 +500,12 @@ def verify(
         if state is None:
             with contextlib.suppress(Exception):
                 state = StateStore(settings.state_dir)
+        if status == "FAIL":
+            from .notify import send_safely
+
+            failed = "; ".join(f"{r.title}: {r.detail}" for r in verifier.result.failed)
+            send_safely(settings, "verify", "failed", f"OpsTower Verification FAILED: {entry.filename}", failed,
+                        entry.database, {"artifact": entry.filename})
         if state is not None:
             state.record("verify", entry.database, status, artifact=entry.filename, started_at=started,
                          duration_seconds=verifier.result.seconds, size_bytes=verifier.size or None,
