@@ -55,6 +55,8 @@ class TextRenderer:
             else:
                 self.out.write(f"[INFO] {now_stamp()} - {event.title}...\n")
         elif isinstance(event, StepLog):
+            if event.level == "DEBUG":
+                return  # the tools' verbose chatter goes to the run's log file, not the terminal
             self.out.write(f"[{event.level}] {now_stamp()} - {event.line}\n")
         elif isinstance(event, StepFinished):
             tag = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.WARN: "WARN", Status.SKIP: "SKIP"}[event.status]
