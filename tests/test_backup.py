@@ -142,7 +142,8 @@ def test_backup_metadata_checksums_permissions_log_and_history(pg, make_settings
     log_lines = result.log_path.read_text().splitlines()
     assert log_lines and all(LOG_LINE.match(ln) for ln in log_lines), [ln for ln in log_lines if not LOG_LINE.match(ln)]
     log = "\n".join(log_lines)
-    for text in ("Checking prerequisites", "Prerequisites check passed", "Backup file integrity verified",
+    for text in ("Checking prerequisites", "Prerequisites check passed", "Compressed size:", "% smaller)",
+                 "Backup file integrity verified",
                  "Backup content verified (valid PostgreSQL dump)", "Completed Successfully"):
         assert text in log
     # No bucket configured and not --local-only: the reference's "skip upload with warning".

@@ -85,6 +85,9 @@ def test_round_trip_keeps_schema_and_contents(pg, make_settings, kitchen_sink, f
     settings = make_settings(kitchen_sink)
     result = run_backup(settings, options=BackupOptions(fmt=fmt, local_only=True))
     assert result.path.name.endswith(".dump.zst" if fmt == "custom" else ".sql.gz")
+    if fmt == "plain":  # the reference's flags: --no-owner --no-acl
+        sql = gzip.decompress(result.path.read_bytes()).decode()
+        assert "PostgreSQL database dump" in sql and " OWNER TO " not in sql and "\nGRANT " not in sql
     copy = unique(f"rt_{fmt}")
     restore(pg, result.path, copy)
 
