@@ -63,3 +63,18 @@ def test_backup_and_verify_outcomes_are_notified(make_settings, pg, webhook):
     assert received[-1]["event"] == "verify" and received[-1]["status"] == "failed"
     assert "truncated" in received[-1]["message"]
     assert all("secret-token-123" not in json.dumps(r) for r in received)
+
+
+def test_a_finished_restore_is_always_notified(make_settings, pg, webhook):
+    from opstower_core.restore import RestoreOptions, plan_restore, run_restore
+
+    url, received = webhook
+    db = f"ntr_{uuid.uuid4().hex[:6]}"
+    create_database(pg, db, "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);")
+    settings = make_settings(db).with_changes(raw={"notify": {"webhook": {"url": url}}})
+    backup = run_backup(settings)
+    plan = plan_restore(settings, backup.path, options=RestoreOptions(target_db=f"{db}_copy", force=True))
+    result = run_restore(settings, plan)
+    assert result.ok, result.sentence
+    assert received[-1]["event"] == "restore" and received[-1]["status"] == "success"
+    assert f"{db}_copy" in received[-1]["title"]

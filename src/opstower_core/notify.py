@@ -789,13 +789,14 @@ class Notifier:
 
 
 def send_safely(settings: Settings, event: str, status: str, title: str, message: str, database: str,
-                details: dict[str, Any] | None = None) -> list[DeliveryResult]:
-    """Notify from the end of a run: policy applies, and nothing here can fail the run."""
+                details: dict[str, Any] | None = None, force: bool = False) -> list[DeliveryResult]:
+    """Notify from the end of a run (policy applies unless `force`); nothing here can fail the run."""
     try:
         notifier = Notifier.from_settings(settings)
         if not notifier.channels:
             return []
-        return notifier.notify(Notification(event, status, title, message, database, dict(details or {})))
+        return notifier.notify(Notification(event, status, title, message, database, dict(details or {})),
+                               force=force)
     except Exception as exc:  # noqa: BLE001 - a bad [notify] table or a broken channel is only logged
         LOG.warning("notification not sent (%s)", _one_line(str(exc)))
         return []

@@ -85,7 +85,7 @@ def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: 
     bucket unreachable, no compatible client tools, a bad option combination.
     """
     o = options or RestoreOptions()
-    entry = artifact if isinstance(artifact, CatalogEntry) else _resolve(settings, artifact, o.from_s3)
+    entry = artifact if isinstance(artifact, CatalogEntry) else _resolve(settings, os.fspath(artifact), o.from_s3)
     name = entry.name
     if o.tables is not None:
         o.tables = [t.strip() for t in o.tables if t.strip()]

@@ -146,6 +146,14 @@ class RestoreRun(SourceSteps):
             size_bytes=self.entry.size, error=None if result.ok else result.sentence,
             details={**result.as_dict(), "work_db": self.work, "log": str(self.log.path)},
         )
+        if status != "cancelled":
+            from .notify import send_safely
+
+            # A finished restore is always worth telling, success included (rare and deliberate).
+            send_safely(self.settings, "restore", "success" if result.ok else "failed",
+                        f"OpsTower Restore {'FINISHED' if result.ok else 'FAILED'}: {self.live}", result.sentence,
+                        self.live, {"artifact": self.entry.filename, "seconds": round(seconds, 1),
+                                    "rto_margin_seconds": round(result.margin_seconds)}, force=True)
         return result
 
     def _lock(self, name: str) -> None:
