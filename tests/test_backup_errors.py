@@ -145,14 +145,22 @@ def test_dump_failure_permission_denied_for_non_superuser(pg, tmp_path, capsys) 
     assert_nothing_left(cfg, db)
 
 
-def test_s3_bucket_missing_keeps_the_local_backup(pg, s3, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("problem", ["bucket missing", "S3 down"])
+def test_s3_unreachable_keeps_the_local_backup(pg, s3, tmp_path, capsys, monkeypatch, problem: str) -> None:
     db = unique("err_s3")
     create_database(pg, db, SQL)
-    cfg = write_config(tmp_path, pg, db, s3=s3, bucket=unique("no-such-bucket").replace("_", "-"))
+    if problem == "bucket missing":
+        cfg = write_config(tmp_path, pg, db, s3=s3, bucket=unique("no-such-bucket").replace("_", "-"))
+        reason = "404"
+    else:  # nothing listens there: the store is stopped
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        cfg = write_config(tmp_path, pg, db, s3=s3)
+        reason = "Could not connect to the endpoint URL"
     rc, out, err = run_cli(capsys, "--config", str(cfg), "backup")
     assert rc == 1
     line = one_error_line(err)
     assert "Failed to upload backup to S3" in line and "The local backup" in line and "is good" in line
+    assert reason in line
     settings = load_settings(cfg)
     entries = list_catalog(settings, include_s3=False).entries
     assert len(entries) == 1 and entries[0].meta is not None and str(entries[0].local_path) in line
