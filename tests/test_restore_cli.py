@@ -106,3 +106,13 @@ def test_plan_json_then_forced_json_run(live, cfg, capsys):
     assert main(["--config", cfg, "restore", "--discard-old", old]) == 0
     assert old not in databases(live.pg, live.db)
     assert main(["--config", cfg, "restore", "--discard-old", live.db]) == 2  # never a live database
+
+
+def test_report_writes_an_incident_report(live, cfg, tmp_path, capsys):
+    report = tmp_path / "incident.md"
+    assert main(["--config", cfg, "restore", str(live.backup.path), "--force", "--report", str(report)]) == 0
+    text = report.read_text()
+    assert text.startswith("# Incident Restore Report")
+    assert live.backup.path.name in text and "RTO (restore time)" in text and "RPO (backup age)" in text
+    assert "## Restore step timing" in text and "| Step | Status | Time | Cumulative | Detail |" in text
+    assert "PASS" in text.split("## Restore step timing")[1]

@@ -6,6 +6,8 @@ import argparse
 import json
 import signal
 import sys
+import time
+from pathlib import Path
 from typing import TextIO
 
 import humanize
@@ -80,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, metavar="N", help="parallel pg_restore jobs (custom format; default: automatic)")
     p.add_argument("--discard-old", metavar="NAME", help="drop a database kept by an earlier swap, then exit")
     p.add_argument("--list-old", action="store_true", help="list the databases kept by earlier swaps, then exit")
+    p.add_argument("--report", metavar="FILE.md", help="write an incident report (markdown) of this restore")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print_plan(plan, out, brief=True)
     cancel = CancelToken()
+    started = time.time()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())  # Ctrl-C rolls back cleanly
     try:
         result = run_restore(settings, plan, confirm=lambda p: ask(p, out, previous), on_event=render,
@@ -133,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
         render.summary(result.as_dict())
     else:
         print_result(result, sys.stdout)
+    if args.report:
+        from ..report import render_incident_report
+
+        Path(args.report).write_text(render_incident_report(result, started_at=started), encoding="utf-8")
+        print(f"Incident report written to {args.report}", file=out)
     if not result.ok:
         print(f"ERROR: {result.sentence}", file=sys.stderr)
     if result.ok:
