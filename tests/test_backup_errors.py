@@ -339,3 +339,14 @@ def test_sigterm_mid_dump_cleans_up_like_ctrl_c(pg, s3, noisy_db, tmp_path) -> N
     assert not client.list_multipart_uploads(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("Uploads")
     assert client.list_objects_v2(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("KeyCount", 0) == 0
     assert StateStore(settings.state_dir).last("backup", noisy_db).status == "cancelled"
+
+
+def test_default_free_space_floor_applies_to_large_databases_only():
+    from opstower_core.backup import DEFAULT_FLOOR, required_free_bytes
+    from opstower_core.config import Settings
+
+    default = Settings()  # min_free_gb not configured
+    small = 20 * 1024**2
+    assert required_free_bytes(default, small) < 100 * 1024**2  # a 20 MB database needs no 5 GB
+    assert required_free_bytes(default, 6 * 1024**3) >= DEFAULT_FLOOR
+    assert required_free_bytes(Settings(min_free_gb=5.0), small) == DEFAULT_FLOOR  # an explicit floor is kept

@@ -31,7 +31,7 @@ from . import __version__
 from .artifact import ArtifactName, fsync_dir, parse_name, write_metadata, write_private
 from .config import Settings, Target
 from .crypto import AGE_MAGIC, EncryptingWriter, encryption_settings, fingerprint, load_identities
-from .errors import Cancelled, OpsError
+from .errors import Cancelled, LockHeld, OpsError
 from .events import CancelToken, EventSink, Reporter, Status
 from .lock import RunLock
 from .notify import send_safely
@@ -48,6 +48,7 @@ GiB = 1024**3
 # Compressed size as a share of the database size, for the free-space estimate. Measured
 # 0.25 on the benchmark database; 0.5 leaves room for data that compresses badly.
 ESTIMATE_RATIO = 0.5
+DEFAULT_FLOOR = 5 * GiB  # the reference's fixed requirement
 
 
 @dataclass
@@ -118,14 +119,18 @@ class _Sink:
 
 
 def required_free_bytes(settings: Settings, database_bytes: int) -> int:
-    """Room needed before dumping: twice the expected artifact, and never less than `min_free_gb`.
+    """Room needed before dumping.
 
-    The reference demanded a fixed 5 GB; that floor stays (an operator who sets it means it),
-    and a large database needs more than the floor: a 50 GB one needs about 50 GB free.
-    `min_free_gb = 0` leaves the estimate alone (16 MiB at least).
+    The reference demanded a fixed 5 GB free. By default that floor applies to large
+    databases (5 GB and more); a smaller one needs twice its expected artifact, so a 20 MB
+    database does not need 5 GB free. An operator who sets `min_free_gb` gets exactly that
+    floor for every database (0 leaves the estimate alone).
     """
     estimate = int(database_bytes * ESTIMATE_RATIO)
-    floor = int(settings.min_free_gb * GiB)
+    if settings.min_free_gb is None:
+        floor = DEFAULT_FLOOR if database_bytes >= DEFAULT_FLOOR else 0
+    else:
+        floor = int(settings.min_free_gb * GiB)
     return max(2 * estimate, floor, 16 * 1024 * 1024)
 
 
@@ -510,11 +515,12 @@ def run_backup(
                                "free space or fix the backup directory, then run the backup again")
         sentence = getattr(failure, "sentence", None) or f"{type(exc).__name__}: {exc}"
         log.line("ERROR", sentence)
-        if not isinstance(exc, Cancelled | KeyboardInterrupt):
+        if not isinstance(exc, Cancelled | KeyboardInterrupt | LockHeld):
             send_safely(settings, "backup", "failed", f"OpsTower Backup FAILED: {target.dbname}", sentence,
                         target.dbname, {"log": str(log.path)})
         state.record("pre_restore" if options.pre_restore else "backup", target.dbname,
-                     "cancelled" if isinstance(exc, Cancelled | KeyboardInterrupt) else "failed",
+                     "cancelled" if isinstance(exc, Cancelled | KeyboardInterrupt)
+                     else "refused" if isinstance(exc, LockHeld) else "failed",
                      artifact=name.filename if name else None, started_at=started,
                      duration_seconds=time.monotonic() - t0, error=sentence, details={"log": str(log.path)})
         if failure is not exc:

@@ -87,7 +87,7 @@ class Settings:
     retention_days: int = 30
     keep_last: int = 3  # never delete the newest N good backups, whatever their age
     pre_restore_retention_days: int = 7
-    min_free_gb: float = 5.0  # free space a backup needs at least (the reference's 5 GB); 0 = estimate only
+    min_free_gb: float | None = None  # None: the reference's 5 GB floor, for databases of 5 GB and more
     pg_bin: Path | None = None
     s3: S3Settings = field(default_factory=S3Settings)
     targets: dict[str, Target] = field(default_factory=dict)
@@ -270,7 +270,7 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
         retention_days=_int("retention_days (BACKUP_RETENTION_DAYS)", retention, 1),
         keep_last=_int("keep_last", raw.get("keep_last", 3), 1),
         pre_restore_retention_days=_int("pre_restore_retention_days", raw.get("pre_restore_retention_days", 7), 1),
-        min_free_gb=_float("min_free_gb", raw.get("min_free_gb", 5.0)),
+        min_free_gb=_float("min_free_gb", raw["min_free_gb"]) if "min_free_gb" in raw else None,
         pg_bin=Path(_str("pg_bin", pg_bin)).expanduser() if pg_bin else None,
         s3=s3,
         targets=targets,

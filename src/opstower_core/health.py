@@ -194,7 +194,7 @@ def _success_rate(db: str, runs: list[RunRecord] | None, now: float, state_probl
     if runs is None:
         return HealthCheck("success_rate", db, HealthState.UNKNOWN, f"cannot read run history ({state_problem})")
     # Cancelled runs were stopped by an operator: neither a success nor a failure of the job.
-    week = [r for r in runs if r.started_at >= now - WEEK and r.status != "cancelled"]
+    week = [r for r in runs if r.started_at >= now - WEEK and r.status not in ("cancelled", "refused")]
     if not week:
         return HealthCheck("success_rate", db, HealthState.UNKNOWN, "no backup runs recorded in the last 7 days")
     good = sum(1 for r in week if r.status == "success")
