@@ -222,3 +222,23 @@ def test_a_latest_link_to_a_deleted_backup_goes_with_it(make_settings) -> None:
     assert report.deleted == [old_plain.filename]
     assert not (d / f"{db}_latest.sql.gz").is_symlink()  # no dangling link left behind
     assert os.readlink(d / f"{db}_latest.dump.zst") == new_custom.filename
+
+
+def test_reference_pre_restore_copies_are_recognised_and_expire(make_settings):
+    """restore-database.sh wrote pre_restore_<ts>.sql.gz (no database name): not a database called "pre_restore"."""
+    from datetime import datetime, timedelta
+
+    from opstower_core.artifact import parse_name
+    from opstower_core.retention import apply_retention
+
+    name = parse_name("pre_restore_20260207_143000.sql.gz")
+    assert name is not None and name.pre_restore and name.database == "" and name.format == "plain"
+    settings = make_settings("opstower")
+    settings.backup_dir.mkdir(parents=True, exist_ok=True)
+    old = (datetime.now() - timedelta(days=10)).strftime("%Y%m%d_%H%M%S")
+    new = (datetime.now() - timedelta(days=1)).strftime("%Y%m%d_%H%M%S")
+    for ts in (old, new):
+        (settings.backup_dir / f"pre_restore_{ts}.sql.gz").write_bytes(b"\x1f\x8b legacy")
+    report = apply_retention(settings, "opstower")
+    assert report.deleted == [f"pre_restore_{old}.sql.gz"]
+    assert (settings.backup_dir / f"pre_restore_{new}.sql.gz").exists()

@@ -62,6 +62,8 @@ class ArtifactName:
 
     @property
     def stem(self) -> str:
+        if not self.database:  # the reference's own pre-restore copies carry no database name
+            return f"pre_restore_{self.timestamp}"
         return f"{'pre_restore_' if self.pre_restore else ''}{self.database}_{self.timestamp}"
 
     @property
@@ -103,9 +105,20 @@ class ArtifactName:
         return cls(database, when.strftime("%Y%m%d_%H%M%S"), FORMAT_EXT[fmt], encrypted, pre_restore)
 
 
+_LEGACY_PRE_RE = re.compile(r"^pre_restore_(?P<ts>\d{8}_\d{6})\.(?P<ext>sql\.gz|sql)$")
+
+
 def parse_name(filename: str) -> ArtifactName | None:
-    """ArtifactName for a file or S3 key's basename; None for anything else."""
-    m = _NAME_RE.match(os.path.basename(filename))
+    """ArtifactName for a file or S3 key's basename; None for anything else.
+
+    The reference's restore script named its safety copies `pre_restore_<ts>.sql.gz`, with no
+    database name: those parse as pre-restore artifacts of an unknown database ("").
+    """
+    base = os.path.basename(filename)
+    legacy = _LEGACY_PRE_RE.match(base)
+    if legacy:
+        return ArtifactName("", legacy["ts"], legacy["ext"], False, True)
+    m = _NAME_RE.match(base)
     if not m:
         return None
     return ArtifactName(m["db"], m["ts"], m["ext"], bool(m["age"]), bool(m["pre"]))

@@ -60,6 +60,8 @@ def apply_retention(settings: Settings, database: str, dry_run: bool = False, s3
     report = RetentionReport(dry_run=dry_run)
     store = LocalStore(settings.backup_dir)
     arts = store.artifacts(database)
+    if database:  # the reference's pre-restore copies name no database: every target's retention covers them
+        arts += [a for a in store.artifacts() if a.name.pre_restore and not a.name.database]
     for pre in (False, True):
         group = [a for a in arts if a.name.pre_restore == pre]
         good = {a.name.filename for a in group if _is_good_local(store, a)}

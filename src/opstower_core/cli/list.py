@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     rows = [("NAME", "DATABASE", "AGE", "SIZE", "FORMAT", "WHERE", "VERIFIED", "METADATA")]
     for e in catalog.entries:
         rows.append((
-            e.filename, e.database, humanize.naturaldelta(e.age_seconds()), humanize.naturalsize(e.size, binary=True),
+            e.filename, e.database or "(unknown)", humanize.naturaldelta(e.age_seconds()), humanize.naturalsize(e.size, binary=True),
             e.name.format + (" +age" if e.name.encrypted else ""), e.where, e.verified or "-",
             "ok" if e.meta else (e.meta_problem or "-"),
         ))
