@@ -37,6 +37,7 @@ REFERENCE_META = """{
 }
 """
 LEGACY = "opstower_20260207_120000.sql.gz"
+SIZE_LIE = "opstower_20260206_120000.sql.gz"
 NO_META = "opstower_20260208_120000.sql.gz"
 BAD_META = "opstower_20260209_120000.sql.gz"
 EMPTY = "opstower_20260210_120000.dump.zst"
@@ -74,8 +75,13 @@ def populate_local(directory: Path) -> None:
     plain = b"--\n-- PostgreSQL database dump\n--\nCREATE TABLE t (id integer);\n"
     for name in (LEGACY, NO_META, BAD_META):
         (directory / name).write_bytes(gzip.compress(plain))
-    (directory / LEGACY.replace(".sql.gz", ".meta.json")).write_text(REFERENCE_META)
+    # The reference's metadata, exactly its shape, with backup_size the real file's (a string, as it wrote it).
+    real_size = (directory / LEGACY).stat().st_size
+    (directory / LEGACY.replace(".sql.gz", ".meta.json")).write_text(REFERENCE_META.replace("65011234", str(real_size)))
     (directory / BAD_META.replace(".sql.gz", ".meta.json")).write_text('{"timestamp": "20260209_120000",')
+    # Metadata that disagrees with its file's size.
+    (directory / SIZE_LIE).write_bytes(gzip.compress(plain))
+    (directory / SIZE_LIE.replace(".sql.gz", ".meta.json")).write_text(REFERENCE_META.replace("20260207", "20260206"))
     (directory / EMPTY).write_bytes(b"")
     # Never listed: a half-written temp file, the latest link, a stray file.
     (directory / f".{EMPTY.replace('0210', '0211')}.tmp").write_bytes(b"partial")
@@ -108,7 +114,9 @@ def test_list_merges_legacy_broken_current_and_s3_only(pg, s3, make_settings, tm
     assert err == ""
     rows = [json.loads(line) for line in out.splitlines()]
     by_name = {r["name"]: r for r in rows}
-    assert set(by_name) == {LEGACY, NO_META, BAD_META, EMPTY, S3_ONLY, S3_BAD_META, S3_NO_META, current.path.name}
+    assert set(by_name) == {LEGACY, SIZE_LIE, NO_META, BAD_META, EMPTY, S3_ONLY, S3_BAD_META, S3_NO_META,
+                            current.path.name}
+    assert by_name[SIZE_LIE]["metadata"] == "size differs from its metadata"
     assert [r["timestamp"] for r in rows] == sorted((r["timestamp"] for r in rows), reverse=True)  # newest first
 
     legacy = by_name[LEGACY]
@@ -132,7 +140,7 @@ def test_list_merges_legacy_broken_current_and_s3_only(pg, s3, make_settings, tm
         fetch_s3_metadata(settings, entries[name])
         assert entries[name].meta_problem == expected
     assert entries[S3_ONLY].meta == {"timestamp": "20260101_010101", "size_bytes": 7}
-    assert entries[LEGACY].meta == json.loads(REFERENCE_META)
+    assert entries[LEGACY].meta == {**json.loads(REFERENCE_META), "backup_size": str(entries[LEGACY].size)}
 
     # The table for people says the same.
     assert main(["--config", str(cfg), "list"]) == 0
@@ -152,7 +160,7 @@ def test_list_with_unreachable_s3_shows_local_rows_and_warns(make_settings, s3, 
     assert main(["--config", str(cfg), "list", "--json"]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
-    assert {r["name"] for r in rows if "name" in r} == {LEGACY, NO_META, BAD_META, EMPTY}
+    assert {r["name"] for r in rows if "name" in r} == {LEGACY, SIZE_LIE, NO_META, BAD_META, EMPTY}
     assert rows[-1]["kind"] == "warning" and "S3" in rows[-1]["s3_error"]
     assert main(["--config", str(cfg), "list"]) == 0
     out, err = capsys.readouterr()

@@ -59,7 +59,7 @@ class CatalogEntry:
             "created": self.created.isoformat(), "age_seconds": round(self.age_seconds()), "size_bytes": self.size,
             "format": self.name.format, "compression": self.name.compression, "encrypted": self.name.encrypted,
             "kind": self.name.kind, "where": self.where, "local_path": str(self.local_path) if self.local_path else None,
-            "s3_key": self.s3_key, "metadata": "ok" if self.meta else self.meta_problem, "verified": self.verified,
+            "s3_key": self.s3_key, "metadata": self.meta_problem or ("ok" if self.meta else "-"), "verified": self.verified,
         }
 
 
@@ -77,6 +77,8 @@ def list_catalog(settings: Settings, database: str | None = None, include_s3: bo
     local = LocalStore(settings.backup_dir)
     for art in local.artifacts(database):
         meta, problem = read_metadata(local.directory / art.name.meta_filename)
+        if meta is not None and str(meta.get("size_bytes", meta.get("backup_size", art.size))) != str(art.size):
+            problem = "size differs from its metadata"
         by_name[art.name.filename] = CatalogEntry(art.name, art.size, local_path=art.path, meta=meta,
                                                   meta_problem=problem)
     catalog = Catalog(s3_enabled=settings.s3.enabled)

@@ -170,6 +170,14 @@ def _str(key: str, value: Any) -> str:
     return value
 
 
+TOP_LEVEL_KEYS = {
+    "backup_dir", "state_dir", "retention_days", "keep_last", "pre_restore_retention_days", "min_free_gb",
+    "pg_bin", "default_target", "syslog", "s3", "objectives", "targets", "health", "notify", "encryption", "drills",
+}
+S3_KEYS = {
+    "bucket", "prefix", "endpoint_url", "region", "storage_class", "multipart_concurrency", "part_size_mb", "sse",
+    "sse_kms_key_id",
+}
 STORAGE_CLASSES = {
     "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY",
     "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE",
@@ -217,6 +225,10 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
     elif path:
         raise ConfigError(f"Config file {cfg_path} does not exist", "nothing was run", "check the path or OPSTOWER_CONFIG")
 
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"Config key {key!r} is not known", "nothing was run",
+                              f"use one of: {', '.join(sorted(TOP_LEVEL_KEYS))} (a typo?)")
     backup_dir = env.get("BACKUP_DIR") or raw.get("backup_dir") or DEFAULT_BACKUP_DIR
     state_dir = env.get("OPSTOWER_STATE_DIR") or raw.get("state_dir") or str(_xdg("XDG_STATE_HOME", "~/.local/state") / "opstower")
     retention = env.get("BACKUP_RETENTION_DAYS") or raw.get("retention_days", 30)
@@ -225,6 +237,10 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
     s3raw = raw.get("s3", {})
     if not isinstance(s3raw, Mapping):
         raise ConfigError("Config s3 is not a table", "", "write it as [s3]")
+    for key in s3raw:
+        if key not in S3_KEYS:
+            raise ConfigError(f"Config s3.{key} is not a known key", "nothing was run",
+                              f"use one of: {', '.join(sorted(S3_KEYS))}")
     storage_class = _str("s3.storage_class", s3raw.get("storage_class", "STANDARD_IA")).upper()
     if storage_class not in STORAGE_CLASSES:
         raise ConfigError(

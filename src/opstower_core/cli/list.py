@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((
             e.filename, e.database or "(unknown)", humanize.naturaldelta(e.age_seconds()), humanize.naturalsize(e.size, binary=True),
             e.name.format + (" +age" if e.name.encrypted else ""), e.where, e.verified or "-",
-            "ok" if e.meta else (e.meta_problem or "-"),
+            e.meta_problem or ("ok" if e.meta else "-"),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
