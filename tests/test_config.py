@@ -87,6 +87,8 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
         ("health = 5", {}, "health"),
         ("backup_dir = 5", {}, "backup_dir"),
         ("retention_days = [", {}, "not valid TOML"),
+        ("retension_days = 7", {}, "retension_days"),  # a typo is refused, not ignored
+        ('[s3]\nbucket = "b"\nstorage_clas = "STANDARD"', {}, "s3.storage_clas"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, env: dict[str, str], key: str) -> None:
