@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import Any
 
 import humanize
 
@@ -25,8 +25,8 @@ from .catalog import CatalogEntry, resolve
 from .config import Settings, Target
 from .errors import Cancelled, OpsError
 from .events import CancelToken, EventSink, Reporter, Status, StepResult
-from .pgload import load_command, stream_into
-from .pgtools import PgTools, available_tools, connect, quote_ident, select_tools, server_info
+from .pgtools import PgTools, available_tools, connect, quote_ident
+from .restore_load import open_artifact, restore_into  # the restore engine's loader: one way to load a dump
 from .scan import ScanResult, header_problem, scan_stream
 from .state import StateStore
 from .storage.s3 import S3Store
@@ -132,13 +132,6 @@ class _ContentProbe:
         return [ln for ln in self.toc if " TABLE DATA " in ln and not ln.startswith(";")]
 
 
-def _open_raw(settings: Settings, entry: CatalogEntry) -> IO[bytes]:
-    if entry.local_path is not None:
-        return open(entry.local_path, "rb")  # noqa: SIM115 - caller closes
-    assert entry.s3_key is not None
-    return S3Store(settings.s3).client.get_object(Bucket=settings.s3.bucket, Key=entry.s3_key)["Body"]
-
-
 def _pick_tools(settings: Settings) -> PgTools | None:
     tools = available_tools(settings)
     return max(tools, key=lambda t: t.major) if tools else None
@@ -198,7 +191,7 @@ class _Verifier:
             fatal = True
         else:
             try:
-                with _open_raw(self.settings, e) as fh:
+                with open_artifact(self.settings, e) as fh:
                     fh.read(1)
                 self.check(2, Status.PASS, "Backup file is readable", t)
             except OSError as exc:
@@ -253,7 +246,7 @@ class _Verifier:
                 return
         self.probe = _ContentProbe(e.name.format, _pick_tools(self.settings))
         try:
-            with _open_raw(self.settings, e) as raw:
+            with open_artifact(self.settings, e) as raw:
                 self.scan = scan_stream(raw, e.name.compression, on_data=self.probe.feed,
                                         on_progress=lambda n: self.r.progress("compression", n, self.size),
                                         cancel=self.r.cancel, identities=identities)
@@ -401,10 +394,9 @@ class _Verifier:
         if any(r.status == Status.FAIL for r in self.r.results):
             self.check(8, Status.SKIP, "skipped: earlier checks failed", t)
             return
-        identities = None
         if e.name.encrypted:
             try:
-                identities = self._identities()
+                self._identities()
             except OpsError as exc:
                 self.check(8, Status.SKIP, f"Encrypted artifact, cannot restore: {exc.what}", t)
                 return
@@ -414,14 +406,11 @@ class _Verifier:
         conn = None
         try:
             conn = connect(target, dbname="postgres")
-            tools = select_tools(self.settings, server_info(conn).major)
             self.r.log("full_restore", f"Creating test database: {scratch}")
             conn.execute(f"CREATE DATABASE {quote_ident(scratch)}")
             created = True
             self.r.log("full_restore", "Restoring backup to test database...")
-            cmd = load_command(tools, e.name, scratch)
-            with _open_raw(self.settings, e) as raw:
-                stream_into(cmd, target, raw, e.name.compression, self.r, "full_restore", self.size, identities=identities)
+            restore_into(self.settings, target, e, scratch, self.r, "full_restore")
             self.r.log("full_restore", "Restoration to test database successful")
             status, detail = _compare_restored(target, scratch, e.meta, self.r)
             self.check(8, status, detail, t, {"scratch_db": scratch})
