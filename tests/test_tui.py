@@ -317,3 +317,39 @@ def test_worker_error_is_a_modal_with_the_engine_sentence(tmp_path):
         assert str(run.query_one("#summary").content).startswith("FAIL")
 
     drive(OpsTowerApp(settings, warm_up=False), scenario)
+
+
+def test_download_from_s3_and_back_up_now(env, s3):
+    """An S3-only backup is downloaded (sha256 checked); `b` takes a new backup from the list."""
+    from opstower_core.artifact import parse_name
+
+    src = parse_name(env.both.name.filename)
+    only = type(src)(src.database, src.timestamp[:9] + "000001", src.ext)
+    prefix = env.settings.s3.prefix
+    client = s3.client()
+    for a, b in ((src.s3_key(prefix), only.s3_key(prefix)), (src.s3_meta_key(prefix), only.s3_meta_key(prefix))):
+        client.copy_object(Bucket=s3.bucket, Key=b, CopySource={"Bucket": s3.bucket, "Key": a},
+                           MetadataDirective="COPY")
+
+    async def scenario(pilot: Any) -> None:
+        screen = await open_backups(pilot)
+        table = await select(pilot, screen, only.timestamp)
+        assert table.selected.where == "s3"
+        await pilot.press("d")
+        run = pilot.app.screen
+        assert isinstance(run, RunScreen)
+        await wait_for(pilot, lambda: run.finished)
+        assert str(run.query_one("#summary").content).startswith("PASS: downloaded")
+        assert (env.settings.backup_dir / only.filename).read_bytes() == env.both.path.read_bytes()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: {r.name: r.where for r in table.rows}.get(only.filename) == "both")
+        count = len(table.rows)
+        await pilot.press("b")
+        run = pilot.app.screen
+        await wait_for(pilot, lambda: run.finished)
+        assert str(run.query_one("#summary").content).startswith("PASS: backup"), run.query_one("#summary").content
+        assert run.query_one(StepList).status_of("upload") == "PASS"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: len(table.rows) == count + 1)
+
+    drive(OpsTowerApp(env.settings, warm_up=False), scenario)

@@ -30,6 +30,8 @@ COLUMNS: list[tuple[str, str, int]] = [
     ("where", "WHERE", 5), ("verified", "VERIFIED", 8),
 ]
 SORT_KEYS = [c[0] for c in COLUMNS]
+# The cursor row is marked with a character too, not only a colour (NO_COLOR, monochrome).
+MARK = "▶ "
 
 
 @dataclass
@@ -132,8 +134,9 @@ class BackupTable(ScrollView, can_focus=True):
         self.refresh()
 
     def set_filter(self, text: str) -> None:
-        self.filter_text = text
-        self._refilter()
+        previous, self.filter_text = self.filter_text, text
+        narrowing = bool(previous.strip()) and text.startswith(previous) and " " not in text[len(previous):]
+        self._refilter(narrowing)
 
     def set_sort(self, key: str, reverse: bool = False) -> None:
         self.sort_key, self.sort_reverse = key, reverse
@@ -154,13 +157,14 @@ class BackupTable(ScrollView, can_focus=True):
         self.rows.sort(key=_SORTERS[self.sort_key], reverse=self.sort_reverse)
         self._refilter()
 
-    def _refilter(self) -> None:
+    def _refilter(self, narrowing: bool = False) -> None:
         keep = self.selected
         tokens = self.filter_text.lower().split()
-        if tokens:
-            self.view = [r for r in self.rows if all(t in r.haystack for t in tokens)]
-        else:
-            self.view = list(self.rows)
+        # Typing one more character can only narrow the list: search the rows shown, not all.
+        rows = self.view if narrowing else self.rows
+        for token in tokens:  # one plain comprehension per token: ~1 ms per 10,000 rows
+            rows = [r for r in rows if token in r.haystack]
+        self.view = rows if tokens else list(self.rows)
         index = 0
         if keep is not None:
             for i, row in enumerate(self.view):
@@ -211,7 +215,7 @@ class BackupTable(ScrollView, can_focus=True):
             self.post_message(self.Selected(self, self.selected))
 
     def on_click(self, event: Any) -> None:
-        if event.y >= 1:
+        if event.y >= 1:  # row 0 is the header
             self.move_cursor(int(self.scroll_y) + event.y - 1)
 
     def on_resize(self) -> None:
@@ -220,7 +224,7 @@ class BackupTable(ScrollView, can_focus=True):
 
     # -- drawing -------------------------------------------------------------------------
     def _widths(self, total: int) -> list[int]:
-        fixed = sum(w for _k, _h, w in COLUMNS if w) + len(COLUMNS) - 1
+        fixed = sum(w for _k, _h, w in COLUMNS if w) + len(COLUMNS) - 1 + len(MARK)
         return [w or max(total - fixed, 12) for _k, _h, w in COLUMNS]
 
     def _cells(self, values: list[str], widths: list[int]) -> list[str]:
@@ -237,7 +241,8 @@ class BackupTable(ScrollView, can_focus=True):
             arrow = "▼" if not self.sort_reverse else "▲"
             heads = [h + (arrow if k == self.sort_key else "") for k, h, _w in COLUMNS]
             style = self.get_component_rich_style("backup-table--header")
-            return Strip([Segment(" ".join(self._cells(heads, widths)).ljust(width)[:width], style)], width)
+            text = " " * len(MARK) + " ".join(self._cells(heads, widths))
+            return Strip([Segment(text.ljust(width)[:width], style)], width)
         index = int(self.scroll_y) + y - 1
         if index >= len(self.view):
             return Strip.blank(width, self.rich_style)
@@ -246,7 +251,7 @@ class BackupTable(ScrollView, can_focus=True):
         base = self.rich_style
         if index == self.cursor:
             base = base + self.get_component_rich_style("backup-table--cursor")
-        segments: list[Segment] = []
+        segments: list[Segment] = [Segment(MARK if index == self.cursor else " " * len(MARK), base)]
         for i, cell in enumerate(cells):
             style: Style = base
             if i == 5 and index != self.cursor:
@@ -256,7 +261,7 @@ class BackupTable(ScrollView, can_focus=True):
             segments.append(Segment(cell, style))
             if i < len(cells) - 1:
                 segments.append(Segment(" ", base))
-        used = sum(widths) + len(widths) - 1
+        used = sum(widths) + len(widths) - 1 + len(MARK)
         if used < width:
             segments.append(Segment(" " * (width - used), base))
         return Strip(segments, width).crop(0, width)

@@ -25,7 +25,7 @@ class MetaPanel(Widget, can_focus=False):
 
     def show(self, entry: Any | None, now: datetime, bucket: str = "") -> None:
         self.entry, self.now, self.bucket = entry, now, bucket
-        self.refresh(layout=True)
+        self.refresh()  # fixed size: no layout pass on every cursor move
 
     def render(self) -> Table | Text:
         e = self.entry
