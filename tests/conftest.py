@@ -80,3 +80,32 @@ def make_settings(pg: EmbeddedPostgres, tmp_path: Path):
         return settings.with_changes(**changes) if changes else settings
 
     return make
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses (databases, prefixes)."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own BACKUP_DIR, S3_BUCKET, … must never steer a test."""
+    for var in ("BACKUP_DIR", "BACKUP_RETENTION_DAYS", "S3_BUCKET", "S3_PREFIX", "OPSTOWER_PG_BIN",
+                "OPSTOWER_STATE_DIR", "OPSTOWER_CONFIG", "PGDATABASE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def settings_toml(settings: Settings, path: Path, extra: str = "", mode: int = 0o600,
+                  bucket: str | None = None) -> Path:
+    """The same settings as a TOML file, for the CLI (`--config`)."""
+    t = settings.target()
+    lines = [f'backup_dir = "{settings.backup_dir}"', f'state_dir = "{settings.state_dir}"',
+             f'pg_bin = "{settings.pg_bin}"', "min_free_gb = 0", f'default_target = "{t.name}"']
+    if settings.s3.enabled:
+        lines += ["[s3]", f'bucket = "{bucket or settings.s3.bucket}"', f'prefix = "{settings.s3.prefix}"',
+                  f'endpoint_url = "{settings.s3.endpoint_url}"', 'region = "us-east-1"']
+    lines += [f"[targets.{t.name}]", f'dbname = "{t.dbname}"', f'host = "{t.host}"', f"port = {t.port}",
+              f'user = "{t.user}"']
+    path.write_text("\n".join(lines) + "\n" + extra)
+    path.chmod(mode)
+    return path

@@ -15,14 +15,13 @@ import re
 import stat
 import subprocess
 import threading
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from conftest import admin_conn, create_database
+from conftest import admin_conn, create_database, unique
 from opstower_core import __version__
 from opstower_core.artifact import REFERENCE_FIELDS, parse_name
 from opstower_core.backup import BackupOptions, run_backup
@@ -43,23 +42,12 @@ LOG_LINE = re.compile(r"^\[(INFO|WARN|ERROR|DEBUG)\] \d{4}-\d\d-\d\d \d\d:\d\d:\
 MiB = 1024 * 1024
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("BACKUP_DIR", "BACKUP_RETENTION_DAYS", "S3_BUCKET", "S3_PREFIX", "OPSTOWER_PG_BIN",
-                "OPSTOWER_STATE_DIR", "OPSTOWER_CONFIG", "PGDATABASE"):
-        monkeypatch.delenv(var, raising=False)
 
 
 def write_config(tmp_path: Path, pg, db: str, s3=None, prefix: str = "", extra: str = "") -> Path:

@@ -12,13 +12,12 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from conftest import admin_conn, create_database
+from conftest import admin_conn, create_database, unique
 from opstower_core import embedded
 from opstower_core.backup import run_backup
 from opstower_core.catalog import list_catalog
@@ -34,17 +33,6 @@ CREATE TABLE public.items (id integer PRIMARY KEY, label text);
 INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 200) AS g;
 """
 MiB = 1024 * 1024
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("BACKUP_DIR", "BACKUP_RETENTION_DAYS", "S3_BUCKET", "S3_PREFIX", "OPSTOWER_PG_BIN",
-                "OPSTOWER_STATE_DIR", "OPSTOWER_CONFIG", "PGDATABASE"):
-        monkeypatch.delenv(var, raising=False)
 
 
 def write_config(tmp_path: Path, pg, db: str, *, host: str | None = None, port: int | None = None,

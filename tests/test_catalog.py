@@ -5,15 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
-import pytest
 from botocore.config import Config
 
-from conftest import create_database
+from conftest import create_database, settings_toml, unique
 from opstower_core.backup import run_backup
 from opstower_core.catalog import fetch_s3_metadata, list_catalog
 from opstower_core.cli import main
@@ -44,30 +42,6 @@ EMPTY = "opstower_20260210_120000.dump.zst"
 S3_ONLY = "opstower_20260101_010101.dump.zst"
 S3_BAD_META = "opstower_20260102_010101.dump.zst"
 S3_NO_META = "opstower_20260103_010101.dump.zst"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("BACKUP_DIR", "BACKUP_RETENTION_DAYS", "S3_BUCKET", "S3_PREFIX", "OPSTOWER_PG_BIN",
-                "OPSTOWER_STATE_DIR", "OPSTOWER_CONFIG", "PGDATABASE"):
-        monkeypatch.delenv(var, raising=False)
-
-
-def write_config(tmp_path: Path, settings, bucket: str | None = None) -> Path:
-    t = settings.target()
-    lines = [f'backup_dir = "{settings.backup_dir}"', f'state_dir = "{settings.state_dir}"',
-             f'pg_bin = "{settings.pg_bin}"', f'default_target = "{t.name}"',
-             f"[targets.{t.name}]", f'dbname = "{t.dbname}"', f'host = "{t.host}"', f"port = {t.port}"]
-    if settings.s3.enabled:
-        lines += ["[s3]", f'bucket = "{bucket or settings.s3.bucket}"', f'prefix = "{settings.s3.prefix}"',
-                  f'endpoint_url = "{settings.s3.endpoint_url}"']
-    path = tmp_path / "opstower.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def populate_local(directory: Path) -> None:
@@ -107,7 +81,7 @@ def test_list_merges_legacy_broken_current_and_s3_only(pg, s3, make_settings, tm
     current = run_backup(settings)
     assert current.ok
     StateStore(settings.state_dir).record("verify", "opstower", "PASS", artifact=LEGACY)
-    cfg = write_config(tmp_path, settings)
+    cfg = settings_toml(settings, tmp_path / "opstower.toml")
 
     assert main(["--config", str(cfg), "list", "--json"]) == 0
     out, err = capsys.readouterr()
@@ -156,7 +130,7 @@ def test_list_merges_legacy_broken_current_and_s3_only(pg, s3, make_settings, tm
 def test_list_with_unreachable_s3_shows_local_rows_and_warns(make_settings, s3, tmp_path, capsys) -> None:
     settings = make_settings("cat_nos3", s3=s3)
     populate_local(settings.backup_dir)
-    cfg = write_config(tmp_path, settings, bucket=unique("missing-bucket").replace("_", "-"))
+    cfg = settings_toml(settings, tmp_path / "opstower.toml", bucket=unique("missing-bucket").replace("_", "-"))
     assert main(["--config", str(cfg), "list", "--json"]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
@@ -181,7 +155,7 @@ def test_list_pages_through_more_than_a_thousand_s3_objects(make_settings, s3, t
 
     with ThreadPoolExecutor(24) as pool:
         list(pool.map(put, keys))
-    cfg = write_config(tmp_path, settings)
+    cfg = settings_toml(settings, tmp_path / "opstower.toml")
     assert main(["--config", str(cfg), "list", "--json", "-d", "pagedb"]) == 0
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]

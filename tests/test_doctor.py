@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import admin_conn, create_database
+from conftest import admin_conn, create_database, settings_toml
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import S3Settings, Settings, Target, load_settings
@@ -56,20 +56,6 @@ def settings_for(pg, tmp_path: Path, db: str, s3: EmbeddedS3 | None = None, user
                     default_target=db)
 
 
-def write_config(settings: Settings, path: Path, extra: str = "", mode: int = 0o600) -> Path:
-    t = settings.target()
-    lines = [f'backup_dir = "{settings.backup_dir}"', f'state_dir = "{settings.state_dir}"',
-             f'pg_bin = "{settings.pg_bin}"', "min_free_gb = 0", f'default_target = "{t.name}"']
-    if settings.s3.enabled:
-        lines += ["[s3]", f'bucket = "{settings.s3.bucket}"', f'prefix = "{settings.s3.prefix}"',
-                  f'endpoint_url = "{settings.s3.endpoint_url}"', 'region = "us-east-1"']
-    lines += [f"[targets.{t.name}]", f'dbname = "{t.dbname}"', f'host = "{t.host}"', f"port = {t.port}",
-              f'user = "{t.user}"']
-    path.write_text("\n".join(lines) + "\n" + extra)
-    path.chmod(mode)
-    return path
-
-
 def test_embedded_services_pass_or_warn_and_leave_nothing_behind(pg, s3, tmp_path, capsys) -> None:
     settings = settings_for(pg, tmp_path, new_db(pg), s3)
     run_backup(settings)  # a real backup dir with real 0600 files
@@ -89,7 +75,7 @@ def test_embedded_services_pass_or_warn_and_leave_nothing_behind(pg, s3, tmp_pat
     listed = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=settings.s3.prefix + "opstower-doctor/")
     assert listed.get("KeyCount", 0) == 0
 
-    config = write_config(settings, tmp_path / "c.toml")
+    config = settings_toml(settings, tmp_path / "c.toml")
     code = main(["--config", str(config), "doctor", "--json"])
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0 and events[-1]["kind"] == "summary" and events[-1]["ok"] and events[-1]["failed"] == 0
@@ -109,7 +95,7 @@ def test_s3_stopped_fails_with_the_fix(pg, tmp_path, capsys) -> None:
         settings = settings_for(pg, tmp_path, new_db(pg), store)
         assert results_by_step(run_doctor(settings))["s3_roundtrip"].status == Status.PASS
         store.stop()
-        config = write_config(settings, tmp_path / "c.toml")
+        config = settings_toml(settings, tmp_path / "c.toml")
         code = main(["--config", str(config), "doctor"])
         out = capsys.readouterr().out.splitlines()
         assert code == 1
@@ -169,7 +155,7 @@ def test_readable_secrets_and_loose_permissions_warn(pg, tmp_path, monkeypatch, 
     base = settings_for(pg, tmp_path, new_db(pg))
     run_backup(base, options=BackupOptions(local_only=True))
     url = f"https://hooks.example.com/services/{WEBHOOK_TOKEN}"
-    config = write_config(base, tmp_path / "c.toml", f'[notify.webhook]\nurl = "{url}"\n', mode=0o644)
+    config = settings_toml(base, tmp_path / "c.toml", f'[notify.webhook]\nurl = "{url}"\n', mode=0o644)
 
     steps = results_by_step(run_doctor(load_settings(config)))
     assert steps["config"].status == Status.WARN

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import admin_conn, create_database
+from conftest import admin_conn, create_database, settings_toml
 from opstower_core.artifact import parse_name
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
@@ -71,21 +71,6 @@ def make(pg, tmp_path: Path, s3: EmbeddedS3 | None = None, sql: str = SMALL, **c
     return settings.with_changes(**changes) if changes else settings
 
 
-def write_config(settings: Settings, path: Path, extra: str = "") -> Path:
-    """The same settings as a TOML file, for the CLI."""
-    t = settings.target()
-    lines = [f'backup_dir = "{settings.backup_dir}"', f'state_dir = "{settings.state_dir}"',
-             f'pg_bin = "{settings.pg_bin}"', "min_free_gb = 0", f'default_target = "{t.name}"']
-    if settings.s3.enabled:
-        lines += ["[s3]", f'bucket = "{settings.s3.bucket}"', f'prefix = "{settings.s3.prefix}"',
-                  f'endpoint_url = "{settings.s3.endpoint_url}"', 'region = "us-east-1"']
-    lines += [f"[targets.{t.name}]", f'dbname = "{t.dbname}"', f'host = "{t.host}"', f"port = {t.port}",
-              f'user = "{t.user}"']
-    path.write_text("\n".join(lines) + "\n" + extra)
-    path.chmod(0o600)
-    return path
-
-
 def cli_health(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, list[str]]:
     code = main(["--config", str(config), "health", *extra])
     return code, capsys.readouterr().out.splitlines()
@@ -114,7 +99,7 @@ def test_fresh_verified_backups_are_ok_even_with_the_database_down(pg, private_s
     second = run_backup(settings)
     assert second.ok and second.s3_key
     assert verify(settings, second.path).ok
-    config = write_config(settings, tmp_path / "c.toml")
+    config = settings_toml(settings, tmp_path / "c.toml")
 
     code, lines = cli_health(config, capsys)
     assert code == 0, lines
@@ -140,7 +125,7 @@ def test_fresh_verified_backups_are_ok_even_with_the_database_down(pg, private_s
 def test_old_backup_is_warning_then_critical(pg, tmp_path, capsys) -> None:
     settings = make(pg, tmp_path)
     result = run_backup(settings, options=BackupOptions(local_only=True))
-    config = write_config(settings, tmp_path / "c.toml")
+    config = settings_toml(settings, tmp_path / "c.toml")
     db = settings.target().dbname
 
     path = age_artifact(settings, result.path, 3)
@@ -154,7 +139,7 @@ def test_old_backup_is_warning_then_critical(pg, tmp_path, capsys) -> None:
     assert lines[0].startswith(f"CRITICAL: {db} latest backup is 5h1") and "(critical > 4h" in lines[0]
 
     # Thresholds come from the settings ([health] in the config file).
-    relaxed = write_config(settings, tmp_path / "r.toml", "[health]\nbackup_age_warn_hours = 6\nbackup_age_crit_hours = 12\n")
+    relaxed = settings_toml(settings, tmp_path / "r.toml", "[health]\nbackup_age_warn_hours = 6\nbackup_age_crit_hours = 12\n")
     assert cli_health(relaxed, capsys)[0] == 0
 
 
@@ -230,7 +215,7 @@ def test_free_space_warning_and_critical_from_a_sparse_backup(pg, tmp_path) -> N
 
 def test_nothing_to_read_is_unknown(pg, tmp_path, capsys) -> None:
     settings = make(pg, tmp_path)  # no backup dir, no state, no backup ever
-    config = write_config(settings, tmp_path / "c.toml")
+    config = settings_toml(settings, tmp_path / "c.toml")
     code, lines = cli_health(config, capsys)
     assert code == 3 and lines[0].startswith("UNKNOWN: ")
     assert "run `opstower backup`" in lines[0]
@@ -313,7 +298,7 @@ def test_s3_stopped_is_a_warning(pg, private_s3, tmp_path, capsys) -> None:
         private_s3.start()
     settings = make(pg, tmp_path, private_s3)
     assert run_backup(settings).ok
-    config = write_config(settings, tmp_path / "c.toml")
+    config = settings_toml(settings, tmp_path / "c.toml")
     assert cli_health(config, capsys)[0] == 0
 
     private_s3.stop()

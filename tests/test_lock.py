@@ -9,12 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import create_database
+from conftest import create_database, unique
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.catalog import list_catalog
 from opstower_core.cli import main
@@ -30,17 +29,6 @@ lock = RunLock(sys.argv[1], sys.argv[2]).acquire()  # keep a reference: the open
 print("held", flush=True)
 time.sleep(120)
 """
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("BACKUP_DIR", "BACKUP_RETENTION_DAYS", "S3_BUCKET", "S3_PREFIX", "OPSTOWER_PG_BIN",
-                "OPSTOWER_STATE_DIR", "OPSTOWER_CONFIG", "PGDATABASE"):
-        monkeypatch.delenv(var, raising=False)
 
 
 def write_config(tmp_path: Path, pg, dbs: list[str]) -> Path:

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pytest
-
-from conftest import create_database
+from conftest import create_database, unique
 from opstower_core.artifact import ArtifactName
 from opstower_core.cli import main
 from opstower_core.config import load_settings
@@ -18,17 +15,6 @@ from opstower_core.retention import apply_retention
 from opstower_core.storage.s3 import S3Store
 
 NOW = datetime.now().astimezone()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("BACKUP_DIR", "BACKUP_RETENTION_DAYS", "S3_BUCKET", "S3_PREFIX", "OPSTOWER_PG_BIN",
-                "OPSTOWER_STATE_DIR", "OPSTOWER_CONFIG", "PGDATABASE"):
-        monkeypatch.delenv(var, raising=False)
 
 
 def name_for(db: str, days: float, pre: bool = False, fmt: str = "custom") -> ArtifactName:

@@ -10,21 +10,16 @@ import gzip
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 import zstandard
 
-from conftest import admin_conn, create_database
+from conftest import admin_conn, create_database, unique
 from opstower_core.backup import BackupOptions, run_backup
 
 KITCHEN_SINK = Path(__file__).parent / "data" / "kitchen_sink.sql"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 def restore(pg, artifact: Path, dbname: str) -> None:
