@@ -27,7 +27,7 @@ class RestoredCheck:
 def check_restored(target: Target, dbname: str, meta: dict[str, Any] | None, tables: list[str] | None,
                    r: Reporter, step: str) -> RestoredCheck:
     """Tables and per-table row counts against the metadata, index integrity, database size."""
-    from .backup import count_rows
+    from .rowcounts import count_rows
 
     problems: list[str] = []
     notes: list[str] = []

@@ -437,7 +437,7 @@ def _target_for(settings: Settings, database: str) -> Target:
 
 def _compare_restored(target: Target, dbname: str, meta: dict[str, Any] | None, r: Reporter) -> tuple[Status, str]:
     """Tables and row counts of the scratch database against the metadata; a query on every table."""
-    from .backup import count_rows, user_tables_sql
+    from .rowcounts import count_rows, user_tables_sql
 
     with connect(target, dbname=dbname) as conn:
         tables = conn.execute(user_tables_sql()).fetchall()
