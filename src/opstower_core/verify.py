@@ -4,15 +4,14 @@
 6 metadata valid and matching · 7 S3 copy present and matching · 8 full test restore.
 
 Checks 4–6 share one streaming pass over the artifact (decompress, sha256, header and
-table of contents), so verifying costs about as much as decompressing once.
+table of contents), so verifying costs about as much as decompressing once. What that pass
+reads of the dump's content, and the verdicts of checks 5 and 6, are in `verify_content`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,16 +19,19 @@ from typing import Any
 
 import humanize
 
-from .artifact import missing_fields
 from .catalog import CatalogEntry, resolve
 from .config import Settings, Target
 from .errors import Cancelled, OpsError
 from .events import CancelToken, EventSink, Reporter, Status, StepResult
-from .pgtools import PgTools, available_tools, connect, quote_ident
+from .pgtools import connect, quote_ident
 from .restore_load import open_artifact, restore_into  # the restore engine's loader: one way to load a dump
-from .scan import ScanResult, header_problem, scan_stream
+from .scan import ScanResult, scan_stream
 from .state import StateStore
 from .storage.s3 import S3Store
+from .verify_content import PLAIN_KEYWORDS, ContentProbe, content_verdict, metadata_verdict, pick_tools
+
+# The public API, with PLAIN_KEYWORDS (moved to verify_content) re-exported.
+__all__ = ["CHECKS", "PLAIN_KEYWORDS", "VerifyResult", "verify"]
 
 CHECKS = [
     ("exists", "Checking file existence"),
@@ -65,78 +67,6 @@ class VerifyResult:
         return Status.WARN if any(r.status == Status.WARN for r in self.results) else Status.PASS
 
 
-PLAIN_KEYWORDS = {"create": b"\nCREATE TABLE ", "copy": b"\nCOPY ", "insert": b"\nINSERT INTO "}
-
-
-class _ContentProbe:
-    """Reads the dump's content during the single pass.
-
-    custom: feeds the decompressed stream to `pg_restore --list` until it has read the
-    table of contents, and counts its TABLE DATA entries. plain: counts CREATE TABLE and
-    COPY/INSERT statements across the whole stream.
-    """
-
-    def __init__(self, fmt: str, tools: PgTools | None) -> None:
-        self.fmt = fmt
-        self.counts = {"create": 0, "copy": 0, "insert": 0}
-        self._tails: dict[str, bytes] = {}
-        self.toc: list[str] = []
-        self.toc_error: str | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-        self._stderr = b""
-        if fmt == "custom" and tools is not None:
-            self._proc = subprocess.Popen([tools.pg_restore, "--list"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            self._reader = threading.Thread(target=self._read_toc, daemon=True)
-            self._reader.start()
-
-    def _read_toc(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None and self._proc.stderr is not None
-        self.toc = self._proc.stdout.read().decode("utf-8", "replace").splitlines()
-        self._stderr = self._proc.stderr.read()
-
-    def feed(self, data: bytes) -> None:
-        if self.fmt == "plain":
-            for key, keyword in PLAIN_KEYWORDS.items():
-                # Prefix with the previous chunk's last len-1 bytes: a keyword split across two
-                # chunks is seen once, and the short prefix can never hold a whole keyword.
-                self.counts[key] += (self._tails.get(key, b"") + data).count(keyword)
-                self._tails[key] = bytes(data[-(len(keyword) - 1):])  # data is a reused buffer
-            return
-        if self._proc is not None and self._proc.stdin is not None:
-            try:
-                self._proc.stdin.write(data)
-            except (BrokenPipeError, ValueError):
-                self._proc.stdin = None  # pg_restore has read its table of contents and left
-
-    def close(self) -> None:
-        if self._proc is None:
-            return
-        if self._proc.stdin is not None:
-            with contextlib.suppress(BrokenPipeError):
-                self._proc.stdin.close()
-        try:
-            rc = self._proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            rc = self._proc.wait()
-        if self._reader is not None:
-            self._reader.join(5)
-        if rc != 0:
-            err = self._stderr.decode("utf-8", "replace").strip().splitlines()
-            self.toc_error = err[-1] if err else f"pg_restore --list exit {rc}"
-
-    @property
-    def table_data_entries(self) -> list[str]:
-        return [ln for ln in self.toc if " TABLE DATA " in ln and not ln.startswith(";")]
-
-
-def _pick_tools(settings: Settings) -> PgTools | None:
-    tools = available_tools(settings)
-    return max(tools, key=lambda t: t.major) if tools else None
-
-
 class _Verifier:
     def __init__(self, settings: Settings, entry: CatalogEntry, reporter: Reporter, full_test: bool, upto: int) -> None:
         self.settings = settings
@@ -146,7 +76,7 @@ class _Verifier:
         self.upto = upto
         self.total = 8
         self.scan: ScanResult | None = None
-        self.probe: _ContentProbe | None = None
+        self.probe: ContentProbe | None = None
         self.scan_problem: str | None = None
         self.result = VerifyResult(entry)
         self.size = entry.size
@@ -244,7 +174,7 @@ class _Verifier:
                 self.check(5, Status.SKIP, "Encrypted artifact: dump content not readable without the identity", t4)
                 self._metadata_check(None)
                 return
-        self.probe = _ContentProbe(e.name.format, _pick_tools(self.settings))
+        self.probe = ContentProbe(e.name.format, pick_tools(self.settings))
         try:
             with open_artifact(self.settings, e) as raw:
                 self.scan = scan_stream(raw, e.name.compression, on_data=self.probe.feed,
@@ -270,32 +200,10 @@ class _Verifier:
 
     def _content_check(self, t: float) -> None:
         assert self.scan is not None and self.probe is not None
-        fmt = self.entry.name.format
-        problem = header_problem(self.scan.head, fmt)
-        if problem:
-            self.check(5, Status.FAIL, f"Invalid PostgreSQL dump: {problem}", t)
-            return
-        if fmt == "plain":
-            c = self.probe.counts
-            if c["create"] == 0 and c["copy"] == 0 and c["insert"] == 0:
-                self.check(5, Status.FAIL, "Dump header present but no SQL commands (CREATE TABLE, COPY, INSERT) found", t)
-                return
-            self.result.tables_in_dump = c["create"]
-            status = Status.WARN if self.scan.error else Status.PASS
-            self.check(5, status, f"Valid PostgreSQL dump detected: {c['create']} tables, {c['copy']} COPY blocks, "
-                       f"{c['insert']} INSERTs" + (" (up to the corruption)" if self.scan.error else ""), t,
-                       {"tables": c["create"]})
-            return
-        if self.probe.toc_error and not self.probe.toc:
-            self.check(5, Status.FAIL, f"Table of contents unreadable: {self.probe.toc_error}", t)
-            return
-        entries = self.probe.table_data_entries
-        self.result.tables_in_dump = len(entries)
-        if not entries:
-            self.check(5, Status.WARN, "Valid custom-format archive but it holds no table data", t, {"tables": 0})
-            return
-        self.check(5, Status.PASS, f"Valid PostgreSQL dump detected: custom format, {len(entries)} tables with data "
-                   f"in the table of contents", t, {"tables": len(entries)})
+        status, detail, tables = content_verdict(self.scan, self.probe, self.entry.name.format)
+        if tables is not None:
+            self.result.tables_in_dump = tables
+        self.check(5, status, detail, t, None if tables is None else {"tables": tables})
 
     def _identities(self) -> list:
         """age identities for an encrypted artifact, or OpsError saying why there are none."""
@@ -308,53 +216,8 @@ class _Verifier:
 
     def _metadata_check(self, scan: ScanResult | None) -> None:
         t = self.start(6)
-        e = self.entry
-        meta, problem = e.meta, e.meta_problem
-        if meta is None and e.local_path is None and e.s3_key:
-            from .catalog import fetch_s3_metadata
-
-            fetch_s3_metadata(self.settings, e)
-            meta, problem = e.meta, e.meta_problem
-        if meta is None:
-            self.check(6, Status.FAIL, f"Metadata file problem: {problem or 'missing'} ({e.name.meta_filename})", t)
-            return
-        missing = missing_fields(meta)
-        if missing:
-            self.check(6, Status.FAIL, f"Metadata is missing required fields: {', '.join(missing)}", t)
-            return
-        recorded_size = meta.get("size_bytes", meta.get("backup_size"))
-        try:
-            recorded_size = int(recorded_size)
-        except (TypeError, ValueError):
-            recorded_size = None
-        if recorded_size is not None and recorded_size != self.size:
-            self.check(6, Status.FAIL, f"Metadata size {recorded_size:,} bytes does not match the file ({self.size:,} bytes)", t)
-            return
-        info = f"Timestamp: {meta.get('timestamp')}, Database Size: {meta.get('database_size')}, Table Count: {meta.get('table_count')}"
-        if meta.get("encryption") and not e.name.encrypted:
-            self.check(6, Status.FAIL, "Metadata says the artifact is encrypted but its name has no .age suffix", t)
-            return
-        if e.name.encrypted and not meta.get("encryption"):
-            self.check(6, Status.FAIL, "Artifact is encrypted (.age) but its metadata claims it is not", t)
-            return
-        sha = meta.get("sha256")
-        if scan is not None and sha and sha != scan.sha256:
-            self.check(6, Status.FAIL, f"Metadata sha256 {sha[:12]}… does not match the file ({scan.sha256[:12]}…)", t)
-            return
-        warnings = []
-        if not sha:
-            warnings.append("no sha256 recorded (legacy metadata): content not proven")
-        tables = self.result.tables_in_dump
-        recorded_tables = meta.get("table_count")
-        if tables is not None and isinstance(recorded_tables, int) and recorded_tables != tables and meta.get("tool") == "opstower":
-            self.check(6, Status.FAIL, f"Metadata table_count {recorded_tables} does not match the dump ({tables} tables)", t)
-            return
-        if tables is not None and isinstance(recorded_tables, int) and recorded_tables != tables:
-            warnings.append(f"table_count {recorded_tables} differs from the {tables} tables found in the dump")
-        if warnings:
-            self.check(6, Status.WARN, f"Metadata file is valid JSON; {'; '.join(warnings)}. {info}", t)
-        else:
-            self.check(6, Status.PASS, f"Metadata file is valid JSON and matches the artifact (size, sha256). {info}", t)
+        status, detail = metadata_verdict(self.settings, self.entry, self.size, scan, self.result.tables_in_dump)
+        self.check(6, status, detail, t)
 
     # 7 ---------------------------------------------------------------------------------
     def _s3_check(self) -> None:
