@@ -181,15 +181,43 @@ def test_full_test_of_a_good_backup_passes_all_eight(env):
     drive(OpsTowerApp(env.settings, warm_up=False), scenario)
 
 
-def test_escape_cancels_a_running_verify(env):
+def test_escape_cancels_a_running_verify(env, monkeypatch):
+    import threading
+
+    from opstower_core.events import StepStarted
+    from opstower_tui.jobs import verify_job
+    from opstower_tui.screens import verify as verify_screen
+
+    # Hold the worker at the start of check 8 until Esc was pressed, so the cancel lands
+    # inside the full restore every time (a 200 KiB restore is otherwise over in a blink).
+    at_check_8, esc_pressed = threading.Event(), threading.Event()
+
+    def held_job(settings, entry, full_test):  # noqa: ANN001
+        job = verify_job(settings, entry, full_test)
+
+        def run(on_event, cancel):  # noqa: ANN001
+            def sink(event):  # noqa: ANN001
+                on_event(event)
+                if isinstance(event, StepStarted) and event.step == "full_restore":
+                    at_check_8.set()
+                    esc_pressed.wait(30)
+
+            return job(sink, cancel)
+
+        return run
+
+    monkeypatch.setattr(verify_screen, "verify_job", held_job)
+
     async def scenario(pilot: Any) -> None:
         screen = await open_backups(pilot)
         await select(pilot, screen, "both")
         await pilot.press("t")
         verify = pilot.app.screen
         steps = verify.query_one(StepList)
-        await wait_for(pilot, lambda: steps.status_of("full_restore") == "RUN")
+        await wait_for(pilot, lambda: at_check_8.is_set() and steps.status_of("full_restore") == "RUN")
         await pilot.press("escape")
+        assert verify.cancel_token.cancelled
+        esc_pressed.set()
         await wait_for(pilot, lambda: verify.finished)
         assert steps.status_of("full_restore") == "SKIP"
         assert str(verify.query_one("#summary").content).startswith("CANCELLED")

@@ -21,16 +21,15 @@ class EngineEvent(Message):
 
 
 class CatalogPage(Message):
-    """Backups for the table: the local list (replace=True), then S3 pages merged in."""
+    """Rows for the backups table: the local list (replace=True), then S3 pages merged in."""
 
-    def __init__(self, entries: list[Any], replace: bool, s3_objects: list[tuple[Any, str, int]] | None = None,
-                 done: bool = False, s3_error: str | None = None, verdicts: dict[str, str] | None = None) -> None:
-        self.entries = entries
+    def __init__(self, rows: list[Any], replace: bool, *, s3_listed: int = 0, done: bool = False,
+                 s3_error: str | None = None) -> None:
+        self.rows = rows  # widgets.backup_table.Row, built in the worker
         self.replace = replace
-        self.s3_objects = s3_objects or []  # (ArtifactName, key, size)
+        self.s3_listed = s3_listed
         self.done = done
         self.s3_error = s3_error
-        self.verdicts = verdicts or {}
         super().__init__()
 
 

@@ -16,7 +16,7 @@ from textual.containers import Container, Horizontal
 from textual.widgets import Footer, Header, Input, Label, Static
 
 from ..messages import CatalogPage
-from ..widgets.backup_table import BackupTable
+from ..widgets.backup_table import BackupTable, Row
 from ..widgets.meta_panel import MetaPanel
 from .base import OpsScreen
 
@@ -56,10 +56,9 @@ class BackupsScreen(OpsScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.entries: dict[str, Any] = {}
         self.s3_state = ""
-        self.s3_count = 0
         self.stale = False
+        self._meta_timer: Any = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -96,15 +95,20 @@ class BackupsScreen(OpsScreen):
     # -- loading -------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="catalog", exit_on_error=False)
     def load(self) -> None:
+        """List local backups, then S3 page by page; rows are built here, off the UI thread."""
+        from dataclasses import replace
+
         from opstower_core.artifact import parse_name
-        from opstower_core.catalog import list_catalog
+        from opstower_core.catalog import CatalogEntry, list_catalog
         from opstower_core.errors import OpsError
         from opstower_core.state import StateStore
 
         settings = self.ops.settings
         state = StateStore(settings.state_dir)
         local = list_catalog(settings, include_s3=False, state=state)
-        self.post_message(CatalogPage(local.entries, replace=True, done=not settings.s3.enabled))
+        now = self.ops.now()
+        self.post_message(CatalogPage([Row.of(e, now) for e in local.entries], replace=True,
+                                      done=not settings.s3.enabled))
         if not settings.s3.enabled:
             return
         verdicts: dict[str, str] = {}
@@ -113,54 +117,53 @@ class BackupsScreen(OpsScreen):
                 verdicts[run.artifact] = run.status
         from opstower_core.storage.s3 import S3Store, s3_error_text
 
-        batch: list[tuple[Any, str, int]] = []
+        # This worker's own view of the entries: merged copies are new objects, so the UI
+        # never sees an entry change under it.
+        known = {e.filename: e for e in local.entries}
+        batch: list[Row] = []
+        listed = 0
+        error = None
         try:
             for obj in S3Store(settings.s3).iter_objects():
                 name = parse_name(obj.key.rsplit("/", 1)[-1])
                 if name is None:
                     continue
-                batch.append((name, obj.key, obj.size))
+                entry = known.get(name.filename)
+                if entry is None:
+                    entry = CatalogEntry(name, obj.size, meta_problem="metadata in S3 (not fetched yet)",
+                                         verified=verdicts.get(name.filename))
+                entry = known[name.filename] = replace(entry, s3_key=obj.key, s3_size=obj.size)
+                batch.append(Row.of(entry, now))
+                listed += 1
                 if len(batch) >= S3_PAGE:
-                    self.post_message(CatalogPage([], False, batch, verdicts=verdicts))
+                    self.post_message(CatalogPage(batch, False, s3_listed=listed))
                     batch = []
         except OpsError as exc:
-            self.post_message(CatalogPage([], False, batch, done=True, s3_error=exc.what, verdicts=verdicts))
-            return
+            error = exc.what
         except Exception as exc:  # noqa: BLE001 - an unreachable bucket leaves the local rows
-            self.post_message(CatalogPage([], False, batch, done=True, s3_error=f"S3 listing failed "
-                                          f"({s3_error_text(exc)})", verdicts=verdicts))
-            return
-        self.post_message(CatalogPage([], False, batch, done=True, verdicts=verdicts))
+            error = f"S3 listing failed ({s3_error_text(exc)})"
+        self.post_message(CatalogPage(batch, False, s3_listed=listed, done=True, s3_error=error))
 
     @on(CatalogPage)
     def merge_page(self, page: CatalogPage) -> None:
-        from opstower_core.catalog import CatalogEntry
-
+        table = self.query_one(BackupTable)
         if page.replace:
             gc.unfreeze()  # the previous list may now be collected
-            self.entries = {e.filename: e for e in page.entries}
-            self.s3_count = 0
-        for name, key, size in page.s3_objects:
-            entry = self.entries.get(name.filename)
-            if entry is None:
-                entry = self.entries[name.filename] = CatalogEntry(
-                    name, size, meta_problem="metadata in S3 (not fetched yet)", verified=page.verdicts.get(name.filename))
-            entry.s3_key, entry.s3_size = key, size
-            self.s3_count += 1
+            table.set_rows(page.rows)
+        elif page.rows:
+            table.upsert_rows(page.rows)
         if page.done:
             if page.s3_error:
                 self.s3_state = f"S3 unreachable: {page.s3_error}"
                 self.notify(f"{page.s3_error}; only local backups are shown", title="S3", severity="warning")
             elif self.ops.settings.s3.enabled:
-                self.s3_state = f"S3: {self.s3_count} listed"
+                self.s3_state = f"S3: {page.s3_listed} listed"
             else:
                 self.s3_state = "S3 not configured"
         else:
-            self.s3_state = f"S3: listing… {self.s3_count}"
-        table = self.query_one(BackupTable)
-        table.set_entries(self.entries.values(), self.ops.now())
+            self.s3_state = f"S3: listing… {page.s3_listed}"
         self._update_counts()
-        # Rows merged from S3 change the selected entry in place: redraw its panel.
+        # Rows merged from S3 replace the selected entry: redraw its panel.
         self.query_one(MetaPanel).show(table.selected, self.ops.now(), self.ops.settings.s3.bucket)
         # Thousands of long-lived rows: keep them out of full collections, which otherwise
         # take 100-300 ms at 10,000 backups and land on a keystroke now and then.
@@ -183,8 +186,12 @@ class BackupsScreen(OpsScreen):
     def show_meta(self, event: BackupTable.Highlighted) -> None:
         entry = event.entry
         self.query_one(MetaPanel).show(entry, self.ops.now(), self.ops.settings.s3.bucket)
+        if self._meta_timer is not None:
+            self._meta_timer.stop()
+            self._meta_timer = None
         if entry is not None and entry.meta is None and entry.s3_key and entry.local_path is None:
-            self.fetch_meta(entry)
+            # Fetch only where the cursor rests: holding a key down must not fire an S3 GET per row.
+            self._meta_timer = self.set_timer(0.3, lambda: self.fetch_meta(entry))
 
     @work(thread=True, exclusive=True, group="meta", exit_on_error=False)
     def fetch_meta(self, entry: Any) -> Any:

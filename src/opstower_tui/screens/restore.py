@@ -75,6 +75,7 @@ class RestoreScreen(OpsScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.query_one("#timing", DataTable).can_focus = False  # the view around it scrolls
         self._show("plan-view")
         self.set_interval(0.5, self._tick)
         if self.autostart:
@@ -236,9 +237,11 @@ class RestoreScreen(OpsScreen):
 
         table = self.query_one("#timing", DataTable)
         table.clear(columns=True)
-        table.add_columns("Step", "Seconds", "Cumulative")
-        for title, seconds, cumulative in timing_table(result):
-            table.add_row(title, f"{seconds:.1f}", clock(cumulative))
+        table.add_columns("Step", "", "Seconds", "Cumulative")
+        for step, (title, seconds, cumulative) in zip(result.steps, timing_table(result), strict=True):
+            word = step.status.value
+            table.add_row(title, Text(word, STATUS_STYLE.get(word, "")), Text(f"{seconds:.1f}", justify="right"),
+                          Text(clock(cumulative), justify="right"))
         within = result.margin_seconds >= 0
         lines = [Text.assemble(("PASS " if within else "WARN ", STATUS_STYLE["PASS" if within else "WARN"]),
                                f"restored in {clock(result.total_seconds)}; RTO {clock(result.rto_seconds)}, "
@@ -248,6 +251,7 @@ class RestoreScreen(OpsScreen):
             lines.append(Text(f"Safety copy taken before the restore: {result.pre_restore_artifact}"))
         self.query_one("#done-text", Static).update(Text("\n").join(lines))
         self._show("done-view")
+        self.query_one("#done-view").focus()  # arrows scroll the table and the sentence
         self._set_phase("done")
         self._old_db_prompt()
 

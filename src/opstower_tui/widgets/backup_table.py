@@ -34,6 +34,25 @@ SORT_KEYS = [c[0] for c in COLUMNS]
 MARK = "▶ "
 
 
+_ZONES: dict[str, Any] = {}
+
+
+def created_of(timestamp: str) -> datetime:
+    """ArtifactName.created without strptime (~90 µs each: 0.9 s for 10,000 rows).
+
+    The local UTC offset is looked up once per hour of the day (offsets change on the hour).
+    """
+    t = timestamp
+    try:
+        naive = datetime(int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[9:11]), int(t[11:13]), int(t[13:15]))
+    except ValueError:  # a name with digits that are no date (20261399_…): listed, sorted as oldest
+        naive = datetime(1970, 1, 2)
+    zone = _ZONES.get(t[:11])
+    if zone is None:
+        zone = _ZONES[t[:11]] = naive.astimezone().tzinfo
+    return naive.replace(tzinfo=zone)
+
+
 @dataclass
 class Row:
     """Display text of one backup, computed once per load (not per frame)."""
@@ -45,20 +64,23 @@ class Row:
     where: str
     verified: str
     haystack: str  # lower-case text the filter searches
+    created: datetime | None = None
     age_s: float = 0.0
     age: str = ""
 
     @classmethod
     def of(cls, entry: Any, now: datetime) -> Row:
-        fmt = entry.name.format + ("+age" if entry.name.encrypted else "")
+        name = entry.name
+        filename, where = name.filename, entry.where
+        fmt = name.format + ("+age" if name.encrypted else "")
         verified = entry.verified or "-"
-        row = cls(entry, entry.filename, size(entry.size), fmt, entry.where, verified,
-                  f"{entry.filename} {entry.where} {fmt} {verified} {entry.name.kind}".lower())
+        row = cls(entry, filename, size(entry.size), fmt, where, verified,
+                  f"{filename} {where} {fmt} {verified} {name.kind}".lower(), created_of(name.timestamp))
         row.set_age(now)
         return row
 
     def set_age(self, now: datetime) -> None:
-        self.age_s = (now - self.entry.created).total_seconds()
+        self.age_s = (now - self.created).total_seconds()
         self.age = duration(self.age_s)
 
 
@@ -116,6 +138,7 @@ class BackupTable(ScrollView, can_focus=True):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.rows: list[Row] = []  # all rows, sorted
+        self._by_name: dict[str, Row] = {}
         self.view: list[Row] = []  # rows passing the filter, in order
         self.filter_text = ""
         self.sort_key = "age"
@@ -125,7 +148,18 @@ class BackupTable(ScrollView, can_focus=True):
     # -- data ----------------------------------------------------------------------------
     def set_entries(self, entries: Iterable[Any], now: datetime) -> None:
         """Replace all rows (keeps the cursor on the same backup when it is still there)."""
-        self.rows = [Row.of(e, now) for e in entries]
+        self.set_rows([Row.of(e, now) for e in entries])
+
+    def set_rows(self, rows: Iterable[Row]) -> None:
+        self._by_name = {r.name: r for r in rows}
+        self.rows = list(self._by_name.values())
+        self._resort()
+
+    def upsert_rows(self, rows: Iterable[Row]) -> None:
+        """Add or replace only these rows (an S3 page), instead of rebuilding 10,000."""
+        for row in rows:
+            self._by_name[row.name] = row
+        self.rows = list(self._by_name.values())
         self._resort()
 
     def refresh_ages(self, now: datetime) -> None:
@@ -158,7 +192,7 @@ class BackupTable(ScrollView, can_focus=True):
         self._refilter()
 
     def _refilter(self, narrowing: bool = False) -> None:
-        keep = self.selected
+        keep = self.view[self.cursor].name if 0 <= self.cursor < len(self.view) else None
         tokens = self.filter_text.lower().split()
         # Typing one more character can only narrow the list: search the rows shown, not all.
         rows = self.view if narrowing else self.rows
@@ -168,7 +202,7 @@ class BackupTable(ScrollView, can_focus=True):
         index = 0
         if keep is not None:
             for i, row in enumerate(self.view):
-                if row.entry is keep:
+                if row.name == keep:
                     index = i
                     break
         self.virtual_size = Size(self.size.width, len(self.view) + 1)
