@@ -5,7 +5,8 @@ detail says what was found and, unless it passed, the fix. Nothing is changed: t
 writes are a scratch file in the backup directory and scratch objects under the S3 prefix,
 both removed again. A FAIL means a backup or a restore would fail; a WARN means something
 works less well or less safely than it should (a missing privilege disables a feature, a
-secret is readable by others, a restore would wait for an archive retrieval).
+secret is readable by others, a restore would wait for an archive retrieval). The S3 checks
+are in `doctor_s3`.
 """
 
 from __future__ import annotations
@@ -17,33 +18,27 @@ import stat
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import humanize
 
 from .config import Settings, Target
+from .doctor_finding import Finding
+from .doctor_s3 import ARCHIVE_CLASSES, MiB, S3Checks
 from .errors import OpsError
 from .events import CancelToken, EventSink, Reporter, Status, StepResult
 from .pgtools import available_tools, connect, server_info
 from .storage.local import LocalStore
 
+# The public API, with the names that moved to doctor_finding and doctor_s3 re-exported.
+__all__ = ["ARCHIVE_CLASSES", "CHECKS", "CLOCK_SKEW_WARN", "SECRET_KEY", "Finding", "MiB", "run_doctor", "secret_files",
+           "secret_keys"]
+
 CLOCK_SKEW_WARN = 5.0
-MiB = 1024 * 1024
-# Archive classes need a retrieval (minutes to 48 h) before a download can start.
-ARCHIVE_CLASSES = {"GLACIER", "DEEP_ARCHIVE"}
 # Keys whose literal value is a secret; *_env / *_file keys only name where the secret lives.
 SECRET_KEY = re.compile(r"password|passphrase|secret|token|access_key|private_key|identity|webhook_url|^url$|^headers$",
                         re.IGNORECASE)
-
-
-@dataclass
-class Finding:
-    status: Status
-    detail: str
-    fix: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 def _size(n: float) -> str:
@@ -86,7 +81,7 @@ class _Doctor:
         self.server: Any = None
         self.role: dict[str, Any] = {}
         self.db_size: int | None = None
-        self.s3_head: dict[str, Any] | None = None
+        self.s3 = S3Checks(settings.s3)
 
     # --- files and credentials ----------------------------------------------------------------
     def config(self) -> Finding:
@@ -365,123 +360,6 @@ class _Doctor:
         return Finding(Status.PASS, f"alerts go to {where}")
 
 
-    # --- S3 -----------------------------------------------------------------------------------
-    def s3_roundtrip(self) -> Finding:
-        s3 = self.settings.s3
-        if not s3.enabled:
-            return Finding(Status.WARN, "S3 not configured: backups stay on this host only (no offsite copy)",
-                           "set S3_BUCKET (and AWS_ENDPOINT_URL for an S3-compatible store)")
-        from .storage.s3 import S3Store, s3_error_text
-
-        store = S3Store(s3)
-        client, bucket = store.client, store.bucket
-        base = f"{s3.prefix}opstower-doctor/{uuid.uuid4().hex[:12]}"
-        small, big = f"{base}/put.bin", f"{base}/multipart.bin"
-        payload = os.urandom(1024)
-        done: list[str] = []
-        fixes = {
-            "bucket check": "check that the store is up, AWS_ENDPOINT_URL, the credentials and the bucket name",
-            "put": "allow s3:PutObject on the prefix",
-            "multipart upload": "allow s3:PutObject and s3:AbortMultipartUpload on the prefix",
-            "get": "allow s3:GetObject on the prefix", "list": "allow s3:ListBucket on the bucket",
-        }
-        op, upload_id = "bucket check", None
-        t0 = time.monotonic()
-        try:
-            client.head_bucket(Bucket=bucket)
-            op = "put"
-            client.put_object(Bucket=bucket, Key=small, Body=payload, **store.extra_args())
-            self.s3_head = client.head_object(Bucket=bucket, Key=small)
-            done.append("put")
-            op = "multipart upload"
-            upload_id = client.create_multipart_upload(Bucket=bucket, Key=big, **store.extra_args())["UploadId"]
-            part = os.urandom(5 * MiB)  # 5 MiB: the smallest part S3 accepts before the last one
-            parts = [{"PartNumber": n, "ETag": client.upload_part(Bucket=bucket, Key=big, UploadId=upload_id,
-                                                                  PartNumber=n, Body=part)["ETag"]} for n in (1, 2)]
-            client.complete_multipart_upload(Bucket=bucket, Key=big, UploadId=upload_id, MultipartUpload={"Parts": parts})
-            upload_id = None
-            if int(client.head_object(Bucket=bucket, Key=big)["ContentLength"]) != 10 * MiB:
-                raise OpsError("the completed multipart object is not 10 MiB")
-            done.append("multipart 2x5 MiB")
-            op = "get"
-            if client.get_object(Bucket=bucket, Key=small)["Body"].read() != payload:
-                raise OpsError("the object read back differs from what was written")
-            done.append("get")
-            op = "list"
-            listed = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=base + "/").get("Contents", [])}
-            if listed != {small, big}:
-                raise OpsError(f"listing shows {len(listed)} of the 2 scratch objects")
-            done.append("list")
-        except Exception as exc:  # noqa: BLE001 - any S3 failure is the finding
-            reason = exc.what if isinstance(exc, OpsError) else s3_error_text(exc)
-            self._s3_cleanup(client, bucket, [small, big], big, upload_id)
-            return Finding(Status.FAIL, f"S3 {op} failed on s3://{bucket}/{base}/ ({reason})"
-                           + (f" after {', '.join(done)} worked" if done else "")
-                           + ": backups are local only and restores --from-s3 fail", fixes[op])
-        left = self._s3_cleanup(client, bucket, [small, big], big, None)
-        seconds = time.monotonic() - t0
-        if left:
-            return Finding(Status.WARN, f"{', '.join(done)} worked, but delete failed ({left}): retention cannot remove "
-                           f"old S3 copies (fine with Object Lock or a lifecycle rule); scratch objects left under "
-                           f"s3://{bucket}/{base}/", "allow s3:DeleteObject, or expire old backups with a lifecycle rule")
-        return Finding(Status.PASS, f"{', '.join(done)}, delete all worked on s3://{bucket}/{s3.prefix} "
-                       f"({seconds:.1f} s)", data={"seconds": round(seconds, 2)})
-
-    @staticmethod
-    def _s3_cleanup(client: Any, bucket: str, keys: list[str], big: str, upload_id: str | None) -> str:
-        """Delete the scratch objects and check they are gone; '' or why not."""
-        if upload_id:
-            try:
-                client.abort_multipart_upload(Bucket=bucket, Key=big, UploadId=upload_id)
-            except Exception:  # noqa: BLE001 - best effort; the store is failing already
-                pass
-        from .storage.s3 import s3_error_text
-
-        problems = []
-        for key in keys:
-            try:
-                client.delete_object(Bucket=bucket, Key=key)
-            except Exception as exc:  # noqa: BLE001
-                problems.append(s3_error_text(exc))
-        return "; ".join(dict.fromkeys(problems))
-
-    def s3_storage_class(self) -> Finding:
-        s3 = self.settings.s3
-        if not s3.enabled:
-            return Finding(Status.SKIP, "S3 not configured")
-        applied = (self.s3_head or {}).get("StorageClass") or ("STANDARD" if self.s3_head else None)
-        shown = f"{s3.storage_class} (the store reports {applied})" if applied else s3.storage_class
-        if s3.storage_class in ARCHIVE_CLASSES:
-            return Finding(Status.WARN, f"{shown} is an archive class: a restore from S3 waits for a retrieval "
-                           "(minutes to 48 h) before the download can start, far beyond a 4 h RTO",
-                           'set [s3] storage_class = "STANDARD_IA" (or GLACIER_IR for instant retrieval)')
-        if s3.storage_class in ("ONEZONE_IA", "REDUCED_REDUNDANCY"):
-            return Finding(Status.WARN, f"{shown} keeps fewer copies: an availability-zone loss can lose the backup",
-                           'set [s3] storage_class = "STANDARD_IA"')
-        return Finding(Status.PASS, f"{shown}: retrievable immediately")
-
-    def s3_encryption(self) -> Finding:
-        s3 = self.settings.s3
-        if not s3.enabled:
-            return Finding(Status.SKIP, "S3 not configured")
-        applied = (self.s3_head or {}).get("ServerSideEncryption")
-        if self.s3_head is None:
-            shown = f"s3.sse = {s3.sse}" if s3.sse else "s3.sse not set"
-            return Finding(Status.WARN, f"{shown}; not confirmed with the store (the S3 round trip failed)",
-                           "fix the S3 round trip first")
-        if s3.sse:
-            key = f" with key {s3.sse_kms_key_id}" if s3.sse_kms_key_id else ""
-            if not applied:
-                return Finding(Status.WARN, f"s3.sse = {s3.sse}{key} requested but the store did not confirm "
-                               "encryption on the test object", "check the store supports SSE, or encrypt the "
-                               "artifacts themselves (age)")
-            return Finding(Status.PASS, f"s3.sse = {s3.sse}{key}" + (f"; the store reports {applied}" if applied else ""))
-        if applied:
-            return Finding(Status.PASS, f"s3.sse not set; the bucket's default encryption applies ({applied})")
-        return Finding(Status.WARN, "s3.sse not set and the store reports no encryption on the test object: "
-                       "backups of the whole database may sit unencrypted at rest",
-                       'set [s3] sse = "AES256" (or "aws:kms" with sse_kms_key_id), or a bucket default encryption')
-
 CHECKS: list[tuple[str, str, Callable[[_Doctor], Finding]]] = [
     ("config", "Config file permissions", _Doctor.config),
     ("credentials", "Database credentials (.pgpass, PGPASSWORD)", _Doctor.credentials),
@@ -496,9 +374,9 @@ CHECKS: list[tuple[str, str, Callable[[_Doctor], Finding]]] = [
     ("backup_dir", "Backup directory permissions", _Doctor.backup_dir),
     ("free_space", "Free space in the backup directory", _Doctor.free_space),
     ("state_dir", "State file", _Doctor.state_dir),
-    ("s3_roundtrip", "S3 put, multipart, get, list and delete", _Doctor.s3_roundtrip),
-    ("s3_storage_class", "S3 storage class", _Doctor.s3_storage_class),
-    ("s3_encryption", "S3 server-side encryption", _Doctor.s3_encryption),
+    ("s3_roundtrip", "S3 put, multipart, get, list and delete", lambda d: d.s3.roundtrip()),
+    ("s3_storage_class", "S3 storage class", lambda d: d.s3.storage_class()),
+    ("s3_encryption", "S3 server-side encryption", lambda d: d.s3.encryption()),
     ("notify", "Alert channels", _Doctor.notify),
 ]
 
