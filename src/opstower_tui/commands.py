@@ -12,7 +12,7 @@ from functools import partial
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 # Bindings that are plumbing rather than operator actions.
-_HIDDEN = {"command_palette", "cursor", "page", "jump", "select"}
+_HIDDEN = {"command_palette", "cursor", "page", "jump", "select", "app.focus_previous", "app.focus_next"}
 
 
 class OpsCommands(Provider):

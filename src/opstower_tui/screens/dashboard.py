@@ -29,8 +29,8 @@ class DashboardScreen(OpsScreen):
         Binding("r", "restore_latest", "Restore", id="dashboard.restore"),
         Binding("2", "app.switch_mode('backups')", "Backups", id="dashboard.backups"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="dashboard.refresh"),
-        Binding("up", "app.focus_previous", "Previous database", show=False),
-        Binding("down", "app.focus_next", "Next database", show=False),
+        Binding("up", "app.focus_previous", "Previous database", show=False, id="dashboard.previous"),
+        Binding("down", "app.focus_next", "Next database", show=False, id="dashboard.next"),
     ]
 
     def __init__(self) -> None:

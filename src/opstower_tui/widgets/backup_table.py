@@ -98,13 +98,13 @@ class BackupTable(ScrollView, can_focus=True):
     """Rows of backups with a cursor; posts Highlighted / Selected."""
 
     BINDINGS: ClassVar = [
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("down,j", "cursor(1)", "Down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home,g", "jump(0)", "First", show=False),
-        Binding("end,G", "jump(-1)", "Last", show=False),
-        Binding("enter", "select", "Details", show=False),
+        Binding("up,k", "cursor(-1)", "Up", show=False, id="table.up"),
+        Binding("down,j", "cursor(1)", "Down", show=False, id="table.down"),
+        Binding("pageup", "page(-1)", "Page up", show=False, id="table.page_up"),
+        Binding("pagedown", "page(1)", "Page down", show=False, id="table.page_down"),
+        Binding("home,g", "jump(0)", "First", show=False, id="table.first"),
+        Binding("end,G", "jump(-1)", "Last", show=False, id="table.last"),
+        Binding("enter", "select", "Verify selected", show=False, id="table.select"),
     ]
     COMPONENT_CLASSES: ClassVar = {
         "backup-table--header", "backup-table--cursor", "backup-table--pass", "backup-table--fail",
