@@ -282,8 +282,8 @@ def test_read_only_offers_no_destructive_action(env):
         dashboard = app.screen
         keys = {b.binding.action for b in dashboard.active_bindings.values()}
         assert "verify_latest" in keys
-        assert not keys & {"backup_now", "restore_latest"}
-        await pilot.press("r", "b")
+        assert not keys & {"backup_now", "restore_latest", "drill"}
+        await pilot.press("r", "b", "D")
         assert app.screen is dashboard
         screen = await open_backups(pilot)
         keys = {b.binding.action for b in screen.active_bindings.values()}

@@ -10,8 +10,8 @@ from textual.worker import Worker, WorkerState
 if TYPE_CHECKING:
     from ..app import OpsTowerApp
 
-# Actions that change a database or take a backup: never offered in read-only mode.
-DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "discard", "start_restore"})
+# Actions that change a database, take a backup or run a drill: never offered in read-only mode.
+DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "discard", "start_restore", "drill"})
 
 
 def strip_destructive(screen: Screen, actions: frozenset[str] = DESTRUCTIVE_ACTIONS) -> None:

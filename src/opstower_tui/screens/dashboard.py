@@ -27,6 +27,7 @@ class DashboardScreen(OpsScreen):
         Binding("v", "verify_latest", "Verify", id="dashboard.verify"),
         Binding("t", "full_test_latest", "Full test", id="dashboard.full_test"),
         Binding("r", "restore_latest", "Restore", id="dashboard.restore"),
+        Binding("D", "drill", "Drill", id="dashboard.drill"),
         Binding("2", "app.switch_mode('backups')", "Backups", id="dashboard.backups"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="dashboard.refresh"),
         Binding("up", "app.focus_previous", "Previous database", show=False, id="dashboard.previous"),
@@ -126,6 +127,14 @@ class DashboardScreen(OpsScreen):
         entry = self._latest()
         if entry is not None:
             self.app.push_screen(RestoreScreen(entry))
+
+    def action_drill(self) -> None:
+        """The DR drill screen: resume an open drill or start one (drill databases, not the live one)."""
+        if self.ops.read_only:
+            return
+        from .drill import DrillScreen
+
+        self.app.push_screen(DrillScreen(self.ops.settings, None))
 
     def action_backup_now(self) -> None:
         if self.ops.read_only:
