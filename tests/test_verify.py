@@ -341,3 +341,17 @@ def test_cancel_is_honoured_and_leaves_no_scratch_database(env, pg, when):
     with admin_conn(pg) as conn:
         left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_verify\\_%'").fetchall()
     assert left == []
+
+
+def test_local_only_backup_skips_the_s3_check_but_a_lost_upload_fails(env):
+    settings, _custom, _plain, _ = env
+    local = run_backup(settings, options=BackupOptions(local_only=True))
+    meta = json.loads(local.path.with_name(local.name.meta_filename).read_text())
+    assert meta["s3_planned"] is False
+    result = verify(settings, local.path)
+    assert statuses(result)["s3"] == Status.SKIP and result.ok
+    assert "Local-only" in next(r.detail for r in result.results if r.step == "s3")
+    # A backup that was meant to reach S3 but is not there fails.
+    uploaded = run_backup(settings)
+    S3Store(settings.s3).delete(uploaded.s3_key)
+    assert statuses(verify(settings, uploaded.path))["s3"] == Status.FAIL

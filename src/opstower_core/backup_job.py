@@ -382,4 +382,6 @@ class BackupJob:
             "globals_dumped": globals_ok,
             "globals_note": None if globals_ok else globals_note,
             "tool": "opstower",
+            # False for --local-only and pre-restore copies: verification then expects no S3 copy.
+            "s3_planned": bool(self.settings.s3.enabled and not self.options.local_only and not self.options.pre_restore),
         }

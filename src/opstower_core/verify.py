@@ -227,6 +227,10 @@ class _Verifier:
         if not s3.enabled:
             self.check(7, Status.SKIP, "S3 not configured (no bucket): off-site copy not checked", t)
             return
+        if not e.s3_key and (e.meta or {}).get("s3_planned") is False:
+            # Taken with --local-only (or a pre-restore copy): no S3 copy was ever meant to exist.
+            self.check(7, Status.SKIP, "Local-only backup (no S3 upload was made for it): off-site copy not checked", t)
+            return
         key = e.s3_key or e.name.s3_key(s3.prefix)
         store = S3Store(s3)
         try:
