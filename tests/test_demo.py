@@ -55,8 +55,17 @@ def test_refuses_a_directory_that_is_not_a_demo(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "precious"
 
 
-def test_demo_first_run_then_reuse_then_cli(tmp_path_factory, monkeypatch):
+@pytest.fixture
+def demo_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("demo") / "opstower-demo"
+    yield directory
+    pg_dir = DemoEnvironment(directory).pg_directory()
+    if not pg_dir.is_relative_to(directory):
+        shutil.rmtree(pg_dir.parent, ignore_errors=True)  # the root case: the data lived under /var/tmp
+
+
+def test_demo_first_run_then_reuse_then_cli(demo_dir, monkeypatch):
+    directory = demo_dir
     monkeypatch.setenv("PGHOST", "/should/never/be/used")
     env = DemoEnvironment(directory)
     try:
@@ -91,7 +100,4 @@ def test_demo_first_run_then_reuse_then_cli(tmp_path_factory, monkeypatch):
     assert "Reusing the demo data" in proc.stderr
     assert (directory / MARKER).exists() and (directory / "config.toml").exists()
     assert not _processes_using(directory / "s3")
-    pg_dir = env.pg_directory()
-    assert not (pg_dir / "pgdata" / "postmaster.pid").exists()
-    if not pg_dir.is_relative_to(directory):
-        shutil.rmtree(pg_dir.parent, ignore_errors=True)  # the root case: data lived under /var/tmp
+    assert not (env.pg_directory() / "pgdata" / "postmaster.pid").exists()
