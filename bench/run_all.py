@@ -178,7 +178,9 @@ def bench_verify(ctx: dict) -> None:
     t, _ = best_of(n, lambda: run_timed(f"zstd -d -c {art} > /dev/null", env, shell=True))
     rows.append(Row("verify", "floor: zstd -d of the artifact to /dev/null", t, art.stat().st_size))
     t, rss = best_of(n, lambda: run_timed([OPSTOWER, "verify", str(art)], env))
-    rows.append(Row("verify", "opstower verify (checks 1-7) of the .dump.zst", t, art.stat().st_size, rss))
+    rows.append(Row("verify", "opstower verify (checks 1-7) of the .dump.zst, whole process", t, art.stat().st_size, rss))
+    engine = min(engine_verify_seconds(art, env) for _ in range(n))
+    rows.append(Row("verify", "verify() checks 1-7 in the engine (no interpreter start-up)", engine, art.stat().st_size))
     gz = out / "ref" / "bench.sql.gz"
     # The reference verify-backup.sh way: gzip -t, then zcat | grep for the header and SQL commands.
     ref_cmd = (f"gzip -t {gz} && zcat {gz} | head -n 20 | grep -q 'PostgreSQL database dump' "
@@ -188,6 +190,21 @@ def bench_verify(ctx: dict) -> None:
     plain_art = newest(out / "backups", "bench_*.sql.gz")
     t, _ = best_of(n, lambda: run_timed([OPSTOWER, "verify", str(plain_art)], env))
     rows.append(Row("verify", "opstower verify (checks 1-7) of the legacy .sql.gz", t, plain_art.stat().st_size))
+
+
+def engine_verify_seconds(art: Path, env: dict[str, str]) -> float:
+    """Seconds spent in verify() itself (checks 1-7), measured inside a fresh process."""
+    code = (
+        "import sys, time\n"
+        "from opstower_core.config import load_settings\n"
+        "from opstower_core.verify import verify\n"
+        "s = load_settings()\n"
+        "t = time.perf_counter(); r = verify(s, sys.argv[1], upto=7); t = time.perf_counter() - t\n"
+        "assert r.ok, [x.detail for x in r.failed]\n"
+        "print(t)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(art)], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def bench_restore(ctx: dict) -> None:
@@ -220,10 +237,10 @@ def bench_restore(ctx: dict) -> None:
         return
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     steps = summary.get("steps", [])
-    load = sum(s["seconds"] for s in steps if s.get("id") in ("drop_create", "restore"))
+    load = sum(s["seconds"] for s in steps if s.get("step") in ("drop_create", "restore"))
     rows.append(Row("restore", "opstower restore --target-db: steps 6-7 (create + restore)", load))
     for s in steps:
-        rows.append(Row("restore", f"  step: {s.get('title', s.get('id'))}", s["seconds"]))
+        rows.append(Row("restore", f"  step: {s.get('title', s.get('step'))}", s["seconds"]))
     rows.append(Row("restore", "opstower restore: whole plan", summary.get("total_seconds", 0.0)))
     with psycopg.connect(**pg.conninfo("postgres"), autocommit=True) as c:
         c.execute('DROP DATABASE IF EXISTS "bench_restored" WITH (FORCE)')

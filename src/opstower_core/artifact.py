@@ -14,6 +14,7 @@ Names follow the reference scripts: `<db>_<YYYYMMDD_HHMMSS>.<ext>` with a sideca
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -82,9 +83,9 @@ class ArtifactName:
     def kind(self) -> str:
         return "pre_restore" if self.pre_restore else "backup"
 
-    @property
+    @functools.cached_property
     def created(self) -> datetime:
-        """Local time from the name (the reference wrote names in local time)."""
+        """Local time from the name (the reference wrote names in local time); parsed once."""
         return datetime.strptime(self.timestamp, "%Y%m%d_%H%M%S").astimezone()
 
     @property

@@ -21,12 +21,9 @@ class OpsError(Exception):
 
     @property
     def sentence(self) -> str:
-        parts = [self.what.rstrip(".")]
-        if self.state:
-            parts.append(self.state.rstrip("."))
-        if self.next_step:
-            parts.append(self.next_step.rstrip("."))
-        return ". ".join(parts) + "."
+        # One sentence: "what failed; state things are in; what to do next."
+        parts = [p.strip().rstrip(".") for p in (self.what, self.state, self.next_step) if p and p.strip()]
+        return "; ".join(parts) + "."
 
 
 class UsageError(OpsError):

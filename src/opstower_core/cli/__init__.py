@@ -39,9 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _console_only(argv: Sequence[str]) -> argparse.Namespace | None:
+    """The global flags when no sub-command is given; None otherwise.
+
+    Opening the console must not pay for importing every command (psycopg, boto3, …):
+    the first screen has to paint within a second.
+    """
+    light = argparse.ArgumentParser(add_help=False)
+    light.add_argument("--config")
+    light.add_argument("--read-only", action="store_true")
+    args, rest = light.parse_known_args(argv)
+    return None if rest else args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # Not list(): importing the `list` sub-command binds that name in this package's namespace.
+    argv = [*(sys.argv[1:] if argv is None else argv)]
+    console = _console_only(argv)
+    if console is not None:
+        console.command = None
+        args = console
+    else:
+        args = build_parser().parse_args(argv)
     try:
         if args.command is None:
             from ..config import load_settings
