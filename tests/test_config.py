@@ -118,3 +118,14 @@ def test_cli_reports_a_bad_config_on_one_line(tmp_path: Path, capsys: pytest.Cap
     rc = main(["--config", str(tmp_path / "missing.toml"), "list"])
     out, err = capsys.readouterr()
     assert rc == 2 and err.startswith("ERROR:") and "does not exist" in err
+
+
+def test_the_readme_example_config_loads(tmp_path: Path) -> None:
+    """The configuration shown to users in the README is valid, section by section."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = tmp_path / "readme.toml"
+    cfg.write_text(example + '\n[keys]\n"backups.verify" = "V"\n')
+    s = load_settings(cfg, env={})
+    assert s.target("opstower").host == "db1.internal" and s.s3.bucket == "opstower-backups"
+    assert s.section("keys") == {"backups.verify": "V"}

@@ -173,6 +173,7 @@ def _str(key: str, value: Any) -> str:
 TOP_LEVEL_KEYS = {
     "backup_dir", "state_dir", "retention_days", "keep_last", "pre_restore_retention_days", "min_free_gb",
     "pg_bin", "default_target", "syslog", "s3", "objectives", "targets", "health", "notify", "encryption", "drills",
+    "keys",  # the console's key remapping
 }
 S3_KEYS = {
     "bucket", "prefix", "endpoint_url", "region", "storage_class", "multipart_concurrency", "part_size_mb", "sse",
