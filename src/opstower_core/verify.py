@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -142,9 +143,12 @@ class _Verifier:
                            {"size_bytes": self.size})
 
         self.r.cancel.check()
+        # The S3 look-up (client set-up, HEAD, tags) is network-bound: start it now so it
+        # overlaps the streaming checks 4-6 instead of following them.
+        s3_lookup = self._start_s3_lookup() if self.upto >= 7 else None
         self._single_pass(fatal)
         if self.upto >= 7:
-            self._s3_check()
+            self._s3_check(s3_lookup)
         if self.upto >= 8:
             if self.full_test:
                 self._full_restore()
@@ -220,21 +224,44 @@ class _Verifier:
         self.check(6, status, detail, t)
 
     # 7 ---------------------------------------------------------------------------------
-    def _s3_check(self) -> None:
+    def _s3_key(self) -> str | None:
+        """The key to look for, or None when no S3 copy is expected (then check 7 says why)."""
+        e = self.entry
+        if not self.settings.s3.enabled:
+            return None
+        if not e.s3_key and (e.meta or {}).get("s3_planned") is False:
+            return None
+        return e.s3_key or e.name.s3_key(self.settings.s3.prefix)
+
+    def _start_s3_lookup(self) -> Future | None:
+        key = self._s3_key()
+        if key is None:
+            return None
+
+        def lookup() -> tuple[dict | None, str | None]:
+            store = S3Store(self.settings.s3)
+            head = store.head(key)
+            return head, (store.remote_sha256(key, head) if head is not None else None)
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-check")
+        future = pool.submit(lookup)
+        pool.shutdown(wait=False)
+        return future
+
+    def _s3_check(self, lookup: Future | None) -> None:
         t = self.start(7)
         s3 = self.settings.s3
         e = self.entry
         if not s3.enabled:
             self.check(7, Status.SKIP, "S3 not configured (no bucket): off-site copy not checked", t)
             return
-        if not e.s3_key and (e.meta or {}).get("s3_planned") is False:
+        key = self._s3_key()
+        if key is None or lookup is None:
             # Taken with --local-only (or a pre-restore copy): no S3 copy was ever meant to exist.
             self.check(7, Status.SKIP, "Local-only backup (no S3 upload was made for it): off-site copy not checked", t)
             return
-        key = e.s3_key or e.name.s3_key(s3.prefix)
-        store = S3Store(s3)
         try:
-            head = store.head(key)
+            head, remote_sha = lookup.result()
         except OpsError as exc:
             self.check(7, Status.WARN, f"S3 not reachable, off-site copy not confirmed ({exc.what})", t)
             return
@@ -245,7 +272,6 @@ class _Verifier:
         if remote != self.size:
             self.check(7, Status.FAIL, f"S3 backup size differs: {remote:,} bytes in S3, {self.size:,} here", t)
             return
-        remote_sha = store.remote_sha256(key, head)
         local_sha = self.scan.sha256 if self.scan else (e.meta or {}).get("sha256")
         if remote_sha and local_sha and remote_sha != local_sha:
             self.check(7, Status.FAIL, f"S3 backup sha256 differs ({remote_sha[:12]}… in S3, {local_sha[:12]}… here)", t)
