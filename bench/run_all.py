@@ -2,7 +2,7 @@
 
 Runs on the embedded PostgreSQL 18 + SeaweedFS (bench/.work/), builds the benchmark
 database once (bench/benchdb.py), then times each contender as a separate process, the way
-an operator or cron runs it. Prints a markdown table and writes it to bench/results.md.
+an operator or cron runs it. Prints a markdown table and writes it to bench/.work/results.md.
 
     make bench            # or: .venv/bin/python bench/run_all.py [--rows N] [--only backup,verify,...]
 """
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_restore(ctx)
     text = render(rows, db_bytes, args.rows)
     print(text)
-    (HERE / "results.md").write_text(text)
+    (WORK / "results.md").write_text(text)  # the curated, committed tables live in bench/results.md
     return 0
 
 
@@ -168,7 +168,7 @@ def bench_encryption(ctx: dict) -> None:
     rows.append(Row("encryption", "opstower backup --local-only, unencrypted (same run)", plain_t))
     rows.append(Row("encryption", "opstower backup --local-only, age-encrypted", t,
                     newest(out / "backups", "bench_*.dump.zst.age").stat().st_size, rss,
-                    f"+{100 * (t / plain_t - 1):.0f}% vs unencrypted"))
+                    f"{100 * (t / plain_t - 1):+.0f}% vs unencrypted"))
     ctx["encrypted_key"] = key
 
 

@@ -96,11 +96,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings_toml(settings: Settings, path: Path, extra: str = "", mode: int = 0o600,
-                  bucket: str | None = None) -> Path:
-    """The same settings as a TOML file, for the CLI (`--config`)."""
+                  bucket: str | None = None, top: str = "") -> Path:
+    """The same settings as a TOML file, for the CLI (`--config`).
+
+    `top` holds more top-level keys; `extra` is appended after the tables (more tables).
+    """
     t = settings.target()
     lines = [f'backup_dir = "{settings.backup_dir}"', f'state_dir = "{settings.state_dir}"',
-             f'pg_bin = "{settings.pg_bin}"', "min_free_gb = 0", f'default_target = "{t.name}"']
+             f'pg_bin = "{settings.pg_bin}"', "min_free_gb = 0", f'default_target = "{t.name}"', top]
     if settings.s3.enabled:
         lines += ["[s3]", f'bucket = "{bucket or settings.s3.bucket}"', f'prefix = "{settings.s3.prefix}"',
                   f'endpoint_url = "{settings.s3.endpoint_url}"', 'region = "us-east-1"']

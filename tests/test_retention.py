@@ -228,3 +228,27 @@ def test_reference_pre_restore_copies_are_recognised_and_expire(make_settings):
     report = apply_retention(settings, "opstower")
     assert report.deleted == [f"pre_restore_{old}.sql.gz"]
     assert (settings.backup_dir / f"pre_restore_{new}.sql.gz").exists()
+
+
+def test_prune_command_applies_retention_without_a_backup(make_settings, s3, tmp_path, capsys) -> None:
+    from conftest import settings_toml
+
+    db = unique("ret_prune")
+    settings = make_settings(db, s3=s3)
+    store = S3Store(settings.s3)
+    local = [make_local(settings.backup_dir, db, days) for days in (1, 40, 50, 60, 70)]
+    remote = [put_s3(store, name_for(db, days)) for days in (1, 40, 50, 60, 70)]
+    cfg = settings_toml(settings, tmp_path / "c.toml", top="retention_days = 30\nkeep_last = 2")
+    before_local, before_s3 = files(settings.backup_dir), s3_keys(store)
+
+    assert main(["--config", str(cfg), "prune", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would delete: {local[-1].filename}" in out
+    assert files(settings.backup_dir) == before_local and s3_keys(store) == before_s3  # nothing gone
+
+    assert main(["--config", str(cfg), "prune"]) == 0
+    left = files(settings.backup_dir)
+    # Newest two good kept (1 and 40 days old); older than 30 days and beyond them deleted, here and in S3.
+    assert {local[0].filename, local[1].filename} <= left
+    assert not {n.filename for n in local[2:]} & left
+    assert set(remote[:2]) <= s3_keys(store) and not set(remote[2:]) & s3_keys(store)

@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import OpsError
 
 # Sub-command modules, in help order.
-COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "doctor", "schedule", "keygen")
+COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "doctor", "schedule", "prune", "keygen")
 
 
 def build_parser() -> argparse.ArgumentParser:
