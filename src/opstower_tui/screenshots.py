@@ -2,7 +2,7 @@
 
 Taken from the real app on the real demo (embedded PostgreSQL and S3, the demo's own
 directory): the dashboard, the backups list, a failed and a fully passed verification, the
-restore wizard from plan to the end, help and the command palette. The restore really
+restore wizard from plan to the end, help, the command palette and a DR drill. The restore really
 runs against the demo database; the old copy it keeps is discarded afterwards.
 """
 
@@ -99,6 +99,13 @@ def _scenarios(backups: list[str], database: str) -> list[tuple[str, Callable[[A
         await pilot.press(*"ver")
         await pilot.pause(0.5)
 
+    async def drill(pilot: Any) -> None:
+        await _dashboard(pilot)
+        await pilot.press("D")
+        await pilot.pause(0.5)
+        await pilot.press("ctrl+s")  # start the proposed drill (scenario, database, newest good backup)
+        await _wait(pilot, lambda: getattr(pilot.app.screen, "drill_id", None) is not None)
+
     return [
         ("dashboard", dashboard, False),
         ("dashboard-read-only", dashboard, True),
@@ -110,6 +117,7 @@ def _scenarios(backups: list[str], database: str) -> list[tuple[str, Callable[[A
         ("restore-done", restore_done, False),
         ("help", help_screen, False),
         ("command-palette", palette, False),
+        ("drill", drill, False),
     ]
 
 
@@ -124,8 +132,17 @@ async def take_all(settings: Any, backups: list[str], out: Path) -> list[Path]:
             written.append(Path(app.save_screenshot(f"{name}.svg", str(out))))
             if name == "restore-done":
                 await _discard_old(pilot)
+            if name == "drill":
+                _abort_drill(settings, pilot.app.screen.drill_id)
         print(f"  {out / (name + '.svg')}", file=sys.stderr)
     return written
+
+
+def _abort_drill(settings: Any, drill_id: int) -> None:
+    """Keep the demo tidy: the screenshot's drill must not wait there to be resumed."""
+    from opstower_core.drill import DrillRunner
+
+    DrillRunner.open(settings, drill_id).abort("screenshot only")
 
 
 async def _discard_old(pilot: Any) -> None:
