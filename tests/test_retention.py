@@ -252,3 +252,24 @@ def test_prune_command_applies_retention_without_a_backup(make_settings, s3, tmp
     assert {local[0].filename, local[1].filename} <= left
     assert not {n.filename for n in local[2:]} & left
     assert set(remote[:2]) <= s3_keys(store) and not set(remote[2:]) & s3_keys(store)
+
+
+def test_prune_with_s3_down_applies_local_retention_and_says_s3_was_untouched(make_settings, tmp_path, capsys,
+                                                                               monkeypatch):
+    from conftest import settings_toml
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # the live test store's endpoint would win
+    from opstower_core.config import S3Settings
+
+    db = unique("ret_s3down")
+    settings = make_settings(db).with_changes(
+        s3=S3Settings(bucket="opstower-backups", prefix="x/", endpoint_url="http://127.0.0.1:9", region="us-east-1"))
+    old = make_local(settings.backup_dir, db, 60)
+    make_local(settings.backup_dir, db, 1)
+    cfg = settings_toml(settings, tmp_path / "c.toml", top="retention_days = 30\nkeep_last = 1")
+    rc = main(["--config", str(cfg), "prune"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in out + err
+    assert f"deleted: {old.filename}" in out
+    assert err.startswith("ERROR: S3 retention failed") and "S3 was not touched" in err
+    assert old.filename not in files(settings.backup_dir)

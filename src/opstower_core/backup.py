@@ -110,6 +110,8 @@ def run_backup(
                 for line in report.lines:
                     reporter.log("retention", line)
                 out.detail = report.summary
+                if report.s3_error:
+                    out.status = Status.WARN  # the backup is good; only old S3 copies stayed
         result.seconds = time.monotonic() - t0
         status = "success" if result.ok else "failed"
         state.record("pre_restore" if options.pre_restore else "backup", target.dbname, status,

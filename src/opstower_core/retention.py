@@ -22,11 +22,14 @@ class RetentionReport:
     kept_for_safety: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     dry_run: bool = False
+    s3_error: str | None = None  # S3 retention could not run; local retention still did
 
     @property
     def summary(self) -> str:
         verb = "Would delete" if self.dry_run else "Deleted"
         text = f"{verb} {len(self.deleted)} old backup(s)"
+        if self.s3_error:
+            text += f"; S3 left untouched ({self.s3_error})"
         if self.kept_for_safety:
             text += f"; kept {len(self.kept_for_safety)} past retention as the newest good backups"
         return text
@@ -76,7 +79,13 @@ def apply_retention(settings: Settings, database: str, dry_run: bool = False, s3
     if local_count:
         report.lines.append(f"{'Would delete' if dry_run else 'Deleted'} {local_count} old local backup(s)")
     if s3 is not None:
-        _s3_retention(settings, database, s3, now, dry_run, report)
+        try:
+            _s3_retention(settings, database, s3, now, dry_run, report)
+        except Exception as exc:  # noqa: BLE001 - an S3 outage must not hide what was done locally
+            from .storage.s3 import s3_error_text
+
+            report.s3_error = f"S3 retention failed: {s3_error_text(exc)}"
+            report.lines.append(f"{report.s3_error}; local retention was applied, S3 was not")
     for fn in report.kept_for_safety:
         report.lines.append(f"Kept {fn} past retention: it is one of the newest good backups")
     return report

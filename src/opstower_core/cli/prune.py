@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import OpsError
 from ..retention import apply_retention
 from ..storage.s3 import S3Store
 from .common import add_json, add_target, settings_from
@@ -31,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
     report = apply_retention(settings, target.dbname, dry_run=args.dry_run, s3=s3)
     if args.json:
         print(json.dumps({"kind": "summary", "dry_run": args.dry_run, "deleted": report.deleted,
-                          "kept_for_safety": report.kept_for_safety}))
-        return 0
-    for line in report.lines:
-        print(line)
-    for name in report.deleted:
-        print(f"{'would delete' if args.dry_run else 'deleted'}: {name}")
-    print(report.summary)
+                          "kept_for_safety": report.kept_for_safety, "s3_error": report.s3_error}))
+    else:
+        for line in report.lines:
+            print(line)
+        for name in report.deleted:
+            print(f"{'would delete' if args.dry_run else 'deleted'}: {name}")
+        print(report.summary)
+    if report.s3_error:
+        raise OpsError(report.s3_error, f"local retention was applied ({len(report.deleted)} listed above); "
+                       "S3 was not touched", "fix S3 access (opstower doctor), then run prune again")
     return 0
