@@ -355,3 +355,27 @@ def test_local_only_backup_skips_the_s3_check_but_a_lost_upload_fails(env):
     uploaded = run_backup(settings)
     S3Store(settings.s3).delete(uploaded.s3_key)
     assert statuses(verify(settings, uploaded.path))["s3"] == Status.FAIL
+
+
+def test_reference_style_name_backup_sql_gz_verifies_by_its_extension(env, tmp_path):
+    """The reference's own examples call a backup `backup.sql.gz`: a good one must pass, not 'corrupt zstd'."""
+    settings, _custom, plain, _ = env
+    art = tmp_path / "backup.sql.gz"
+    shutil.copyfile(plain.path, art)
+    result = verify(settings, art, full_test=True)
+    st = statuses(result)
+    assert st["compression"] == Status.PASS and st["content"] == Status.PASS and st["full_restore"] == Status.PASS
+    assert st["s3"] == Status.SKIP and "cannot be located" in next(r.detail for r in result.results if r.step == "s3")
+    assert result.entry.filename == "backup.sql.gz"
+    odd = tmp_path / "mystery.bin"  # no extension at all: the first bytes decide
+    shutil.copyfile(plain.path, odd)
+    assert statuses(verify(settings, odd))["compression"] == Status.PASS
+
+
+def test_full_test_with_the_server_down_is_not_a_verdict_on_the_backup(env, tmp_path):
+    settings, custom, _plain, _ = env
+    down = settings.with_changes(targets={settings.default_target: Target(
+        settings.default_target, settings.default_target, host=str(tmp_path), port=5432, user="postgres")})
+    result = verify(down, custom.path, full_test=True)
+    st, detail = statuses(result)["full_restore"], result.results[-1].detail
+    assert st == Status.WARN and "not run" in detail and result.ok

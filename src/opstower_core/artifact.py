@@ -52,6 +52,11 @@ class ArtifactName:
     ext: str  # one of EXTENSIONS
     encrypted: bool = False
     pre_restore: bool = False
+    given: str | None = None  # a file name that does not follow the convention (e.g. "backup.sql.gz")
+
+    @property
+    def conventional(self) -> bool:
+        return self.given is None
 
     @property
     def format(self) -> str:
@@ -63,12 +68,16 @@ class ArtifactName:
 
     @property
     def stem(self) -> str:
+        if self.given is not None:
+            return self.database  # the given name without its extensions
         if not self.database:  # the reference's own pre-restore copies carry no database name
             return f"pre_restore_{self.timestamp}"
         return f"{'pre_restore_' if self.pre_restore else ''}{self.database}_{self.timestamp}"
 
     @property
     def filename(self) -> str:
+        if self.given is not None:
+            return self.given
         return f"{self.stem}.{self.ext}{'.age' if self.encrypted else ''}"
 
     @property
@@ -123,6 +132,39 @@ def parse_name(filename: str) -> ArtifactName | None:
     if not m:
         return None
     return ArtifactName(m["db"], m["ts"], m["ext"], bool(m["age"]), bool(m["pre"]))
+
+
+_MAGIC = ((b"age-encryption.org/v1", "dump.zst", True), (b"\x1f\x8b", "sql.gz", False),
+          (b"\x28\xb5\x2f\xfd", "dump.zst", False), (b"PGDMP", "dump", False))
+
+
+def name_for_path(path: Path) -> ArtifactName:
+    """ArtifactName for any file given by path, e.g. the reference's own `backup.sql.gz`.
+
+    A conventional name parses as usual. Otherwise the format comes from the extensions
+    (else the first bytes), the timestamp from the file's mtime, and the name is kept as given.
+    """
+    parsed = parse_name(path.name)
+    if parsed is not None:
+        return parsed
+    base, encrypted = (path.name[:-4], True) if path.name.endswith(".age") else (path.name, False)
+    ext = next((e for e in ("dump.zst", "sql.gz", "dump", "sql") if base.endswith("." + e)), None)
+    if ext is None:
+        ext = "dump.zst"
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(32)
+            ext, encrypted = next(((e, enc) for magic, e, enc in _MAGIC if head.startswith(magic)), (ext, encrypted))
+        except OSError:
+            pass  # missing or unreadable: the checks say so
+        stem = base
+    else:
+        stem = base[: -len(ext) - 1]
+    try:
+        stamp = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d_%H%M%S")
+    except OSError:
+        stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    return ArtifactName(stem or path.name, stamp, ext, encrypted, False, given=path.name)
 
 
 def read_metadata(path: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .artifact import ArtifactName, parse_name, read_metadata
+from .artifact import ArtifactName, name_for_path, parse_name, read_metadata
 from .config import Settings
 from .errors import OpsError
 from .state import StateStore
@@ -132,18 +132,13 @@ def _is_s3_ref(settings: Settings, ref: str) -> bool:
 def _path_entry(path: Path) -> CatalogEntry:
     """An entry for a file given by path; the checks say what is wrong with it, if anything."""
     real = path.resolve() if path.is_symlink() else path
-    name = parse_name(real.name)
-    problem = None
-    if name is None:
-        name = ArtifactName(real.name, "00000000_000000", "dump.zst")
-        problem = "name does not follow <db>_<YYYYMMDD_HHMMSS>.<ext>"
-    entry = CatalogEntry(name, 0, local_path=real, meta_problem=problem)
+    name = name_for_path(real)
+    entry = CatalogEntry(name, 0, local_path=real)
     try:
         entry.size = real.stat().st_size
     except OSError:
         pass
-    if problem is None:
-        entry.meta, entry.meta_problem = read_metadata(real.with_name(name.meta_filename))
+    entry.meta, entry.meta_problem = read_metadata(real.with_name(name.meta_filename))
     return entry
 
 

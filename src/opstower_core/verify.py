@@ -116,7 +116,7 @@ class _Verifier:
 
         t = self.start(2)
         if fatal:
-            self.check(2, Status.SKIP, "skipped: the file does not exist", t)
+            self.check(2, Status.SKIP, "skipped: check 1 failed", t)
         elif e.local_path is not None and not os.access(e.local_path, os.R_OK):
             self.check(2, Status.FAIL, f"Backup file is not readable by this user (mode {oct(e.local_path.stat().st_mode & 0o777)})", t)
             fatal = True
@@ -229,7 +229,7 @@ class _Verifier:
         e = self.entry
         if not self.settings.s3.enabled:
             return None
-        if not e.s3_key and (e.meta or {}).get("s3_planned") is False:
+        if not e.s3_key and ((e.meta or {}).get("s3_planned") is False or not e.name.conventional):
             return None
         return e.s3_key or e.name.s3_key(self.settings.s3.prefix)
 
@@ -254,6 +254,10 @@ class _Verifier:
         e = self.entry
         if not s3.enabled:
             self.check(7, Status.SKIP, "S3 not configured (no bucket): off-site copy not checked", t)
+            return
+        if not e.name.conventional and not e.s3_key:
+            self.check(7, Status.SKIP, f"{e.filename} does not follow the <db>_<YYYYMMDD_HHMMSS> naming: "
+                       "its S3 copy cannot be located", t)
             return
         key = self._s3_key()
         if key is None or lookup is None:
@@ -284,8 +288,11 @@ class _Verifier:
     def _full_restore(self) -> None:
         t = self.start(8)
         e = self.entry
-        if any(r.status == Status.FAIL for r in self.r.results):
-            self.check(8, Status.SKIP, "skipped: earlier checks failed", t)
+        # Only a damaged or unreadable artifact (checks 1-5) makes a test restore pointless;
+        # missing metadata or a missing S3 copy do not.
+        blocking = {"exists", "readable", "not_empty", "compression", "content"}
+        if any(r.status == Status.FAIL and r.step in blocking for r in self.r.results):
+            self.check(8, Status.SKIP, "skipped: the artifact itself failed an earlier check", t)
             return
         if e.name.encrypted:
             try:
@@ -295,30 +302,36 @@ class _Verifier:
                 return
         target = _target_for(self.settings, e.database)
         scratch = f"{e.database[:30]}_verify_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
-        created = False
-        conn = None
         try:
             conn = connect(target, dbname="postgres")
             self.r.log("full_restore", f"Creating test database: {scratch}")
             conn.execute(f"CREATE DATABASE {quote_ident(scratch)}")
-            created = True
+        except OpsError as exc:
+            # The server, not the backup, is the problem: no verdict on the artifact.
+            self.check(8, Status.WARN, f"Full restoration test not run: {exc.what}", t)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. no CREATEDB privilege
+            conn.close()
+            self.check(8, Status.WARN, f"Full restoration test not run: cannot create {scratch} ({exc})", t)
+            return
+        outcome: tuple[Status, str] | None = None
+        try:
             self.r.log("full_restore", "Restoring backup to test database...")
             restore_into(self.settings, target, e, scratch, self.r, "full_restore")
             self.r.log("full_restore", "Restoration to test database successful")
-            status, detail = _compare_restored(target, scratch, e.meta, self.r)
-            self.check(8, status, detail, t, {"scratch_db": scratch})
+            outcome = _compare_restored(target, scratch, e.meta, self.r)
         except Cancelled:
             self.check(8, Status.SKIP, "cancelled; the test database was dropped", t)
             raise
         except OpsError as exc:
-            self.check(8, Status.FAIL, f"Full restoration test failed: {exc.what}", t)
+            outcome = Status.FAIL, f"Full restoration test failed: {exc.what}"
         finally:
-            if created and conn is not None:
-                self.r.log("full_restore", "Cleaning up test database...")
-                with contextlib.suppress(Exception):
-                    conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)} WITH (FORCE)")
-            if conn is not None:
-                conn.close()
+            # Always dropped, and before the verdict is reported.
+            self.r.log("full_restore", "Cleaning up test database...")
+            with contextlib.suppress(Exception):
+                conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)} WITH (FORCE)")
+            conn.close()
+        self.check(8, outcome[0], outcome[1], t, {"scratch_db": scratch})
 
 
 def _target_for(settings: Settings, database: str) -> Target:
