@@ -138,3 +138,17 @@ def test_incident_report_of_a_real_restore(pg, make_settings, tmp_path):
     assert "❌ MISSED" in render_incident_report(result, rpo_minutes=0.001)
     with admin_conn(pg) as conn:
         conn.execute(f'DROP DATABASE "{target_db}" WITH (FORCE)')
+
+
+def test_a_failed_automated_phase_misses_the_rto_however_fast_it_failed(tmp_path):
+    """Nothing was recovered: a quick failure must not read as 'RTO met'."""
+    runner, clock = manual_drill(tmp_path)
+    d = runner.drill
+    d.phases[1].kind = "restore"
+    d.phases[1].status = "FAIL"
+    d.phases[1].started_at, d.phases[1].finished_at = T0, T0 + 5
+    d.phases[1].detail = "restore failed: cannot connect"
+    assert not d.rto_met() and d.verdict() == "failed"
+    md = render_drill_report(d, now=T0 + 10)
+    assert "❌ MISSED" in md.split("RTO (time to recover)")[1].splitlines()[0]
+    assert "within target" not in next(line for line in md.splitlines() if "| Fix |" in line)

@@ -210,6 +210,10 @@ class Drill:
         return max(0.0, self.started_at - self.backup_created)
 
     def rto_met(self, now: float | None = None) -> bool:
+        """Recovered within the target. A failed automated phase means nothing was recovered:
+        the RTO is missed however quickly that failure came."""
+        if any(p.status == "FAIL" and p.kind != "manual" for p in self.phases):
+            return False
         return self.rto_seconds(now) <= self.rto_seconds_target
 
     @property

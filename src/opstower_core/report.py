@@ -64,6 +64,8 @@ def phase_status(drill: Drill, p: PhaseRun, now: float | None = None) -> tuple[s
         spent = drill.phase_seconds(p, now)
         if spent is not None and spent > p.target_seconds:
             note = f"OVER BUDGET by {duration(spent - p.target_seconds)}"
+        elif spent is not None and p.status == "FAIL":
+            note = p.detail or "failed"
         elif spent is not None and p.status != "pending":
             note = "within target"
         else:
