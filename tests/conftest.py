@@ -93,6 +93,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("BACKUP_DIR", "BACKUP_RETENTION_DAYS", "S3_BUCKET", "S3_PREFIX", "OPSTOWER_PG_BIN",
                 "OPSTOWER_STATE_DIR", "OPSTOWER_CONFIG", "PGDATABASE"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent/opstower-tests")  # no ~/.config/opstower either
 
 
 def settings_toml(settings: Settings, path: Path, extra: str = "", mode: int = 0o600,

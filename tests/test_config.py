@@ -58,7 +58,7 @@ def test_environment_wins_over_toml(tmp_path: Path) -> None:
 
 
 def test_defaults_without_a_file(tmp_path: Path) -> None:
-    s = load_settings(None, env={"OPSTOWER_CONFIG": str(tmp_path / "absent.toml"), "PGDATABASE": "shop"})
+    s = load_settings(None, env={"XDG_CONFIG_HOME": str(tmp_path / "empty"), "PGDATABASE": "shop"})
     assert s.retention_days == 30 and s.keep_last == 3 and s.pre_restore_retention_days == 7
     assert s.s3.enabled is False and s.s3.storage_class == "STANDARD_IA"
     assert s.target().dbname == "shop"
@@ -129,3 +129,10 @@ def test_the_readme_example_config_loads(tmp_path: Path) -> None:
     s = load_settings(cfg, env={})
     assert s.target("opstower").host == "db1.internal" and s.s3.bucket == "opstower-backups"
     assert s.section("keys") == {"backups.verify": "V"}
+
+
+def test_a_named_config_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    """OPSTOWER_CONFIG with a typo in a cron line must not run on defaults."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env={"OPSTOWER_CONFIG": str(tmp_path / "absent.toml")})
+    assert "absent.toml" in err.value.sentence and "does not exist" in err.value.sentence

@@ -265,7 +265,7 @@ def test_directory_unreadable_and_missing_paths(env, tmp_path):
             import sys
 
             env_vars = dict(os.environ, BACKUP_DIR=str(tmp_path), OPSTOWER_STATE_DIR=str(tmp_path / "state"),
-                            OPSTOWER_CONFIG=str(tmp_path / "none.toml"))
+                            XDG_CONFIG_HOME=str(tmp_path / "no-config"))
             proc = subprocess.run(
                 ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m",
                  "opstower_core", "verify", str(art)],

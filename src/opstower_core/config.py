@@ -223,7 +223,8 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
             raise ConfigError(f"Config file {cfg_path} is not valid TOML ({exc})", "nothing was run", "fix the file") from None
         except OSError as exc:
             raise ConfigError(f"Config file {cfg_path} cannot be read ({exc.strerror})", "nothing was run", "check its permissions") from None
-    elif path:
+    elif path or env.get("OPSTOWER_CONFIG"):
+        # Named explicitly (flag or OPSTOWER_CONFIG): a typo must not silently fall back to defaults.
         raise ConfigError(f"Config file {cfg_path} does not exist", "nothing was run", "check the path or OPSTOWER_CONFIG")
 
     for key in raw:
