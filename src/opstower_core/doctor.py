@@ -120,8 +120,10 @@ class _Doctor:
         elif explicit:
             problems.append(f"password file {passfile} (passfile / PGPASSFILE) does not exist")
             fixes.append(f"create {passfile} with lines host:port:database:user:password and chmod 600")
-        else:
+        elif not os.environ.get("PGPASSWORD"):
             notes.append("no password file and no PGPASSWORD (fine for peer, trust or certificate authentication)")
+        else:
+            notes.append("no password file")
         if problems:
             return Finding(Status.WARN, "; ".join(problems + notes), "; ".join(fixes))
         return Finding(Status.PASS, "; ".join(notes))
