@@ -84,7 +84,7 @@ def test_no_terminal_and_no_force_refuses_in_one_line(live, cfg, capsys, monkeyp
     assert out.out == "" and live.now() == live.damaged
 
 
-def test_plan_json_then_forced_json_run(live, cfg, capsys):
+def test_plan_json_then_forced_json_run(live, cfg, capsys, monkeypatch):
     assert main(["--config", cfg, "restore", str(live.backup.path), "--plan", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["kind"] == "plan" and plan["mode"] == "swap" and plan["rto_minutes"] == 30
@@ -103,9 +103,17 @@ def test_plan_json_then_forced_json_run(live, cfg, capsys):
     old = summary["old_database"]
     assert main(["--config", cfg, "restore", "--list-old"]) == 0
     assert old in capsys.readouterr().out
+    # Dropping the way back is confirmed like a restore: refused without a terminal, wrong name keeps it.
+    assert main(["--config", cfg, "restore", "--discard-old", old]) == 1
+    assert old in databases(live.pg, live.db)
+    monkeypatch.setattr("sys.stdin", FakeTerminal("nope\n"))
+    assert main(["--config", cfg, "restore", "--discard-old", old]) == 1
+    assert old in databases(live.pg, live.db)
+    monkeypatch.setattr("sys.stdin", FakeTerminal(old + "\n"))
     assert main(["--config", cfg, "restore", "--discard-old", old]) == 0
     assert old not in databases(live.pg, live.db)
-    assert main(["--config", cfg, "restore", "--discard-old", live.db]) == 2  # never a live database
+    assert main(["--config", cfg, "restore", "--discard-old", live.db, "--force"]) == 2  # never a live database
+    assert main(["--config", cfg, "restore", str(live.backup.path), "--force", "--target-db", "template1"]) == 2
 
 
 def test_report_writes_an_incident_report(live, cfg, tmp_path, capsys):

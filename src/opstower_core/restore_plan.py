@@ -77,6 +77,9 @@ def _stamp() -> str:
     return datetime.now().strftime("%Y%m%d_%H%M%S")
 
 
+PROTECTED_DATABASES = {"template0", "template1", "postgres"}
+
+
 def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: str | None = None,
                  options: RestoreOptions | None = None) -> RestorePlan:
     """Everything a restore will do, step by step, with the exact commands; changes nothing.
@@ -126,6 +129,10 @@ def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: 
     dest = safe_destination(settings.backup_dir, key) if key else None
     meta = entry.meta or {}
 
+    if (o.target_db or target.dbname) in PROTECTED_DATABASES:
+        raise UsageError(f"Refusing to restore into {o.target_db or target.dbname}: it is a PostgreSQL system database "
+                       "(every CREATE DATABASE copies template1; postgres is the maintenance database)",
+                       "nothing was changed", "choose another --target-db")
     with admin(target, o.target_db or target.dbname) as conn:
         info = server_info(conn)
         tools = select_tools(settings, info.major)

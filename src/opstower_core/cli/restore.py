@@ -90,6 +90,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.discard_old:
+        if not args.force:
+            # The kept database is the only way back after a swap: as deliberate as a restore.
+            if not sys.stdin.isatty():
+                raise OpsError(f"Refusing to drop {args.discard_old} without a typed confirmation: no terminal to ask on",
+                               "nothing was dropped", "run it on a terminal or add --force")
+            print(f"This DROPS {args.discard_old}, the copy kept to go back to. Type its name to continue: ",
+                  end="", flush=True)
+            if sys.stdin.readline().strip() != args.discard_old:
+                raise OpsError("The name typed did not match", f"{args.discard_old} was not dropped", "")
         discard_old(settings, args.discard_old, args.database)
         _emit(args, {"ok": True, "discarded": args.discard_old}, f"Dropped {args.discard_old}.")
         return 0
