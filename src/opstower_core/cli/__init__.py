@@ -55,13 +55,13 @@ def _console_only(argv: Sequence[str]) -> argparse.Namespace | None:
 def main(argv: Sequence[str] | None = None) -> int:
     # Not list(): importing the `list` sub-command binds that name in this package's namespace.
     argv = [*(sys.argv[1:] if argv is None else argv)]
-    console = _console_only(argv)
-    if console is not None:
-        console.command = None
-        args = console
-    else:
-        args = build_parser().parse_args(argv)
     try:
+        console = _console_only(argv)
+        if console is not None:
+            console.command = None
+            args = console
+        else:
+            args = build_parser().parse_args(argv)  # a Ctrl-C while importing lands below too
         if args.command is None:
             from ..config import load_settings
 
