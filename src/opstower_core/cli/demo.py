@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import warnings
 
     from ..demo import DemoEnvironment, default_demo_dir
+    from ..embedded import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 
     # pgserver asks platformdirs for a runtime dir; its fallback warning is noise here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -70,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             say("Reusing the demo data from an earlier run")
         settings = env.settings()
+        # How to drive the same demo from another shell (loopback-only demo keys, not secrets).
+        say("CLI against this demo while it runs: export OPSTOWER_CONFIG="
+            f"{env.config_path} AWS_ACCESS_KEY_ID={DEMO_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={DEMO_SECRET_KEY}")
         if args.no_console:
             _print_backups(settings)
             return 0
