@@ -122,6 +122,14 @@ def describe_target(target: Target) -> str:
     return f"database {target.dbname!r} on {target.display_host}:{target.display_port}"
 
 
+def target_source(target: Target) -> str:
+    """Where the connection settings come from, for error messages."""
+    own = [k for k in ("host", "port", "user") if getattr(target, k) is not None]
+    if own:
+        return f"[targets.{target.name}] sets {', '.join(own)}; PG* variables fill the rest"
+    return "PGHOST/PGPORT/PGUSER/.pgpass"
+
+
 def connect(target: Target, dbname: str | None = None, autocommit: bool = True, **kw: Any) -> psycopg.Connection:
     """Connect with libpq settings (never a password in our code); errors become one sentence."""
     info = target.conninfo(dbname)
@@ -135,7 +143,8 @@ def connect(target: Target, dbname: str | None = None, autocommit: bool = True, 
         raise OpsError(
             f"Cannot connect to database {info['dbname']!r} on {target.display_host}:{target.display_port} ({reason})",
             "nothing was changed",
-            "check that the server is up and PGHOST/PGPORT/PGUSER/.pgpass are right (opstower doctor)",
+            f"check that the server is up and the connection settings are right ({target_source(target)}; "
+            "opstower doctor)",
         ) from None
 
 
