@@ -18,6 +18,11 @@ def _word(word: str) -> Text:
     return Text(word.ljust(4), style=STATUS_STYLE.get(word, ""))
 
 
+def _line(text: str, style: str = "") -> Text:
+    """One line, cut with an ellipsis when the card is narrow (80 columns over SSH)."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
 def _run_word(status: str) -> str:
     return {"success": "PASS", "failed": "FAIL", "cancelled": "SKIP"}.get(status, status.upper())
 
@@ -48,34 +53,36 @@ class DbCard(Vertical, can_focus=True):
         grid = Table.grid(padding=(0, 1))
         grid.add_column(width=12, no_wrap=True, style="bold")
         grid.add_column(width=4, no_wrap=True)
-        grid.add_column(no_wrap=True, overflow="ellipsis")
+        # Wrappable for Rich's layout, so a long line shrinks this column and never the labels or
+        # the status words; each cell is then cut to one line with an ellipsis (_line).
+        grid.add_column(overflow="ellipsis")
         latest = status.latest
         age = latest.age_seconds(now) if latest is not None else None
         level, note = age_level(age, status.rpo_minutes, warn_hours, crit_hours)
         if latest is None:
-            grid.add_row("Last backup", _word(level), "no backup yet" + ("" if read_only else ": press b to take one"))
+            grid.add_row("Last backup", _word(level), _line("no backup yet" + ("" if read_only else ": press b to take one")))
         else:
-            grid.add_row("Last backup", _word(level), f"{duration(age)} ago, {note}")
-            grid.add_row("", "", Text(f"{latest.filename} ({latest.where}, {size(latest.size)})", style="dim"))
+            grid.add_row("Last backup", _word(level), _line(f"{duration(age)} ago, {note}"))
+            grid.add_row("", "", _line(f"{latest.filename} ({latest.where}, {size(latest.size)})", style="dim"))
         run = status.last_backup_run
         if run is not None and run.status != "success":
-            grid.add_row("", _word("FAIL"), f"last run {duration(now.timestamp() - run.started_at)} ago: "
-                                             f"{run.error or run.status}")
+            error = (run.error or run.status).replace("KeyboardInterrupt: ", "interrupted").rstrip(": ")
+            grid.add_row("", _word("FAIL"), _line(f"last run {duration(now.timestamp() - run.started_at)} ago: {error}"))
         verify = status.last_verify
         if verify is None:
-            grid.add_row("Verified", _word("-"), "never: press v to verify the newest backup")
+            grid.add_row("Verified", _word("-"), _line("never: press v to verify the newest backup"))
         else:
             ago = duration(now.timestamp() - (verify.finished_at or verify.started_at))
-            grid.add_row("Verified", _word(verify.status), f"{ago} ago, {verify.artifact}")
+            grid.add_row("Verified", _word(verify.status), _line(f"{ago} ago, {verify.artifact}"))
         drill = status.last_drill
         if drill is None:
-            grid.add_row("Last drill", _word("-"), "none yet")
+            grid.add_row("Last drill", _word("-"), _line("none yet"))
         else:
             ago = duration(now.timestamp() - (drill.finished_at or drill.started_at))
             d = drill.details
             scenario = d.get("scenario_name") or d.get("scenario") or "drill"
             rto = "" if "rto_met" not in d else f", RTO {'met' if d['rto_met'] else 'missed'}"
-            grid.add_row("Last drill", _word(_run_word(drill.status)), f"{ago} ago, {scenario}{rto}")
+            grid.add_row("Last drill", _word(_run_word(drill.status)), _line(f"{ago} ago, {scenario}{rto}"))
         self.query_one(".card-info", Static).update(grid)
         sizes = [s for _ts, s in status.sizes]
         spark = self.query_one(Sparkline)
