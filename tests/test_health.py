@@ -313,3 +313,12 @@ def test_s3_stopped_is_a_warning(pg, private_s3, tmp_path, capsys) -> None:
     assert checks["s3_upload"].state == HealthState.WARNING
     assert "last upload failed" in checks["s3_upload"].detail
     assert checks["backup_age"].state == HealthState.OK
+
+
+def test_an_empty_backup_directory_is_critical(pg, tmp_path, capsys) -> None:
+    """The backups never ran: that must page, not read as 'unknown'."""
+    settings = make(pg, tmp_path)
+    settings.backup_dir.mkdir(parents=True)
+    config = settings_toml(settings, tmp_path / "c.toml")
+    code, lines = cli_health(config, capsys)
+    assert code == 2 and lines[0].startswith("CRITICAL: ") and "no backup" in lines[0]

@@ -110,7 +110,10 @@ def check_backup_age(settings: Settings, db: str, entries: list[CatalogEntry], r
             if catalog.s3_error:
                 why.append(catalog.s3_error)
             why.append(state_problem or "no successful backup in the state file")
-            return HealthCheck("backup_age", db, HealthState.UNKNOWN,
+            # An existing, readable backup directory with nothing in it is a missing backup: page.
+            # No directory at all is more likely a wrong config: say UNKNOWN.
+            looked = settings.backup_dir.is_dir() and not catalog.s3_error
+            return HealthCheck("backup_age", db, HealthState.CRITICAL if looked else HealthState.UNKNOWN,
                                f"has no backup that can be found ({'; '.join(why)}): run `opstower backup`",
                                essential=True)
         taken = ok_runs[0].started_at  # like an artifact name: when the backup started
