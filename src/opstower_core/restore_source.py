@@ -60,8 +60,9 @@ class SourceSteps:
         if blocking:
             f = blocking[0]
             hint = ""
-            if self.entry.local_path is not None and (self.entry.s3_key or self.settings.s3.enabled):
-                hint = " (or add --from-s3 to restore the S3 copy)"
+            s3_copy_ok = any(r.step == "s3" and r.status == Status.PASS for r in res.results)
+            if self.entry.local_path is not None and s3_copy_ok:
+                hint = " (or add --from-s3 to restore the S3 copy, which checked out)"
             raise OpsError(f"Backup verification failed: {f.title}: {f.detail}", "nothing was changed",
                            f"pick another backup (`opstower list`){hint}")
         counts = {s: sum(1 for x in res.results if x.status == s) for s in Status}

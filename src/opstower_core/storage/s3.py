@@ -83,7 +83,7 @@ class S3Store:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:  # noqa: BLE001 - any failure means unreachable
             raise self._fail(f"S3 bucket {self.bucket} is not reachable", exc, "nothing was changed",
-                             "check AWS credentials, AWS_ENDPOINT_URL and the bucket, or use --local-only") from None
+                             "check AWS credentials, AWS_ENDPOINT_URL and the bucket (opstower doctor)") from None
 
     def extra_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"StorageClass": self.settings.storage_class}
