@@ -156,5 +156,9 @@ def resolve(settings: Settings, ref: str, state: StateStore | None = None) -> Ca
         elif ref in (e.filename, e.name.stem) or key == e.s3_key:
             return e
     hint = f" ({catalog.s3_error})" if catalog.s3_error else ""
+    if ref == "latest":
+        raise OpsError(f"No backup of {settings.target().dbname} in {settings.backup_dir}"
+                       + (" or S3" if settings.s3.enabled else "") + hint,
+                       "nothing was changed", "take one with `opstower backup`")
     raise OpsError(f"No backup named {ref!r} in the catalog{hint}", "nothing was changed",
                    "run `opstower list` to see the backups")

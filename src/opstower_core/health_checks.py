@@ -199,6 +199,10 @@ def check_s3_upload(settings: Settings, db: str, entries: list[CatalogEntry], ru
         else:
             problems.append(f"last upload failed {when} ago: {(last.error or 'no reason recorded').rstrip('.')}")
     if listed and entries and not catalog.s3_error and entries[0].s3_key is None:
+        if (entries[0].meta or {}).get("s3_planned") is False and not problems:
+            return HealthCheck("s3_upload", db, HealthState.WARNING,
+                               f"latest backup {entries[0].filename} was taken --local-only: no off-site copy; "
+                               "run `opstower backup` without --local-only")
         problems.append(f"latest backup {entries[0].filename} has no S3 copy")
     if problems:
         return HealthCheck("s3_upload", db, HealthState.WARNING,

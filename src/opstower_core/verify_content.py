@@ -98,8 +98,8 @@ def content_verdict(scan: ScanResult, probe: ContentProbe, fmt: str) -> tuple[St
     """Check 5: (status, detail, tables in the dump, or None when the dump is not valid)."""
     if scan.error and len(scan.head) < len(b"PGDMP") + 1:
         # Nothing of the dump could be decoded: say why, not that its header is wrong.
-        return Status.FAIL, (f"Dump content unreadable: decoding failed at byte {scan.error_offset or 0:,} "
-                             "before any of the dump could be read"), None
+        return Status.FAIL, ("Dump content not checked: the artifact could not be decompressed "
+                             "(see the compression check)"), None
     problem = header_problem(scan.head, fmt)
     if problem:
         return Status.FAIL, f"Invalid PostgreSQL dump: {problem}", None
