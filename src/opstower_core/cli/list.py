@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 
 import humanize
@@ -38,11 +39,33 @@ def run(args: argparse.Namespace) -> int:
             e.name.format + (" +age" if e.name.encrypted else ""), e.where, e.verified or "-",
             e.meta_problem or ("ok" if e.meta else "-"),
         ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for r in _fit(rows, shutil.get_terminal_size().columns if sys.stdout.isatty() else 0):
+        print(r)
     if not catalog.entries:
         print(f"No backups in {settings.backup_dir}" + (" or S3" if catalog.s3_enabled else ""))
     if catalog.s3_error:
         print(f"WARN: {catalog.s3_error}; only local backups are shown", file=sys.stderr)
     return 0
+
+
+def _fit(rows: list[tuple[str, ...]], columns: int) -> list[str]:
+    """Aligned lines; on a narrow terminal (80 columns over SSH) the DATABASE and FORMAT columns
+    go (the name carries both), then METADATA notes are shortened. Piped output is never cut."""
+    def lay(table: list[tuple[str, ...]]) -> list[str]:
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+
+    lines = lay(rows)
+    if not columns or max(map(len, lines)) <= columns:
+        return lines
+    rows = [r[:1] + r[2:] for r in rows]
+    lines = lay(rows)
+    if max(map(len, lines)) > columns:
+        rows = [r[:3] + r[4:] for r in rows]  # FORMAT too: the name's extension says it
+        lines = lay(rows)
+    over = max(map(len, lines)) - columns
+    if over > 0:
+        keep = max(len("METADATA"), max(len(r[-1]) for r in rows) - over)
+        rows = [r[:-1] + (r[-1] if len(r[-1]) <= keep else r[-1][: keep - 1] + "…",) for r in rows]
+        lines = lay(rows)
+    return lines
