@@ -162,3 +162,15 @@ def test_list_pages_through_more_than_a_thousand_s3_objects(make_settings, s3, t
     assert len(rows) == 1005 and {r["s3_key"] for r in rows} == set(keys)
     assert all(r["where"] == "s3" for r in rows)
     assert not os.path.exists(settings.backup_dir) or not any(settings.backup_dir.iterdir())
+
+
+def test_list_fits_80_columns_on_a_terminal_but_never_cuts_piped_output() -> None:
+    from opstower_core.cli.list import _fit
+
+    rows = [("NAME", "DATABASE", "AGE", "SIZE", "FORMAT", "WHERE", "VERIFIED", "METADATA"),
+            ("opstower_20261126_110634.dump.zst", "opstower", "2 hours", "223.1 KiB", "custom", "both", "PASS",
+             "metadata is not valid JSON (line 1: Expecting value)")]
+    narrow = _fit(rows, 80)
+    assert all(len(line) <= 80 for line in narrow) and "PASS" in narrow[1] and "2 hours" in narrow[1]
+    piped = _fit(rows, 0)
+    assert "opstower  " in piped[1] and piped[1].endswith("(line 1: Expecting value)")
