@@ -120,7 +120,12 @@ def run(args: argparse.Namespace) -> int:
         from_s3=args.from_s3, force=args.force, target_db=args.target_db, in_place=args.in_place,
         tables=args.tables.split(",") if args.tables else None, jobs=args.jobs, create_roles=args.create_roles,
     )
-    plan = plan_restore(settings, args.artifact, args.database, options)
+    try:
+        plan = plan_restore(settings, args.artifact, args.database, options)
+    except OpsError as exc:
+        if args.json:
+            _emit(args, {"ok": False, "error": exc.sentence}, "")
+        raise
     if args.plan:
         if args.json:
             print(json.dumps({"kind": "plan", **plan.as_dict()}, default=str))

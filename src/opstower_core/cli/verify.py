@@ -47,4 +47,7 @@ def run(args: argparse.Namespace) -> int:
         verdict = "VERIFICATION PASSED" if result.ok else "VERIFICATION FAILED"
         print(f"{verdict}: {counts[Status.PASS]} passed, {counts[Status.FAIL]} failed, {counts[Status.WARN]} warnings, "
               f"{counts[Status.SKIP]} skipped ({result.seconds:.1f} s) - {result.entry.filename}")
+        if not result.ok:
+            print("Do not rely on this backup: restore another one (`opstower list`) and take a new backup "
+                  "(`opstower backup`).")
     return 0 if result.ok else 1
