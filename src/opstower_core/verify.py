@@ -30,20 +30,11 @@ from .scan import ScanResult, scan_stream
 from .state import StateStore
 from .storage.s3 import S3Store
 from .verify_content import PLAIN_KEYWORDS, ContentProbe, content_verdict, metadata_verdict, pick_tools
+from .verify_steps import CHECKS
 
 # The public API, with PLAIN_KEYWORDS (moved to verify_content) re-exported.
 __all__ = ["CHECKS", "PLAIN_KEYWORDS", "VerifyResult", "verify"]
 
-CHECKS = [
-    ("exists", "Checking file existence"),
-    ("readable", "Checking file readability"),
-    ("not_empty", "Checking file is not empty"),
-    ("compression", "Testing compression integrity"),
-    ("content", "Verifying PostgreSQL dump content"),
-    ("metadata", "Checking metadata file"),
-    ("s3", "Verifying S3 backup"),
-    ("full_restore", "Full restoration test"),
-]
 
 
 @dataclass

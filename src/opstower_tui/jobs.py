@@ -9,20 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from opstower_core.verify_steps import CHECKS
+
 from .formatting import size
 
-# Titles of the eight checks, for drawing the list before the engine is imported.
-# They mirror opstower_core.verify.CHECKS (test_tui checks that they stay equal).
-VERIFY_CHECKS = [
-    ("exists", "Checking file existence"),
-    ("readable", "Checking file readability"),
-    ("not_empty", "Checking file is not empty"),
-    ("compression", "Testing compression integrity"),
-    ("content", "Verifying PostgreSQL dump content"),
-    ("metadata", "Checking metadata file"),
-    ("s3", "Verifying S3 backup"),
-    ("full_restore", "Full restoration test"),
-]
+# The eight checks' titles, from a module light enough to import before the engine.
+VERIFY_CHECKS = CHECKS
 
 
 def verify_job(settings: Any, entry: Any, full_test: bool) -> Callable[[Callable[[Any], None], Any], Any]:
