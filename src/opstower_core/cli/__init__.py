@@ -39,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse; an unknown option is reported with the usage of its own sub-command."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        owner = subparsers.choices.get(args.command or "", parser)
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def _console_only(argv: Sequence[str]) -> argparse.Namespace | None:
     """The global flags when no sub-command is given; None otherwise.
 
@@ -61,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.command = None
             args = console
         else:
-            args = build_parser().parse_args(argv)  # a Ctrl-C while importing lands below too
+            args = _parse(argv)  # a Ctrl-C while importing lands below too
         if args.command is None:
             from ..config import load_settings
 
