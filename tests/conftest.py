@@ -113,3 +113,21 @@ def settings_toml(settings: Settings, path: Path, extra: str = "", mode: int = 0
     path.write_text("\n".join(lines) + "\n" + extra)
     path.chmod(mode)
     return path
+
+
+# -- restore tests (test_restore*.py): a source database per module, a damaged "live" copy per test --
+
+
+@pytest.fixture(scope="module")
+def source(pg, tmp_path_factory: pytest.TempPathFactory):
+    from test_restore_support import Source  # imported here: it imports this module itself
+
+    return Source(pg, tmp_path_factory.mktemp("restore_source"))
+
+
+@pytest.fixture
+def live(pg, make_settings, source):
+    """A live database, a custom-format backup of it, then damage (see test_restore_support)."""
+    from test_restore_support import make_live
+
+    return make_live(pg, make_settings, source=source)

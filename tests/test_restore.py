@@ -25,7 +25,6 @@ from opstower_core.restore import (
 from opstower_core.state import StateStore
 from test_restore_support import (
     SCHEMA,
-    Source,
     allows_connections,
     client_sessions,
     contents,
@@ -35,18 +34,6 @@ from test_restore_support import (
     schema_sql,
     write_artifact,
 )
-
-
-@pytest.fixture(scope="module")
-def source(pg, tmp_path_factory):
-    return Source(pg, tmp_path_factory.mktemp("restore_source"))
-
-
-@pytest.fixture
-def live(pg, make_settings, source):
-    """A live database, a custom-format backup of it, then damage (see test_restore_support)."""
-    return make_live(pg, make_settings, source=source)
-
 
 SWAP_ORDER = ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "verify_restored",
               "analyze", "vacuum", "reindex", "terminate", "swap"]

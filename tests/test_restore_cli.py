@@ -9,7 +9,7 @@ import json
 import pytest
 
 from opstower_core.cli import main
-from test_restore_support import Source, databases, make_live
+from test_restore_support import databases
 
 
 class FakeTerminal(io.StringIO):
@@ -17,16 +17,6 @@ class FakeTerminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
-
-
-@pytest.fixture(scope="module")
-def source(pg, tmp_path_factory):
-    return Source(pg, tmp_path_factory.mktemp("restore_cli_source"))
-
-
-@pytest.fixture
-def live(pg, make_settings, source):
-    return make_live(pg, make_settings, source=source)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from opstower_core.events import CancelToken, Status, StepLog, StepStarted
 from opstower_core.restore import RestoreOptions, plan_restore, run_restore
 from opstower_core.state import StateStore
 from test_restore_support import (
-    Source,
     allows_connections,
     cancel_when_started,
     client_sessions,
@@ -24,16 +23,6 @@ from test_restore_support import (
     plain_sql,
     write_artifact,
 )
-
-
-@pytest.fixture(scope="module")
-def source(pg, tmp_path_factory):
-    return Source(pg, tmp_path_factory.mktemp("restore_source"))
-
-
-@pytest.fixture
-def live(pg, make_settings, source):
-    return make_live(pg, make_settings, source=source)
 
 
 @pytest.fixture
