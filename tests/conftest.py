@@ -39,12 +39,17 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
     saved = {k: os.environ.get(k) for k in store.env()}
     os.environ.update(store.env())  # the AWS credential chain reads these
     yield store
+    restore_environ(saved)
+    store.stop()
+
+
+def restore_environ(saved: dict[str, str | None]) -> None:
+    """Put back environment variables saved as {name: value or None (unset)}."""
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    store.stop()
 
 
 def admin_conn(pg: EmbeddedPostgres, dbname: str = "postgres") -> psycopg.Connection:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import admin_conn, create_database, settings_toml
+from conftest import admin_conn, create_database, restore_environ, settings_toml
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import S3Settings, Settings, Target, load_settings
@@ -107,11 +107,7 @@ def test_s3_stopped_fails_with_the_fix(pg, tmp_path, capsys) -> None:
         assert next(ln for ln in out if "Database connection" in ln).startswith("[PASS]")
     finally:
         store.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environ(saved)
 
 
 def test_role_without_privileges_says_what_is_missing_and_what_it_disables(pg, tmp_path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import admin_conn, create_database, settings_toml
+from conftest import admin_conn, create_database, restore_environ, settings_toml
 from opstower_core.artifact import parse_name
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
@@ -44,11 +44,7 @@ def private_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]
     os.environ.update({k: v for k, v in store.env().items() if k != "AWS_ENDPOINT_URL"})
     yield store
     store.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    restore_environ(saved)
 
 
 @pytest.fixture(autouse=True)
