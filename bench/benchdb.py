@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Imported here so that `import benchdb` works without the package on sys.path.
-    from opstower_core.embedded import EmbeddedPostgres
+    from opstower_core.devenv.embedded import EmbeddedPostgres
 
     with EmbeddedPostgres(args.directory) as pg:
         conninfo = pg.conninfo("postgres")

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
 
     from benchdb import build_bench_db, database_size
-    from opstower_core.embedded import EmbeddedPostgres, EmbeddedS3
+    from opstower_core.devenv.embedded import EmbeddedPostgres, EmbeddedS3
 
     WORK.mkdir(exist_ok=True)
     out = WORK / "out"
@@ -197,7 +197,7 @@ def engine_verify_seconds(art: Path, env: dict[str, str]) -> float:
     code = (
         "import sys, time\n"
         "from opstower_core.config import load_settings\n"
-        "from opstower_core.verify import verify\n"
+        "from opstower_core.verify.run import verify\n"
         "s = load_settings()\n"
         "t = time.perf_counter(); r = verify(s, sys.argv[1], upto=7); t = time.perf_counter() - t\n"
         "assert r.ok, [x.detail for x in r.failed]\n"

@@ -68,7 +68,7 @@ def first_paint_seconds(cmd: list[str], env: dict[str, str]) -> float:
 
 
 def bench_first_paint(runs: int) -> list[str]:
-    from opstower_core.demo import DemoEnvironment
+    from opstower_core.devenv.demo import DemoEnvironment
 
     env = DemoEnvironment(WORK / "tui-demo")
     rows = []
@@ -286,7 +286,7 @@ async def _s3_paging(settings, rows: int) -> dict[str, float | list[float]]:
 
 def bench_s3_paging(rows: int) -> list[str]:
     from opstower_core.config import S3Settings, Settings, Target
-    from opstower_core.embedded import EmbeddedS3
+    from opstower_core.devenv.embedded import EmbeddedS3
 
     s3 = EmbeddedS3(WORK / "tui-s3")
     s3.start()

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from opstower_core.config import S3Settings, Settings, Target
-from opstower_core.embedded import EmbeddedPostgres, EmbeddedS3
+from opstower_core.devenv.embedded import EmbeddedPostgres, EmbeddedS3
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 
 from conftest import admin_conn, create_database, unique
-from opstower_core import embedded
 from opstower_core.backup import run_backup
-from opstower_core.catalog import list_catalog
 from opstower_core.cli import main
 from opstower_core.config import load_settings
+from opstower_core.devenv import embedded
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import CancelToken, Status, StepFinished, StepProgress
-from opstower_core.pgtools import select_tools
-from opstower_core.state import StateStore
+from opstower_core.pg.tools import select_tools
+from opstower_core.repo.catalog import list_catalog
+from opstower_core.runs.history import StateStore
 
 SQL = """
 CREATE TABLE public.items (id integer PRIMARY KEY, label text);

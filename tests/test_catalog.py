@@ -13,9 +13,9 @@ from botocore.config import Config
 
 from conftest import create_database, settings_toml, unique
 from opstower_core.backup import run_backup
-from opstower_core.catalog import fetch_s3_metadata, list_catalog
 from opstower_core.cli import main
-from opstower_core.state import StateStore
+from opstower_core.repo.catalog import fetch_s3_metadata, list_catalog
+from opstower_core.runs.history import StateStore
 
 # The reference's metadata example (test case 1.4), verbatim.
 REFERENCE_META = """{

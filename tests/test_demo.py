@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from opstower_core.catalog import list_catalog
-from opstower_core.demo import MARKER, DemoEnvironment, default_demo_dir
+from opstower_core.devenv.demo import MARKER, DemoEnvironment, default_demo_dir
 from opstower_core.errors import OpsError
-from opstower_core.state import StateStore
+from opstower_core.repo.catalog import list_catalog
+from opstower_core.runs.history import StateStore
 from opstower_core.verify import verify
 
 

@@ -14,8 +14,8 @@ from conftest import admin_conn, create_database, restore_environ, settings_toml
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import S3Settings, Settings, Target, load_settings
+from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.doctor import CHECKS, run_doctor
-from opstower_core.embedded import EmbeddedS3
 from opstower_core.errors import OpsError
 from opstower_core.events import Status
 

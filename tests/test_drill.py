@@ -19,11 +19,17 @@ from conftest import admin_conn, create_database
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import load_settings
-from opstower_core.drill import DrillOptions, DrillRunner, Participant, export_report, start_drill
-from opstower_core.drill_scenarios import builtin_scenarios
-from opstower_core.drill_state import DrillStore
+from opstower_core.drill import (
+    DrillOptions,
+    DrillRunner,
+    DrillStore,
+    Participant,
+    builtin_scenarios,
+    export_report,
+    start_drill,
+)
 from opstower_core.errors import OpsError
-from opstower_core.state import StateStore
+from opstower_core.runs.history import StateStore
 
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);

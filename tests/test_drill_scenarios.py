@@ -9,7 +9,7 @@ import pytest
 
 from opstower_core.cli import main
 from opstower_core.config import load_settings
-from opstower_core.drill_scenarios import (
+from opstower_core.drill import (
     ScenarioError,
     builtin_scenarios,
     find_scenario,

@@ -12,8 +12,7 @@ from textual.widgets import DataTable, Input, Select
 
 from conftest import create_database
 from opstower_core.backup import run_backup
-from opstower_core.drill import DrillOptions, start_drill
-from opstower_core.drill_state import DrillStore
+from opstower_core.drill import DrillOptions, DrillStore, start_drill
 from opstower_tui.screens.drill import DrillScreen, TextPrompt
 from opstower_tui.screens.drill_setup import DrillSetup
 

@@ -12,9 +12,9 @@ import pyrage
 import pytest
 
 from conftest import admin_conn, create_database
+from opstower_core.artifacts.crypto import encryption_settings
 from opstower_core.backup import run_backup
 from opstower_core.config import S3Settings, Settings, Target
-from opstower_core.crypto import encryption_settings
 from opstower_core.errors import ConfigError
 from opstower_core.events import Status
 from opstower_core.storage.s3 import S3Store

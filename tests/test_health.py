@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 
 from conftest import admin_conn, create_database, restore_environ, settings_toml
-from opstower_core.artifact import parse_name
+from opstower_core.artifacts.names import parse_name
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import S3Settings, Settings, Target
-from opstower_core.embedded import EmbeddedS3
+from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.errors import OpsError
 from opstower_core.health import HealthState, check_health, run_health
-from opstower_core.state import StateStore
+from opstower_core.runs.history import StateStore
 from opstower_core.verify import verify
 
 SMALL = "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 200) g;"

@@ -15,16 +15,16 @@ import pytest
 
 from conftest import create_database, unique
 from opstower_core.backup import BackupOptions, run_backup
-from opstower_core.catalog import list_catalog
 from opstower_core.cli import main
 from opstower_core.config import load_settings
 from opstower_core.errors import LockHeld
-from opstower_core.lock import RunLock
+from opstower_core.repo.catalog import list_catalog
+from opstower_core.runs.lock import RunLock
 
 SQL = "CREATE TABLE public.t (id integer PRIMARY KEY); INSERT INTO public.t SELECT generate_series(1, 50);"
 HOLD = """
 import sys, time
-from opstower_core.lock import RunLock
+from opstower_core.runs.lock import RunLock
 lock = RunLock(sys.argv[1], sys.argv[2]).acquire()  # keep a reference: the open file holds the flock
 print("held", flush=True)
 time.sleep(120)

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from opstower_core.alerts import Notification, Notifier, redact_url, scrub
 from opstower_core.config import Settings
 from opstower_core.errors import ConfigError
-from opstower_core.notify import Notification, Notifier, redact_url, scrub
 
 SLACK_TOKEN = "XoXbSeCrEtToKeN1234567890"
 HOOK_TOKEN = "hookSecretQueryToken987654"

@@ -9,9 +9,7 @@ import uuid
 from conftest import admin_conn, create_database
 from opstower_core.backup import run_backup
 from opstower_core.config import Settings
-from opstower_core.drill import DrillRunner
-from opstower_core.drill_scenarios import Phase, Scenario
-from opstower_core.drill_state import Drill, DrillStore, Participant, PhaseRun
+from opstower_core.drill import Drill, DrillRunner, DrillStore, Participant, Phase, PhaseRun, Scenario
 from opstower_core.report import duration, minutes, render_drill_report, render_incident_report
 from opstower_core.restore import RestoreOptions, plan_restore, run_restore
 

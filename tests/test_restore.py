@@ -22,7 +22,7 @@ from opstower_core.restore import (
     safe_destination,
     timing_table,
 )
-from opstower_core.state import StateStore
+from opstower_core.runs.history import StateStore
 from test_restore_support import (
     SCHEMA,
     allows_connections,

@@ -10,7 +10,7 @@ import pytest
 from conftest import admin_conn
 from opstower_core.events import CancelToken, Status, StepLog, StepStarted
 from opstower_core.restore import RestoreOptions, plan_restore, run_restore
-from opstower_core.state import StateStore
+from opstower_core.runs.history import StateStore
 from test_restore_support import (
     allows_connections,
     cancel_when_started,

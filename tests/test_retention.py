@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from conftest import create_database, unique
-from opstower_core.artifact import ArtifactName
+from opstower_core.artifacts.names import ArtifactName
 from opstower_core.cli import main
 from opstower_core.config import load_settings
-from opstower_core.retention import apply_retention
+from opstower_core.repo.retention import apply_retention
 from opstower_core.storage.s3 import S3Store
 
 NOW = datetime.now().astimezone()
@@ -214,8 +214,8 @@ def test_reference_pre_restore_copies_are_recognised_and_expire(make_settings):
     """restore-database.sh wrote pre_restore_<ts>.sql.gz (no database name): not a database called "pre_restore"."""
     from datetime import datetime, timedelta
 
-    from opstower_core.artifact import parse_name
-    from opstower_core.retention import apply_retention
+    from opstower_core.artifacts.names import parse_name
+    from opstower_core.repo.retention import apply_retention
 
     name = parse_name("pre_restore_20260207_143000.sql.gz")
     assert name is not None and name.pre_restore and name.database == "" and name.format == "plain"

@@ -29,7 +29,7 @@ from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.doctor import run_doctor
 from opstower_core.errors import OpsError
 from opstower_core.events import Status
-from opstower_core.state import StateStore
+from opstower_core.runs.history import StateStore
 
 CLIENTS = {"pg_dump", "pg_restore", "pg_dumpall", "psql"}
 SCRUB_ENV = ("PGPASSWORD", "PGPASSFILE", "PGUSER", "PGHOST", "PGPORT", "PGDATABASE", "PGSERVICE", "BACKUP_DIR",

@@ -23,9 +23,9 @@ from rich.console import Console
 from conftest import admin_conn
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.config import S3Settings, Settings, Target
-from opstower_core.demo import corrupt_copy
-from opstower_core.sampledb import add_activity, create_sample_database
-from opstower_core.state import StateStore
+from opstower_core.devenv.demo import corrupt_copy
+from opstower_core.devenv.sampledb import add_activity, create_sample_database
+from opstower_core.runs.history import StateStore
 from opstower_tui.app import OpsTowerApp
 from opstower_tui.commands import OpsCommands
 from opstower_tui.dialogs.confirm import TypedConfirmDialog, YesNoDialog
@@ -353,7 +353,7 @@ def test_worker_error_is_a_modal_with_the_engine_sentence(tmp_path):
 
 def test_download_from_s3_and_back_up_now(env, s3):
     """An S3-only backup is downloaded (sha256 checked); `b` takes a new backup from the list."""
-    from opstower_core.artifact import parse_name
+    from opstower_core.artifacts.names import parse_name
 
     src = parse_name(env.both.name.filename)
     only = type(src)(src.database, src.timestamp[:9] + "000001", src.ext)

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from opstower_core.artifact import ArtifactName
-from opstower_core.catalog import CatalogEntry
+from opstower_core.artifacts.names import ArtifactName
 from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.events import Status, StepFinished, StepLog, StepProgress, StepResult, StepStarted
+from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.restore import PlannedStep, RestorePlan, RestoreResult
-from opstower_core.state import StateStore
+from opstower_core.runs.history import StateStore
 from opstower_core.verify import VerifyResult
 from opstower_tui.app import OpsTowerApp
 from opstower_tui.dialogs.confirm import TypedConfirmDialog

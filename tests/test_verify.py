@@ -85,7 +85,7 @@ def test_good_custom_backup_passes_all_eight(env):
 
 
 def admin_conn_for(settings):
-    from opstower_core.pgtools import connect
+    from opstower_core.pg.tools import connect
 
     return connect(settings.target(), dbname="postgres")
 
@@ -310,7 +310,7 @@ def test_cli_output_shape_and_exit_codes(env, tmp_path, capsys, monkeypatch):
 
 
 def test_results_go_into_run_history(env):
-    from opstower_core.state import StateStore
+    from opstower_core.runs.history import StateStore
 
     settings, custom, _plain, _ = env
     verify(settings, custom.path)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from opstower_core.errors import ConfigError
 
 DEFAULT_BACKUP_DIR = "/var/backups/opstower"
 LIBPQ_KEYS = ("host", "port", "user", "service", "passfile", "sslmode")

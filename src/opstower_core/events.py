@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .errors import Cancelled
+from opstower_core.errors import Cancelled
 
 
 class Status(StrEnum):

@@ -10,10 +10,10 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .drill_state import RUNNING, Drill, PhaseRun
+from opstower_core.drill import RUNNING, Drill, PhaseRun
 
 if TYPE_CHECKING:
-    from .restore import RestoreResult
+    from opstower_core.restore import RestoreResult
 
 MARK = {"PASS": "✅", "MET": "✅", "WARN": "⚠️", "OVER": "⚠️", "FAIL": "❌", "MISSED": "❌", "SKIP": "⏭️",
         "RUNNING": "⏳", "PENDING": "·"}

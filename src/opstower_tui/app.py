@@ -17,11 +17,11 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
-from .commands import OpsCommands
-from .dialogs.error import ErrorDialog, sentence_of
-from .screens.backups import BackupsScreen
-from .screens.dashboard import DashboardScreen
-from .screens.help import HelpScreen
+from opstower_tui.commands import OpsCommands
+from opstower_tui.dialogs.error import ErrorDialog, sentence_of
+from opstower_tui.screens.backups import BackupsScreen
+from opstower_tui.screens.dashboard import DashboardScreen
+from opstower_tui.screens.help import HelpScreen
 
 if TYPE_CHECKING:
     from opstower_core.config import Settings
@@ -91,8 +91,8 @@ class OpsTowerApp(App[int]):
         """Import the engine off the UI thread, so the first key press does not pay for it."""
         import importlib
 
-        for module in ("opstower_core.catalog", "opstower_core.verify", "opstower_core.backup",
-                       "opstower_core.restore", "opstower_core.storage.s3", "boto3"):
+        for module in ("opstower_core.repo.catalog", "opstower_core.verify.run", "opstower_core.backup.run",
+                       "opstower_core.restore.api", "opstower_core.storage.s3", "boto3"):
             try:
                 importlib.import_module(module)
             except ImportError:

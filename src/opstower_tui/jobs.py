@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from opstower_core.verify_steps import CHECKS
-
-from .formatting import size
+from opstower_core.verify import CHECKS
+from opstower_tui.formatting import size
 
 # The eight checks' titles, from a module light enough to import before the engine.
 VERIFY_CHECKS = CHECKS
@@ -19,7 +18,7 @@ VERIFY_CHECKS = CHECKS
 
 def verify_job(settings: Any, entry: Any, full_test: bool) -> Callable[[Callable[[Any], None], Any], Any]:
     def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
-        from opstower_core.state import StateStore
+        from opstower_core.runs.history import StateStore
         from opstower_core.verify import verify
 
         return verify(settings, entry, full_test=full_test, on_event=on_event, cancel=cancel,
@@ -41,9 +40,9 @@ def download_job(settings: Any, entry: Any) -> Callable[[Callable[[Any], None], 
     """Fetch an S3-only backup and its metadata into the backup directory (temp name, then rename)."""
 
     def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
-        from opstower_core.artifact import write_metadata
-        from opstower_core.catalog import fetch_s3_metadata
+        from opstower_core.artifacts.names import write_metadata
         from opstower_core.events import Reporter
+        from opstower_core.repo.catalog import fetch_s3_metadata
         from opstower_core.storage.local import LocalStore
         from opstower_core.storage.s3 import S3Store
 

@@ -122,7 +122,7 @@ def _scenarios(backups: list[str], database: str) -> list[tuple[str, Callable[[A
 
 
 async def take_all(settings: Any, backups: list[str], out: Path) -> list[Path]:
-    from .app import OpsTowerApp
+    from opstower_tui.app import OpsTowerApp
 
     written = []
     for name, scenario, read_only in _scenarios(backups, settings.target().dbname):
@@ -156,8 +156,8 @@ async def _discard_old(pilot: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    from opstower_core.demo import DemoEnvironment, default_demo_dir
-    from opstower_core.state import StateStore
+    from opstower_core.devenv.demo import DemoEnvironment, default_demo_dir
+    from opstower_core.runs.history import StateStore
 
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = sys.argv[1:] if argv is None else argv

@@ -12,8 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
-from ..errors import OpsError
+from opstower_core import __version__
+from opstower_core.errors import OpsError
 
 # Sub-command modules, in help order.
 COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "doctor", "schedule", "prune", "keygen")
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args = _parse(argv)  # a Ctrl-C while importing lands below too
         if args.command is None:
-            from ..config import load_settings
+            from opstower_core.config import load_settings
 
             settings = load_settings(args.config)
             try:

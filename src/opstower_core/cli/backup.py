@@ -10,10 +10,10 @@ from contextlib import contextmanager
 
 import humanize
 
-from ..backup import BackupOptions, run_backup
-from ..errors import OpsError
-from .common import add_json, add_target, settings_from
-from .render import JsonRenderer, renderer
+from opstower_core.backup import BackupOptions, run_backup
+from opstower_core.cli.common import add_json, add_target, settings_from
+from opstower_core.cli.render import JsonRenderer, renderer
+from opstower_core.errors import OpsError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

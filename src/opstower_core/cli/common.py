@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import Settings, load_settings
+from opstower_core.config import Settings, load_settings
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _print_backups(settings) -> None:  # noqa: ANN001 - Settings, imported lazily
-    from ..catalog import list_catalog
-    from ..state import StateStore
+    from opstower_core.repo.catalog import list_catalog
+    from opstower_core.runs.history import StateStore
 
     catalog = list_catalog(settings, state=StateStore(settings.state_dir))
     rows = [("NAME", "SIZE", "WHERE", "VERIFIED", "METADATA")]
@@ -46,8 +46,8 @@ def _stop_on_term(_signum: int, _frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     import warnings
 
-    from ..demo import DemoEnvironment, default_demo_dir
-    from ..embedded import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
+    from opstower_core.devenv.demo import DemoEnvironment, default_demo_dir
+    from opstower_core.devenv.embedded import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 
     # pgserver asks platformdirs for a runtime dir; its fallback warning is noise here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")

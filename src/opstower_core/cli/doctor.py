@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..doctor import run_doctor
-from ..events import Event, Status, StepFinished, StepStarted
-from .common import add_json, add_target, settings_from
-from .render import JsonRenderer
+from opstower_core.cli.common import add_json, add_target, settings_from
+from opstower_core.cli.render import JsonRenderer
+from opstower_core.doctor import run_doctor
+from opstower_core.events import Event, Status, StepFinished, StepStarted
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -20,15 +20,23 @@ import argparse
 import json
 import time
 
-from ..config import Settings
-from ..drill import DrillOptions, DrillRunner, export_report, start_drill
-from ..drill_scenarios import load_scenarios, scenario_files
-from ..drill_state import Drill, DrillStore, Participant
-from ..errors import UsageError
-from ..events import CancelToken
-from ..report import duration, minutes, phase_status, when
-from .common import add_json, settings_from
-from .render import renderer
+from opstower_core.cli.common import add_json, settings_from
+from opstower_core.cli.render import renderer
+from opstower_core.config import Settings
+from opstower_core.drill import (
+    Drill,
+    DrillOptions,
+    DrillRunner,
+    DrillStore,
+    Participant,
+    export_report,
+    load_scenarios,
+    scenario_files,
+    start_drill,
+)
+from opstower_core.errors import UsageError
+from opstower_core.events import CancelToken
+from opstower_core.report import duration, minutes, phase_status, when
 
 SPARK = "▁▂▃▄▅▆▇█"
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import OpsError
-from ..health import HealthState, run_health
-from .common import add_target, settings_from
+from opstower_core.cli.common import add_target, settings_from
+from opstower_core.errors import OpsError
+from opstower_core.health import HealthState, run_health
 
 
 def register(sub: argparse._SubParsersAction) -> None:

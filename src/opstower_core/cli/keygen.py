@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyrage
 
-from ..errors import OpsError, UsageError
+from opstower_core.errors import OpsError, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,9 +9,9 @@ import sys
 
 import humanize
 
-from ..catalog import list_catalog
-from ..state import StateStore
-from .common import add_json, settings_from
+from opstower_core.cli.common import add_json, settings_from
+from opstower_core.repo.catalog import list_catalog
+from opstower_core.runs.history import StateStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:

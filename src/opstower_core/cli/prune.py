@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import OpsError
-from ..retention import apply_retention
-from ..storage.s3 import S3Store
-from .common import add_json, add_target, settings_from
+from opstower_core.cli.common import add_json, add_target, settings_from
+from opstower_core.errors import OpsError
+from opstower_core.repo.retention import apply_retention
+from opstower_core.storage.s3 import S3Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,15 @@ from typing import TextIO
 
 import humanize
 
-from ..events import Event, Status, StepFinished, StepLog, StepProgress, StepStarted, event_to_dict
+from opstower_core.events import (
+    Event,
+    Status,
+    StepFinished,
+    StepLog,
+    StepProgress,
+    StepStarted,
+    event_to_dict,
+)
 
 
 def now_stamp() -> str:

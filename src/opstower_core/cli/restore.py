@@ -12,9 +12,11 @@ from typing import TextIO
 
 import humanize
 
-from ..errors import OpsError, UsageError
-from ..events import CancelToken
-from ..restore import (
+from opstower_core.cli.common import add_json, add_target, settings_from
+from opstower_core.cli.render import JsonRenderer, renderer
+from opstower_core.errors import OpsError, UsageError
+from opstower_core.events import CancelToken
+from opstower_core.restore import (
     RestoreOptions,
     RestorePlan,
     RestoreResult,
@@ -24,9 +26,7 @@ from ..restore import (
     run_restore,
     timing_table,
 )
-from ..state import StateStore
-from .common import add_json, add_target, settings_from
-from .render import JsonRenderer, renderer
+from opstower_core.runs.history import StateStore
 
 EPILOG = """\
 steps:
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_result(result, sys.stdout)
     if args.report:
-        from ..report import render_incident_report
+        from opstower_core.report import render_incident_report
 
         Path(args.report).write_text(render_incident_report(result, started_at=started), encoding="utf-8")
         print(f"Incident report written to {args.report}", file=out)

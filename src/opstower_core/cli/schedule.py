@@ -7,9 +7,9 @@ import getpass
 import sys
 from pathlib import Path
 
-from ..config import load_settings
-from ..errors import OpsError
-from ..schedule import find_opstower, render_cron, render_systemd
+from opstower_core.config import load_settings
+from opstower_core.errors import OpsError
+from opstower_core.schedule import find_opstower, render_cron, render_systemd
 
 CRONTAB_NAME = "opstower.crontab"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import OpsError
-from ..events import CancelToken, Status
-from ..state import StateStore
-from ..verify import verify
-from .common import add_json, settings_from
-from .render import JsonRenderer, renderer
+from opstower_core.cli.common import add_json, settings_from
+from opstower_core.cli.render import JsonRenderer, renderer
+from opstower_core.errors import OpsError
+from opstower_core.events import CancelToken, Status
+from opstower_core.runs.history import StateStore
+from opstower_core.verify import verify
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,8 +7,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifact import ArtifactName, parse_name
-from ..errors import OpsError
+from opstower_core.artifacts.names import ArtifactName, parse_name
+from opstower_core.errors import OpsError
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import S3Settings
-from ..errors import OpsError
+from opstower_core.config import S3Settings
+from opstower_core.errors import OpsError
 
 MiB = 1024 * 1024
 

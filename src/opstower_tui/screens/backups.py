@@ -15,10 +15,10 @@ from textual.binding import Binding
 from textual.containers import Container, Horizontal
 from textual.widgets import Footer, Header, Input, Label, Static
 
-from ..messages import CatalogPage
-from ..widgets.backup_table import BackupTable, Row
-from ..widgets.meta_panel import MetaPanel
-from .base import OpsScreen
+from opstower_tui.messages import CatalogPage
+from opstower_tui.screens.base import OpsScreen
+from opstower_tui.widgets.backup_table import BackupTable, Row
+from opstower_tui.widgets.meta_panel import MetaPanel
 
 S3_PAGE = 1000
 
@@ -98,10 +98,10 @@ class BackupsScreen(OpsScreen):
         """List local backups, then S3 page by page; rows are built here, off the UI thread."""
         from dataclasses import replace
 
-        from opstower_core.artifact import parse_name
-        from opstower_core.catalog import CatalogEntry, list_catalog
+        from opstower_core.artifacts.names import parse_name
         from opstower_core.errors import OpsError
-        from opstower_core.state import StateStore
+        from opstower_core.repo.catalog import CatalogEntry, list_catalog
+        from opstower_core.runs.history import StateStore
 
         settings = self.ops.settings
         state = StateStore(settings.state_dir)
@@ -195,7 +195,7 @@ class BackupsScreen(OpsScreen):
 
     @work(thread=True, exclusive=True, group="meta", exit_on_error=False)
     def fetch_meta(self, entry: Any) -> Any:
-        from opstower_core.catalog import fetch_s3_metadata
+        from opstower_core.repo.catalog import fetch_s3_metadata
 
         fetch_s3_metadata(self.ops.settings, entry)
         return entry
@@ -235,7 +235,7 @@ class BackupsScreen(OpsScreen):
         return entry
 
     def action_verify(self, full_test: bool = False) -> None:
-        from .verify import VerifyScreen
+        from opstower_tui.screens.verify import VerifyScreen
 
         entry = self._selected()
         if entry is not None:
@@ -248,7 +248,7 @@ class BackupsScreen(OpsScreen):
     def action_restore(self) -> None:
         if self.ops.read_only:
             return
-        from .restore import RestoreScreen
+        from opstower_tui.screens.restore import RestoreScreen
 
         entry = self._selected()
         if entry is not None:
@@ -256,8 +256,8 @@ class BackupsScreen(OpsScreen):
             self.app.push_screen(RestoreScreen(entry))
 
     def action_download(self) -> None:
-        from ..jobs import download_job, download_summary
-        from .run import RunScreen
+        from opstower_tui.jobs import download_job, download_summary
+        from opstower_tui.screens.run import RunScreen
 
         entry = self._selected()
         if entry is None:
@@ -272,8 +272,8 @@ class BackupsScreen(OpsScreen):
     def action_backup_now(self) -> None:
         if self.ops.read_only:
             return
-        from ..jobs import backup_job, backup_summary
-        from .run import RunScreen
+        from opstower_tui.jobs import backup_job, backup_summary
+        from opstower_tui.screens.run import RunScreen
 
         target = self.ops.settings.default_target
         self.stale = True

@@ -8,7 +8,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
-    from ..app import OpsTowerApp
+    from opstower_tui.app import OpsTowerApp
 
 # Actions that change a database, take a backup or run a drill: never offered in read-only mode.
 DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "discard", "start_restore", "drill"})

@@ -11,11 +11,11 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static
 
-from ..formatting import STATUS_STYLE
-from ..messages import DashboardData
-from ..widgets.db_card import DbCard
-from ..widgets.recent_runs import RecentRuns
-from .base import OpsScreen
+from opstower_tui.formatting import STATUS_STYLE
+from opstower_tui.messages import DashboardData
+from opstower_tui.screens.base import OpsScreen
+from opstower_tui.widgets.db_card import DbCard
+from opstower_tui.widgets.recent_runs import RecentRuns
 
 REFRESH_SECONDS = 30.0
 
@@ -64,7 +64,7 @@ class DashboardScreen(OpsScreen):
 
     @work(thread=True, exclusive=True, group="dashboard", exit_on_error=False)
     def gather_status(self) -> None:
-        from ..status import gather
+        from opstower_tui.status import gather
 
         settings = self.ops.settings
         if settings.s3.enabled and self.snapshot is None:
@@ -110,7 +110,7 @@ class DashboardScreen(OpsScreen):
         self.refresh_data()
 
     def action_verify_latest(self, full_test: bool = False) -> None:
-        from .verify import VerifyScreen
+        from opstower_tui.screens.verify import VerifyScreen
 
         entry = self._latest()
         if entry is not None:
@@ -122,7 +122,7 @@ class DashboardScreen(OpsScreen):
     def action_restore_latest(self) -> None:
         if self.ops.read_only:
             return
-        from .restore import RestoreScreen
+        from opstower_tui.screens.restore import RestoreScreen
 
         entry = self._latest()
         if entry is not None:
@@ -132,15 +132,15 @@ class DashboardScreen(OpsScreen):
         """The DR drill screen: resume an open drill or start one (drill databases, not the live one)."""
         if self.ops.read_only:
             return
-        from .drill import DrillScreen
+        from opstower_tui.screens.drill import DrillScreen
 
         self.app.push_screen(DrillScreen(self.ops.settings, None))
 
     def action_backup_now(self) -> None:
         if self.ops.read_only:
             return
-        from ..jobs import backup_job, backup_summary
-        from .run import RunScreen
+        from opstower_tui.jobs import backup_job, backup_summary
+        from opstower_tui.screens.run import RunScreen
 
         status = self._card_status()
         if status is not None:

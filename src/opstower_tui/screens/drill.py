@@ -21,12 +21,12 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Digits, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
-from ..messages import EngineEvent
-from .drill_setup import DrillSetup
+from opstower_tui.messages import EngineEvent
+from opstower_tui.screens.drill_setup import DrillSetup
 
 if TYPE_CHECKING:
     from opstower_core.config import Settings
-    from opstower_core.drill_state import Drill
+    from opstower_core.drill import Drill
 
 STYLE = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red", "SKIP": "dim", "RUNNING": "bold cyan",
          "PENDING": "dim", "OVER": "bold red"}
@@ -192,7 +192,7 @@ class DrillScreen(Screen):
     engine worker saved the drill (the running phase then shows with its timer)."""
         if self.drill is None:
             return None
-        from opstower_core.drill_state import DrillStore
+        from opstower_core.drill import DrillStore
 
         store = DrillStore(self.settings.state_dir)
         if store.version(self.drill.id) == self.drill.version:

@@ -89,15 +89,14 @@ class DrillSetup(Screen[int | None]):
     # -- workers ------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="setup-load", exit_on_error=False)
     def load_choices(self) -> tuple[list[Any], list[Any]]:
-        from opstower_core.drill_scenarios import load_scenarios
-        from opstower_core.drill_state import DrillStore
+        from opstower_core.drill import DrillStore, load_scenarios
 
         drills = [d for d in DrillStore(self.settings.state_dir).recent(50) if d.open]
         return list(load_scenarios(self.settings).values()), drills
 
     @work(thread=True, exclusive=True, group="setup-backups", exit_on_error=False)
     def load_backups(self, target: str) -> list[str]:
-        from opstower_core.catalog import list_catalog
+        from opstower_core.repo.catalog import list_catalog
 
         dbname = self.settings.target(target).dbname
         catalog = list_catalog(self.settings, database=dbname)
@@ -155,8 +154,7 @@ class DrillSetup(Screen[int | None]):
         self.action_start()
 
     def action_start(self) -> None:
-        from opstower_core.drill import DrillOptions
-        from opstower_core.drill_state import Participant
+        from opstower_core.drill import DrillOptions, Participant
         from opstower_core.errors import OpsError
 
         scenario = self.query_one("#setup-scenario", Select).value

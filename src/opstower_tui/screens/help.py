@@ -12,7 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from ..formatting import STATUS_STYLE
+from opstower_tui.formatting import STATUS_STYLE
 
 STATUS_HELP = [
     ("PASS", "the check or step succeeded"),

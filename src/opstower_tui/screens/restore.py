@@ -17,11 +17,11 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
-from ..formatting import STATUS_STYLE, clock, duration, size
-from ..messages import EngineEvent
-from ..widgets.bars import BudgetBar, TransferBar
-from ..widgets.step_list import StepList
-from .base import OpsScreen
+from opstower_tui.formatting import STATUS_STYLE, clock, duration, size
+from opstower_tui.messages import EngineEvent
+from opstower_tui.screens.base import OpsScreen
+from opstower_tui.widgets.bars import BudgetBar, TransferBar
+from opstower_tui.widgets.step_list import StepList
 
 MODES = ("swap", "in_place")
 MODE_TEXT = {
@@ -160,7 +160,7 @@ class RestoreScreen(OpsScreen):
     def action_start_restore(self) -> None:
         if self.ops.read_only or self.phase != "plan" or self.plan is None:
             return
-        from ..dialogs.confirm import TypedConfirmDialog
+        from opstower_tui.dialogs.confirm import TypedConfirmDialog
 
         plan = self.plan
         message = (f"Restore {plan.entry.filename} into {plan.live_db} ({plan.mode}). "
@@ -195,7 +195,7 @@ class RestoreScreen(OpsScreen):
     @work(thread=True, exclusive=True, group="restore-run", exit_on_error=False)
     def run_restore(self) -> Any:
         from opstower_core.restore import run_restore
-        from opstower_core.state import StateStore
+        from opstower_core.runs.history import StateStore
 
         settings = self.ops.settings
         return run_restore(settings, self.plan, confirm=lambda _plan: self.typed_name or "",
@@ -272,7 +272,7 @@ class RestoreScreen(OpsScreen):
     def action_discard(self) -> None:
         if self.ops.read_only or self.result is None or not self.result.old_database:
             return
-        from ..dialogs.confirm import YesNoDialog
+        from opstower_tui.dialogs.confirm import YesNoDialog
 
         old = self.result.old_database
         self.app.push_screen(YesNoDialog(f"Drop database {old} (the copy from before the restore)?", "Discard old"),
@@ -298,7 +298,7 @@ class RestoreScreen(OpsScreen):
             self._old_db_prompt()
 
     def work_failed(self, name: str, error: BaseException | None) -> None:
-        from ..dialogs.error import sentence_of
+        from opstower_tui.dialogs.error import sentence_of
 
         sentence = sentence_of(error) if error is not None else "Cancelled."
         if name == "make_plan":

@@ -16,11 +16,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, RichLog, Static
 
-from ..formatting import clock
-from ..messages import EngineEvent
-from ..widgets.bars import TransferBar
-from ..widgets.step_list import StepList
-from .base import OpsScreen
+from opstower_tui.formatting import clock
+from opstower_tui.messages import EngineEvent
+from opstower_tui.screens.base import OpsScreen
+from opstower_tui.widgets.bars import TransferBar
+from opstower_tui.widgets.step_list import StepList
 
 Job = Callable[[Callable[[Any], None], Any], Any]  # job(on_event, cancel) -> result
 
@@ -109,7 +109,7 @@ class RunScreen(OpsScreen):
         if name != "run_job":
             return
         self._end()
-        from ..dialogs.error import sentence_of
+        from opstower_tui.dialogs.error import sentence_of
 
         steps = self.query_one("#steps", StepList)
         cancelled = error is None or type(error).__name__ == "Cancelled"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..jobs import VERIFY_CHECKS, verify_job
-from .run import RunScreen
+from opstower_tui.jobs import VERIFY_CHECKS, verify_job
+from opstower_tui.screens.run import RunScreen
 
 
 class VerifyScreen(RunScreen):

@@ -22,7 +22,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..formatting import duration, size, truncate
+from opstower_tui.formatting import duration, size, truncate
 
 # (key, header, width); width 0 = takes the rest.
 COLUMNS: list[tuple[str, str, int]] = [

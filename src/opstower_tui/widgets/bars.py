@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from ..formatting import STATUS_STYLE, bar, clock, eta, size
+from opstower_tui.formatting import STATUS_STYLE, bar, clock, eta, size
 
 
 class TransferBar(Widget):

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
-from ..formatting import STATUS_STYLE, age_level, duration, size, size_jumps
+from opstower_tui.formatting import STATUS_STYLE, age_level, duration, size, size_jumps
 
 
 def _word(word: str) -> Text:

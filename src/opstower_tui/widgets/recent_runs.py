@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from ..formatting import STATUS_STYLE, duration
+from opstower_tui.formatting import STATUS_STYLE, duration
 
 RUN_WORDS = {"success": "PASS", "failed": "FAIL", "cancelled": "SKIP"}
 

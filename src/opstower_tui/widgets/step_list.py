@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
-from ..formatting import STATUS_STYLE
+from opstower_tui.formatting import STATUS_STYLE
 
 
 @dataclass

@@ -1,0 +1,12 @@
+"""Alerts: Slack, webhook and e-mail notifications of runs, secrets scrubbed."""
+
+from .channels import redact_url
+from .notifier import Notification, Notifier, scrub, send_safely
+
+__all__ = [
+    "Notification",
+    "Notifier",
+    "redact_url",
+    "scrub",
+    "send_safely",
+]

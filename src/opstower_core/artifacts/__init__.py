@@ -1,0 +1,1 @@
+"""An artifact's bytes: names, metadata, the streaming scan (zstd frames, gzip), age encryption."""

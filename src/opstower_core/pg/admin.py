@@ -1,0 +1,305 @@
+"""Server-side operations of a restore: names, sessions, connection blocking, create / drop /
+rename and the database properties a dump does not carry.
+
+Every function that changes the server returns or logs the exact SQL it ran, so the plan
+shown to the operator and what happens are the same statements.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from opstower_core.config import Target
+from opstower_core.errors import OpsError
+from opstower_core.events import Reporter
+from opstower_core.pg.tools import connect, quote_ident
+
+MAX_IDENT_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names silently
+
+
+def derived_name(base: str, suffix: str) -> str:
+    """`<base><suffix>` cut to PostgreSQL's 63 bytes by shortening `base`, never the suffix."""
+    room = MAX_IDENT_BYTES - len(suffix.encode())
+    raw = base.encode()[:room]
+    return raw.decode("utf-8", "ignore") + suffix
+
+
+def literal(value: str) -> str:
+    """A SQL string literal for names we show and run (standard_conforming_strings is on since 9.1)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def maintenance_db(live: str) -> str:
+    """The database we connect to for DDL on `live` (never `live` itself)."""
+    return "template1" if live == "postgres" else "postgres"
+
+
+@contextmanager
+def admin(target: Target, live: str) -> Iterator[psycopg.Connection]:
+    """A connection for DDL on `live`: to "postgres", or "template1" where that is not allowed."""
+    try:
+        conn = connect(target, dbname=maintenance_db(live))
+    except OpsError:
+        if maintenance_db(live) == "template1":
+            raise
+        conn = connect(target, dbname="template1")
+    with conn:
+        yield conn
+
+
+def db_exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def free_name(conn: psycopg.Connection, name: str) -> str:
+    """`name`, or `name_2`, `name_3`… when a database of that name already exists."""
+    candidate, n = name, 1
+    while db_exists(conn, candidate):
+        n += 1
+        candidate = derived_name(name, f"_{n}")
+    return candidate
+
+
+def database_size(conn: psycopg.Connection, name: str) -> int | None:
+    row = conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone() if db_exists(conn, name) else None
+    return int(row[0]) if row else None
+
+
+# -- sessions -------------------------------------------------------------------------
+
+SESSIONS_SQL = """
+SELECT pid, usename, application_name,
+       COALESCE(host(client_addr), CASE WHEN client_port = -1 THEN 'local socket' ELSE '' END),
+       COALESCE(state, ''), backend_start, backend_type
+FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() ORDER BY backend_start"""
+
+
+def sessions(conn: psycopg.Connection, name: str) -> list[dict[str, Any]]:
+    """Who is connected to `name` now (pg_stat_activity), oldest first."""
+    out = []
+    for pid, user, app, client, state, since, btype in conn.execute(SESSIONS_SQL, (name,)).fetchall():
+        out.append({"pid": pid, "user": user or "", "application": app or "", "client": client or "",
+                    "state": state, "since": since.isoformat() if since else "", "backend_type": btype or ""})
+    return out
+
+
+def describe_session(s: dict[str, Any]) -> str:
+    app = f" ({s['application']})" if s.get("application") else ""
+    return f"pid {s['pid']} user {s['user'] or '?'}{app} from {s['client'] or '?'}, {s['state'] or s['backend_type']}, since {s['since'][:19]}"
+
+
+def prepared_transactions(conn: psycopg.Connection, name: str) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE database = %s", (name,)).fetchall()]
+
+
+def terminate_sql(name: str) -> str:
+    return (f"SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = {literal(name)} "
+            "AND pid <> pg_backend_pid()")
+
+
+@dataclass
+class ConnState:
+    """A database's connection settings before we blocked it."""
+
+    allow: bool
+    limit: int
+
+
+def block_sql(name: str) -> list[str]:
+    q = quote_ident(name)
+    return [f"ALTER DATABASE {q} WITH ALLOW_CONNECTIONS false",
+            f"-- if not permitted: ALTER DATABASE {q} WITH CONNECTION LIMIT 0"]
+
+
+def block_connections(conn: psycopg.Connection, name: str, r: Reporter, step: str) -> ConnState:
+    """Stop new sessions arriving: ALLOW_CONNECTIONS false, else CONNECTION LIMIT 0."""
+    allow, limit = conn.execute("SELECT datallowconn, datconnlimit FROM pg_database WHERE datname = %s",
+                                (name,)).fetchone()
+    before = ConnState(bool(allow), int(limit))
+    sql = f"ALTER DATABASE {quote_ident(name)} WITH ALLOW_CONNECTIONS false"
+    try:
+        conn.execute(sql)
+    except psycopg.Error as exc:
+        r.log(step, f"{sql} not permitted ({first_line(exc)}); using CONNECTION LIMIT 0 instead", "WARN")
+        sql = f"ALTER DATABASE {quote_ident(name)} WITH CONNECTION LIMIT 0"
+        conn.execute(sql)
+    r.log(step, f"New connections to {name} blocked: {sql}")
+    return before
+
+
+def unblock_sql(name: str, before: ConnState) -> str:
+    return (f"ALTER DATABASE {quote_ident(name)} WITH ALLOW_CONNECTIONS {'true' if before.allow else 'false'} "
+            f"CONNECTION LIMIT {before.limit}")
+
+
+def unblock_connections(conn: psycopg.Connection, name: str, before: ConnState) -> str:
+    sql = unblock_sql(name, before)
+    conn.execute(sql)
+    return sql
+
+
+def terminate_sessions(conn: psycopg.Connection, name: str, r: Reporter, step: str, wait: float = 15.0) -> int:
+    """Terminate every other session on `name` and wait until they are gone; returns how many."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + wait
+    while True:
+        current = sessions(conn, name)
+        if not current:
+            return len(seen)
+        for s in current:
+            if s["pid"] not in seen:
+                r.log(step, f"Terminating {describe_session(s)}")
+                seen.add(s["pid"])
+        conn.execute(terminate_sql(name))
+        if time.monotonic() > deadline:
+            left = ", ".join(str(s["pid"]) for s in current)
+            raise OpsError(f"Sessions on {name} did not end after pg_terminate_backend (pids {left})", "", "")
+        time.sleep(0.1)
+
+
+# -- create / drop / rename -----------------------------------------------------------
+
+@dataclass
+class DbProps:
+    """What a database carries outside its dump: encoding, locale, owner, settings, ACL, limits."""
+
+    owner: str | None = None
+    encoding: str | None = None
+    collate: str | None = None
+    ctype: str | None = None
+    provider: str | None = None  # c (libc), i (icu), b (builtin)
+    locale: str | None = None  # ICU / builtin locale
+    conn: ConnState | None = None
+    settings: list[tuple[str | None, list[str]]] = field(default_factory=list)  # (role or None, ["k=v"])
+    grants: list[tuple[str, str, bool]] | None = None  # (grantee or PUBLIC, privilege, grantable); None = default
+
+
+def read_props(conn: psycopg.Connection, name: str) -> DbProps:
+    row = conn.execute(
+        "SELECT to_jsonb(d) - 'datacl' - 'datfrozenxid' - 'datminmxid', pg_get_userbyid(d.datdba),"
+        " pg_encoding_to_char(d.encoding), d.datacl IS NULL FROM pg_database d WHERE datname = %s", (name,)
+    ).fetchone()
+    if row is None:
+        raise OpsError(f"Database {name} does not exist", "", "")
+    d, owner, encoding, default_acl = row
+    props = DbProps(owner=owner, encoding=encoding, collate=d.get("datcollate"), ctype=d.get("datctype"),
+                    provider=d.get("datlocprovider"), locale=d.get("datlocale") or d.get("daticulocale"),
+                    conn=ConnState(bool(d.get("datallowconn", True)), int(d.get("datconnlimit", -1))))
+    for role, config in conn.execute(
+        "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, s.setconfig"
+        " FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s", (name,)
+    ).fetchall():
+        props.settings.append((role, list(config or [])))
+    if not default_acl:
+        props.grants = [(g, p, bool(gr)) for g, p, gr in conn.execute(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type,"
+            " a.is_grantable FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s", (name,)).fetchall()]
+    return props
+
+
+def create_sql(name: str, props: DbProps | None) -> str:
+    """CREATE DATABASE from template0 with the live database's encoding, locale and owner."""
+    sql = f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0"
+    if props is None:
+        return sql
+    if props.encoding:
+        sql += f" ENCODING {literal(props.encoding)}"
+    if props.provider == "i":
+        sql += " LOCALE_PROVIDER icu" + (f" ICU_LOCALE {literal(props.locale)}" if props.locale else "")
+    elif props.provider == "b":
+        sql += " LOCALE_PROVIDER builtin" + (f" BUILTIN_LOCALE {literal(props.locale)}" if props.locale else "")
+    if props.collate:
+        sql += f" LC_COLLATE {literal(props.collate)}"
+    if props.ctype:
+        sql += f" LC_CTYPE {literal(props.ctype)}"
+    if props.owner:
+        sql += f" OWNER {quote_ident(props.owner)}"
+    return sql
+
+
+def create_database(conn: psycopg.Connection, name: str, props: DbProps | None, r: Reporter, step: str) -> str:
+    """Create `name` like the live database; a locale the server lacks falls back to the defaults."""
+    sql = create_sql(name, props)
+    try:
+        conn.execute(sql)
+    except psycopg.errors.DuplicateDatabase:
+        raise
+    except psycopg.Error as exc:
+        if props is None:
+            raise
+        fallback = create_sql(name, DbProps(owner=props.owner))
+        r.log(step, f"{sql} failed ({first_line(exc)}); creating with the server's defaults instead", "WARN")
+        conn.execute(fallback)
+        sql = fallback
+    r.log(step, sql)
+    return sql
+
+
+def drop_sql(name: str) -> str:
+    return f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"
+
+
+def rename_sql(old: str, new: str) -> str:
+    return f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}"
+
+
+def swap_statements(live: str, staging: str, old: str, before: ConnState) -> list[str]:
+    """Rename live → old and staging → live; each gets the connection settings live had."""
+    return [rename_sql(live, old), rename_sql(staging, live), unblock_sql(old, before), unblock_sql(live, before)]
+
+
+def in_place_statements(work: str, live: str, before: ConnState | None) -> list[str]:
+    return [rename_sql(work, live)] + ([unblock_sql(live, before)] if before else [])
+
+
+def in_transaction(conn: psycopg.Connection, statements: list[str]) -> None:
+    """All or nothing: the live name always points at one whole database."""
+    with conn.transaction():
+        for sql in statements:
+            conn.execute(sql)
+
+
+_LIST_GUCS = {"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries",
+              "default_text_search_config"}
+
+
+def _guc_value(key: str, value: str) -> str:
+    if key.lower() in _LIST_GUCS - {"default_text_search_config"} and "," in value:
+        parts = []
+        for item in value.split(","):
+            item = item.strip()
+            if len(item) >= 2 and item[0] == item[-1] == '"':
+                item = item[1:-1].replace('""', '"')
+            parts.append(literal(item))
+        return ", ".join(parts)
+    return literal(value)
+
+
+def apply_props_sql(name: str, props: DbProps) -> list[str]:
+    """Statements giving a freshly created database the settings and grants of the old one.
+
+    Both are kept by oid, so they follow the database through the later rename."""
+    q = quote_ident(name)
+    out = []
+    for role, config in props.settings:
+        for item in config:
+            key, _, value = item.partition("=")
+            prefix = f"ALTER ROLE {quote_ident(role)} IN DATABASE {q}" if role else f"ALTER DATABASE {q}"
+            out.append(f"{prefix} SET {key} TO {_guc_value(key, value)}")
+    if props.grants is not None:
+        out.append(f"REVOKE ALL ON DATABASE {q} FROM PUBLIC")
+        for grantee, privilege, grantable in props.grants:
+            who = "PUBLIC" if grantee == "PUBLIC" else quote_ident(grantee)
+            out.append(f"GRANT {privilege} ON DATABASE {q} TO {who}{' WITH GRANT OPTION' if grantable else ''}")
+    return out
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,380 @@
+"""Loading an artifact into a database: psql for plain SQL, pg_restore for custom format.
+
+Plain SQL: the decompressed stream goes to `psql -v ON_ERROR_STOP=1 --single-transaction`,
+so a dump that fails halfway leaves nothing behind. Custom format: `pg_restore
+--exit-on-error`, streamed on stdin for one job; for several jobs pg_restore needs a seekable
+file, so the .dump.zst is first decompressed to a private temporary file in the backup
+directory (removed afterwards, whatever happens). Selective restores pass pg_restore a
+`--use-list` of the chosen tables' entries, taken from the archive's own table of contents.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from opstower_core.artifacts.names import ArtifactName
+from opstower_core.artifacts.scan import OUT_CHUNK, DumpReader, ScanError
+from opstower_core.config import Settings, Target
+from opstower_core.errors import Cancelled, OpsError
+from opstower_core.events import Reporter
+from opstower_core.pg.tools import PgTools, connect, select_tools, server_info
+from opstower_core.repo.catalog import CatalogEntry
+from opstower_core.storage.s3 import S3Store
+
+APP_NAME = "opstower-restore"  # sessions we open show under this name (and are never "other sessions")
+
+
+@dataclass
+class LoadSpec:
+    """What to load and how: the commands shown in the plan are built from this."""
+
+    name: ArtifactName
+    dbname: str
+    jobs: int = 1
+    tables: list[str] | None = None  # "schema.table"
+    no_owner: bool = False
+    temp_dir: Path | None = None  # where a seekable copy goes for jobs > 1
+
+    @property
+    def via_file(self) -> bool:
+        return self.name.format == "custom" and self.jobs > 1 and not self.tables
+
+    def commands(self, tools: PgTools, source: str) -> list[str]:
+        """Human-readable pipeline, exactly as run (`source` is the artifact path or S3 key)."""
+        return [" ".join(_shell(a) for a in line) for line in self._argv_lines(tools, source)]
+
+    def _argv_lines(self, tools: PgTools, source: str) -> list[list[str]]:
+        dec = {"zstd": ["zstd", "-dc"], "gzip": ["gzip", "-dc"], "none": []}[self.name.compression]
+        if self.name.encrypted:
+            read = ["age", "--decrypt", "--identity=<identity>", source] + (["|"] + dec if dec else [])
+        else:
+            read = dec + [source] if dec else ["cat", source]
+        if self.name.format == "plain":
+            return [read + ["|"] + psql_argv(tools, self.dbname)]
+        if self.via_file:
+            direct = not dec and not self.name.encrypted
+            tmp = source if direct else str(self.temp_file(Path(source).parent))
+            first = [] if direct else [read + [">", tmp]]
+            return first + [pg_restore_argv(tools, self.dbname, self.no_owner, jobs=self.jobs, file=tmp)]
+        lines = []
+        if self.tables:
+            lines.append(read + ["|", tools.pg_restore, "--list", ">", "<toc>"])
+            lines.append(["# keep the TABLE, TABLE DATA and CONSTRAINT entries of", ",".join(self.tables),
+                          "in <toc>, write them to <list>"])
+        lines.append(read + ["|"] + pg_restore_argv(tools, self.dbname, self.no_owner,
+                                                     use_list="<list>" if self.tables else None))
+        return lines
+
+    def temp_file(self, default_dir: Path) -> Path:
+        return (self.temp_dir or default_dir) / f".restore_{self.name.stem}_{os.getpid()}.dump"
+
+
+def _shell(arg: str) -> str:
+    return arg if arg and all(c.isalnum() or c in "-_=./:<>|,@%+" for c in arg) else "'" + arg.replace("'", "'\\''") + "'"
+
+
+def psql_argv(tools: PgTools, dbname: str) -> list[str]:
+    return [tools.psql, "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--single-transaction",
+            f"--dbname={dbname}"]
+
+
+def pg_restore_argv(tools: PgTools, dbname: str, no_owner: bool, jobs: int = 1, file: str | None = None,
+                    use_list: str | None = None) -> list[str]:
+    argv = [tools.pg_restore, "--exit-on-error", "--verbose", f"--dbname={dbname}"]
+    if no_owner:
+        argv += ["--no-owner", "--no-acl"]
+    if jobs > 1:
+        argv.append(f"--jobs={jobs}")
+    if use_list:
+        argv.append(f"--use-list={use_list}")
+    if file:
+        argv.append(file)
+    return argv
+
+
+def open_artifact(settings: Settings, entry: CatalogEntry) -> IO[bytes]:
+    """The artifact's raw bytes: the local file, else a streaming S3 GET."""
+    if entry.local_path is not None:
+        return open(entry.local_path, "rb")  # noqa: SIM115 - caller closes
+    if not entry.s3_key:
+        raise OpsError(f"{entry.filename} is neither local nor in S3", "nothing was changed", "check `opstower list`")
+    return S3Store(settings.s3).client.get_object(Bucket=settings.s3.bucket, Key=entry.s3_key)["Body"]
+
+
+def _env(target: Target) -> dict[str, str]:
+    env = target.libpq_env()
+    env["PGAPPNAME"] = APP_NAME
+    return env
+
+
+def run_tool(argv: list[str], target: Target, r: Reporter, step: str,
+             feed: Callable[[IO[bytes]], None] | None = None) -> list[str]:
+    """Run a client tool, optionally feeding its stdin from `feed` in a thread.
+
+    Output lines become DEBUG logs (errors as ERROR); a cancel request kills the tool. Raises
+    OpsError naming the tool's last error line when it fails, or when feeding failed (a
+    truncated or corrupt stream is never handed over as if it were complete: the tool is
+    killed before its stdin is closed, so psql cannot commit half a dump).
+    """
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if feed else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=_env(target))
+    tail: list[str] = []
+    feed_error: list[BaseException] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            text = raw.decode("utf-8", "replace").rstrip()
+            if text:
+                tail.append(text)
+                del tail[:-30]
+                r.log(step, text, "ERROR" if "error" in text.lower() else "DEBUG")
+
+    def feeder() -> None:
+        assert proc.stdin is not None
+        try:
+            assert feed is not None
+            feed(proc.stdin)
+        except BrokenPipeError:
+            pass  # the tool stopped reading; its exit status says why
+        except BaseException as exc:  # noqa: BLE001 - reported below, after the tool is stopped
+            feed_error.append(exc)
+            proc.kill()
+            return
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    writer = threading.Thread(target=feeder, daemon=True) if feed else None
+    if writer:
+        writer.start()
+    try:
+        while True:
+            try:
+                rc = proc.wait(0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if r.cancel.cancelled:
+                    proc.kill()
+                    proc.wait()
+                    raise Cancelled() from None
+    finally:
+        if writer:
+            writer.join(10)
+        reader.join(5)
+    tool = os.path.basename(argv[0])
+    if feed_error:
+        exc = feed_error[0]
+        if isinstance(exc, Cancelled):
+            raise exc
+        raise OpsError(f"{tool} was stopped: reading the artifact failed ({getattr(exc, 'what', None) or exc})", "", "")
+    if rc != 0:
+        last = next((ln for ln in reversed(tail) if "error" in ln.lower()), tail[-1] if tail else f"exit {rc}")
+        raise OpsError(f"{tool} failed (exit {rc}): {last}", "", "")
+    return tail
+
+
+def _decompressed(raw: IO[bytes], compression: str, r: Reporter, step: str, total: int,
+                  sink: Callable[[memoryview], object], identities: list | None = None) -> None:
+    """Feed the dump's bytes to `sink` through the shared DumpReader (decryption, zstd/gzip, damage checks)."""
+    reader = DumpReader(raw, compression, identities, lambda n: r.progress(step, n, total))
+    buf = memoryview(bytearray(OUT_CHUNK))
+    try:
+        while True:
+            if r.cancel.cancelled:
+                raise Cancelled()
+            n = reader.readinto(buf)
+            if not n:
+                reader.finish()
+                break
+            sink(buf[:n])
+    except ScanError as exc:
+        raise OpsError(f"the artifact is damaged: {exc}", "", "") from None
+    finally:
+        reader.close()
+    r.progress(step, reader.hashing.count, total, force=True)
+
+
+def identities_for(settings: Settings, name: ArtifactName) -> list | None:
+    """age identities for an encrypted artifact (None for a plain one); OpsError when none is configured."""
+    if not name.encrypted:
+        return None
+    from opstower_core.artifacts.crypto import encryption_settings, load_identities
+
+    return load_identities(encryption_settings(settings))
+
+
+def read_toc(settings: Settings, entry: CatalogEntry, tools: PgTools, target: Target, r: Reporter, step: str
+             ) -> list[str]:
+    """The archive's table of contents (`pg_restore --list`), read from the start of the stream."""
+    proc = subprocess.Popen([tools.pg_restore, "--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out: dict[str, bytes] = {}
+    reader = threading.Thread(target=lambda: out.update(o=proc.stdout.read(), e=proc.stderr.read()), daemon=True)
+    reader.start()
+    assert proc.stdin is not None
+    try:
+        with open_artifact(settings, entry) as raw:
+            _decompressed(raw, entry.name.compression, r, step, 0, proc.stdin.write,
+                          identities_for(settings, entry.name))
+    except (BrokenPipeError, ValueError):
+        pass  # pg_restore has read the table of contents and left
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    rc = proc.wait()
+    reader.join(5)
+    if rc != 0:
+        err = out.get("e", b"").decode("utf-8", "replace").strip().splitlines()
+        raise OpsError(f"Cannot read the archive's table of contents ({err[-1] if err else rc})", "", "")
+    return out.get("o", b"").decode("utf-8", "replace").splitlines()
+
+
+TOC_TYPES = ("TABLE DATA", "TABLE", "CONSTRAINT")
+
+
+def toc_entry(line: str) -> tuple[str, str, str] | None:
+    """(type, schema, tag) of a `pg_restore --list` line for the types a table selection keeps."""
+    if not line or line.startswith(";"):
+        return None
+    try:
+        _ids, rest = line.split("; ", 1)
+        rest = rest.split(" ", 2)[2]  # drop "<tableoid> <oid>"
+    except (ValueError, IndexError):
+        return None
+    for kind in TOC_TYPES:
+        if rest.startswith(kind + " "):
+            fields = rest[len(kind) + 1:].split(" ")
+            if len(fields) < 3:
+                return None
+            return kind, fields[0], " ".join(fields[1:-1])  # owner is the last field
+    return None
+
+
+def select_tables(toc: list[str], tables: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(list lines to restore, schemas needed, requested tables not in the archive)."""
+    found: dict[tuple[str, str], str] = {}
+    for line in toc:
+        e = toc_entry(line)
+        if e and e[0] == "TABLE":
+            found[(e[1], e[2])] = f"{e[1]}.{e[2]}"
+    wanted: set[tuple[str, str]] = set()
+    missing = []
+    for t in tables:
+        if "." in t:
+            schema, _, name = t.partition(".")
+            keys = [(schema, name)] if (schema, name) in found else []
+        else:
+            keys = [k for k in found if k[1] == t]
+        if not keys:
+            missing.append(t)
+        wanted.update(keys)
+    keep = []
+    for line in toc:
+        e = toc_entry(line)
+        if not e:
+            continue
+        kind, schema, tag = e
+        table = tag.split(" ", 1)[0] if kind == "CONSTRAINT" else tag
+        if (schema, table) in wanted:
+            keep.append(line)
+    return keep, sorted({s for s, _ in wanted}), missing
+
+
+def resolve_tables(toc: list[str], tables: list[str]) -> list[str]:
+    """Requested names as "schema.table" keys (the form of the metadata's row counts)."""
+    keys = []
+    for line in toc:
+        e = toc_entry(line)
+        if e and e[0] == "TABLE":
+            full = f"{e[1]}.{e[2]}"
+            if full in tables or e[2] in tables:
+                keys.append(full)
+    return keys
+
+
+def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry, spec: LoadSpec,
+         r: Reporter, step: str) -> None:
+    """Load `entry` into `spec.dbname` (which exists and is empty) as `spec` says."""
+    name = entry.name
+    identities = identities_for(settings, name)
+    total = entry.size or (entry.local_path.stat().st_size if entry.local_path else 0)
+
+    def stream(stdin: IO[bytes]) -> None:
+        with open_artifact(settings, entry) as raw:
+            _decompressed(raw, name.compression, r, step, total, stdin.write, identities)
+
+    if name.format == "plain":
+        r.log(step, f"Restoring data from backup with psql (ON_ERROR_STOP, single transaction) into {spec.dbname}")
+        run_tool(psql_argv(tools, spec.dbname), target, r, step, stream)
+        return
+    if spec.tables:
+        toc = read_toc(settings, entry, tools, target, r, step)
+        keep, schemas, missing = select_tables(toc, spec.tables)
+        if missing:
+            raise OpsError(f"Tables not in the backup: {', '.join(missing)}", "", "")
+        with connect(target, dbname=spec.dbname) as conn:
+            for schema in schemas:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_qi(schema)}")
+        list_file = (spec.temp_dir or settings.backup_dir) / f".restore_{name.stem}_{os.getpid()}.list"
+        fd = os.open(list_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(keep) + "\n")
+        try:
+            r.log(step, f"Restoring {len(keep)} archive entries of {', '.join(spec.tables)} into {spec.dbname}")
+            run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner, use_list=str(list_file)), target, r, step,
+                     stream)
+        finally:
+            list_file.unlink(missing_ok=True)
+        return
+    if not spec.via_file:
+        r.log(step, f"Restoring with pg_restore (one job, streamed) into {spec.dbname}")
+        run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner), target, r, step, stream)
+        return
+    if name.compression == "none" and not name.encrypted and entry.local_path is not None:
+        r.log(step, f"Restoring with pg_restore --jobs={spec.jobs} into {spec.dbname}")
+        run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner, jobs=spec.jobs, file=str(entry.local_path)),
+                 target, r, step)
+        return
+    tmp = spec.temp_file(settings.backup_dir)
+    try:
+        r.log(step, f"Decompressing to {tmp} (parallel pg_restore needs a seekable file)")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh, open_artifact(settings, entry) as raw:
+            _decompressed(raw, name.compression, r, step, total, fh.write, identities)
+        r.log(step, f"Restoring with pg_restore --jobs={spec.jobs} into {spec.dbname}")
+        run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner, jobs=spec.jobs, file=str(tmp)), target, r, step)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _qi(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def restore_into(settings: Settings, target: Target, entry_or_path: CatalogEntry | str | Path, dbname: str,
+                 reporter: Reporter, step_id: str, jobs: int | None = None, tables: list[str] | None = None) -> None:
+    """Load an artifact into the existing, empty database `dbname` (for verify's check 8 and drills).
+
+    Owners and privileges are not restored (`--no-owner --no-acl`): a scratch database
+    must not depend on the roles of the source server.
+    """
+    from opstower_core.repo.catalog import resolve
+
+    entry = entry_or_path if isinstance(entry_or_path, CatalogEntry) else resolve(settings, str(entry_or_path))
+    with connect(target, dbname="postgres") as conn:
+        tools = select_tools(settings, server_info(conn).major)
+    spec = LoadSpec(entry.name, dbname, jobs=max(1, jobs or 1) if entry.local_path else 1, tables=tables,
+                    no_owner=True)
+    load(settings, target, tools, entry, spec, reporter, step_id)

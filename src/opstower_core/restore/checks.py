@@ -1,0 +1,190 @@
+"""After the load: checks of the restored database, ANALYZE / VACUUM / REINDEX, and roles
+from the backup's globals file."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from opstower_core.config import Target
+from opstower_core.errors import Cancelled
+from opstower_core.events import CancelToken, Reporter, Status
+from opstower_core.pg.admin import first_line
+from opstower_core.pg.tools import connect, quote_ident
+
+
+@dataclass
+class RestoredCheck:
+    status: Status
+    detail: str
+    data: dict[str, Any]
+
+
+def check_restored(target: Target, dbname: str, meta: dict[str, Any] | None, tables: list[str] | None,
+                   r: Reporter, step: str) -> RestoredCheck:
+    """Tables and per-table row counts against the metadata, index integrity, database size."""
+    from opstower_core.pg.rowcounts import count_rows
+
+    problems: list[str] = []
+    notes: list[str] = []
+    with connect(target, dbname=dbname) as conn:
+        counts = count_rows(conn)
+        if tables is not None:
+            counts = {k: v for k, v in counts.items() if _selected(k, tables)}
+        r.log(step, f"Table count: {len(counts)}")
+        expected = (meta or {}).get("row_counts")
+        if isinstance(expected, dict):
+            if tables is not None:
+                expected = {k: v for k, v in expected.items() if _selected(k, tables)}
+            diffs = [f"{t}: {expected.get(t)} expected, {counts.get(t)} restored"
+                     for t in sorted(set(expected) | set(counts)) if expected.get(t) != counts.get(t)]
+            if diffs:
+                more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+                problems.append(f"row counts differ from the backup's metadata: {'; '.join(diffs[:3])}{more}")
+            else:
+                r.log(step, f"Row counts match the metadata for all {len(counts)} tables ({sum(counts.values()):,} rows)")
+        else:
+            notes.append("no per-table row counts in the metadata (legacy backup)")
+            recorded = (meta or {}).get("table_count")
+            if isinstance(recorded, int) and recorded != len(counts):
+                notes.append(f"metadata table_count {recorded}, {len(counts)} tables restored")
+        if not counts and (tables or (isinstance(expected, dict) and expected)):
+            problems.append("the restored database holds no tables")
+        invalid = [row[0] for row in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid OR NOT indisready").fetchall()]
+        if invalid:
+            problems.append(f"invalid indexes: {', '.join(invalid[:5])}")
+        index_note = _amcheck(conn, r, step, problems)
+        size = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+        pretty = conn.execute("SELECT pg_size_pretty(%s::bigint)", (size,)).fetchone()[0]
+    r.log(step, f"Database size: {pretty}")
+    data = {"tables": len(counts), "rows": sum(counts.values()), "size_bytes": size, "row_counts": counts}
+    if problems:
+        return RestoredCheck(Status.FAIL, "; ".join(problems), data)
+    detail = f"{len(counts)} tables, {sum(counts.values()):,} rows, {pretty}; {index_note}"
+    if notes:
+        detail += "; " + "; ".join(notes)
+    return RestoredCheck(Status.PASS, detail, data)
+
+
+def _selected(key: str, tables: list[str]) -> bool:
+    """Whether "schema.table" is one of the requested names (qualified or not)."""
+    return key in tables or key.split(".", 1)[-1] in tables
+
+
+def _amcheck(conn: psycopg.Connection, r: Reporter, step: str, problems: list[str]) -> str:
+    """bt_index_check on every btree index when amcheck is installable; say so when it is not."""
+    available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'").fetchone()
+    if not available:
+        r.log(step, "amcheck is not available on this server: index structure not checked "
+                    "(only pg_index validity)", "WARN")
+        return "amcheck not available, index validity (pg_index) checked"
+    existed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'amcheck'").fetchone() is not None
+    try:
+        if not existed:
+            conn.execute("CREATE EXTENSION amcheck")
+        schema = conn.execute("SELECT quote_ident(extnamespace::regnamespace::text) FROM pg_extension"
+                              " WHERE extname = 'amcheck'"
+                              ).fetchone()[0]
+        indexes = conn.execute(
+            "SELECT c.oid, c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence <> 't'"
+            " AND i.indisvalid AND i.indisready").fetchall()
+        bad = []
+        for oid, label in indexes:
+            try:
+                conn.execute(f"SELECT {schema}.bt_index_check(%s::regclass)", (oid,))
+            except psycopg.Error as exc:
+                bad.append(f"{label} ({first_line(exc)})")
+        if bad:
+            problems.append(f"amcheck found corrupt indexes: {', '.join(bad[:5])}")
+        r.log(step, f"Index integrity check passed (amcheck bt_index_check on {len(indexes)} btree indexes)"
+              if not bad else f"amcheck: {len(bad)} corrupt indexes", "INFO" if not bad else "ERROR")
+        return f"amcheck passed on {len(indexes)} btree indexes"
+    except psycopg.Error as exc:
+        r.log(step, f"amcheck could not run ({first_line(exc)}): index structure not checked", "WARN")
+        return "amcheck could not run, index validity checked"
+    finally:
+        if not existed:
+            try:
+                conn.execute("DROP EXTENSION IF EXISTS amcheck")  # leave the restored database as dumped
+            except psycopg.Error:
+                pass
+
+
+def maintenance_sql(kind: str, dbname: str) -> str:
+    return {"analyze": "ANALYZE", "vacuum": "VACUUM", "reindex": f"REINDEX DATABASE {quote_ident(dbname)}"}[kind]
+
+
+def run_cancellable(target: Target, dbname: str, sql: str, cancel: CancelToken) -> None:
+    """Run one statement in `dbname`; a cancel request cancels it on the server at once."""
+    with connect(target, dbname=dbname) as conn:
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if cancel.wait(0.1):
+                    conn.cancel_safe()
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            conn.execute(sql)
+        except psycopg.errors.QueryCanceled:
+            if cancel.cancelled:
+                raise Cancelled() from None
+            raise
+        finally:
+            done.set()
+            watcher.join(1)
+    cancel.check()
+
+
+_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_CREATE_ROLE = re.compile(rf"^CREATE ROLE ({_IDENT});\s*$")
+
+
+def _unquote(ident: str) -> str:
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident.lower()
+
+
+def parse_roles(globals_sql: str) -> dict[str, list[str]]:
+    """Role name → its CREATE ROLE line and the ALTER ROLE lines that follow it in a pg_dumpall globals file."""
+    roles: dict[str, list[str]] = {}
+    idents: dict[str, str] = {}
+    for line in globals_sql.splitlines():
+        m = _CREATE_ROLE.match(line)
+        if m:
+            name = _unquote(m.group(1))
+            roles[name] = [line.strip()]
+            idents[m.group(1)] = name
+            continue
+        for ident, name in idents.items():
+            if line.startswith(f"ALTER ROLE {ident} ") and line.rstrip().endswith(";"):
+                roles[name].append(line.strip())
+    return roles
+
+
+def existing_roles(conn: psycopg.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+
+
+def create_roles(conn: psycopg.Connection, roles: dict[str, list[str]], r: Reporter, step: str) -> list[str]:
+    """Create the roles that do not exist yet (with their attributes); existing roles are never altered."""
+    have = existing_roles(conn)
+    created = []
+    for name, statements in roles.items():
+        if name in have:
+            r.log(step, f"Role {name} exists: left as it is")
+            continue
+        with conn.transaction():
+            for sql in statements:
+                conn.execute(sql)
+        r.log(step, f"Created role {name}: {' '.join(statements)}")
+        created.append(name)
+    return created

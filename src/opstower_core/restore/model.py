@@ -1,0 +1,139 @@
+"""What a restore is made of: its options, the plan shown before anything happens, and the
+result with its step table timed against the RTO."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opstower_core.config import Target
+from opstower_core.events import StepResult
+from opstower_core.pg.admin import DbProps
+from opstower_core.pg.load import LoadSpec
+from opstower_core.pg.tools import PgTools
+from opstower_core.repo.catalog import CatalogEntry
+
+STEP_TITLES = {
+    "verify": "Verifying backup file (checks 1-7)",
+    "download": "Downloading backup from S3",
+    "confirm": "Confirming with the operator",
+    "roles": "Creating missing roles",
+    "pre_backup": "Creating pre-restore backup of current database",
+    "terminate": "Terminating existing database connections",
+    "drop_create": "Creating the database to restore into",
+    "restore": "Restoring database from backup",
+    "verify_restored": "Verifying restored database",
+    "analyze": "Analyzing database",
+    "vacuum": "Vacuuming database",
+    "reindex": "Reindexing database",
+    "swap": "Switching the restored database into place",
+}
+
+
+@dataclass
+class RestoreOptions:
+    from_s3: bool = False
+    force: bool = False
+    target_db: str | None = None
+    in_place: bool = False
+    tables: list[str] | None = None
+    jobs: int | None = None
+    create_roles: bool = False
+
+
+@dataclass
+class PlannedStep:
+    id: str
+    title: str
+    commands: list[str]
+    detail: str
+    skip: str | None = None  # why this step will not run (it is reported as SKIP)
+
+
+@dataclass
+class RestorePlan:
+    entry: CatalogEntry
+    target: Target
+    live_db: str  # the database being replaced (or created)
+    work_db: str  # where the artifact is loaded: staging / tables database
+    mode: str  # "swap" | "in_place" | "new_db" | "tables"
+    steps: list[PlannedStep]
+    sessions: list[dict[str, Any]]  # pid, user, application, client, state, since
+    artifact_size: int
+    rto_minutes: int
+    options: RestoreOptions = field(default_factory=RestoreOptions)
+    old_db: str | None = None  # name the live database keeps after a swap
+    live_exists: bool = False
+    live_size: int | None = None
+    uncompressed_size: int | None = None
+    jobs: int = 1
+    no_owner: bool = False
+    roles: dict[str, list[str]] = field(default_factory=dict)  # from the globals file
+    missing_roles: list[str] = field(default_factory=list)
+    download_key: str | None = None
+    download_dest: Path | None = None
+    server_version: str = ""
+    tools: PgTools | None = None
+    notes: list[str] = field(default_factory=list)
+    stamp: str = ""
+    live_props: DbProps | None = None  # as read when planning; the run reads them again
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return any(s.id == "confirm" and s.skip is None for s in self.steps)
+
+    @property
+    def load_spec(self) -> LoadSpec:
+        return LoadSpec(self.entry.name, self.work_db, self.jobs, self.options.tables, self.no_owner)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.entry.filename, "artifact_size": self.artifact_size, "mode": self.mode,
+            "live_db": self.live_db, "work_db": self.work_db, "old_db": self.old_db, "live_exists": self.live_exists,
+            "live_size": self.live_size, "uncompressed_size": self.uncompressed_size, "jobs": self.jobs,
+            "host": self.target.display_host, "port": self.target.display_port, "server_version": self.server_version,
+            "tools": f"{self.tools.version} ({self.tools.bin_dir})" if self.tools else None,
+            "rto_minutes": self.rto_minutes, "sessions": self.sessions, "missing_roles": self.missing_roles,
+            "needs_confirmation": self.needs_confirmation, "notes": self.notes,
+            "options": asdict(self.options),
+            "steps": [asdict(s) for s in self.steps],
+        }
+
+
+@dataclass
+class RestoreResult:
+    ok: bool
+    plan: RestorePlan
+    steps: list[StepResult]
+    total_seconds: float
+    rto_seconds: float
+    margin_seconds: float
+    old_database: str | None  # kept live copy after a swap, to keep or discard
+    pre_restore_artifact: str | None
+    sentence: str  # what happened, the state things are in, what to do next
+    status: str = "success"  # success | failed | cancelled
+    rolled_back: bool = False
+    database: str | None = None  # the database now holding the restored data
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "status": self.status, "artifact": self.plan.entry.filename, "mode": self.plan.mode,
+            "database": self.database, "old_database": self.old_database,
+            "pre_restore_artifact": self.pre_restore_artifact, "rolled_back": self.rolled_back,
+            "total_seconds": round(self.total_seconds, 3), "rto_seconds": self.rto_seconds,
+            "margin_seconds": round(self.margin_seconds, 3),
+            "steps": [{"step": s.step, "title": s.title, "status": s.status.value, "seconds": round(s.seconds, 3),
+                       "cumulative": round(c, 3), "detail": s.detail}
+                      for s, (_, _, c) in zip(self.steps, timing_table(self), strict=True)],
+            "sentence": self.sentence,
+        }
+
+
+def timing_table(result: RestoreResult) -> list[tuple[str, float, float]]:
+    """(step title, seconds, cumulative seconds) for each step run, in order."""
+    rows, total = [], 0.0
+    for s in result.steps:
+        total += s.seconds
+        rows.append((s.title, s.seconds, total))
+    return rows

@@ -1,0 +1,1 @@
+"""Bookkeeping every run does: the run history (SQLite), the run lock, the per-run log."""

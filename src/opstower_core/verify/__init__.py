@@ -1,0 +1,25 @@
+"""Verification: the eight checks of the reference verify-backup.sh, up to a full test restore.
+
+The list of checks is import-light on purpose: the console draws it before any engine
+module (psycopg, boto3, zstandard) is loaded, so `verify` and `VerifyResult` are loaded on
+first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .checks import CHECKS
+
+if TYPE_CHECKING:
+    from .run import VerifyResult, verify
+
+__all__ = ["CHECKS", "VerifyResult", "verify"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("verify", "VerifyResult"):
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

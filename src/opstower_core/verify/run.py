@@ -1,0 +1,404 @@
+"""The eight verification checks of the reference's verify-backup.sh, with live progress.
+
+1 exists · 2 readable · 3 not empty · 4 compression integrity · 5 PostgreSQL dump content ·
+6 metadata valid and matching · 7 S3 copy present and matching · 8 full test restore.
+
+Checks 4–6 share one streaming pass over the artifact (decompress, sha256, header and
+table of contents), so verifying costs about as much as decompressing once. What that pass
+reads of the dump's content, and the verdicts of checks 5 and 6, are in `verify_content`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import humanize
+
+from opstower_core.artifacts.scan import ScanResult, scan_stream
+from opstower_core.config import Settings, Target
+from opstower_core.errors import Cancelled, OpsError
+from opstower_core.events import CancelToken, EventSink, Reporter, Status, StepResult
+from opstower_core.pg.load import (  # the restore engine's loader: one way to load a dump
+    open_artifact,
+    restore_into,
+)
+from opstower_core.pg.tools import connect, quote_ident
+from opstower_core.repo.catalog import CatalogEntry, resolve
+from opstower_core.runs.history import StateStore
+from opstower_core.storage.s3 import S3Store
+from opstower_core.verify.checks import CHECKS
+from opstower_core.verify.content import (
+    ContentProbe,
+    content_verdict,
+    metadata_verdict,
+    pick_tools,
+)
+
+
+@dataclass
+class VerifyResult:
+    entry: CatalogEntry
+    results: list[StepResult] = field(default_factory=list)
+    seconds: float = 0.0
+    tables_in_dump: int | None = None
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [r for r in self.results if r.status == Status.FAIL]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def status(self) -> Status:
+        if self.failed:
+            return Status.FAIL
+        return Status.WARN if any(r.status == Status.WARN for r in self.results) else Status.PASS
+
+
+class _Verifier:
+    def __init__(self, settings: Settings, entry: CatalogEntry, reporter: Reporter, full_test: bool, upto: int) -> None:
+        self.settings = settings
+        self.entry = entry
+        self.r = reporter
+        self.full_test = full_test
+        self.upto = upto
+        self.total = 8
+        self.scan: ScanResult | None = None
+        self.probe: ContentProbe | None = None
+        self.scan_problem: str | None = None
+        self.result = VerifyResult(entry)
+        self.size = entry.size
+
+    def check(self, index: int, status: Status, detail: str, t0: float, data: dict[str, Any] | None = None) -> Status:
+        self.r.finished(CHECKS[index - 1][0], status, detail, time.monotonic() - t0, data)
+        return status
+
+    def start(self, index: int) -> float:
+        self.r.cancel.check()  # honoured between any two checks, and inside the streaming ones
+        step, title = CHECKS[index - 1]
+        self.r.started(step, title, index, self.total)
+        return time.monotonic()
+
+    def run(self) -> VerifyResult:
+        e = self.entry
+        fatal = False
+        t = self.start(1)
+        if e.local_path is not None:
+            if e.local_path.is_dir():
+                self.check(1, Status.FAIL, f"{e.local_path} is a directory, not a backup file", t)
+                fatal = True
+            elif not e.local_path.exists():
+                self.check(1, Status.FAIL, f"Backup file not found: {e.local_path}", t)
+                fatal = True
+            else:
+                self.check(1, Status.PASS, f"Backup file exists: {e.local_path}", t)
+        else:
+            head = S3Store(self.settings.s3).head(e.s3_key or "")
+            if head is None:
+                self.check(1, Status.FAIL, f"s3://{self.settings.s3.bucket}/{e.s3_key} does not exist", t)
+                fatal = True
+            else:
+                self.size = int(head["ContentLength"])
+                self.check(1, Status.PASS, f"Backup exists in S3 only: s3://{self.settings.s3.bucket}/{e.s3_key}", t)
+
+        t = self.start(2)
+        if fatal:
+            self.check(2, Status.SKIP, "skipped: check 1 failed", t)
+        elif e.local_path is not None and not os.access(e.local_path, os.R_OK):
+            self.check(2, Status.FAIL, f"Backup file is not readable by this user (mode {oct(e.local_path.stat().st_mode & 0o777)})", t)
+            fatal = True
+        else:
+            try:
+                with open_artifact(self.settings, e) as fh:
+                    fh.read(1)
+                self.check(2, Status.PASS, "Backup file is readable", t)
+            except OSError as exc:
+                self.check(2, Status.FAIL, f"Backup file cannot be read ({exc.strerror or exc})", t)
+                fatal = True
+
+        t = self.start(3)
+        if fatal:
+            self.check(3, Status.SKIP, "skipped: the file cannot be read", t)
+        else:
+            if e.local_path is not None:
+                self.size = e.local_path.stat().st_size
+            if self.size == 0:
+                self.check(3, Status.FAIL, "Backup file is empty (0 bytes)", t)
+                fatal = True
+            else:
+                self.check(3, Status.PASS, f"Backup file size: {humanize.naturalsize(self.size, binary=True)}", t,
+                           {"size_bytes": self.size})
+
+        self.r.cancel.check()
+        # The S3 look-up (client set-up, HEAD, tags) is network-bound: start it now so it
+        # overlaps the streaming checks 4-6 instead of following them.
+        s3_lookup = self._start_s3_lookup() if self.upto >= 7 else None
+        self._single_pass(fatal)
+        if self.upto >= 7:
+            self._s3_check(s3_lookup)
+        if self.upto >= 8:
+            if self.full_test:
+                self._full_restore()
+            else:
+                t = self.start(8)
+                self.check(8, Status.SKIP, "Full restoration test not requested (use --full-test)", t)
+        return self.result
+
+    # 4–6 -------------------------------------------------------------------------------
+    def _single_pass(self, fatal: bool) -> None:
+        e = self.entry
+        t4 = self.start(4)
+        if fatal:
+            for i in (4, 5, 6):
+                if i > 4:
+                    self.start(i)
+                self.check(i, Status.SKIP, "skipped: the file is missing, unreadable or empty", t4)
+            return
+        identities = None
+        if e.name.encrypted:
+            try:
+                identities = self._identities()
+            except OpsError as exc:
+                self.check(4, Status.SKIP, f"Encrypted artifact, not decrypted: {exc.what} "
+                           "(checks 4, 5 and 8 need the identity)", t4)
+                self.start(5)
+                self.check(5, Status.SKIP, "Encrypted artifact: dump content not readable without the identity", t4)
+                self._metadata_check(None)
+                return
+        self.probe = ContentProbe(e.name.format, pick_tools(self.settings))
+        try:
+            with open_artifact(self.settings, e) as raw:
+                self.scan = scan_stream(raw, e.name.compression, on_data=self.probe.feed,
+                                        on_progress=lambda n: self.r.progress("compression", n, self.size),
+                                        cancel=self.r.cancel, identities=identities)
+        finally:
+            self.probe.close()
+        self.r.progress("compression", self.scan.compressed_bytes, self.size, force=True)
+        scan = self.scan
+        if scan.decrypt_failed:
+            self.check(4, Status.FAIL, f"Decryption failed at byte {scan.error_offset:,} of {self.size:,}: {scan.error}", t4)
+        elif scan.error:
+            where = f" at byte {scan.error_offset:,} of {self.size:,}" if scan.error_offset is not None else ""
+            self.check(4, Status.FAIL, f"Compression integrity test failed{where}: {scan.error}", t4)
+        elif e.name.compression == "none":
+            self.check(4, Status.SKIP, "Uncompressed artifact: nothing to test", t4)
+        else:
+            self.check(4, Status.PASS, f"{e.name.compression} integrity test passed "
+                       f"({humanize.naturalsize(scan.uncompressed_bytes, binary=True)} of dump)", t4)
+        t5 = self.start(5)
+        self._content_check(t5)
+        self._metadata_check(scan)
+
+    def _content_check(self, t: float) -> None:
+        assert self.scan is not None and self.probe is not None
+        status, detail, tables = content_verdict(self.scan, self.probe, self.entry.name.format)
+        if tables is not None:
+            self.result.tables_in_dump = tables
+        self.check(5, status, detail, t, None if tables is None else {"tables": tables})
+
+    def _identities(self) -> list:
+        """age identities for an encrypted artifact, or OpsError saying why there are none."""
+        from opstower_core.artifacts.crypto import encryption_settings, load_identities
+
+        enc = encryption_settings(self.settings)
+        if not enc.can_decrypt:
+            raise OpsError("no identity configured (OPSTOWER_AGE_IDENTITY or encryption.identity_file)")
+        return load_identities(enc)
+
+    def _metadata_check(self, scan: ScanResult | None) -> None:
+        t = self.start(6)
+        status, detail = metadata_verdict(self.settings, self.entry, self.size, scan, self.result.tables_in_dump)
+        self.check(6, status, detail, t)
+
+    # 7 ---------------------------------------------------------------------------------
+    def _s3_key(self) -> str | None:
+        """The key to look for, or None when no S3 copy is expected (then check 7 says why)."""
+        e = self.entry
+        if not self.settings.s3.enabled:
+            return None
+        if not e.s3_key and ((e.meta or {}).get("s3_planned") is False or not e.name.conventional):
+            return None
+        return e.s3_key or e.name.s3_key(self.settings.s3.prefix)
+
+    def _start_s3_lookup(self) -> Future | None:
+        key = self._s3_key()
+        if key is None:
+            return None
+
+        def lookup() -> tuple[dict | None, str | None]:
+            store = S3Store(self.settings.s3)
+            head = store.head(key)
+            return head, (store.remote_sha256(key, head) if head is not None else None)
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-check")
+        future = pool.submit(lookup)
+        pool.shutdown(wait=False)
+        return future
+
+    def _s3_check(self, lookup: Future | None) -> None:
+        t = self.start(7)
+        s3 = self.settings.s3
+        e = self.entry
+        if not s3.enabled:
+            self.check(7, Status.SKIP, "S3 not configured (no bucket): off-site copy not checked", t)
+            return
+        if not e.name.conventional and not e.s3_key:
+            self.check(7, Status.SKIP, f"{e.filename} does not follow the <db>_<YYYYMMDD_HHMMSS> naming: "
+                       "its S3 copy cannot be located", t)
+            return
+        key = self._s3_key()
+        if key is None or lookup is None:
+            # Taken with --local-only (or a pre-restore copy): no S3 copy was ever meant to exist.
+            self.check(7, Status.SKIP, "Local-only backup (no S3 upload was made for it): off-site copy not checked", t)
+            return
+        try:
+            head, remote_sha = lookup.result()
+        except OpsError as exc:
+            self.check(7, Status.WARN, f"S3 not reachable, off-site copy not confirmed ({exc.what})", t)
+            return
+        if head is None:
+            self.check(7, Status.FAIL, f"S3 backup missing: s3://{s3.bucket}/{key}", t)
+            return
+        remote = int(head["ContentLength"])
+        if remote != self.size:
+            self.check(7, Status.FAIL, f"S3 backup size differs: {remote:,} bytes in S3, {self.size:,} here", t)
+            return
+        local_sha = self.scan.sha256 if self.scan else (e.meta or {}).get("sha256")
+        if remote_sha and local_sha and remote_sha != local_sha:
+            self.check(7, Status.FAIL, f"S3 backup sha256 differs ({remote_sha[:12]}… in S3, {local_sha[:12]}… here)", t)
+            return
+        storage = head.get("StorageClass", "STANDARD")
+        self.check(7, Status.PASS, f"S3 backup exists (size: {remote} bytes, {storage}"
+                   f"{', sha256 matches' if remote_sha and local_sha else ''})", t, {"key": key})
+
+    # 8 ---------------------------------------------------------------------------------
+    def _full_restore(self) -> None:
+        t = self.start(8)
+        e = self.entry
+        # Only a damaged or unreadable artifact (checks 1-5) makes a test restore pointless;
+        # missing metadata or a missing S3 copy do not.
+        blocking = {"exists", "readable", "not_empty", "compression", "content"}
+        if any(r.status == Status.FAIL and r.step in blocking for r in self.r.results):
+            self.check(8, Status.SKIP, "skipped: the artifact itself failed an earlier check", t)
+            return
+        if e.name.encrypted:
+            try:
+                self._identities()
+            except OpsError as exc:
+                self.check(8, Status.SKIP, f"Encrypted artifact, cannot restore: {exc.what}", t)
+                return
+        target = _target_for(self.settings, e.database)
+        scratch = f"{e.database[:30]}_verify_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
+        try:
+            conn = connect(target, dbname="postgres")
+            self.r.log("full_restore", f"Creating test database: {scratch}")
+            conn.execute(f"CREATE DATABASE {quote_ident(scratch)}")
+        except OpsError as exc:
+            # The server, not the backup, is the problem: no verdict on the artifact.
+            self.check(8, Status.WARN, f"Full restoration test not run: {exc.what}", t)
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. no CREATEDB privilege
+            conn.close()
+            self.check(8, Status.WARN, f"Full restoration test not run: cannot create {scratch} ({exc})", t)
+            return
+        outcome: tuple[Status, str] | None = None
+        try:
+            self.r.log("full_restore", "Restoring backup to test database...")
+            restore_into(self.settings, target, e, scratch, self.r, "full_restore")
+            self.r.log("full_restore", "Restoration to test database successful")
+            outcome = _compare_restored(target, scratch, e.meta, self.r)
+        except Cancelled:
+            self.check(8, Status.SKIP, "cancelled; the test database was dropped", t)
+            raise
+        except OpsError as exc:
+            outcome = Status.FAIL, f"Full restoration test failed: {exc.what}"
+        finally:
+            # Always dropped, and before the verdict is reported.
+            self.r.log("full_restore", "Cleaning up test database...")
+            with contextlib.suppress(Exception):
+                conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)} WITH (FORCE)")
+            conn.close()
+        self.check(8, outcome[0], outcome[1], t, {"scratch_db": scratch})
+
+
+def _target_for(settings: Settings, database: str) -> Target:
+    try:
+        return settings.target(database)
+    except OpsError:
+        return settings.target()
+
+
+def _compare_restored(target: Target, dbname: str, meta: dict[str, Any] | None, r: Reporter) -> tuple[Status, str]:
+    """Tables and row counts of the scratch database against the metadata; a query on every table."""
+    from opstower_core.pg.rowcounts import count_rows, user_tables_sql
+
+    with connect(target, dbname=dbname) as conn:
+        tables = conn.execute(user_tables_sql()).fetchall()
+        r.log("full_restore", f"Tables in restored database: {len(tables)}")
+        if not tables:
+            return Status.FAIL, "Restored database contains no tables"
+        for schema, table in tables:
+            conn.execute(f"SELECT * FROM {quote_ident(schema)}.{quote_ident(table)} LIMIT 1").fetchall()
+        r.log("full_restore", "Basic query successful on every table")
+        counts = count_rows(conn)
+    if not meta or not isinstance(meta.get("row_counts"), dict):
+        return Status.PASS, (f"Full restoration test completed: {len(tables)} tables restored and queried "
+                             "(no row counts in the metadata to compare)")
+    expected: dict[str, int] = meta["row_counts"]
+    diffs = [f"{t}: {expected.get(t)} expected, {counts.get(t)} restored"
+             for t in sorted(set(expected) | set(counts)) if expected.get(t) != counts.get(t)]
+    if diffs:
+        more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        return Status.FAIL, f"Restored data differs from the metadata: {'; '.join(diffs[:3])}{more}"
+    total = sum(counts.values())
+    return Status.PASS, (f"Full restoration test completed: {len(tables)} tables and {total:,} rows match the "
+                         "metadata; test database dropped")
+
+
+def verify(
+    settings: Settings,
+    artifact: str | os.PathLike[str] | CatalogEntry,
+    full_test: bool = False,
+    on_event: EventSink | None = None,
+    cancel: CancelToken | None = None,
+    state: StateStore | None = None,
+    upto: int = 8,
+) -> VerifyResult:
+    """Run checks 1..upto on an artifact (a path, catalog name, S3 key, "latest" or entry)."""
+    entry = artifact if isinstance(artifact, CatalogEntry) else resolve(settings, os.fspath(artifact))
+    reporter = Reporter(on_event, cancel)
+    t0 = time.monotonic()
+    started = time.time()
+    verifier = _Verifier(settings, entry, reporter, full_test, upto)
+    status = "cancelled"
+    try:
+        result = verifier.run()
+        result.results = reporter.results
+        status = result.status.value
+        return result
+    finally:
+        verifier.result.results = reporter.results
+        verifier.result.seconds = time.monotonic() - t0
+        if state is None:
+            with contextlib.suppress(Exception):
+                state = StateStore(settings.state_dir)
+        if status == "FAIL":
+            from opstower_core.alerts import send_safely
+
+            failed = "; ".join(f"{r.title}: {r.detail}" for r in verifier.result.failed)
+            send_safely(settings, "verify", "failed", f"OpsTower Verification FAILED: {entry.filename}", failed,
+                        entry.database, {"artifact": entry.filename})
+        if state is not None:
+            state.record("verify", entry.database, status, artifact=entry.filename, started_at=started,
+                         duration_seconds=verifier.result.seconds, size_bytes=verifier.size or None,
+                         error="; ".join(r.detail for r in verifier.result.failed) or None,
+                         details={"full_test": full_test, "upto": upto,
+                                  "checks": {r.step: r.status.value for r in reporter.results}})
