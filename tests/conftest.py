@@ -13,11 +13,11 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.devenv.embedded import EmbeddedPostgres, EmbeddedS3
+from support.servers import restore_environ
 
 
 @pytest.fixture(scope="session")
@@ -43,27 +43,10 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
     store.stop()
 
 
-def restore_environ(saved: dict[str, str | None]) -> None:
-    """Put back environment variables saved as {name: value or None (unset)}."""
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
-def admin_conn(pg: EmbeddedPostgres, dbname: str = "postgres") -> psycopg.Connection:
-    return psycopg.connect(**pg.conninfo(dbname), autocommit=True)
 
 
-def create_database(pg: EmbeddedPostgres, name: str, sql: str | None = None) -> None:
-    """(Re)create a database and run `sql` in it."""
-    with admin_conn(pg) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    if sql:
-        with admin_conn(pg, name) as conn:
-            conn.execute(sql)
 
 
 @pytest.fixture
@@ -87,9 +70,6 @@ def make_settings(pg: EmbeddedPostgres, tmp_path: Path):
     return make
 
 
-def unique(prefix: str) -> str:
-    """A name no other test uses (databases, prefixes)."""
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(autouse=True)
@@ -101,23 +81,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent/opstower-tests")  # no ~/.config/opstower either
 
 
-def settings_toml(settings: Settings, path: Path, extra: str = "", mode: int = 0o600,
-                  bucket: str | None = None, top: str = "") -> Path:
-    """The same settings as a TOML file, for the CLI (`--config`).
-
-    `top` holds more top-level keys; `extra` is appended after the tables (more tables).
-    """
-    t = settings.target()
-    lines = [f'backup_dir = "{settings.backup_dir}"', f'state_dir = "{settings.state_dir}"',
-             f'pg_bin = "{settings.pg_bin}"', "min_free_gb = 0", f'default_target = "{t.name}"', top]
-    if settings.s3.enabled:
-        lines += ["[s3]", f'bucket = "{bucket or settings.s3.bucket}"', f'prefix = "{settings.s3.prefix}"',
-                  f'endpoint_url = "{settings.s3.endpoint_url}"', 'region = "us-east-1"']
-    lines += [f"[targets.{t.name}]", f'dbname = "{t.dbname}"', f'host = "{t.host}"', f"port = {t.port}",
-              f'user = "{t.user}"']
-    path.write_text("\n".join(lines) + "\n" + extra)
-    path.chmod(mode)
-    return path
 
 
 # -- restore tests (test_restore*.py): a source database per module, a damaged "live" copy per test --
@@ -125,14 +88,14 @@ def settings_toml(settings: Settings, path: Path, extra: str = "", mode: int = 0
 
 @pytest.fixture(scope="module")
 def source(pg, tmp_path_factory: pytest.TempPathFactory):
-    from test_restore_support import Source  # imported here: it imports this module itself
+    from support.restore import Source
 
     return Source(pg, tmp_path_factory.mktemp("restore_source"))
 
 
 @pytest.fixture
 def live(pg, make_settings, source):
-    """A live database, a custom-format backup of it, then damage (see test_restore_support)."""
-    from test_restore_support import make_live
+    """A live database, a custom-format backup of it, then damage (see support/restore.py)."""
+    from support.restore import make_live
 
     return make_live(pg, make_settings, source=source)

@@ -9,11 +9,11 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from conftest import create_database
 from opstower_core.backup import run_backup
 from opstower_core.config import Target
 from opstower_core.errors import OpsError
 from opstower_core.verify import verify
+from support.servers import create_database
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 import uuid
 
-from conftest import admin_conn, create_database
 from opstower_core.backup import run_backup
 from opstower_core.config import Settings
 from opstower_core.drill import Drill, DrillRunner, DrillStore, Participant, Phase, PhaseRun, Scenario
 from opstower_core.report import duration, minutes, render_drill_report, render_incident_report
 from opstower_core.restore import RestoreOptions, plan_restore, run_restore
+from support.servers import admin_conn, create_database
 
 T0 = 1_790_000_000.0  # a fixed incident time
 

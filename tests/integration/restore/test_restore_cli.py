@@ -9,7 +9,7 @@ import json
 import pytest
 
 from opstower_core.cli import main
-from test_restore_support import databases
+from support.restore import databases
 
 
 class FakeTerminal(io.StringIO):

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import admin_conn, create_database
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.events import CancelToken, Status, StepStarted
 from opstower_core.storage.s3 import S3Store
 from opstower_core.verify import CHECKS, verify
+from support.servers import admin_conn, create_database
 
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);

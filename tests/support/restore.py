@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psycopg
 
-from conftest import admin_conn, create_database
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.events import StepStarted
+from support.servers import admin_conn, create_database
 
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text UNIQUE);

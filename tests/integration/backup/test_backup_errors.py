@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import admin_conn, create_database, unique
 from opstower_core.backup import run_backup
 from opstower_core.cli import main
 from opstower_core.config import load_settings
@@ -27,6 +26,7 @@ from opstower_core.events import CancelToken, Status, StepFinished, StepProgress
 from opstower_core.pg.tools import select_tools
 from opstower_core.repo.catalog import list_catalog
 from opstower_core.runs.history import StateStore
+from support.servers import admin_conn, create_database, unique
 
 SQL = """
 CREATE TABLE public.items (id integer PRIMARY KEY, label text);

@@ -3,7 +3,7 @@
 Deterministic: a fixed backup directory (fixed names, sizes and metadata), run history at
 fixed offsets from a frozen clock, a fixed S3 prefix in the session's fresh store, and the
 run screens fed recorded engine events instead of timing a live run (the pilot tests in
-test_tui.py run the real thing). Update with `pytest tests/test_tui_snapshots.py
+test_tui.py run the real thing). Update with `pytest tests/tui/test_tui_snapshots.py
 --snapshot-update`, then look at the SVGs before committing them.
 """
 

@@ -8,11 +8,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from conftest import admin_conn, create_database
 from opstower_core.devenv.embedded import EmbeddedPostgres
 from opstower_core.devenv.sampledb import add_activity, create_sample_database
+from support.servers import admin_conn, create_database
 
-KITCHEN_SINK = Path(__file__).parent / "data" / "kitchen_sink.sql"
+KITCHEN_SINK = Path(__file__).resolve().parents[2] / "data" / "kitchen_sink.sql"
 USER_SCHEMAS = "n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'"
 
 

@@ -23,13 +23,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import admin_conn
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.doctor import run_doctor
 from opstower_core.errors import OpsError
 from opstower_core.events import Status
 from opstower_core.runs.history import StateStore
+from support.servers import admin_conn
 
 CLIENTS = {"pg_dump", "pg_restore", "pg_dumpall", "psql"}
 SCRUB_ENV = ("PGPASSWORD", "PGPASSFILE", "PGUSER", "PGHOST", "PGPORT", "PGDATABASE", "PGSERVICE", "BACKUP_DIR",

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import admin_conn, create_database
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import load_settings
@@ -30,6 +29,7 @@ from opstower_core.drill import (
 )
 from opstower_core.errors import OpsError
 from opstower_core.runs.history import StateStore
+from support.servers import admin_conn, create_database
 
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);

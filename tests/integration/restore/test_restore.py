@@ -10,7 +10,6 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import admin_conn, create_database
 from opstower_core.errors import OpsError, UsageError
 from opstower_core.events import Status, StepStarted
 from opstower_core.restore import (
@@ -23,7 +22,7 @@ from opstower_core.restore import (
     timing_table,
 )
 from opstower_core.runs.history import StateStore
-from test_restore_support import (
+from support.restore import (
     SCHEMA,
     allows_connections,
     client_sessions,
@@ -34,6 +33,7 @@ from test_restore_support import (
     schema_sql,
     write_artifact,
 )
+from support.servers import admin_conn, create_database
 
 SWAP_ORDER = ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "verify_restored",
               "analyze", "vacuum", "reindex", "terminate", "swap"]

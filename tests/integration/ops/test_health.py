@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from conftest import admin_conn, create_database, restore_environ, settings_toml
 from opstower_core.artifacts.names import parse_name
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
@@ -29,6 +28,7 @@ from opstower_core.errors import OpsError
 from opstower_core.health import HealthState, check_health, run_health
 from opstower_core.runs.history import StateStore
 from opstower_core.verify import verify
+from support.servers import admin_conn, create_database, restore_environ, settings_toml
 
 SMALL = "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 200) g;"
 ENV_KEYS = ("BACKUP_DIR", "OPSTOWER_STATE_DIR", "PGDATABASE", "S3_BUCKET", "S3_PREFIX", "AWS_ENDPOINT_URL",

@@ -7,11 +7,10 @@ import json
 
 import pytest
 
-from conftest import admin_conn
 from opstower_core.events import CancelToken, Status, StepLog, StepStarted
 from opstower_core.restore import RestoreOptions, plan_restore, run_restore
 from opstower_core.runs.history import StateStore
-from test_restore_support import (
+from support.restore import (
     allows_connections,
     cancel_when_started,
     client_sessions,
@@ -23,6 +22,7 @@ from test_restore_support import (
     plain_sql,
     write_artifact,
 )
+from support.servers import admin_conn
 
 
 @pytest.fixture

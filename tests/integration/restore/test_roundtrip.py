@@ -16,10 +16,10 @@ import psycopg
 import pytest
 import zstandard
 
-from conftest import admin_conn, create_database, unique
 from opstower_core.backup import BackupOptions, run_backup
+from support.servers import admin_conn, create_database, unique
 
-KITCHEN_SINK = Path(__file__).parent / "data" / "kitchen_sink.sql"
+KITCHEN_SINK = Path(__file__).resolve().parents[2] / "data" / "kitchen_sink.sql"
 
 
 def restore(pg, artifact: Path, dbname: str) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from conftest import admin_conn
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.devenv.demo import corrupt_copy
@@ -39,6 +38,7 @@ from opstower_tui.screens.verify import VerifyScreen
 from opstower_tui.widgets.backup_table import BackupTable
 from opstower_tui.widgets.db_card import DbCard
 from opstower_tui.widgets.step_list import StepList
+from support.servers import admin_conn
 
 SIZE = (80, 24)
 

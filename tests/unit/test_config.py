@@ -122,7 +122,7 @@ def test_cli_reports_a_bad_config_on_one_line(tmp_path: Path, capsys: pytest.Cap
 
 def test_the_readme_example_config_loads(tmp_path: Path) -> None:
     """The configuration shown to users in the README is valid, section by section."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     cfg = tmp_path / "readme.toml"
     cfg.write_text(example + '\n[keys]\n"backups.verify" = "V"\n')

@@ -11,7 +11,6 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from conftest import admin_conn, create_database
 from opstower_core.artifacts.crypto import encryption_settings
 from opstower_core.backup import run_backup
 from opstower_core.config import S3Settings, Settings, Target
@@ -19,6 +18,7 @@ from opstower_core.errors import ConfigError
 from opstower_core.events import Status
 from opstower_core.storage.s3 import S3Store
 from opstower_core.verify import verify
+from support.servers import admin_conn, create_database
 
 SCHEMA = """
 CREATE TABLE secrets (id int PRIMARY KEY, payload text);

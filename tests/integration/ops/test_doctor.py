@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from conftest import admin_conn, create_database, restore_environ, settings_toml
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import S3Settings, Settings, Target, load_settings
@@ -18,6 +17,7 @@ from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.doctor import CHECKS, run_doctor
 from opstower_core.errors import OpsError
 from opstower_core.events import Status
+from support.servers import admin_conn, create_database, restore_environ, settings_toml
 
 TABLES = """
 CREATE TABLE accounts (id serial PRIMARY KEY, name text);

@@ -10,11 +10,11 @@ import pytest
 from textual.app import App
 from textual.widgets import DataTable, Input, Select
 
-from conftest import create_database
 from opstower_core.backup import run_backup
 from opstower_core.drill import DrillOptions, DrillStore, start_drill
 from opstower_tui.screens.drill import DrillScreen, TextPrompt
 from opstower_tui.screens.drill_setup import DrillSetup
+from support.servers import create_database
 
 
 class DrillApp(App):

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import admin_conn, create_database, unique
 from opstower_core import __version__
 from opstower_core.artifacts.names import REFERENCE_FIELDS, parse_name
 from opstower_core.backup import BackupOptions, run_backup
@@ -29,6 +28,7 @@ from opstower_core.cli import main
 from opstower_core.events import Status, StepFinished, StepLog
 from opstower_core.repo.catalog import list_catalog
 from opstower_core.runs.history import StateStore
+from support.servers import admin_conn, create_database, unique
 
 SMALL_SQL = """
 CREATE TABLE public.accounts (id integer PRIMARY KEY, name text NOT NULL, balance numeric(12, 2));

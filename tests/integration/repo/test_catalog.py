@@ -11,11 +11,11 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from conftest import create_database, settings_toml, unique
 from opstower_core.backup import run_backup
 from opstower_core.cli import main
 from opstower_core.repo.catalog import fetch_s3_metadata, list_catalog
 from opstower_core.runs.history import StateStore
+from support.servers import create_database, settings_toml, unique
 
 # The reference's metadata example (test case 1.4), verbatim.
 REFERENCE_META = """{

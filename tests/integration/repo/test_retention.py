@@ -7,12 +7,12 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from conftest import create_database, unique
 from opstower_core.artifacts.names import ArtifactName
 from opstower_core.cli import main
 from opstower_core.config import load_settings
 from opstower_core.repo.retention import apply_retention
 from opstower_core.storage.s3 import S3Store
+from support.servers import create_database, unique
 
 NOW = datetime.now().astimezone()
 
@@ -231,7 +231,7 @@ def test_reference_pre_restore_copies_are_recognised_and_expire(make_settings):
 
 
 def test_prune_command_applies_retention_without_a_backup(make_settings, s3, tmp_path, capsys) -> None:
-    from conftest import settings_toml
+    from support.servers import settings_toml
 
     db = unique("ret_prune")
     settings = make_settings(db, s3=s3)
@@ -256,7 +256,7 @@ def test_prune_command_applies_retention_without_a_backup(make_settings, s3, tmp
 
 def test_prune_with_s3_down_applies_local_retention_and_says_s3_was_untouched(make_settings, tmp_path, capsys,
                                                                                monkeypatch):
-    from conftest import settings_toml
+    from support.servers import settings_toml
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)  # the live test store's endpoint would win
     from opstower_core.config import S3Settings

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import create_database, unique
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import load_settings
 from opstower_core.errors import LockHeld
 from opstower_core.repo.catalog import list_catalog
 from opstower_core.runs.lock import RunLock
+from support.servers import create_database, unique
 
 SQL = "CREATE TABLE public.t (id integer PRIMARY KEY); INSERT INTO public.t SELECT generate_series(1, 50);"
 HOLD = """
