@@ -8,39 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opstower_core.fmt import duration
+
 # Styles per status word: colour repeats the word, it never replaces it.
 STATUS_STYLE = {
     "PASS": "bold green", "OK": "bold green", "FAIL": "bold red", "CRIT": "bold red",
     "WARN": "bold yellow", "SKIP": "dim", "RUN": "bold cyan", "WAIT": "dim", "-": "dim",
 }
-
-
-def size(n: int | None) -> str:
-    """1.2 MiB style (binary units, one decimal)."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"  # pragma: no cover
-
-
-def duration(seconds: float | None) -> str:
-    """Short and exact enough for an on-call screen: 42s, 3m 05s, 2h 04m, 3d 4h."""
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{max(seconds, 0):.1f}s"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
 def clock(seconds: float) -> str:

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from opstower_core.fmt import size
 from opstower_core.verify import CHECKS
-from opstower_tui.formatting import size
 
 # The eight checks' titles, from a module light enough to import before the engine.
 VERIFY_CHECKS = CHECKS

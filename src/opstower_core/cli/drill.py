@@ -31,12 +31,13 @@ from opstower_core.drill import (
     Participant,
     export_report,
     load_scenarios,
+    phase_status,
     scenario_files,
     start_drill,
 )
 from opstower_core.errors import UsageError
 from opstower_core.events import CancelToken
-from opstower_core.report import duration, minutes, phase_status, when
+from opstower_core.fmt import duration, minutes, when
 
 SPARK = "▁▂▃▄▅▆▇█"
 

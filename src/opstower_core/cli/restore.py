@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_result(result, sys.stdout)
     if args.report:
-        from opstower_core.report import render_incident_report
+        from opstower_core.restore import render_incident_report
 
         Path(args.report).write_text(render_incident_report(result, started_at=started), encoding="utf-8")
         print(f"Incident report written to {args.report}", file=out)

@@ -21,8 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import humanize
-
+from opstower_core import fmt
 from opstower_core.config import Settings, Target
 from opstower_core.doctor.finding import Finding
 from opstower_core.doctor.s3 import S3Checks
@@ -35,10 +34,6 @@ CLOCK_SKEW_WARN = 5.0
 # Keys whose literal value is a secret; *_env / *_file keys only name where the secret lives.
 SECRET_KEY = re.compile(r"password|passphrase|secret|token|access_key|private_key|identity|webhook_url|^url$|^headers$",
                         re.IGNORECASE)
-
-
-def _size(n: float) -> str:
-    return humanize.naturalsize(n, binary=True)
 
 
 def _mode(path: Path) -> int:
@@ -165,7 +160,7 @@ class _Doctor:
         self.db_size = int(row[8])
         return Finding(Status.PASS, f"connected to {self.target.dbname!r} on {self.target.display_host}:"
                        f"{self.target.display_port} as {self.role['user']} ({self.server.version}, "
-                       f"{_size(self.db_size)})", data={"server_version": self.server.version, "user": self.role["user"]})
+                       f"{fmt.size(self.db_size)})", data={"server_version": self.server.version, "user": self.role["user"]})
 
     def client_tools(self) -> Finding:
         tools = available_tools(self.settings)
@@ -313,10 +308,10 @@ class _Doctor:
         latest = next(iter(LocalStore(d).artifacts(self.target.dbname)), None) if d.exists() else None
         latest_size = latest.size if latest else 0
         need = required_free_bytes(self.settings, self.db_size) if self.db_size is not None else 0
-        text = f"{_size(usage.free)} free of {_size(usage.total)} in {where}"
-        extra = [f"latest backup {_size(latest_size)}"] if latest_size else []
+        text = f"{fmt.size(usage.free)} free of {fmt.size(usage.total)} in {where}"
+        extra = [f"latest backup {fmt.size(latest_size)}"] if latest_size else []
         if need:
-            extra.append(f"a backup of {_size(self.db_size or 0)} needs {_size(need)}")
+            extra.append(f"a backup of {fmt.size(self.db_size or 0)} needs {fmt.size(need)}")
         text += f" ({'; '.join(extra)})" if extra else ""
         data = {"free_bytes": usage.free, "latest_bytes": latest_size, "required_bytes": need}
         if need and usage.free < need:

@@ -1,6 +1,7 @@
 """DR drills: scenarios, operator-led or unattended runs, markdown reports."""
 
 from .export import export_report
+from .report import phase_status, render_drill_report
 from .runner import DrillOptions, DrillRunner, start_drill
 from .scenarios import (
     Phase,
@@ -30,6 +31,8 @@ __all__ = [
     "find_scenario",
     "load_scenarios",
     "parse_scenarios",
+    "phase_status",
+    "render_drill_report",
     "scenario_files",
     "start_drill",
 ]

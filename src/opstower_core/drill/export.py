@@ -19,7 +19,7 @@ LOG = logging.getLogger("opstower.drill")
 
 def export_report(settings: Settings, drill: Drill | int | str, path: Path | str) -> Path:
     """Write the drill's markdown report to `path` and send a "drill" notification (never fails on it)."""
-    from opstower_core.report import render_drill_report
+    from opstower_core.drill.report import render_drill_report
 
     d = drill if isinstance(drill, Drill) else DrillStore(settings.state_dir).load(drill)
     out = Path(path).expanduser()

@@ -23,8 +23,7 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any
 
-import humanize
-
+from opstower_core import fmt
 from opstower_core.config import Settings
 from opstower_core.repo.catalog import Catalog, CatalogEntry
 from opstower_core.runs.history import RunRecord
@@ -82,10 +81,6 @@ def span(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
     return f"{minutes}m" if minutes else f"{secs}s"
-
-
-def _size(n: float) -> str:
-    return humanize.naturalsize(n, binary=True)
 
 
 def entry_size(entry: CatalogEntry) -> int:
@@ -162,14 +157,14 @@ def check_size_trend(db: str, entries: list[CatalogEntry], runs: list[RunRecord]
                   for r in runs if r.status == "success" and r.size_bytes]
     if not series:
         return HealthCheck("size_trend", db, HealthState.UNKNOWN, "no backup size known yet")
-    size, fmt, name = series[0]
-    previous = next((s for s in series[1:] if s[1] == fmt), None)
+    latest, kind, name = series[0]
+    previous = next((s for s in series[1:] if s[1] == kind), None)
     if previous is None:
         return HealthCheck("size_trend", db, HealthState.UNKNOWN,
-                           f"latest backup is {_size(size)}; no previous {fmt or ''} backup to compare".replace("  ", " "),
-                           metrics={"size_bytes": size})
-    change = (size - previous[0]) / previous[0] if previous[0] else 0.0
-    text = f"latest backup is {_size(size)}, {change * 100:+.1f}% from the previous ({_size(previous[0])})"
+                           f"latest backup is {fmt.size(latest)}; no previous {kind or ''} backup to compare".replace("  ", " "),
+                           metrics={"size_bytes": latest})
+    change = (latest - previous[0]) / previous[0] if previous[0] else 0.0
+    text = f"latest backup is {fmt.size(latest)}, {change * 100:+.1f}% from the previous ({fmt.size(previous[0])})"
     state = HealthState.OK
     if abs(change) > SIZE_CHANGE_WARN:
         state = HealthState.WARNING
@@ -178,7 +173,7 @@ def check_size_trend(db: str, entries: list[CatalogEntry], runs: list[RunRecord]
                  f" (warning beyond ±{SIZE_CHANGE_WARN * 100:.0f}%): check for deleted data before retention removes "
                  "the older backups")
     return HealthCheck("size_trend", db, state, text,
-                       metrics={"size_bytes": size, "previous_bytes": previous[0], "change_percent": round(change * 100, 1)})
+                       metrics={"size_bytes": latest, "previous_bytes": previous[0], "change_percent": round(change * 100, 1)})
 
 
 def check_s3_upload(settings: Settings, db: str, entries: list[CatalogEntry], runs: list[RunRecord] | None,
@@ -244,11 +239,11 @@ def check_free_space(settings: Settings, latest_size: int) -> HealthCheck:
         return HealthCheck("free_space", str(d), HealthState.UNKNOWN, f"cannot read the backup directory ({exc.strerror})")
     free, total = usage.free, usage.total
     pct = 100.0 * free / total if total else 0.0
-    text = f"{_size(free)} free ({pct:.0f}%)"
+    text = f"{fmt.size(free)} free ({pct:.0f}%)"
     metrics: dict[str, Any] = {"free_bytes": free, "total_bytes": total, "latest_bytes": latest_size}
     if latest_size:
         metrics.update(warn_bytes=2 * latest_size, crit_bytes=latest_size)
-        text += f", latest backup {_size(latest_size)}"
+        text += f", latest backup {fmt.size(latest_size)}"
     if latest_size and free < latest_size:
         return HealthCheck("free_space", str(d), HealthState.CRITICAL,
                            f"{text}: the next backup will not fit; free space or move BACKUP_DIR", metrics=metrics)

@@ -19,6 +19,7 @@ Modes (the live database is never dropped before its replacement is restored and
 from .model import PlannedStep, RestoreOptions, RestorePlan, RestoreResult, timing_table
 from .old import discard_old, list_old_databases
 from .plan import plan_restore, safe_destination
+from .report import render_incident_report
 from .run import run_restore
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "discard_old",
     "list_old_databases",
     "plan_restore",
+    "render_incident_report",
     "run_restore",
     "safe_destination",
     "timing_table",

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from opstower_core import fmt
 from opstower_core.backup import BackupResult
 from opstower_core.config import Settings
 from opstower_core.errors import Cancelled, OpsError
@@ -332,11 +333,11 @@ class RestoreRun(SourceSteps):
     # -- the one sentence ------------------------------------------------------------------------
     def _sentence(self, result: RestoreResult, error: BaseException | None) -> str:
         p, file = self.p, self.entry.filename
-        took = _duration(result.total_seconds)
+        took = fmt.duration(result.total_seconds)
         if result.margin_seconds >= 0:
-            rto = f"{_duration(result.margin_seconds)} left of the {p.rto_minutes}-minute RTO"
+            rto = f"{fmt.duration(result.margin_seconds)} left of the {p.rto_minutes}-minute RTO"
         else:
-            rto = f"{_duration(-result.margin_seconds)} OVER the {p.rto_minutes}-minute RTO"
+            rto = f"{fmt.duration(-result.margin_seconds)} OVER the {p.rto_minutes}-minute RTO"
         if result.ok:
             if p.mode == "swap":
                 return (f"Restored {self.live} from {file} in {took} ({rto}). The previous database is kept as "
@@ -382,15 +383,6 @@ class RestoreRun(SourceSteps):
         else:
             state = "nothing was changed" + (f" ({self.live} was not touched)" if p.live_exists else "")
         return OpsError(what, state, nxt).sentence
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {sec:02d}s"
 
 
 def run_restore(settings: Settings, plan: RestorePlan, confirm=None, on_event=None, cancel=None,

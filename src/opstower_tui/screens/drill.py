@@ -345,7 +345,8 @@ class DrillScreen(Screen):
     def refresh_view(self) -> None:
         import time
 
-        from opstower_core.report import duration, minutes, phase_status
+        from opstower_core.drill import phase_status
+        from opstower_core.fmt import duration, minutes
 
         d = self.drill
         if d is None:

@@ -17,7 +17,8 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
-from opstower_tui.formatting import STATUS_STYLE, clock, duration, size
+from opstower_core.fmt import duration, size
+from opstower_tui.formatting import STATUS_STYLE, clock
 from opstower_tui.messages import EngineEvent
 from opstower_tui.screens.base import OpsScreen
 from opstower_tui.widgets.bars import BudgetBar, TransferBar

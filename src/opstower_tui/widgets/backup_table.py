@@ -22,7 +22,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from opstower_tui.formatting import duration, size, truncate
+from opstower_core.fmt import duration, size
+from opstower_tui.formatting import truncate
 
 # (key, header, width); width 0 = takes the rest.
 COLUMNS: list[tuple[str, str, int]] = [

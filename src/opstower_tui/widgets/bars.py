@@ -9,7 +9,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from opstower_tui.formatting import STATUS_STYLE, bar, clock, eta, size
+from opstower_core.fmt import size
+from opstower_tui.formatting import STATUS_STYLE, bar, clock, eta
 
 
 class TransferBar(Widget):

@@ -11,7 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
-from opstower_tui.formatting import STATUS_STYLE, age_level, duration, size, size_jumps
+from opstower_core.fmt import duration, size
+from opstower_tui.formatting import STATUS_STYLE, age_level, size_jumps
 
 
 def _word(word: str) -> Text:

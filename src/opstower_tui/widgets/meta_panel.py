@@ -9,7 +9,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
-from opstower_tui.formatting import STATUS_STYLE, duration, size
+from opstower_core.fmt import duration, size
+from opstower_tui.formatting import STATUS_STYLE
 
 
 class MetaPanel(Widget, can_focus=False):

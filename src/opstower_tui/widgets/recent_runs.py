@@ -9,7 +9,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from opstower_tui.formatting import STATUS_STYLE, duration
+from opstower_core.fmt import duration
+from opstower_tui.formatting import STATUS_STYLE
 
 RUN_WORDS = {"success": "PASS", "failed": "FAIL", "cancelled": "SKIP"}
 

@@ -8,9 +8,18 @@ import uuid
 
 from opstower_core.backup import run_backup
 from opstower_core.config import Settings
-from opstower_core.drill import Drill, DrillRunner, DrillStore, Participant, Phase, PhaseRun, Scenario
-from opstower_core.report import duration, minutes, render_drill_report, render_incident_report
-from opstower_core.restore import RestoreOptions, plan_restore, run_restore
+from opstower_core.drill import (
+    Drill,
+    DrillRunner,
+    DrillStore,
+    Participant,
+    Phase,
+    PhaseRun,
+    Scenario,
+    render_drill_report,
+)
+from opstower_core.fmt import duration, minutes
+from opstower_core.restore import RestoreOptions, plan_restore, render_incident_report, run_restore
 from support.servers import admin_conn, create_database
 
 T0 = 1_790_000_000.0  # a fixed incident time

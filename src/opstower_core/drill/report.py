@@ -1,56 +1,12 @@
-"""Markdown reports: a DR drill's report and a restore's incident report.
-
-Both read well on GitHub as they are (pipe tables, task lists, headings) and in a
-terminal: every status is a word, the emoji only repeat it.
-"""
+"""A DR drill's report, as markdown."""
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
-from opstower_core.drill import RUNNING, Drill, PhaseRun
-
-if TYPE_CHECKING:
-    from opstower_core.restore import RestoreResult
-
-MARK = {"PASS": "✅", "MET": "✅", "WARN": "⚠️", "OVER": "⚠️", "FAIL": "❌", "MISSED": "❌", "SKIP": "⏭️",
-        "RUNNING": "⏳", "PENDING": "·"}
-
-
-# -- words and numbers shared with the CLI and the console ------------------------------------
-
-def duration(seconds: float | None) -> str:
-    """2.3s, 42s, 12m 03s, 2h 04m."""
-    if seconds is None:
-        return "-"
-    s = max(0.0, seconds)
-    if s < 10:
-        return f"{s:.1f}s"
-    n = int(round(s))
-    if n < 60:
-        return f"{n}s"
-    if n < 3600:
-        return f"{n // 60}m {n % 60:02d}s"
-    return f"{n // 3600}h {n % 3600 // 60:02d}m"
-
-
-def minutes(value: float) -> str:
-    """A target: "15 min", "4h", "1h 15m"; fractions of a minute as a duration."""
-    if value * 60 < 60 or abs(value - round(value)) > 1e-9:
-        return duration(value * 60)
-    m = int(round(value))
-    if m < 60:
-        return f"{m} min"
-    return f"{m // 60}h" if m % 60 == 0 else f"{m // 60}h {m % 60:02d}m"
-
-
-def when(ts: float | None) -> str:
-    """Local date and time with the UTC offset (drills are read across time zones)."""
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+from opstower_core import markdown as md
+from opstower_core.drill.state import RUNNING, Drill, PhaseRun
+from opstower_core.fmt import MARK, duration, minutes, when
 
 
 def phase_status(drill: Drill, p: PhaseRun, now: float | None = None) -> tuple[str, str]:
@@ -73,29 +29,6 @@ def phase_status(drill: Drill, p: PhaseRun, now: float | None = None) -> tuple[s
     return word, note
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip() or " "
-
-
-def _table(headers: list[str], rows: list[list[Any]], align: str = "") -> list[str]:
-    align = align or "l" * len(headers)
-    sep = ["---:" if a == "r" else "---" for a in align]
-    out = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
-    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return out
-
-
-def _verdict(met: bool) -> str:
-    return "✅ MET" if met else "❌ MISSED"
-
-
-def _status_cell(word: str, note: str) -> str:
-    mark = MARK["OVER"] if "OVER BUDGET" in note and word == "PASS" else MARK.get(word, "")
-    return f"{mark} {word}" + (f": {note}" if note else "")
-
-
-# -- the drill report -------------------------------------------------------------------------
-
 def render_drill_report(drill: Drill, now: float | None = None) -> str:
     """The whole drill as markdown: scenario, people, backup and RPO, phases, verdicts, results, sign-off."""
     d = drill
@@ -105,7 +38,7 @@ def render_drill_report(drill: Drill, now: float | None = None) -> str:
     lines = [f"# DR Drill Report: {d.scenario.name}", ""]
     if d.scenario.description:
         lines += [f"_{d.scenario.description}_", ""]
-    lines += _table(["", ""], [
+    lines += md.table(["", ""], [
         ["Drill", f"#{d.id}"],
         ["Result", f"**{verdict}**"],
         ["Date", when(d.started_at)],
@@ -121,11 +54,11 @@ def render_drill_report(drill: Drill, now: float | None = None) -> str:
     rto_note = duration(s["rto_seconds"])
     if skipped:
         rto_note += f" (measured {duration(measured)} + {duration(skipped)} of skipped phases' targets)"
-    lines += _table(["Objective", "Target", "Achieved", "Margin", "Verdict"], [
+    lines += md.table(["Objective", "Target", "Achieved", "Margin", "Verdict"], [
         ["RTO (time to recover)", minutes(d.rto_minutes), rto_note,
-         _margin(d.rto_seconds_target - s["rto_seconds"]), _verdict(s["rto_met"])],
+         md.margin(d.rto_seconds_target - s["rto_seconds"]), md.verdict(s["rto_met"])],
         ["RPO (data that could be lost)", minutes(d.rpo_minutes), duration(d.rpo_seconds),
-         _margin(d.rpo_seconds_target - d.rpo_seconds), _verdict(s["rpo_met"])],
+         md.margin(d.rpo_seconds_target - d.rpo_seconds), md.verdict(s["rpo_met"])],
     ])
     failed = s["failed_phases"]
     lines += ["", f"Phases failed: {', '.join(failed) if failed else 'none'}. "
@@ -133,7 +66,7 @@ def render_drill_report(drill: Drill, now: float | None = None) -> str:
               f"Skipped: {', '.join(s['skipped_phases']) or 'none'}.", ""]
     lines += ["## Participants", ""]
     if d.participants:
-        lines += _table(["Name", "Role"], [[p.name, p.role] for p in d.participants])
+        lines += md.table(["Name", "Role"], [[p.name, p.role] for p in d.participants])
     else:
         lines += ["_None recorded._"]
     lines += ["", "## Phases", ""]
@@ -145,12 +78,8 @@ def render_drill_report(drill: Drill, now: float | None = None) -> str:
     lines += ["", "## Lessons learned", ""]
     lines += [f"- {x}" for x in d.lessons] or ["- _None recorded yet: add them before sign-off._"]
     lines += _checklist(d)
-    lines += _signoff([(p.name, p.role) for p in d.participants])
+    lines += md.signoff([(p.name, p.role) for p in d.participants])
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _margin(seconds: float) -> str:
-    return f"{duration(seconds)} to spare" if seconds >= 0 else f"{duration(-seconds)} over"
 
 
 def _phase_table(d: Drill, now: float) -> list[str]:
@@ -162,8 +91,8 @@ def _phase_table(d: Drill, now: float) -> list[str]:
         cumulative = p.clock_at_end if p.clock_at_end is not None else (d.clock(now) if p.status == RUNNING else None)
         activities = p.activities + (f" ({p.kind.replace('_', ' ')}, automated)" if p.automated else "")
         rows.append([p.idx + 1, p.name, activities, minutes(p.target_minutes), minutes(planned / 60),
-                     duration(spent) if p.status != "SKIP" else "-", duration(cumulative), _status_cell(word, note)])
-    out = _table(["#", "Phase", "Activities", "Target", "Planned cumulative", "Actual", "Cumulative", "Status"],
+                     duration(spent) if p.status != "SKIP" else "-", duration(cumulative), md.status_cell(word, note)])
+    out = md.table(["#", "Phase", "Activities", "Target", "Planned cumulative", "Actual", "Cumulative", "Status"],
                  rows, "rllrrrrl")
     gap = d.clock(now) - sum(d.phase_seconds(p, now) or 0.0 for p in d.phases if p.status != "SKIP")
     out += ["", f"Total: {minutes(d.scenario.target_minutes)} planned, {duration(d.clock(now))} on the drill clock "
@@ -182,7 +111,7 @@ def _verification(d: Drill) -> list[str]:
         v = p.data.get("verify")
         if v:
             out += ["", f"### {p.name}: backup checks with the full restoration test", ""]
-            out += _table(["Check", "Status", "Detail", "Time"],
+            out += md.table(["Check", "Status", "Detail", "Time"],
                           [[r["title"], f"{MARK.get(r['status'], '')} {r['status']}", r["detail"], duration(r["seconds"])]
                            for r in v["results"]], "lllr")
     if not out:
@@ -199,7 +128,7 @@ def _restores(d: Drill) -> list[str]:
         where = r.get("database") or "(not restored)"
         tables = p.data.get("tables")
         out += ["", f"### {p.name}: restore into `{where}`" + (f" ({len(tables)} tables)" if tables else ""), ""]
-        out += _table(["Step", "Status", "Time", "Cumulative", "Detail"],
+        out += md.table(["Step", "Status", "Time", "Cumulative", "Detail"],
                       [[s["title"], f"{MARK.get(s['status'], '')} {s['status']}", duration(s["seconds"]),
                         duration(s["cumulative"]), s["detail"]] for s in r.get("steps", [])], "llrrl")
         out += ["", f"Restore total {duration(r.get('total_seconds'))} of the {duration(r.get('rto_seconds'))} RTO "
@@ -230,7 +159,7 @@ def _notes(d: Drill) -> list[str]:
     for e in cleanup.get("errors", []):
         rows.append(["end", "(drill)", f"could not drop: {e}"])
     out = ["", "## Notes", ""]
-    return out + (_table(["When", "Phase", "Note"], rows) if rows else ["_No notes._"])
+    return out + (md.table(["When", "Phase", "Note"], rows) if rows else ["_No notes._"])
 
 
 def _findings(d: Drill, now: float) -> list[str]:
@@ -274,63 +203,3 @@ def _checklist(d: Drill) -> list[str]:
             box(False, "Update runbook with findings"),
             box(False, "Present to management"),
             box(False, "Implement improvements")]
-
-
-def _signoff(people: list[tuple[str, str]], roles_needed: tuple[str, ...] = ("Drill lead", "Management")) -> list[str]:
-    rows = [[name, role, "", ""] for name, role in people]
-    roles = {r.lower() for _, r in people}
-    for role in roles_needed:
-        if role.lower() not in roles:
-            rows.append(["", role, "", ""])
-    return ["", "## Sign-off", "", *_table(["Name", "Role", "Signature", "Date"], rows)]
-
-
-# -- the incident report --------------------------------------------------------------------------
-
-def render_incident_report(result: RestoreResult, started_at: float | None = None, notes: list[str] | None = None,
-                           rpo_minutes: float | None = None) -> str:
-    """A restore run outside a drill, as markdown: backup and its age, step timing, RTO and RPO verdicts.
-
-    `started_at` is when the restore began (unix seconds; default: now minus its duration).
-    """
-    plan = result.plan
-    start = started_at if started_at is not None else time.time() - result.total_seconds
-    created = plan.entry.created.timestamp()
-    age = max(0.0, start - created)
-    rpo = float(rpo_minutes if rpo_minutes is not None else plan.target.rpo_minutes)
-    rto_met = result.ok and result.total_seconds <= result.rto_seconds
-    lines = [f"# Incident Restore Report: {plan.live_db}", ""]
-    lines += _table(["", ""], [
-        ["Result", f"**{result.status.upper()}**" + (" (rolled back)" if result.rolled_back else "")],
-        ["Date", when(start)],
-        ["Database", f"`{plan.live_db}` on {plan.target.display_host}:{plan.target.display_port}"],
-        ["Mode", plan.mode],
-        ["Backup restored", f"`{plan.entry.filename}`, taken {when(created)}"],
-        ["Backup age at the restore", f"{duration(age)} (achieved RPO)"],
-        ["Database now holding the data", f"`{result.database}`" if result.database else "-"],
-        ["Previous database kept as", f"`{result.old_database}`" if result.old_database else "-"],
-        ["Pre-restore backup", f"`{result.pre_restore_artifact}`" if result.pre_restore_artifact else "-"],
-    ])
-    lines += ["", "## Verdicts", ""]
-    lines += _table(["Objective", "Target", "Achieved", "Margin", "Verdict"], [
-        ["RTO (restore time)", minutes(plan.rto_minutes), duration(result.total_seconds),
-         _margin(result.margin_seconds), _verdict(rto_met) + ("" if result.ok else " (restore did not complete)")],
-        ["RPO (backup age)", minutes(rpo), duration(age), _margin(rpo * 60 - age), _verdict(age <= rpo * 60)],
-    ])
-    lines += ["", "## What happened", "", result.sentence or "-"]
-    if plan.notes:
-        lines += ["", *[f"- {n}" for n in plan.notes]]
-    lines += ["", "## Restore step timing", ""]
-    rows, total = [], 0.0
-    for s in result.steps:
-        total += s.seconds
-        rows.append([s.title, f"{MARK.get(s.status.value, '')} {s.status.value}", duration(s.seconds),
-                     duration(total), s.detail])
-    lines += _table(["Step", "Status", "Time", "Cumulative", "Detail"], rows, "llrrl")
-    checks = [s for s in result.steps if s.step in ("verify", "verify_restored")]
-    lines += ["", "## Verification results", ""]
-    lines += [f"- {s.title}: {s.status.value}: {s.detail}" for s in checks] or ["_No verification ran._"]
-    lines += ["", "## Notes", ""] + ([f"- {n}" for n in notes] if notes else ["_No notes._"])
-    lines += ["", "## Lessons learned", "", "- _None recorded yet: add them before sign-off._"]
-    lines += _signoff([], ("Incident lead", "Database administrator", "Management"))
-    return "\n".join(lines).rstrip() + "\n"
