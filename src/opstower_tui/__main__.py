@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from opstower_core.cli import main
+from opstower_tui.launcher import main
 
 if __name__ == "__main__":
-    sys.exit(main([a for a in sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:]))

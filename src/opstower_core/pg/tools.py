@@ -76,12 +76,8 @@ def candidate_dirs(settings: Settings) -> list[Path]:
             dirs.append(Path(entry))
     for pattern in ("/usr/lib/postgresql/*/bin",):  # Debian keeps several majors here, off PATH
         dirs.extend(sorted(Path("/").glob(pattern.lstrip("/"))))
-    try:
-        from opstower_core.devenv.embedded import bundled_pg_bin
-
-        dirs.append(bundled_pg_bin(18))
-    except Exception:  # noqa: BLE001 - the bundled tools are optional in production
-        pass
+    if settings.bundled_pg_bin:
+        dirs.append(settings.bundled_pg_bin)
     seen: set[Path] = set()
     unique = []
     for d in dirs:

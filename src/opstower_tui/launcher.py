@@ -1,0 +1,34 @@
+"""The `opstower` entry point: a sub-command runs the CLI; no sub-command opens the console.
+
+The one place where the command line meets the console, so the core never imports Textual.
+Textual is imported only when a console is actually opened.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from opstower_core.cli import main as cli_main
+from opstower_core.errors import OpsError
+
+if TYPE_CHECKING:
+    from opstower_core.config import Settings
+
+
+def open_console(settings: Settings, read_only: bool) -> int:
+    try:
+        from opstower_tui.app import run_console
+    except ImportError as exc:
+        raise OpsError("The console is not available", f"import failed: {exc}",
+                       "use the sub-commands (opstower --help)") from None
+    return run_console(settings, read_only=read_only)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(argv, open_console=open_console)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
