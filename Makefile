@@ -22,10 +22,12 @@ sysdeps:
 
 test: $(STAMP) sysdeps
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 
 screenshots: $(STAMP)
 	$(BIN)/python -m opstower_tui.screenshots screenshots

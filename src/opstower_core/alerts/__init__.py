@@ -1,7 +1,8 @@
 """Alerts: Slack, webhook and e-mail notifications of runs, secrets scrubbed."""
 
 from .channels import redact_url
-from .notifier import Notification, Notifier, scrub, send_safely
+from .message import Notification, scrub
+from .notifier import Notifier, send_safely
 
 __all__ = [
     "Notification",

@@ -22,12 +22,10 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opstower_core import __version__
-
-if TYPE_CHECKING:
-    from opstower_core.alerts.notifier import Cleaner, Notification
+from opstower_core.alerts.message import Cleaner, Notification
 
 SLACK_COLORS = {"success": "good", "warning": "warning", "failure": "danger"}
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
-    from opstower_tui.app import OpsTowerApp
+    from opstower_core.config import Settings
+
+
+class Console(Protocol):
+    """What screens need from the app (the app imports the screens, never the reverse)."""
+
+    settings: Settings
+    read_only: bool
+
+    def now(self) -> datetime: ...
+    def monotonic(self) -> float: ...
+    def note_first_paint(self, screen: Any) -> None: ...
+    def report_error(self, error: BaseException) -> None: ...
+
 
 # Actions that change a database, take a backup or run a drill: never offered in read-only mode.
 DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "discard", "start_restore", "drill"})
@@ -31,7 +45,7 @@ class OpsScreen(Screen):
     SCREEN_NAME: ClassVar[str] = ""
 
     @property
-    def ops(self) -> OpsTowerApp:
+    def ops(self) -> Console:
         return self.app  # type: ignore[return-value]
 
     def on_mount(self) -> None:
