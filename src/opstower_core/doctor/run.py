@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from opstower_core import fmt
-from opstower_core.config import Settings, Target
+from opstower_core.config import SECRET_KEY, Settings, Target, secret_keys
 from opstower_core.doctor.finding import Finding
 from opstower_core.doctor.s3 import S3Checks
 from opstower_core.errors import OpsError
@@ -31,26 +31,10 @@ from opstower_core.pg.tools import available_tools, connect, server_info
 from opstower_core.storage.local import LocalStore
 
 CLOCK_SKEW_WARN = 5.0
-# Keys whose literal value is a secret; *_env / *_file keys only name where the secret lives.
-SECRET_KEY = re.compile(r"password|passphrase|secret|token|access_key|private_key|identity|webhook_url|^url$|^headers$",
-                        re.IGNORECASE)
 
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def secret_keys(raw: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys of the TOML that hold a literal secret value."""
-    found = []
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            found += secret_keys(value, dotted + ".")
-        elif (isinstance(value, str) and value.strip() and SECRET_KEY.search(key)
-              and not key.endswith(("_env", "_file"))):
-            found.append(dotted)
-    return found
 
 
 def secret_files(raw: dict[str, Any], prefix: str = "") -> dict[str, Path]:
