@@ -1,28 +1,87 @@
-"""Retention, local and S3: older than retention_days go, but never the newest N good ones.
+"""Retention, local and S3: it never deletes what it cannot prove is redundant.
 
-A week of failing backups must not let retention delete every good backup, so the newest
-`keep_last` good artifacts are kept whatever their age. Pre-restore safety copies have
-their own, shorter retention (the reference's recommendation: 7 days).
+Older than retention_days may go, but only while the newest `keep_last` backups that are
+*proven good* stay. Proven good means: its sha256 re-checked against its metadata (S3:
+the size and sha256 the store recorded match its metadata object), or, where no sha256
+exists, a verification PASS; a backup whose last verification FAILED never counts,
+whatever its size. If fewer than `keep_last` can be proven good, nothing past retention
+is deleted and the report says why (when unsure, keep).
+
+Never deleted either, whatever their age:
+- an artifact someone holds (a restore reading it, see `repo.holds`);
+- a pre-restore copy whose restore kept the old database (`<db>_pre_restore_<ts>`): until
+  the operator discards that database, the copy may be the way back.
+
+Pre-restore safety copies have their own, shorter retention (the reference's
+recommendation: 7 days) and keep the newest one. Every artifact gets a decision with its
+reason (`RetentionReport.decisions`, shown by `opstower prune --dry-run`). Leftovers of
+killed runs (temp files, open multipart uploads) are cleaned here too (`repo.leaks`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from opstower_core.artifacts.names import ArtifactName, parse_name, read_metadata
+from opstower_core import fmt
+from opstower_core.artifacts.names import (
+    FUTURE_TOLERANCE,
+    ArtifactName,
+    created_at,
+    parse_name,
+    read_metadata,
+)
 from opstower_core.config import Settings
-from opstower_core.storage.local import LocalArtifact, LocalStore
+from opstower_core.repo.holds import Hold, active_holds
+from opstower_core.repo.leaks import (
+    TEMP_MIN_AGE,
+    UPLOAD_MIN_AGE,
+    Leftover,
+    local_leftovers,
+    remove_leftover,
+    s3_leftovers,
+)
+from opstower_core.runs.history import RunRecord, StateStore
+from opstower_core.storage.local import LocalStore
 from opstower_core.storage.s3 import S3Store
+
+_KEPT_DB_RE = re.compile(r"^(?P<db>.+)_pre_restore_(?P<ts>\d{8}_\d{6})(_\d+)?$")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What retention does with one artifact, and why (one line of `prune --dry-run`)."""
+
+    where: str  # "local" or "s3"
+    artifact: str  # file name (local) or key (S3)
+    action: str  # "keep" or "delete"
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
 
 
 @dataclass
 class RetentionReport:
     deleted: list[str] = field(default_factory=list)
-    kept_for_safety: list[str] = field(default_factory=list)
+    kept_for_safety: list[str] = field(default_factory=list)  # past retention, among the newest good
+    kept_unproven: list[str] = field(default_factory=list)  # past retention, redundancy not provable
+    kept_held: list[str] = field(default_factory=list)  # past retention, held or needed by a restore
+    decisions: list[Decision] = field(default_factory=list)
+    leftovers: list[Leftover] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     dry_run: bool = False
     s3_error: str | None = None  # S3 retention could not run; local retention still did
+
+    @property
+    def cleaned(self) -> list[Leftover]:
+        return [item for item in self.leftovers if item.remove]
 
     @property
     def summary(self) -> str:
@@ -32,87 +91,306 @@ class RetentionReport:
             text += f"; S3 left untouched ({self.s3_error})"
         if self.kept_for_safety:
             text += f"; kept {len(self.kept_for_safety)} past retention as the newest good backups"
+        if self.kept_unproven:
+            text += f"; kept {len(self.kept_unproven)} past retention (too few backups proven good to delete them)"
+        if self.kept_held:
+            text += f"; kept {len(self.kept_held)} past retention (in use)"
+        if self.cleaned:
+            text += f"; {'would remove' if self.dry_run else 'removed'} {len(self.cleaned)} leftover(s) of killed runs"
         return text
 
 
-def _is_good_local(store: LocalStore, art: LocalArtifact) -> bool:
-    meta, problem = read_metadata(store.directory / art.name.meta_filename)
-    if problem or meta is None:
-        return False
-    size = meta.get("size_bytes", meta.get("backup_size"))
-    try:
-        return int(size) == art.size
-    except (TypeError, ValueError):
-        return False
-
-
-def _select(names: list[ArtifactName], good: set[str], now: datetime, days: int, keep_last: int
-            ) -> tuple[list[ArtifactName], list[ArtifactName]]:
-    """(to delete, kept only because they are among the newest good)."""
-    cutoff = now - timedelta(days=days)
-    newest_first = sorted(names, key=lambda n: n.timestamp, reverse=True)
-    protected = [n for n in newest_first if n.filename in good][:keep_last]
-    old = [n for n in newest_first if n.created < cutoff]
-    return [n for n in old if n not in protected], [n for n in old if n in protected]
+@dataclass
+class _Candidate:
+    name: ArtifactName
+    label: str  # as reported: file name, or "s3:<key>"
+    created: datetime
+    prove: Callable[[], tuple[bool, str]]  # (proven good, how / why not); called lazily, newest first
 
 
 def apply_retention(settings: Settings, database: str, dry_run: bool = False, s3: S3Store | None = None,
-                    now: datetime | None = None) -> RetentionReport:
-    """Delete expired artifacts of `database` locally (and in S3 when `s3` is given)."""
-    now = now or datetime.now().astimezone()
+                    now: datetime | None = None, *, state: StateStore | None = None,
+                    kept_databases: Collection[str] | None = None, clean_leftovers: bool = True,
+                    temp_min_age: timedelta = TEMP_MIN_AGE, upload_min_age: timedelta = UPLOAD_MIN_AGE,
+                    ) -> RetentionReport:
+    """Delete expired artifacts of `database` locally (and in S3 when `s3` is given).
+
+    `kept_databases`: the `<db>_pre_restore_<ts>` databases that exist on the server, when
+    the caller could list them; None means unknown (the run history decides, see module doc).
+    """
+    now = now or datetime.now(UTC)
     report = RetentionReport(dry_run=dry_run)
-    store = LocalStore(settings.backup_dir)
-    arts = store.artifacts(database)
-    if database:  # the reference's pre-restore copies name no database: every target's retention covers them
-        arts += [a for a in store.artifacts() if a.name.pre_restore and not a.name.database]
-    for pre in (False, True):
-        group = [a for a in arts if a.name.pre_restore == pre]
-        good = {a.name.filename for a in group if _is_good_local(store, a)}
-        days = settings.pre_restore_retention_days if pre else settings.retention_days
-        delete, kept = _select([a.name for a in group], good, now, days, 1 if pre else settings.keep_last)
-        report.kept_for_safety += [n.filename for n in kept]
-        for name in delete:
-            if not dry_run:
-                store.delete(name)
-            report.deleted.append(name.filename)
-    local_count = len(report.deleted)
-    if local_count:
-        report.lines.append(f"{'Would delete' if dry_run else 'Deleted'} {local_count} old local backup(s)")
+    if state is None:
+        with contextlib.suppress(Exception):  # no state file: no verdicts, the sha256 checks still run
+            state = StateStore(settings.state_dir)
+    verdicts = state.verdicts() if state is not None else {}
+    holds = active_holds(settings, tidy=not dry_run)
+    links, kept_dbs = _kept_database_links(state, kept_databases)
+    _local_retention(settings, database, now, report, verdicts, holds, links, kept_dbs)
+    if clean_leftovers:
+        report.leftovers += local_leftovers(settings.backup_dir, now.timestamp(), temp_min_age)
     if s3 is not None:
         try:
-            _s3_retention(settings, database, s3, now, dry_run, report)
+            _s3_retention(settings, database, s3, now, report, verdicts, holds)
+            if clean_leftovers:
+                report.leftovers += s3_leftovers(s3, now, upload_min_age)
         except Exception as exc:  # noqa: BLE001 - an S3 outage must not hide what was done locally
             from opstower_core.storage.s3 import s3_error_text
 
             report.s3_error = f"S3 retention failed: {s3_error_text(exc)}"
             report.lines.append(f"{report.s3_error}; local retention was applied, S3 was not")
-    for fn in report.kept_for_safety:
-        report.lines.append(f"Kept {fn} past retention: it is one of the newest good backups")
+    _remove_leftovers(report, s3, dry_run)
     return report
 
 
-def _s3_retention(settings: Settings, database: str, s3: S3Store, now: datetime, dry_run: bool,
-                  report: RetentionReport) -> None:
+# -- local ---------------------------------------------------------------------------------
+
+def _local_retention(settings: Settings, database: str, now: datetime, report: RetentionReport,
+                     verdicts: dict[str, RunRecord], holds: dict[str, list[Hold]], links: dict[str, str],
+                     kept_dbs: list[str]) -> None:
+    store = LocalStore(settings.backup_dir)
+    arts = store.artifacts(database)
+    if database:  # the reference's pre-restore copies name no database: every target's retention covers them
+        arts += [a for a in store.artifacts() if a.name.pre_restore and not a.name.database]
+    for pre in (False, True):
+        cands = []
+        for a in (a for a in arts if a.name.pre_restore == pre):
+            meta, problem = read_metadata(store.directory / a.name.meta_filename)
+            cands.append(_Candidate(a.name, a.name.filename, created_at(a.name, meta),
+                                    _local_proof(a.path, a.size, meta, problem, verdicts.get(a.name.filename))))
+
+        def protect(c: _Candidate) -> str | None:
+            db = links.get(c.name.filename) or _kept_db_for(c, kept_dbs)
+            return (f"the restore that made it kept the old database {db}; it stays until that database is "
+                    f"discarded (`opstower restore --discard-old {db}`)") if db else None
+
+        days = settings.pre_restore_retention_days if pre else settings.retention_days
+        decided = _decide(cands, now, days, 1 if pre else settings.keep_last, holds, protect if pre else None,
+                          "pre-restore copy" if pre else "backup")
+        for c, v in decided:
+            report.decisions.append(Decision("local", c.label, v.action, v.reason))
+            _note_kept(report, c.label, v)
+            if v.action == "delete":
+                if not report.dry_run:
+                    store.delete(c.name)
+                report.deleted.append(c.label)
+    count = sum(1 for d in report.decisions if d.where == "local" and d.action == "delete")
+    if count:
+        report.lines.insert(0, f"{'Would delete' if report.dry_run else 'Deleted'} {count} old local backup(s)")
+
+
+def _note_kept(report: RetentionReport, label: str, v: _Verdict) -> None:
+    """An artifact kept past retention goes on the report's list for its reason, with a line."""
+    if v.kept_as == "safety":
+        report.kept_for_safety.append(label)
+        report.lines.append(f"Kept {label} past retention: it is one of the newest good backups")
+    elif v.kept_as in ("unproven", "held"):
+        (report.kept_unproven if v.kept_as == "unproven" else report.kept_held).append(label)
+        report.lines.append(f"Kept {label} past retention: {v.reason}")
+
+
+def _local_proof(path: Any, size: int, meta: dict[str, Any] | None, problem: str | None,
+                 verdict: RunRecord | None) -> Callable[[], tuple[bool, str]]:
+    def prove() -> tuple[bool, str]:
+        if verdict is not None and verdict.status == "FAIL":
+            return False, f"its last verification FAILED ({fmt.when(verdict.finished_at)})"
+        passed = verdict is not None and verdict.status == "PASS"
+        if meta is None:  # the reference's pre-restore copies have none: a verification can still prove them
+            return (True, "verified PASS") if passed else (False, f"{problem or 'no metadata'} and never verified")
+        try:
+            recorded = int(meta.get("size_bytes", meta.get("backup_size")))
+        except (TypeError, ValueError):
+            return False, "its metadata records no size"
+        if recorded != size:
+            return False, "its size differs from its metadata"
+        expected = meta.get("sha256")
+        if isinstance(expected, str) and expected:
+            try:
+                with open(path, "rb") as fh:
+                    actual = hashlib.file_digest(fh, "sha256").hexdigest()
+            except OSError as exc:
+                return False, f"unreadable ({exc.strerror})"
+            if actual != expected:
+                return False, "its sha256 does not match its metadata"
+            return True, "sha256 re-checked" + (", verified PASS" if passed else "")
+        if passed:
+            return True, "verified PASS"
+        return False, "no sha256 in its metadata and never verified"
+
+    return prove
+
+
+# -- the decision, the same for every group ---------------------------------------------------
+
+@dataclass(frozen=True)
+class _Verdict:
+    action: str
+    reason: str
+    kept_as: str | None = None  # past retention yet kept: "safety" (newest good), "unproven", "held"
+
+
+def _decide(cands: list[_Candidate], now: datetime, days: int, keep_last: int, holds: dict[str, list[Hold]],
+            protect: Callable[[_Candidate], str | None] | None, kind: str) -> list[tuple[_Candidate, _Verdict]]:
+    """A keep/delete verdict for each candidate, newest first."""
+    cutoff = now - timedelta(days=days)
+    newest_first = sorted(cands, key=lambda c: (c.created, c.label), reverse=True)
+    # The newest keep_last proven good; proofs (a sha256 each) stop as soon as there are enough.
+    good: dict[str, str] = {}
+    bad: dict[str, str] = {}
+    for c in newest_first:
+        if len(good) >= keep_last:
+            break
+        ok, how = c.prove()
+        (good if ok else bad)[c.label] = how
+    enough = len(good) >= keep_last
+    out = []
+    for c in newest_first:
+        age = (now - c.created).total_seconds()
+        expired = c.created < cutoff
+        held = holds.get(c.name.filename)
+        needed = protect(c) if protect else None
+        if held:
+            v = _Verdict("keep", "; ".join(h.describe() for h in held))
+        elif needed:
+            v = _Verdict("keep", needed)
+        elif c.label in good:
+            v = _Verdict("keep", f"one of the newest {keep_last} good {kind}s ({good[c.label]})"
+                         + (f", {fmt.duration(age)} old" if expired else ""))
+        elif c.created > now + FUTURE_TOLERANCE:
+            v = _Verdict("keep", f"dated {fmt.duration(-age)} in the future (a wrong clock?): not deleted, "
+                         "never 'latest'")
+        elif not expired:
+            v = _Verdict("keep", f"{fmt.duration(age)} old, within retention ({days} days)"
+                         + (f"; not good: {bad[c.label]}" if c.label in bad else ""))
+        elif not enough:
+            v = _Verdict("keep", f"{fmt.duration(age)} old, past retention ({days} days), but only {len(good)} of the "
+                         f"newest {keep_last} {kind}s could be proven good, so none is redundant; verify them "
+                         "(`opstower verify NAME`) or take a backup")
+        else:
+            v = _Verdict("delete", f"{fmt.duration(age)} old, past retention ({days} days); the newest {keep_last} "
+                         f"good {kind}s are kept" + (f"; this one: {bad[c.label]}" if c.label in bad else ""))
+        if v.action == "keep" and expired:
+            kept_as = "held" if held or needed else "safety" if c.label in good else "unproven"
+            v = _Verdict(v.action, v.reason, kept_as)
+        out.append((c, v))
+    return out
+
+
+# -- pre-restore copies and the databases their restores kept --------------------------------------
+
+def _kept_database_links(state: StateStore | None, kept_databases: Collection[str] | None
+                         ) -> tuple[dict[str, str], list[str]]:
+    """(pre-restore artifact -> the old database its restore kept and that still exists, kept databases).
+
+    The server's own list (`kept_databases`) says what exists, when the caller could read it;
+    otherwise the run history does: kept by a swap and not discarded since.
+    """
+    links: dict[str, str] = {}
+    if state is not None:
+        try:
+            discarded = {r.database: r.started_at for r in state.runs("discard_old", limit=5000)}
+            for r in reversed(state.runs("restore", limit=5000)):
+                art, old = r.details.get("pre_restore_artifact"), r.details.get("old_database")
+                if not art or not old:
+                    continue
+                exists = old in kept_databases if kept_databases is not None else discarded.get(old, 0) < r.started_at
+                if exists:
+                    links[art] = old
+        except Exception:  # noqa: BLE001 - a damaged history: the server's list still protects by name
+            pass
+    return links, list(kept_databases or ())
+
+
+def _kept_db_for(c: _Candidate, kept_dbs: list[str]) -> str | None:
+    """A kept database of the same database made within a day of this copy (a restore whose record was lost)."""
+    for db in kept_dbs:
+        m = _KEPT_DB_RE.match(db)
+        if not m or not c.name.database or not c.name.database.startswith(m["db"]):
+            continue  # a long name is cut to fit 63 bytes: a prefix counts
+        try:
+            made = datetime.strptime(m["ts"], "%Y%m%d_%H%M%S").astimezone()
+        except ValueError:
+            continue
+        if abs((made - c.created).total_seconds()) <= 86400:
+            return db
+    return None
+
+
+# -- S3 ------------------------------------------------------------------------------------------
+
+def _s3_retention(settings: Settings, database: str, s3: S3Store, now: datetime, report: RetentionReport,
+                  verdicts: dict[str, RunRecord], holds: dict[str, list[Hold]]) -> None:
     keys: dict[str, str] = {}
     names: list[ArtifactName] = []
     metas: set[str] = set()
     for obj in s3.iter_objects():
         base = obj.key.rsplit("/", 1)[-1]
         if base.endswith(".meta.json"):
-            metas.add(obj.key.rsplit("/", 1)[0] + "/" + base)
+            metas.add(obj.key)
             continue
         name = parse_name(base)
         if name and name.database == database and not name.pre_restore:
             names.append(name)
             keys[name.filename] = obj.key
-    # Good in S3 = its metadata object sits beside it (the upload writes it last).
-    good = {n.filename for n in names if keys[n.filename].rsplit("/", 1)[0] + "/" + n.meta_filename in metas}
-    delete, kept = _select(names, good, now, settings.retention_days, settings.keep_last)
-    report.kept_for_safety += [f"s3:{n.filename}" for n in kept]
-    for name in delete:
-        folder = keys[name.filename].rsplit("/", 1)[0]
-        if not dry_run:
-            for fn in (name.filename, name.meta_filename, name.globals_filename):
+    cands = [_Candidate(n, f"s3:{keys[n.filename]}", n.created,
+                        _s3_proof(s3, keys[n.filename], n, metas, verdicts.get(n.filename))) for n in names]
+    decided = _decide(cands, now, settings.retention_days, settings.keep_last, holds, None, "backup")
+    for c, v in decided:
+        key = keys[c.name.filename]
+        report.decisions.append(Decision("s3", key, v.action, v.reason))
+        # kept_for_safety has always named S3 copies by file name ("s3:<file>"), deleted ones by key.
+        _note_kept(report, f"s3:{c.name.filename}" if v.kept_as == "safety" else c.label, v)
+        if v.action != "delete":
+            continue
+        folder = key.rsplit("/", 1)[0]
+        if not report.dry_run:
+            for fn in (c.name.filename, c.name.meta_filename, c.name.globals_filename):
                 s3.delete(f"{folder}/{fn}")
-        report.deleted.append(f"s3:{keys[name.filename]}")
-        report.lines.append(f"{'Would delete' if dry_run else 'Deleted'} old S3 backup: {keys[name.filename]}")
+        report.deleted.append(c.label)
+        report.lines.append(f"{'Would delete' if report.dry_run else 'Deleted'} old S3 backup: {key}")
+
+
+def _s3_proof(s3: S3Store, key: str, name: ArtifactName, metas: set[str],
+              verdict: RunRecord | None) -> Callable[[], tuple[bool, str]]:
+    def prove() -> tuple[bool, str]:
+        if verdict is not None and verdict.status == "FAIL":
+            return False, f"its last verification FAILED ({fmt.when(verdict.finished_at)})"
+        meta_key = key.rsplit("/", 1)[0] + "/" + name.meta_filename
+        if meta_key not in metas:  # the upload writes it last: without it the upload never finished
+            return False, "no metadata object beside it"
+        try:
+            meta = json.loads(s3.get_bytes(meta_key))
+            head = s3.head(key)
+        except Exception:  # noqa: BLE001 - unreadable is not proven
+            return False, "its metadata object could not be read"
+        if not isinstance(meta, dict) or head is None:
+            return False, "its metadata object is not valid"
+        size, expected = meta.get("size_bytes"), meta.get("sha256")
+        if size is not None and str(size) != str(head.get("ContentLength")):
+            return False, "its size differs from its metadata"
+        if isinstance(expected, str) and expected:
+            recorded = s3.remote_sha256(key, head)
+            if recorded == expected and size is not None:
+                return True, "size and the sha256 recorded at upload match its metadata"
+            if recorded and recorded != expected:
+                return False, "the sha256 recorded at upload differs from its metadata"
+        if verdict is not None and verdict.status == "PASS":
+            return True, "verified PASS"
+        return False, "no sha256 recorded to check it against, and never verified"
+
+    return prove
+
+
+# -- leftovers --------------------------------------------------------------------------------------
+
+def _remove_leftovers(report: RetentionReport, s3: S3Store | None, dry_run: bool) -> None:
+    for item in report.cleaned:
+        name = item.what.rsplit("/", 1)[-1] if item.where == "local" else f"s3:{item.what} (upload {item.upload_id})"
+        if not dry_run:
+            try:
+                remove_leftover(item, s3)
+            except Exception as exc:  # noqa: BLE001 - a leftover that cannot go is reported, not fatal
+                item.remove, item.reason = False, f"could not be removed ({getattr(exc, 'strerror', None) or exc})"
+                report.lines.append(f"Could not remove {name}: {item.reason}")
+                continue
+        report.lines.append(f"{'Would remove' if dry_run else 'Removed'} {name}: {item.reason}")

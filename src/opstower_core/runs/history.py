@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS runs (
     details TEXT                   -- JSON
 );
 CREATE INDEX IF NOT EXISTS runs_kind_db ON runs(kind, database, started_at);
+CREATE INDEX IF NOT EXISTS runs_kind_artifact ON runs(kind, artifact, started_at);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -123,6 +124,31 @@ class StateStore:
             if artifact is None or run.artifact == artifact:
                 return run
         return None
+
+    def verdict(self, artifact: str) -> RunRecord | None:
+        """The latest verification verdict (PASS, WARN or FAIL) of one artifact, by file name.
+
+        Cancelled or crashed verifications say nothing about the artifact and are skipped.
+        """
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT * FROM runs WHERE kind = 'verify' AND artifact = ? AND status IN ('PASS', 'WARN', 'FAIL')"
+                " ORDER BY started_at DESC, id DESC LIMIT 1", (artifact,)).fetchone()
+        return RunRecord(*row[:10], json.loads(row[10] or "{}")) if row else None
+
+    def verdicts(self, database: str | None = None) -> dict[str, RunRecord]:
+        """artifact file name -> its latest verification verdict (PASS, WARN or FAIL), one query."""
+        where, args = "", []
+        if database is not None:
+            where, args = " AND database = ?", [database]
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM runs WHERE kind = 'verify' AND artifact IS NOT NULL"
+                " AND status IN ('PASS', 'WARN', 'FAIL')" + where + " ORDER BY started_at DESC, id DESC", args).fetchall()
+        out: dict[str, RunRecord] = {}
+        for row in rows:
+            out.setdefault(row[3], RunRecord(*row[:10], json.loads(row[10] or "{}")))
+        return out
 
     def get(self, key: str, default: Any = None) -> Any:
         with self._connect() as db:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from opstower_core.artifacts.names import ArtifactName
 from opstower_core.cli import main
 from opstower_core.config import load_settings
 from opstower_core.repo.retention import apply_retention
+from opstower_core.runs.history import StateStore
 from opstower_core.storage.s3 import S3Store
 from support.servers import create_database, unique
 
@@ -30,7 +32,9 @@ def make_local(directory: Path, db: str, days: float, state: str = "good", pre: 
     (directory / name.filename).write_bytes(data)
     (directory / name.globals_filename).write_text("-- roles\n")
     meta_path = directory / name.meta_filename
-    meta = {"timestamp": name.timestamp, "backup_file": name.filename, "size_bytes": 2048, "backup_size": "2048"}
+    # As a real backup writes it: size and sha256 of the bytes (retention re-checks the sha256).
+    meta = {"timestamp": name.timestamp, "backup_file": name.filename, "size_bytes": 2048, "backup_size": "2048",
+            "sha256": hashlib.sha256(data).hexdigest()}
     if state in ("good", "empty"):  # "empty": the file lost its bytes, the metadata says 2048
         meta_path.write_text(json.dumps(meta))
     elif state == "not_json":
@@ -122,10 +126,14 @@ S3_DAYS_GOOD = (40, 41, 42, 43)
 
 
 def put_s3(store: S3Store, name: ArtifactName, with_meta: bool = True) -> str:
+    """An object as a backup's upload leaves it: sha256 recorded with it, metadata object beside it."""
     folder = f"{store.prefix}database/{name.day}"
-    store.client.put_object(Bucket=store.bucket, Key=f"{folder}/{name.filename}", Body=b"x" * 100)
+    body = os.urandom(100)
+    sha = hashlib.sha256(body).hexdigest()
+    store.client.put_object(Bucket=store.bucket, Key=f"{folder}/{name.filename}", Body=body, Metadata={"sha256": sha})
     if with_meta:
-        store.client.put_object(Bucket=store.bucket, Key=f"{folder}/{name.meta_filename}", Body=b"{}")
+        store.client.put_object(Bucket=store.bucket, Key=f"{folder}/{name.meta_filename}",
+                                Body=json.dumps({"size_bytes": 100, "sha256": sha}).encode())
         store.client.put_object(Bucket=store.bucket, Key=f"{folder}/{name.globals_filename}", Body=b"--")
     return f"{folder}/{name.filename}"
 
@@ -225,6 +233,12 @@ def test_reference_pre_restore_copies_are_recognised_and_expire(make_settings):
     new = (datetime.now() - timedelta(days=1)).strftime("%Y%m%d_%H%M%S")
     for ts in (old, new):
         (settings.backup_dir / f"pre_restore_{ts}.sql.gz").write_bytes(b"\x1f\x8b legacy")
+    # Neither copy can be proven good (no metadata, never verified): retention keeps both and says why.
+    report = apply_retention(settings, "opstower")
+    assert report.deleted == [] and report.kept_unproven == [f"pre_restore_{old}.sql.gz"]
+    assert "could be proven good" in report.lines[0]
+    # Once the newer one verified PASS, the older one is provably redundant and expires.
+    StateStore(settings.state_dir).record("verify", "", "PASS", artifact=f"pre_restore_{new}.sql.gz")
     report = apply_retention(settings, "opstower")
     assert report.deleted == [f"pre_restore_{old}.sql.gz"]
     assert (settings.backup_dir / f"pre_restore_{new}.sql.gz").exists()
