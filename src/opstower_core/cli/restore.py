@@ -14,6 +14,7 @@ import humanize
 
 from opstower_core.cli.common import add_json, add_target, settings_from
 from opstower_core.cli.render import JsonRenderer, renderer
+from opstower_core.config import Settings
 from opstower_core.errors import OpsError, UsageError
 from opstower_core.events import CancelToken
 from opstower_core.restore import (
@@ -22,7 +23,9 @@ from opstower_core.restore import (
     RestoreResult,
     discard_old,
     list_old_databases,
+    mode_text,
     plan_restore,
+    render_incident_report,
     run_restore,
     timing_table,
 )
@@ -90,42 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.discard_old:
-        if not args.force:
-            # The kept database is the only way back after a swap: as deliberate as a restore.
-            if not sys.stdin.isatty():
-                raise OpsError(f"Refusing to drop {args.discard_old} without a typed confirmation: no terminal to ask on",
-                               "nothing was dropped", "run it on a terminal or add --force")
-            print(f"This DROPS {args.discard_old}, the copy kept to go back to. Type its name to continue: ",
-                  end="", flush=True)
-            if sys.stdin.readline().strip() != args.discard_old:
-                raise OpsError("The name typed did not match", f"{args.discard_old} was not dropped", "")
-        discard_old(settings, args.discard_old, args.database)
-        _emit(args, {"ok": True, "discarded": args.discard_old}, f"Dropped {args.discard_old}.")
-        return 0
+        return _discard_old(args, settings)
     if args.list_old:
-        rows = list_old_databases(settings, args.database)
-        if args.json:
-            for name, size in rows:
-                print(json.dumps({"name": name, "size_bytes": size}))
-        else:
-            for name, size in rows:
-                print(f"{name}  {humanize.naturalsize(size, binary=True)}")
-            if not rows:
-                print("No databases kept by earlier restores.")
-        return 0
+        return _list_old(args, settings)
     if not args.artifact:
         raise UsageError("Which backup? Give ARTIFACT (a path, a name from `opstower list`, an S3 key or \"latest\")",
                          "nothing was changed", "see `opstower restore --help`")
-    options = RestoreOptions(
-        from_s3=args.from_s3, force=args.force, target_db=args.target_db, in_place=args.in_place,
-        tables=args.tables.split(",") if args.tables else None, jobs=args.jobs, create_roles=args.create_roles,
-    )
-    try:
-        plan = plan_restore(settings, args.artifact, args.database, options)
-    except OpsError as exc:
-        if args.json:
-            _emit(args, {"ok": False, "error": exc.sentence}, "")
-        raise
+    plan = _plan(args, settings)
     if args.plan:
         if args.json:
             print(json.dumps({"kind": "plan", **plan.as_dict()}, default=str))
@@ -135,6 +109,52 @@ def run(args: argparse.Namespace) -> int:
     if plan.needs_confirmation and not sys.stdin.isatty():
         raise OpsError(f"Refusing to replace {plan.live_db} without a typed confirmation: no terminal to ask on",
                        "nothing was changed", "run it on a terminal or pass --force")
+    return _restore(args, settings, plan)
+
+
+def _discard_old(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.force:
+        # The kept database is the only way back after a swap: as deliberate as a restore.
+        if not sys.stdin.isatty():
+            raise OpsError(f"Refusing to drop {args.discard_old} without a typed confirmation: no terminal to ask on",
+                           "nothing was dropped", "run it on a terminal or add --force")
+        print(f"This DROPS {args.discard_old}, the copy kept to go back to. Type its name to continue: ",
+              end="", flush=True)
+        if sys.stdin.readline().strip() != args.discard_old:
+            raise OpsError("The name typed did not match", f"{args.discard_old} was not dropped", "")
+    discard_old(settings, args.discard_old, args.database)
+    _emit(args, {"ok": True, "discarded": args.discard_old}, f"Dropped {args.discard_old}.")
+    return 0
+
+
+def _list_old(args: argparse.Namespace, settings: Settings) -> int:
+    rows = list_old_databases(settings, args.database)
+    if args.json:
+        for name, size in rows:
+            print(json.dumps({"name": name, "size_bytes": size}))
+    else:
+        for name, size in rows:
+            print(f"{name}  {humanize.naturalsize(size, binary=True)}")
+        if not rows:
+            print("No databases kept by earlier restores.")
+    return 0
+
+
+def _plan(args: argparse.Namespace, settings: Settings) -> RestorePlan:
+    options = RestoreOptions(
+        from_s3=args.from_s3, force=args.force, target_db=args.target_db, in_place=args.in_place,
+        tables=args.tables.split(",") if args.tables else None, jobs=args.jobs, create_roles=args.create_roles,
+    )
+    try:
+        return plan_restore(settings, args.artifact, args.database, options)
+    except OpsError as exc:
+        if args.json:
+            _emit(args, {"ok": False, "error": exc.sentence}, "")
+        raise
+
+
+def _restore(args: argparse.Namespace, settings: Settings, plan: RestorePlan) -> int:
+    """Run the plan with Ctrl-C wired to a clean cancel; print the result; write the report if asked."""
     render = renderer(args.json)
     out = sys.stderr if args.json else sys.stdout
     if not args.json:
@@ -152,15 +172,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_result(result, sys.stdout)
     if args.report:
-        from opstower_core.restore import render_incident_report
-
         Path(args.report).write_text(render_incident_report(result, started_at=started), encoding="utf-8")
         print(f"Incident report written to {args.report}", file=out)
     if not result.ok:
         print(f"ERROR: {result.sentence}", file=sys.stderr)
-    if result.ok:
-        return 0
-    return 130 if result.status == "cancelled" and cancel.cancelled else 1
+        return 130 if result.status == "cancelled" and cancel.cancelled else 1
+    return 0
 
 
 def _emit(args: argparse.Namespace, data: dict, text: str) -> None:
@@ -177,7 +194,7 @@ def ask(plan: RestorePlan, out: TextIO, sigint) -> str:
         f"Database: {plan.live_db}",
         f"Host: {plan.target.display_host}:{plan.target.display_port}",
         f"Backup File: {e.local_path or e.s3_key}",
-        f"Mode: {_mode_text(plan)}",
+        f"Mode: {mode_text(plan)}",
         f"Connected sessions: {len(plan.sessions)} (they will be terminated)",
         "=" * 67,
     ]
@@ -194,20 +211,11 @@ def ask(plan: RestorePlan, out: TextIO, sigint) -> str:
         signal.signal(signal.SIGINT, handler)
 
 
-def _mode_text(plan: RestorePlan) -> str:
-    return {
-        "swap": f"safe swap (restore into {plan.work_db}, then rename; the old database is kept as {plan.old_db})",
-        "in_place": "in place (drop and recreate; the pre-restore backup is the way back)",
-        "new_db": f"new database {plan.live_db}",
-        "tables": f"tables {', '.join(plan.options.tables or [])} into {plan.work_db}",
-    }[plan.mode]
-
-
 def print_plan(plan: RestorePlan, out: TextIO, brief: bool = False) -> None:
     e = plan.entry
     out.write(f"Restore plan: {e.filename} ({humanize.naturalsize(plan.artifact_size, binary=True)}) -> "
               f"{plan.live_db} on {plan.target.display_host}:{plan.target.display_port} ({plan.server_version})\n")
-    out.write(f"Mode: {_mode_text(plan)}; RTO budget {plan.rto_minutes} min\n")
+    out.write(f"Mode: {mode_text(plan)}; RTO budget {plan.rto_minutes} min\n")
     if plan.live_size is not None:
         out.write(f"Current {plan.live_db}: {humanize.naturalsize(plan.live_size, binary=True)}, "
                   f"{len(plan.sessions)} session(s) connected\n")

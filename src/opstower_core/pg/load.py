@@ -23,7 +23,7 @@ from opstower_core.artifacts.scan import OUT_CHUNK, DumpReader, ScanError
 from opstower_core.config import Settings, Target
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Reporter
-from opstower_core.pg.tools import PgTools, connect, select_tools, server_info
+from opstower_core.pg.tools import PgTools, connect, quote_ident, select_tools, server_info
 from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.storage.s3 import S3Store
 
@@ -326,7 +326,7 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
             raise OpsError(f"Tables not in the backup: {', '.join(missing)}", "", "")
         with connect(target, dbname=spec.dbname) as conn:
             for schema in schemas:
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_qi(schema)}")
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
         list_file = (spec.temp_dir or settings.backup_dir) / f".restore_{name.stem}_{os.getpid()}.list"
         fd = os.open(list_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -357,10 +357,6 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
         run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner, jobs=spec.jobs, file=str(tmp)), target, r, step)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _qi(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def restore_into(settings: Settings, target: Target, entry_or_path: CatalogEntry | str | Path, dbname: str,

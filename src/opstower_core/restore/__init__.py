@@ -2,9 +2,13 @@
 
 `plan_restore` looks at the artifact, the server and who is connected, and returns every
 step with the exact commands and SQL it will run; nothing is changed. `run_restore`
-executes that plan (run.py), emitting the same events as verification, timing each
-step against the RTO, and rolling back whatever it touched when a step fails or the
-operator cancels.
+executes that plan, emitting the same events as verification, timing each step against
+the RTO, and rolling back whatever it touched when a step fails or the operator cancels.
+
+Rooms: plan.py (the planner), run.py (the table of steps, the rollback, the sentence),
+context.py (what the steps share), source.py (steps before the server is touched: verify,
+download, confirm, roles, pre-restore backup), server.py (steps that touch it), checks.py
+(checks of the restored database), roles.py, report.py (incident report), old.py.
 
 Modes (the live database is never dropped before its replacement is restored and checked):
 - swap (default): restore into a staging database, check it, then block and terminate
@@ -16,22 +20,23 @@ Modes (the live database is never dropped before its replacement is restored and
 - tables (`--tables`): chosen tables of a custom-format backup into `<db>_tables_<ts>`.
 """
 
-from .model import PlannedStep, RestoreOptions, RestorePlan, RestoreResult, timing_table
+from .model import MODE_TEXT, PlannedStep, RestoreOptions, RestorePlan, RestoreResult, mode_text, timing_table
 from .old import discard_old, list_old_databases
-from .plan import plan_restore, safe_destination
+from .plan import plan_restore
 from .report import render_incident_report
 from .run import run_restore
 
 __all__ = [
+    "MODE_TEXT",
     "PlannedStep",
     "RestoreOptions",
     "RestorePlan",
     "RestoreResult",
     "discard_old",
     "list_old_databases",
+    "mode_text",
     "plan_restore",
     "render_incident_report",
     "run_restore",
-    "safe_destination",
     "timing_table",
 ]

@@ -31,6 +31,26 @@ STEP_TITLES = {
 }
 
 
+# What each mode means, as the console and the CLI show it (the one copy).
+MODE_TEXT: dict[str, str] = {
+    "swap": "restore into a staging database, verify it, then swap names; the old database is kept until "
+            "you discard it",
+    "in_place": "drop and re-create the live database, then restore into it (for servers without room for two copies)",
+    "new_db": "restore into a new database; the live one is not touched",
+    "tables": "restore the chosen tables only",
+}
+
+
+def mode_text(plan: RestorePlan) -> str:
+    """The plan's mode in one line, with its own database names."""
+    return {
+        "swap": f"safe swap (restore into {plan.work_db}, then rename; the old database is kept as {plan.old_db})",
+        "in_place": "in place (drop and recreate; the pre-restore backup is the way back)",
+        "new_db": f"new database {plan.live_db}",
+        "tables": f"tables {', '.join(plan.options.tables or [])} into {plan.work_db}",
+    }[plan.mode]
+
+
 @dataclass
 class RestoreOptions:
     from_s3: bool = False

@@ -12,13 +12,13 @@ import pytest
 
 from opstower_core.errors import OpsError, UsageError
 from opstower_core.events import Status, StepStarted
+from opstower_core.repo.download import safe_destination
 from opstower_core.restore import (
     RestoreOptions,
     discard_old,
     list_old_databases,
     plan_restore,
     run_restore,
-    safe_destination,
     timing_table,
 )
 from opstower_core.runs.history import StateStore

@@ -1,0 +1,145 @@
+"""The restore steps that touch the server: terminate, create, load, check, maintain, switch.
+
+Each step records in `ctx.touched` what it changed before it changes the next thing, so
+the rollback (run.py) always knows what to undo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opstower_core.errors import OpsError
+from opstower_core.events import Status, StepOutcome
+from opstower_core.pg.admin import (
+    DbProps,
+    admin,
+    apply_props_sql,
+    block_connections,
+    create_database,
+    db_exists,
+    describe_session,
+    drop_sql,
+    free_name,
+    in_place_statements,
+    in_transaction,
+    read_props,
+    sessions,
+    swap_statements,
+    terminate_sessions,
+)
+from opstower_core.pg.load import LoadSpec, load
+from opstower_core.restore.checks import check_restored, maintenance_sql, run_cancellable
+from opstower_core.restore.context import RunContext
+
+
+def _live_props(ctx: RunContext, conn: Any) -> DbProps:
+    if ctx.touched.live_props is None:
+        ctx.touched.live_props = read_props(conn, ctx.live_db)
+    return ctx.touched.live_props
+
+
+def terminate_connections(ctx: RunContext, out: StepOutcome) -> None:
+    r, live = ctx.reporter, ctx.live_db
+    with admin(ctx.target, live) as conn:
+        _live_props(ctx, conn)
+        now = sessions(conn, live)
+        for s in now:
+            r.log("terminate", f"Connected: {describe_session(s)}")
+        ctx.touched.blocked = block_connections(conn, live, r, "terminate")
+        n = terminate_sessions(conn, live, r, "terminate")
+    r.log("terminate", "Existing connections terminated")
+    out.detail = f"Existing connections terminated ({n}); new connections to {live} are blocked"
+    out.data = {"sessions": now}
+
+
+def create_work_database(ctx: RunContext, out: StepOutcome) -> None:
+    r, live, plan = ctx.reporter, ctx.live_db, ctx.plan
+    with admin(ctx.target, live) as conn:
+        props = _live_props(ctx, conn) if plan.live_exists else None
+        if plan.mode == "in_place":
+            r.log("drop_create", "Dropping existing database...")
+            conn.execute(drop_sql(live))
+            ctx.touched.live_dropped = True
+            r.log("drop_create", drop_sql(live))
+        if db_exists(conn, ctx.work_db):
+            if plan.options.target_db and plan.mode == "tables":
+                raise OpsError(f"Database {ctx.work_db} exists now", "nothing was changed", "choose another --target-db")
+            taken = ctx.work_db
+            ctx.work_db = free_name(conn, taken)
+            r.log("drop_create", f"Database name {taken} is already taken (left as it is); "
+                  f"restoring into {ctx.work_db} instead", "WARN")
+        r.log("drop_create", "Creating fresh database...")
+        create_database(conn, ctx.work_db, props, r, "drop_create")
+        ctx.touched.work_created = True
+        for sql in apply_props_sql(ctx.work_db, props) if props is not None else []:
+            conn.execute(sql)  # settings and grants are kept by oid: they follow the later rename
+            r.log("drop_create", sql)
+    out.detail = (f"Dropped {live}; created {ctx.work_db}" if ctx.touched.live_dropped
+                  else f"Created {ctx.work_db}; {live} untouched")
+
+
+def load_artifact(ctx: RunContext, out: StepOutcome) -> None:
+    plan, entry = ctx.plan, ctx.entry
+    assert plan.tools is not None
+    spec = LoadSpec(entry.name, ctx.work_db, plan.jobs, plan.options.tables, ctx.no_owner)
+    ctx.reporter.log("restore", "Restoring data from backup...")
+    load(ctx.settings, ctx.target, plan.tools, entry, spec, ctx.reporter, "restore")
+    ctx.reporter.log("restore", "Database restore completed successfully")
+    out.detail = (f"Restored {entry.filename} into {ctx.work_db} ({entry.name.format} format, "
+                  f"{spec.jobs if spec.via_file else 1} job(s))")
+
+
+def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
+    check = check_restored(ctx.target, ctx.work_db, ctx.entry.meta, ctx.plan.options.tables, ctx.reporter,
+                           "verify_restored")
+    if check.status == Status.FAIL:
+        raise OpsError(f"The restored database failed its checks: {check.detail}", "", "")
+    ctx.reporter.log("verify_restored", "Database verification completed")
+    out.detail, out.data = check.detail, {k: v for k, v in check.data.items() if k != "row_counts"}
+
+
+def _maintain(ctx: RunContext, kind: str, out: StepOutcome) -> None:
+    sql = maintenance_sql(kind, ctx.work_db)
+    ctx.reporter.log(kind, f"{sql} in {ctx.work_db}")
+    run_cancellable(ctx.target, ctx.work_db, sql, ctx.cancel)
+    out.detail = f"{sql.split()[0]} completed"
+
+
+def analyze(ctx: RunContext, out: StepOutcome) -> None:
+    _maintain(ctx, "analyze", out)
+
+
+def vacuum(ctx: RunContext, out: StepOutcome) -> None:
+    _maintain(ctx, "vacuum", out)
+
+
+def reindex(ctx: RunContext, out: StepOutcome) -> None:
+    _maintain(ctx, "reindex", out)
+    ctx.reporter.log("reindex", "Post-restore tasks completed")
+
+
+def switch_into_place(ctx: RunContext, out: StepOutcome) -> None:
+    r, live, touched = ctx.reporter, ctx.live_db, ctx.touched
+    with admin(ctx.target, live) as conn:
+        terminate_sessions(conn, ctx.work_db, r, "swap")  # e.g. an autovacuum worker on the new database
+        if ctx.plan.mode == "swap":
+            assert touched.blocked is not None
+            if db_exists(conn, ctx.old_db or ""):
+                taken, ctx.old_db = ctx.old_db, free_name(conn, ctx.old_db or "")
+                r.log("swap", f"Database name {taken} is already taken; keeping the old database as {ctx.old_db}",
+                      "WARN")
+            terminate_sessions(conn, live, r, "swap")
+            statements = swap_statements(live, ctx.work_db, ctx.old_db or "", touched.blocked)
+        else:
+            if db_exists(conn, live):
+                raise OpsError(f"A database named {live} appeared during the restore", "", "")
+            before = touched.live_props.conn if touched.live_props else None
+            statements = in_place_statements(ctx.work_db, live, before)
+        ctx.cancel.check()  # the last moment a cancel can still be honoured
+        in_transaction(conn, statements)
+        touched.done = True
+    for sql in statements:
+        r.log("swap", sql)
+    if ctx.plan.mode == "swap":
+        out.detail = f"{live} now holds the restored data; the previous database is kept as {ctx.old_db}"
+    else:
+        out.detail = f"{ctx.work_db} renamed to {live}"
