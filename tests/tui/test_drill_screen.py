@@ -5,24 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
-from textual.app import App
 from textual.widgets import DataTable, Input, Select
 
+import opstower_tui.app
 from opstower_core.backup import run_backup
 from opstower_core.drill import DrillOptions, DrillStore, start_drill
+from opstower_tui.app import OpsTowerApp
 from opstower_tui.screens.drill import DrillScreen, TextPrompt
 from opstower_tui.screens.drill_setup import DrillSetup
 from support.servers import create_database
 
 
-class DrillApp(App):
+class DrillApp(OpsTowerApp):
+    """The real console, with the drill screen on top of the dashboard."""
+
+    CSS_PATH = str(Path(opstower_tui.app.__file__).with_name("opstower.tcss"))
+
     def __init__(self, settings, drill_id):
-        super().__init__()
-        self.settings, self.drill_id = settings, drill_id
+        super().__init__(settings, warm_up=False)
+        self.drill_id = drill_id
 
     def on_mount(self) -> None:
+        super().on_mount()
         self.push_screen(DrillScreen(self.settings, self.drill_id))
 
 

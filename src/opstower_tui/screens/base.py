@@ -24,8 +24,9 @@ class Console(Protocol):
     def report_error(self, error: BaseException) -> None: ...
 
 
-# Actions that change a database, take a backup or run a drill: never offered in read-only mode.
-DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "discard", "start_restore", "drill"})
+# Actions that change a database, take a backup or run or advance a drill: never offered in read-only mode.
+DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "discard", "start_restore", "drill",
+                                 "start_phase", "complete_phase", "skip_phase", "pause_resume"})
 
 
 def strip_destructive(screen: Screen, actions: frozenset[str] = DESTRUCTIVE_ACTIONS) -> None:

@@ -17,11 +17,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Digits, Footer, Input, Static
-from textual.worker import Worker, WorkerState
 
 from opstower_tui.messages import EngineEvent
+from opstower_tui.screens.base import OpsScreen
 from opstower_tui.screens.drill_setup import DrillSetup
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class TextPrompt(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class DrillScreen(Screen):
+class DrillScreen(OpsScreen):
     """One drill, live. Keys: s start, c complete, k skip, p pause/resume, n note, l lesson, e export."""
 
     DEFAULT_CSS = """
@@ -122,7 +122,8 @@ class DrillScreen(Screen):
         Binding("e", "export", "Export", id="drill.export"),
         Binding("escape", "cancel_or_back", "Cancel/back", id="drill.back"),
     ]
-    CHANGING = frozenset({"start_phase", "complete_phase", "skip_phase", "pause_resume"})
+    # Greyed out until a drill is loaded.
+    NEEDS_DRILL = frozenset({"start_phase", "complete_phase", "skip_phase", "pause_resume", "note", "lesson", "export"})
 
     def __init__(self, settings: Settings, drill_id: int | None = None) -> None:
         super().__init__()
@@ -153,6 +154,7 @@ class DrillScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        super().on_mount()
         self.set_interval(1.0, self.refresh_view)
         self.set_interval(1.0, self.poll)
         if self.drill_id is None:
@@ -173,9 +175,9 @@ class DrillScreen(Screen):
 
     # -- read-only and availability ----------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in self.CHANGING and getattr(self.app, "read_only", False):
+        if not super().check_action(action, parameters):
             return False
-        if action in self.CHANGING | {"note", "lesson", "export"} and self.drill is None:
+        if action in self.NEEDS_DRILL and self.drill is None:
             return None  # shown greyed out until a drill is loaded
         return True
 
@@ -222,30 +224,24 @@ class DrillScreen(Screen):
         assert self.drill is not None
         return str(export_report(self.settings, self.drill.id, path))
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        w = event.worker
-        if w.name == "operate" and event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+    def work_done(self, name: str, result: Any) -> None:
+        if name == "operate":
             self.engine_running = False
-        if event.state == WorkerState.SUCCESS:
-            fresh = w.result if w.name in ("load", "operate", "poll") else None
-            # A poll that started before an operation finished may carry an older version.
-            if fresh is not None and (self.drill is None or w.name != "poll" or fresh.version >= self.drill.version):
-                self.drill = fresh
-                self.refresh_view()
-                self.refresh_bindings()
-            elif w.name == "export":
-                self.notify(f"Report written to {w.result}", title="Drill report")
-        elif event.state == WorkerState.ERROR and w.error is not None:
-            self._error(w.error)
-            if w.name == "operate" and self.drill is not None:
-                self.load(self.drill.id)
+        fresh = result if name in ("load", "operate", "poll") else None
+        # A poll that started before an operation finished may carry an older version.
+        if fresh is not None and (self.drill is None or name != "poll" or fresh.version >= self.drill.version):
+            self.drill = fresh
+            self.refresh_view()
+            self.refresh_bindings()
+        elif name == "export":
+            self.notify(f"Report written to {result}", title="Drill report")
 
-    def _error(self, error: BaseException) -> None:
-        report = getattr(self.app, "report_error", None)
-        if report is not None:
-            report(error)
-        else:
-            self.notify(getattr(error, "sentence", None) or str(error), title="Drill", severity="error")
+    def work_failed(self, name: str, error: BaseException | None) -> None:
+        # The error itself reaches the operator through the app's error dialog (OpsScreen).
+        if name == "operate":
+            self.engine_running = False
+            if error is not None and self.drill is not None:
+                self.load(self.drill.id)
 
     # -- engine events --------------------------------------------------------------------------
     @on(EngineEvent)

@@ -22,6 +22,7 @@ from opstower_tui.formatting import STATUS_STYLE, clock
 from opstower_tui.messages import EngineEvent
 from opstower_tui.screens.base import OpsScreen
 from opstower_tui.widgets.bars import BudgetBar, TransferBar
+from opstower_tui.widgets.event_view import show_event
 from opstower_tui.widgets.step_list import StepList
 
 MODES = ("swap", "in_place")
@@ -205,23 +206,8 @@ class RestoreScreen(OpsScreen):
 
     @on(EngineEvent)
     def apply_event(self, message: EngineEvent) -> None:
-        from opstower_core.events import StepFinished, StepLog, StepProgress, StepStarted
-
-        event = message.event
-        steps = self.query_one("#steps", StepList)
-        log = self.query_one("#log", RichLog)
-        if isinstance(event, StepStarted):
-            steps.started(event.step, event.title)
-            log.write(f"[INFO] {event.title}...")
-        elif isinstance(event, StepProgress):
-            title = steps.rows[event.step].title if event.step in steps.rows else event.step
-            self.query_one("#transfer", TransferBar).update_progress(title, event.done, event.total, event.unit,
-                                                                    self.ops.monotonic())
-        elif isinstance(event, StepLog):
-            log.write(f"[{event.level}] {event.line}")
-        elif isinstance(event, StepFinished):
-            steps.finished(event.step, event.status.value, event.detail, event.seconds)
-            log.write(f"[{event.status.value}] {event.detail} ({event.seconds:.1f}s)")
+        show_event(message.event, self.query_one("#steps", StepList), self.query_one("#log", RichLog),
+                   self.query_one("#transfer", TransferBar), self.ops.monotonic())
 
     def show_result(self, result: Any) -> None:
         self.result = result

@@ -20,6 +20,7 @@ from opstower_tui.formatting import clock
 from opstower_tui.messages import EngineEvent
 from opstower_tui.screens.base import OpsScreen
 from opstower_tui.widgets.bars import TransferBar
+from opstower_tui.widgets.event_view import show_event
 from opstower_tui.widgets.step_list import StepList
 
 Job = Callable[[Callable[[Any], None], Any], Any]  # job(on_event, cancel) -> result
@@ -45,7 +46,6 @@ class RunScreen(OpsScreen):
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.result: Any = None
-        self._titles: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -79,24 +79,8 @@ class RunScreen(OpsScreen):
     # -- events from the worker ------------------------------------------------------------
     @on(EngineEvent)
     def apply_event(self, message: EngineEvent) -> None:
-        from opstower_core.events import StepFinished, StepLog, StepProgress, StepStarted
-
-        event = message.event
-        steps = self.query_one("#steps", StepList)
-        log = self.query_one("#log", RichLog)
-        if isinstance(event, StepStarted):
-            self._titles[event.step] = event.title
-            steps.started(event.step, event.title)
-            prefix = f"Test {event.index}/{event.total}: " if event.total else ""
-            log.write(f"[INFO] {prefix}{event.title}...")
-        elif isinstance(event, StepProgress):
-            self.query_one("#transfer", TransferBar).update_progress(
-                self._titles.get(event.step, event.step), event.done, event.total, event.unit, self.ops.monotonic())
-        elif isinstance(event, StepLog):
-            log.write(f"[{event.level}] {event.line}")
-        elif isinstance(event, StepFinished):
-            steps.finished(event.step, event.status.value, event.detail, event.seconds)
-            log.write(f"[{event.status.value}] {event.detail} ({event.seconds:.1f}s)")
+        show_event(message.event, self.query_one("#steps", StepList), self.query_one("#log", RichLog),
+                   self.query_one("#transfer", TransferBar), self.ops.monotonic(), numbered=True)
 
     def work_done(self, name: str, result: Any) -> None:
         if name != "run_job":
