@@ -33,9 +33,14 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"kind": "warning", "s3_error": catalog.s3_error}))
         return 0
     rows = [("NAME", "DATABASE", "AGE", "SIZE", "FORMAT", "WHERE", "VERIFIED", "METADATA")]
+    future = []
     for e in catalog.entries:
+        ahead = e.future_seconds()
+        if ahead:
+            future.append(e.filename)
+        age = f"FUTURE +{humanize.naturaldelta(ahead)}" if ahead else humanize.naturaldelta(e.age_seconds())
         rows.append((
-            e.filename, e.database or "(unknown)", humanize.naturaldelta(e.age_seconds()), humanize.naturalsize(e.size, binary=True),
+            e.filename, e.database or "(unknown)", age, humanize.naturalsize(e.size, binary=True),
             e.name.format + (" +age" if e.name.encrypted else ""), e.where, e.verified or "-",
             e.meta_problem or ("ok" if e.meta else "-"),
         ))
@@ -45,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"No backups in {settings.backup_dir}" + (" or S3" if catalog.s3_enabled else ""))
     if catalog.s3_error:
         print(f"WARN: {catalog.s3_error}; only local backups are shown", file=sys.stderr)
+    if future:
+        print(f"WARN: {len(future)} backup(s) dated in the future ({', '.join(future[:3])}"
+              f"{', …' if len(future) > 3 else ''}): never taken as latest; check the clock of the host that made "
+              "them", file=sys.stderr)
     return 0
 
 

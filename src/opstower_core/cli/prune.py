@@ -1,25 +1,30 @@
-"""`opstower prune [--dry-run] [-d NAME] [--local-only]`: retention on its own, without a backup."""
+"""`opstower prune [--dry-run] [-d NAME] [--local-only] [--json]`: retention on its own, without a backup."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from opstower_core.cli.common import add_json, add_target, settings_from
+from opstower_core.config import Settings
 from opstower_core.errors import OpsError
-from opstower_core.repo.retention import apply_retention
+from opstower_core.repo.retention import RetentionReport, apply_retention
 from opstower_core.storage.s3 import S3Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "prune", help="apply retention now (local and S3); --dry-run lists what would go",
+        "prune", help="apply retention now (local and S3); --dry-run lists each decision and its reason",
         description="Delete backups older than retention_days (BACKUP_RETENTION_DAYS), locally and in S3, but never "
-        "the newest keep_last good ones; pre-restore copies after pre_restore_retention_days. `backup` does this "
-        "after every run; prune does it alone.",
+        "the newest keep_last good ones (sha256 re-checked or verified PASS; a failed verification never counts): "
+        "if too few can be proven good, nothing past retention is deleted. Held artifacts (a restore reading one) "
+        "and pre-restore copies whose restore kept the old database are kept too. Pre-restore copies expire after "
+        "pre_restore_retention_days. Leftovers of killed runs (temp files, multipart uploads older than a day) are "
+        "removed. `backup` does this after every run; prune does it alone.",
     )
     add_target(p)
-    p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    p.add_argument("--dry-run", action="store_true", help="show each decision with its reason, delete nothing")
     p.add_argument("--local-only", action="store_true", help="leave S3 alone")
     add_json(p)
     p.set_defaults(func=run)
@@ -29,17 +34,51 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     target = settings.target(args.database)
     s3 = S3Store(settings.s3) if settings.s3.enabled and not args.local_only else None
-    report = apply_retention(settings, target.dbname, dry_run=args.dry_run, s3=s3)
+    kept, kept_note = _kept_databases(settings, args.database)
+    report = apply_retention(settings, target.dbname, dry_run=args.dry_run, s3=s3, kept_databases=kept)
     if args.json:
         print(json.dumps({"kind": "summary", "dry_run": args.dry_run, "deleted": report.deleted,
-                          "kept_for_safety": report.kept_for_safety, "s3_error": report.s3_error}))
+                          "kept_for_safety": report.kept_for_safety, "kept_unproven": report.kept_unproven,
+                          "kept_held": report.kept_held, "s3_error": report.s3_error,
+                          "decisions": [d.as_dict() for d in report.decisions],
+                          "leftovers": [item.as_dict() for item in report.leftovers],
+                          "kept_databases_note": kept_note}))
     else:
+        if args.dry_run:
+            _print_decisions(report)
         for line in report.lines:
             print(line)
         for name in report.deleted:
             print(f"{'would delete' if args.dry_run else 'deleted'}: {name}")
         print(report.summary)
+        if kept_note:
+            print(f"note: {kept_note}", file=sys.stderr)
     if report.s3_error:
         raise OpsError(report.s3_error, f"local retention was applied ({len(report.deleted)} listed above); "
                        "S3 was not touched", "fix S3 access (opstower doctor), then run prune again")
     return 0
+
+
+def _kept_databases(settings: Settings, target_name: str | None) -> tuple[list[str] | None, str | None]:
+    """The `<db>_pre_restore_<ts>` databases on the server; (None, why) when it cannot be asked."""
+    try:
+        from opstower_core.restore import list_old_databases
+
+        return [name for name, _size in list_old_databases(settings, target_name)], None
+    except Exception as exc:  # noqa: BLE001 - the server may be down: the run history decides instead
+        reason = getattr(exc, "what", None) or f"{type(exc).__name__}: {exc}"
+        return None, (f"could not list the databases kept by restores ({reason}); pre-restore copies are kept "
+                      "as the run history says")
+
+
+def _print_decisions(report: RetentionReport) -> None:
+    """One line per artifact and per leftover: where, keep/delete, name, why."""
+    rows = [(d.where, d.action, d.artifact, d.reason) for d in report.decisions]
+    rows += [(item.where, "remove" if item.remove else "keep", item.what.rsplit("/", 1)[-1] if item.where == "local"
+              else item.what, f"leftover: {item.reason}") for item in report.leftovers]
+    if not rows:
+        print("Nothing to decide: no backups of this database and no leftovers")
+        return
+    wide = max(len(r[2]) for r in rows)
+    for where, action, what, why in rows:
+        print(f"{where:<5}  {action:<6}  {what:<{wide}}  {why}")

@@ -14,12 +14,18 @@ connects to the database or writes anything. Checks, per target database unless 
 |               |                                               | latest has no S3 copy   |                     |
 | verification  | last verification run (state file)            | WARN                    | FAIL                |
 | free_space    | backup directory (once, not per target)       | < 2x latest or < 10 %   | < latest backup     |
+| future_dated  | catalog (only when one exists)                | name or metadata dated  | -                   |
+|               |                                               | > 5 min ahead of now    |                     |
+
+A backup dated in the future is left out of every other check: it must never pass for the
+latest backup and turn a stale-backup CRITICAL into "OK 0s old".
 """
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
@@ -228,6 +234,18 @@ def check_verification(db: str, verifies: list[RunRecord] | None, now: float, st
         return HealthCheck("verification", db, HealthState.WARNING,
                            f"{text}: see `opstower verify {last.artifact}`", metrics=metrics)
     return HealthCheck("verification", db, HealthState.OK, text, metrics=metrics)
+
+
+def check_future_dated(db: str, future: list[CatalogEntry], now: float) -> HealthCheck:
+    """Backups whose name or metadata lies ahead of the clock: a wrong clock here or where they were made."""
+    at = datetime.fromtimestamp(now, UTC)
+    first = max(future, key=lambda e: e.future_seconds(at))
+    ahead = first.future_seconds(at)
+    names = first.filename + (f" and {len(future) - 1} more" if len(future) > 1 else "")
+    return HealthCheck("future_dated", db, HealthState.WARNING,
+                       f"has {len(future)} backup(s) dated in the future ({names}, up to {span(ahead)} ahead): they are "
+                       "not counted as the latest backup; check the clock of the host that made them, then rename "
+                       "or delete them", metrics={"future_dated": len(future), "max_ahead_seconds": int(ahead)})
 
 
 def check_free_space(settings: Settings, latest_size: int) -> HealthCheck:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from opstower_core.config import Settings
@@ -30,6 +31,7 @@ from opstower_core.health.checks import (
     HealthState,
     check_backup_age,
     check_free_space,
+    check_future_dated,
     check_s3_upload,
     check_size_trend,
     check_success_rate,
@@ -109,11 +111,15 @@ def check_health(settings: Settings, target_name: str | None = None, *, state: S
         state, problem = open_state(settings)
     targets = [settings.target(target_name)] if target_name else list(settings.targets.values())
     catalog = list_catalog(settings, include_s3=include_s3)
+    at = datetime.fromtimestamp(now, UTC)
     checks: list[HealthCheck] = []
     latest_size = 0
     for target in targets:
         db = target.dbname
         entries = [e for e in catalog.entries if e.database == db and not e.name.pre_restore]
+        # Dated in the future: flagged on its own, left out of the others (never "latest").
+        future = [e for e in entries if e.is_future(at)]
+        entries = [e for e in entries if e not in future]
         runs = state.runs("backup", db, limit=500) if state else None
         week = state.runs("backup", db, since=now - WEEK, limit=100000) if state else None
         verifies = state.runs("verify", db, limit=50) if state else None
@@ -122,6 +128,8 @@ def check_health(settings: Settings, target_name: str | None = None, *, state: S
         checks.append(check_size_trend(db, entries, runs))
         checks.append(check_s3_upload(settings, db, entries, runs, catalog, now, include_s3))
         checks.append(check_verification(db, verifies, now, problem))
+        if future:
+            checks.append(check_future_dated(db, future, now))
         local = [e for e in entries if e.local_path is not None]
         if local:
             latest_size = max(latest_size, entry_size(local[0]))

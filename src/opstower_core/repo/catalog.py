@@ -1,18 +1,30 @@
 """One list of backups merged from the local directory and S3.
 
 A missing or broken metadata file shows as such and never breaks the list; an unreachable
-bucket leaves the local rows and says why.
+bucket leaves the local rows and says why. Rows are ordered by the real instant each backup
+was taken (UTC names, or a legacy name's metadata date with its offset), never by the name's
+string. A backup dated in the future (a wrong clock, a hand-made name) is listed and
+flagged, but is never "latest": it must not pass for a fresh backup.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from opstower_core.artifacts.names import ArtifactName, name_for_path, parse_name, read_metadata
+from opstower_core.artifacts.names import (
+    FUTURE_TOLERANCE,
+    ArtifactName,
+    created_at,
+    metadata_date,
+    name_for_path,
+    parse_name,
+    read_metadata,
+)
 from opstower_core.config import Settings
 from opstower_core.errors import OpsError
 from opstower_core.runs.history import StateStore
@@ -39,9 +51,22 @@ class CatalogEntry:
     def database(self) -> str:
         return self.name.database
 
-    @property
+    @functools.cached_property
     def created(self) -> datetime:
-        return self.name.created
+        """When the backup was taken: the name's instant, or a legacy name's metadata date with offset."""
+        return created_at(self.name, self.meta)
+
+    def future_seconds(self, now: datetime | None = None) -> float:
+        """How far ahead of `now` its name or metadata dates it (0 if not beyond the tolerance)."""
+        now = now or datetime.now(UTC)
+        dates = [self.created]
+        if self.meta and (date := metadata_date(self.meta)) is not None:
+            dates.append(date)
+        ahead = max((d - now).total_seconds() for d in dates)
+        return ahead if ahead > FUTURE_TOLERANCE.total_seconds() else 0.0
+
+    def is_future(self, now: datetime | None = None) -> bool:
+        return self.future_seconds(now) > 0
 
     @property
     def where(self) -> str:
@@ -60,6 +85,7 @@ class CatalogEntry:
             "format": self.name.format, "compression": self.name.compression, "encrypted": self.name.encrypted,
             "kind": self.name.kind, "where": self.where, "local_path": str(self.local_path) if self.local_path else None,
             "s3_key": self.s3_key, "metadata": self.meta_problem or ("ok" if self.meta else "-"), "verified": self.verified,
+            "future_dated": self.is_future(),
         }
 
 
@@ -68,6 +94,11 @@ class Catalog:
     entries: list[CatalogEntry] = field(default_factory=list)
     s3_error: str | None = None
     s3_enabled: bool = False
+
+    def latest(self, database: str, now: datetime | None = None) -> CatalogEntry | None:
+        """The newest backup (not a pre-restore copy) of `database` that is not dated in the future."""
+        return next((e for e in self.entries if e.database == database and not e.name.pre_restore
+                     and not e.is_future(now)), None)
 
 
 def list_catalog(settings: Settings, database: str | None = None, include_s3: bool = True,
@@ -101,13 +132,11 @@ def list_catalog(settings: Settings, database: str | None = None, include_s3: bo
 
             catalog.s3_error = f"S3 listing failed ({s3_error_text(exc)})"
     if state is not None:
-        verdicts: dict[str, str] = {}
-        for run in state.runs("verify", limit=5000):
-            if run.artifact and run.artifact not in verdicts:
-                verdicts[run.artifact] = run.status
+        verdicts = state.verdicts()
         for entry in by_name.values():
-            entry.verified = verdicts.get(entry.filename)
-    catalog.entries = sorted(by_name.values(), key=lambda e: (e.name.timestamp, e.filename), reverse=True)
+            run = verdicts.get(entry.filename)
+            entry.verified = run.status if run else None
+    catalog.entries = sorted(by_name.values(), key=lambda e: (e.created, e.filename), reverse=True)
     return catalog
 
 
@@ -149,15 +178,20 @@ def resolve(settings: Settings, ref: str, state: StateStore | None = None) -> Ca
         return _path_entry(path)
     catalog = list_catalog(settings, state=state)
     key = ref.removeprefix(f"s3://{settings.s3.bucket}/")
+    if ref == "latest":
+        db = settings.target().dbname
+        latest = catalog.latest(db)
+        if latest is not None:
+            return latest
     for e in catalog.entries:
-        if ref == "latest":
-            if e.database == settings.target().dbname and not e.name.pre_restore:
-                return e
-        elif ref in (e.filename, e.name.stem) or key == e.s3_key:
+        if ref != "latest" and (ref in (e.filename, e.name.stem) or key == e.s3_key):
             return e
     hint = f" ({catalog.s3_error})" if catalog.s3_error else ""
     if ref == "latest":
-        raise OpsError(f"No backup of {settings.target().dbname} in {settings.backup_dir}"
+        future = [e.filename for e in catalog.entries if e.database == db and not e.name.pre_restore]
+        if future:  # all of them dated in the future
+            hint += f" ({len(future)} dated in the future not counted, e.g. {future[0]}: name it to use it)"
+        raise OpsError(f"No backup of {db} in {settings.backup_dir}"
                        + (" or S3" if settings.s3.enabled else "") + hint,
                        "nothing was changed", "take one with `opstower backup`")
     raise OpsError(f"No backup named {ref!r} in the catalog{hint}", "nothing was changed",
