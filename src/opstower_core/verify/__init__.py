@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 from .checks import CHECKS
 
 if TYPE_CHECKING:
+    from .proof import ArtifactProof, ProofResult, prove_restored
     from .run import VerifyResult, verify
 
-__all__ = ["CHECKS", "VerifyResult", "verify"]
+__all__ = ["CHECKS", "ArtifactProof", "ProofResult", "VerifyResult", "prove_restored", "verify"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +23,8 @@ def __getattr__(name: str) -> Any:
         from . import run
 
         return getattr(run, name)
+    if name in ("ArtifactProof", "ProofResult", "prove_restored"):
+        from . import proof
+
+        return getattr(proof, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

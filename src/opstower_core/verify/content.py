@@ -2,7 +2,8 @@
 
 `ContentProbe` is fed the decompressed stream while checks 4 (compression integrity) and the
 sha256 run over it: it counts CREATE TABLE / COPY / INSERT statements in a plain dump, or
-reads a custom archive's table of contents through `pg_restore --list`. `content_verdict`
+reads a custom archive's table of contents through `pg_restore --list`, and digests every
+table's data for the restore proof (`ProofBuilder`). `content_verdict`
 (check 5, PostgreSQL dump content) and `metadata_verdict` (check 6, metadata valid and
 matching the artifact) turn what the pass found into a status and one line; `verify` runs
 the pass and reports the steps.
@@ -20,6 +21,7 @@ from opstower_core.config import Settings
 from opstower_core.events import Status
 from opstower_core.pg.tools import PgTools, available_tools
 from opstower_core.repo.catalog import CatalogEntry, fetch_s3_metadata
+from opstower_core.verify.proof import ArtifactProof, ProofBuilder
 
 PLAIN_KEYWORDS = {"create": b"\nCREATE TABLE ", "copy": b"\nCOPY ", "insert": b"\nINSERT INTO "}
 
@@ -41,6 +43,7 @@ class ContentProbe:
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._stderr = b""
+        self.proof = ProofBuilder()
         if fmt == "custom" and tools is not None:
             self._proc = subprocess.Popen([tools.pg_restore, "--list"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -53,6 +56,7 @@ class ContentProbe:
         self._stderr = self._proc.stderr.read()
 
     def feed(self, data: bytes) -> None:
+        self.proof.feed(data)
         if self.fmt == "plain":
             for key, keyword in PLAIN_KEYWORDS.items():
                 # Prefix with the previous chunk's last len-1 bytes: a keyword split across two
@@ -120,9 +124,13 @@ def content_verdict(scan: ScanResult, probe: ContentProbe, fmt: str) -> tuple[St
 
 
 def metadata_verdict(settings: Settings, e: CatalogEntry, size: int, scan: ScanResult | None,
-                     tables: int | None) -> tuple[Status, str]:
-    """Check 6: the metadata against the artifact (`size` bytes, its scan, `tables` found in the dump).
+                     tables: int | None, proof: ArtifactProof | None = None,
+                     unread: str | None = None) -> tuple[Status, str]:
+    """Check 6: the metadata against the artifact (`size` bytes, its scan, `tables` found in the
+    dump, and what the dump itself says: its database name and format).
 
+    `unread`: why the dump's content was not read (an encrypted artifact without its identity);
+    the sha256 and size are still compared, and the verdict names what was not.
     Fetches the metadata from S3 first for an S3-only entry whose metadata was not read yet.
     """
     meta, problem = e.meta, e.meta_problem
@@ -130,7 +138,14 @@ def metadata_verdict(settings: Settings, e: CatalogEntry, size: int, scan: ScanR
         fetch_s3_metadata(settings, e)
         meta, problem = e.meta, e.meta_problem
     if meta is None:
-        return Status.FAIL, f"Metadata file problem: {problem or 'missing'} ({e.name.meta_filename})"
+        if proof is not None and proof.dbname and e.name.conventional and proof.dbname != e.name.database:
+            return Status.FAIL, (f"The file name says database {e.name.database!r}, but the artifact is a dump of "
+                                 f"database {proof.dbname!r} (its archive header); there is no metadata")
+        if problem in (None, "metadata file missing", "metadata object missing in S3"):
+            # A legacy artifact (e.g. a hand-made `pg_dump | gzip`): the artifact itself is all there is.
+            return Status.WARN, (f"No metadata file ({e.name.meta_filename}): no sha256 or row counts to compare; "
+                                 "the content checks and the restore proof use what the artifact itself holds")
+        return Status.FAIL, f"Metadata file problem: {problem} ({e.name.meta_filename})"
     missing = missing_fields(meta)
     if missing:
         return Status.FAIL, f"Metadata is missing required fields: {', '.join(missing)}"
@@ -149,6 +164,9 @@ def metadata_verdict(settings: Settings, e: CatalogEntry, size: int, scan: ScanR
     sha = meta.get("sha256")
     if scan is not None and sha and sha != scan.sha256:
         return Status.FAIL, f"Metadata sha256 {sha[:12]}… does not match the file ({scan.sha256[:12]}…)"
+    mismatch = identity_mismatch(meta, e, proof)
+    if mismatch:
+        return Status.FAIL, mismatch
     warnings = []
     if not sha:
         warnings.append("no sha256 recorded (legacy metadata): content not proven")
@@ -159,4 +177,31 @@ def metadata_verdict(settings: Settings, e: CatalogEntry, size: int, scan: ScanR
         warnings.append(f"table_count {recorded_tables} differs from the {tables} tables found in the dump")
     if warnings:
         return Status.WARN, f"Metadata file is valid JSON; {'; '.join(warnings)}. {info}"
-    return Status.PASS, f"Metadata file is valid JSON and matches the artifact (size, sha256). {info}"
+    checked = "size, sha256" if sha and scan is not None else "size"
+    if proof is not None:
+        checked += ", format" + (", database name" if proof.dbname else "")
+    if unread:
+        return Status.PASS, (f"Metadata file is valid JSON and matches the artifact ({checked}); not checked: "
+                             f"{unread}. {info}")
+    note = "; a plain dump does not name its database, so that was not checked" if proof and not proof.dbname else ""
+    return Status.PASS, f"Metadata file is valid JSON and matches the artifact ({checked}){note}. {info}"
+
+
+def identity_mismatch(meta: dict, e: CatalogEntry, proof: ArtifactProof | None) -> str | None:
+    """A sentence naming both sides when the metadata's database, file name or format
+    disagree with the artifact itself; None when they agree (or cannot be compared)."""
+    import os
+
+    recorded_file = meta.get("backup_file")
+    if recorded_file and os.path.basename(str(recorded_file)) != e.filename and not e.name.given:
+        return (f"Metadata names the file {os.path.basename(str(recorded_file))!r}, but this artifact is "
+                f"{e.filename!r}: the metadata belongs to another backup")
+    fmt = meta.get("format")
+    actual = proof.format if proof is not None else e.name.format
+    if fmt and fmt != actual:
+        return f"Metadata says format {fmt!r}, but the artifact is a {actual} dump"
+    database = meta.get("database")
+    if proof is not None and proof.dbname and database and database != proof.dbname:
+        return (f"Metadata says database {database!r}, but the artifact is a dump of database "
+                f"{proof.dbname!r} (its archive header)")
+    return None

@@ -1,0 +1,261 @@
+"""The restore proof: the restored database equals the artifact, table by table and by name.
+
+source snapshot --row counts--> artifact --per-table digests, inventory--> restored database
+
+`ProofBuilder` rides along verification's single read of the artifact (it is fed the same
+decompressed chunks as checks 4-6) and yields an `ArtifactProof`: per-table digests of the
+dump's COPY data, each table's COPY column list, the table of contents (the object
+inventory), the database name from the archive header and the settings the dump's text
+depends on. `prove_restored` computes the same digests from the restored tables (COPY under
+pg_dump's session settings) and compares them and the inventory with the artifact's.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from opstower_core.config import Target
+from opstower_core.errors import OpsError
+from opstower_core.events import CancelToken, Status
+from opstower_core.pg.digest import (
+    DumpDigester,
+    DumpFormatError,
+    DumpSettings,
+    TableDigest,
+    TocEntry,
+    live_table_digest,
+    timezone_sensitive_tables,
+)
+from opstower_core.pg.inventory import Inventory, artifact_inventory, compare_inventories, live_inventory
+from opstower_core.pg.tools import connect
+
+TableKey = tuple[str, str]
+
+
+@dataclass
+class ArtifactProof:
+    """What the artifact itself holds, read during verification's single pass."""
+
+    format: str  # "custom" | "plain"
+    dbname: str | None  # the custom header's database name; a plain dump does not name it
+    tables: dict[TableKey, TableDigest]
+    copy_columns: dict[TableKey, list[str] | None]
+    toc: list[TocEntry]
+    encoding: str | None = None
+    dump_timezone: str | None = None  # None: not recorded (a legacy dump): candidates are tried
+    bytea_output: str = "hex"
+    blob_count: int = 0
+    psql: str | None = None  # psql for the restored side's COPY (faster than libpq in Python)
+
+    @functools.cached_property
+    def inventory(self) -> Inventory:
+        return artifact_inventory(self.toc)
+
+    @property
+    def rows(self) -> int:
+        return sum(d.rows for d in self.tables.values())
+
+    @property
+    def matview_data(self) -> list[str]:
+        return [f"{te.namespace}.{te.tag}" for te in self.toc if te.desc == "MATERIALIZED VIEW DATA"]
+
+
+class ProofBuilder:
+    """Fed the dump's decompressed bytes during the verification pass; `finish()` gives the proof."""
+
+    def __init__(self) -> None:
+        self.digester = DumpDigester()
+        self.error: str | None = None
+
+    def feed(self, data: Any) -> None:
+        if self.error is not None:
+            return
+        try:
+            self.digester.write(data)
+        except DumpFormatError as exc:
+            self.error = str(exc)
+
+    def finish(self, meta: dict[str, Any] | None, psql: str | None) -> ArtifactProof | None:
+        """The proof, or None when the stream was not a readable dump (`error` says why)."""
+        if self.error is None:
+            try:
+                self.digester.close()
+            except DumpFormatError as exc:
+                self.error = str(exc)
+        if self.error is not None:
+            return None
+        d = self.digester
+        meta = meta or {}
+        return ArtifactProof(
+            format=d.format or "plain", dbname=d.dbname, tables=dict(d.tables), copy_columns=dict(d.copy_columns),
+            toc=list(d.toc), encoding=d.encoding, dump_timezone=meta.get("dump_timezone") or None,
+            bytea_output=meta.get("dump_bytea_output") or "hex", blob_count=d.blob_count, psql=psql,
+        )
+
+
+@dataclass
+class ProofResult:
+    status: Status
+    sentence: str
+    differences: list[str] = field(default_factory=list)
+    not_compared: list[str] = field(default_factory=list)
+    tables: int = 0
+    rows: int = 0
+    objects: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status != Status.FAIL
+
+
+def prove_restored(
+    target: Target,
+    dbname: str,
+    proof: ArtifactProof,
+    *,
+    tables: list[str] | None = None,
+    cancel: CancelToken | None = None,
+    no_acl: bool = False,
+    database_settings: bool = True,
+) -> ProofResult:
+    """Compare the restored database `dbname` on `target`'s server with the artifact.
+
+    `tables`: a selective restore of these tables ("schema.table" or "table"): only they are
+    compared. `no_acl`: the restore left out owners and grants (`--no-owner --no-acl`), so
+    they are named as not compared. `database_settings=False`: the restore did not apply the
+    dump's database-level settings (pg_restore applies them only with --create).
+    """
+    cancel = cancel or CancelToken()
+    keys = _selected(proof, tables)
+    env = target.libpq_env()
+    env["PGDATABASE"] = dbname
+    differences: list[str] = []
+    not_compared: list[str] = []
+    with connect(target, dbname=dbname) as conn:
+        present = {(s, t) for s, t in conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm', 'f')")}
+        digests = _TableProver(conn, proof, env, cancel)
+        for key in keys:
+            cancel.check("the restored database was left as it is")
+            want = proof.tables[key]
+            if key not in present:
+                differences.append(f"table {_name(key)}: {want.rows:,} rows in the artifact, missing from "
+                                   "the restored database")
+                continue
+            problem = digests.compare(key, want)
+            if problem is None:
+                continue
+            (not_compared if problem.startswith("~") else differences).append(problem.lstrip("~"))
+        cancel.check("the restored database was left as it is")
+        inv = compare_inventories(proof.inventory, live_inventory(conn), owners=not no_acl, grants=not no_acl,
+                                  settings=database_settings,
+                                  tables=None if tables is None else set(keys) | _parents(proof, tables))
+    differences += inv.differences
+    not_compared += digests.notes + inv.not_compared
+    if proof.matview_data:
+        not_compared.append(f"data of {len(proof.matview_data)} materialized views (refreshed, not digested)")
+    if proof.blob_count:
+        not_compared.append(f"{proof.blob_count} large objects")
+    return _result(keys, proof, differences, not_compared, inv.compared, digests.unverified)
+
+
+def _selected(proof: ArtifactProof, tables: list[str] | None) -> list[TableKey]:
+    if tables is None:
+        return sorted(proof.tables)
+    wanted = set(tables)
+    return sorted(k for k in proof.tables if f"{k[0]}.{k[1]}" in wanted or k[1] in wanted)
+
+
+def _parents(proof: ArtifactProof, tables: list[str]) -> set[TableKey]:
+    """Requested tables without data of their own (partitioned parents) are still expected."""
+    wanted = set(tables)
+    return {(te.namespace or "", te.tag or "") for te in proof.toc if te.desc == "TABLE"
+            and (f"{te.namespace}.{te.tag}" in wanted or te.tag in wanted)}
+
+
+def _name(key: TableKey) -> str:
+    return f"{key[0]}.{key[1]}"
+
+
+class _TableProver:
+    """Digests restored tables under the dump's settings; finds the dump's zone when unknown."""
+
+    def __init__(self, conn: psycopg.Connection, proof: ArtifactProof, env: dict[str, str],
+                 cancel: CancelToken) -> None:
+        self.conn, self.proof, self.env = conn, proof, env
+        self.notes: list[str] = []
+        self.unverified = 0
+        zone = proof.dump_timezone
+        self.zones = [zone] if zone else _candidate_zones(conn)
+        # Tables whose COPY text depends on the zone: only they need the candidates.
+        self.tz_tables = {} if zone else timezone_sensitive_tables(conn)
+
+    def digest(self, key: TableKey, zone: str) -> TableDigest:
+        settings = DumpSettings(timezone=zone, client_encoding=self.proof.encoding or "UTF8",
+                                bytea_output=self.proof.bytea_output)
+        try:
+            return live_table_digest(self.conn, *key, columns=self.proof.copy_columns.get(key), settings=settings,
+                                     psql=self.proof.psql, psql_env=self.env)
+        except (psycopg.Error, DumpFormatError) as exc:
+            raise OpsError(f"Reading table {_name(key)} of the restored database failed ({exc})",
+                           "the restored database was left as it is", "check the server log") from None
+
+    def compare(self, key: TableKey, want: TableDigest) -> str | None:
+        """None when equal; else a difference, or a "~"-prefixed note of what was not compared."""
+        zones = self.zones if key in self.tz_tables else self.zones[:1]
+        got = None
+        for zone in zones:
+            got = self.digest(key, zone)
+            verdict = got.compare(want)
+            if verdict != "different":
+                if zone != self.zones[0]:  # the dump's zone, found: try it first from now on
+                    self.zones.remove(zone)
+                    self.zones.insert(0, zone)
+                if verdict == "equal-reordered":
+                    self.notes.append(f"row order of {_name(key)} (same rows in another order: compared by "
+                                      "a 64-bit checksum)")
+                return None
+        assert got is not None
+        if got.rows != want.rows:
+            return (f"table {_name(key)}: {want.rows:,} rows in the artifact, {got.rows:,} restored, "
+                    "content differs")
+        if key in self.tz_tables:
+            self.unverified += 1
+            cols = ", ".join(self.tz_tables[key])
+            return (f"~table {_name(key)} ({want.rows:,} rows, counts equal): its {cols} text depends on the "
+                    f"dump's time zone, which the metadata does not record (tried {', '.join(zones)})")
+        return f"table {_name(key)}: {want.rows:,} rows in the artifact and restored, content differs"
+
+
+def _candidate_zones(conn: psycopg.Connection) -> list[str]:
+    """For a dump of unknown zone: UTC, then the server's own default (a legacy pg_dump ran with
+    the server's or the database's default zone, usually the same server's)."""
+    zones = ["UTC"]
+    row = conn.execute("SELECT pg_catalog.current_setting('TimeZone'), "
+                       "pg_catalog.reset_val FROM pg_catalog.pg_settings WHERE name = 'TimeZone'").fetchone()
+    for z in row or ():
+        if z and z not in zones:
+            zones.append(z)
+    return zones
+
+
+def _result(keys: list[TableKey], proof: ArtifactProof, differences: list[str], not_compared: list[str],
+            objects: int, unverified: int) -> ProofResult:
+    rows = sum(proof.tables[k].rows for k in keys)
+    n = len(keys)
+    if differences:
+        more = f" (+{len(differences) - 3} more)" if len(differences) > 3 else ""
+        sentence = f"{len(differences)} differences between the artifact and the restored database: " \
+                   f"{'; '.join(differences[:3])}{more}"
+        return ProofResult(Status.FAIL, sentence, differences, not_compared, n, rows, objects)
+    equal = f"{n - unverified} of {n} tables" if unverified else f"{n} tables"
+    sentence = f"{equal}, {rows:,} rows, digests equal, inventory equal ({objects} objects)"
+    if not_compared:
+        sentence += f"; not compared: {'; '.join(not_compared)}"
+    status = Status.WARN if unverified else Status.PASS
+    return ProofResult(status, sentence, differences, not_compared, n, rows, objects)
