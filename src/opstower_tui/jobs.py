@@ -37,35 +37,26 @@ def backup_job(settings: Any, target_name: str | None) -> Callable[[Callable[[An
 
 
 def download_job(settings: Any, entry: Any) -> Callable[[Callable[[Any], None], Any], Any]:
-    """Fetch an S3-only backup and its metadata into the backup directory (temp name, then rename)."""
+    """Fetch an S3-only backup with its metadata and globals file into the backup directory
+    (the engine's one download path: temp name, sha256 checked, then rename)."""
 
     def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
-        from opstower_core.artifacts.names import write_metadata
-        from opstower_core.events import Reporter
-        from opstower_core.repo.catalog import fetch_s3_metadata
-        from opstower_core.storage.local import LocalStore
-        from opstower_core.storage.s3 import S3Store
+        from opstower_core.events import Reporter, Status
+        from opstower_core.repo.download import download
 
         reporter = Reporter(on_event, cancel)
-        LocalStore(settings.backup_dir).ensure()
-        dest = settings.backup_dir / entry.filename
-        store = S3Store(settings.s3)
         with reporter.step("download", f"Downloading {entry.filename} from S3") as out:
             t0 = time.monotonic()
-            store.download(entry.s3_key, dest, progress=lambda done, total: reporter.progress("download", done, total),
-                           cancel=lambda: cancel.cancelled)
-            out.detail = f"Downloaded {size(dest.stat().st_size)} to {dest} in {time.monotonic() - t0:.1f} s (sha256 checked)"
-        with reporter.step("metadata", "Fetching the metadata file") as out:
-            fetch_s3_metadata(settings, entry)
-            if entry.meta is not None:
-                write_metadata(settings.backup_dir / entry.name.meta_filename, entry.meta)
-                out.detail = f"Metadata saved beside it: {entry.name.meta_filename}"
-            else:
-                from opstower_core.events import Status
-
+            got = download(settings, entry, reporter=reporter)
+            out.detail = (f"Downloaded {size(got.path.stat().st_size)} to {got.path} in {time.monotonic() - t0:.1f} s "
+                          "(sha256 checked)")
+        with reporter.step("metadata", "Fetching the metadata and globals files") as out:
+            if got.missing:
                 out.status = Status.WARN
-                out.detail = f"No metadata in S3 ({entry.meta_problem}); check 6 will fail on this copy"
-        return dest
+                out.detail = f"Not in S3: {', '.join(got.missing)}; check 6 will fail on this copy"
+            else:
+                out.detail = f"Saved beside it: {', '.join(got.sidecars) or 'nothing else to fetch'}"
+        return got.path
 
     return job
 

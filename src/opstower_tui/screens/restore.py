@@ -26,13 +26,6 @@ from opstower_tui.widgets.event_view import show_event
 from opstower_tui.widgets.step_list import StepList
 
 MODES = ("swap", "in_place")
-MODE_TEXT = {
-    "swap": "restore into a staging database, verify it, then swap names; the old database is kept until "
-            "you discard it",
-    "in_place": "drop and re-create the live database, then restore into it (for servers without room for two copies)",
-    "new_db": "restore into a new database; the live one is not touched",
-    "tables": "restore the chosen tables only",
-}
 
 
 class RestoreScreen(OpsScreen):
@@ -116,6 +109,8 @@ class RestoreScreen(OpsScreen):
         return plan_restore(self.ops.settings, self.entry, self.target_name, self.options())
 
     def show_plan(self, plan: Any) -> None:
+        from opstower_core.restore import MODE_TEXT  # the engine is loaded by now: the plan came from it
+
         self.plan = plan
         self.query_one("#restore-title", Static).update(f"Restore {plan.entry.filename} → {plan.live_db}")
         body = Table.grid(padding=(0, 1))
