@@ -21,16 +21,16 @@ sysdeps:
 	  { apt-get update -q && apt-get install -y -q age zstd; }
 
 test: $(STAMP) sysdeps
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench tools
 	$(BIN)/lint-imports
 
 screenshots: $(STAMP)
-	$(BIN)/python -m opstower_tui.screenshots screenshots
+	$(BIN)/python tools/screenshots.py screenshots
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -1,4 +1,4 @@
-"""`python -m opstower_tui.screenshots DIR` (`make screenshots`): SVGs of every screen at 80x24.
+"""`python tools/screenshots.py DIR` (`make screenshots`): SVGs of every screen at 80x24.
 
 Taken from the real app on the real demo (embedded PostgreSQL and S3, the demo's own
 directory): the dashboard, the backups list, a failed and a fully passed verification, the
