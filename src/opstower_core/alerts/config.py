@@ -286,6 +286,16 @@ def _email(raw: Mapping[str, Any] | None, env: Mapping[str, str]) -> EmailChanne
     problems: list[str] = []
     if not to:
         problems.append(f"{key}.to is not set and ALERT_EMAIL is empty")
+    password = _smtp_password(key, password_env, password_file, env, problems)
+    return EmailChannel(
+        host=host, port=port_raw, to=to, sender=sender, starttls=starttls, use_ssl=use_ssl,
+        username=username, password=password, problem="; ".join(problems),
+    )
+
+
+def _smtp_password(key: str, password_env: str | None, password_file: str | None, env: Mapping[str, str],
+                   problems: list[str]) -> str | None:
+    """The SMTP password from the named variable or file; what is wrong goes into `problems`."""
     password: str | None = None
     if password_env:
         password = env.get(password_env) or None
@@ -301,7 +311,4 @@ def _email(raw: Mapping[str, Any] | None, env: Mapping[str, str]) -> EmailChanne
                 LOG.warning("%s.password_file %s is readable by other users; chmod 600 it", key, path)
         except OSError as exc:
             problems.append(f"{key}.password_file ({path}) cannot be read ({exc.strerror})")
-    return EmailChannel(
-        host=host, port=port_raw, to=to, sender=sender, starttls=starttls, use_ssl=use_ssl,
-        username=username, password=password, problem="; ".join(problems),
-    )
+    return password

@@ -51,30 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json(s)
     s.set_defaults(func=cmd_scenarios)
 
-    for name, helptext in (("start", "start an operator-led drill and print its id"),
-                           ("run", "run a drill from start to end (--unattended, for schedulers)")):
-        s = dsub.add_parser(name, help=helptext)
-        s.add_argument("scenario", metavar="SCENARIO", help="scenario id or name (opstower drill scenarios)")
-        s.add_argument("-d", "--database", metavar="DB", help="target or database name (default: the default target)")
-        s.add_argument("--backup", metavar="NAME", help="backup to restore (default: the newest one not failing "
-                       "verification)")
-        s.add_argument("--participant", metavar="NAME:ROLE", action="append", default=[],
-                       help='who takes part, e.g. "Ana Lima:Drill lead" (repeat)')
-        s.add_argument("--table", metavar="TABLE", action="append", dest="tables",
-                       help="table to restore in a selective (deletion) scenario (repeat; default: all tables)")
-        s.add_argument("--keep-databases", action="store_true", help="keep the drill databases at the end")
-        s.add_argument("--into-production", action="store_true",
-                       help="restore phases REPLACE the live database instead of a drill database")
-        s.add_argument("--rto-minutes", type=float, metavar="N", help="RTO budget for this drill (default: target's)")
-        s.add_argument("--rpo-minutes", type=float, metavar="N", help="RPO budget for this drill (default: target's)")
-        if name == "run":
-            s.add_argument("--unattended", action="store_true", required=True,
-                           help="run the automated phases, record the manual ones as skipped")
-            s.add_argument("--report", metavar="FILE.md", help="write the markdown report here")
-            add_json(s)
-            s.set_defaults(func=cmd_run)
-        else:
-            s.set_defaults(func=cmd_start)
+    _add_start_and_run(dsub)
 
     s = dsub.add_parser("status", help="a drill's phases, timers and verdicts")
     s.add_argument("id", metavar="ID")
@@ -113,6 +90,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("id", metavar="ID")
     s.add_argument("-o", "--output", required=True, metavar="FILE.md")
     s.set_defaults(func=cmd_export)
+
+
+def _add_start_and_run(dsub: argparse._SubParsersAction) -> None:
+    """`drill start` (operator-led) and `drill run --unattended` share their choices."""
+    for name, helptext in (("start", "start an operator-led drill and print its id"),
+                           ("run", "run a drill from start to end (--unattended, for schedulers)")):
+        s = dsub.add_parser(name, help=helptext)
+        s.add_argument("scenario", metavar="SCENARIO", help="scenario id or name (opstower drill scenarios)")
+        s.add_argument("-d", "--database", metavar="DB", help="target or database name (default: the default target)")
+        s.add_argument("--backup", metavar="NAME", help="backup to restore (default: the newest one not failing "
+                       "verification)")
+        s.add_argument("--participant", metavar="NAME:ROLE", action="append", default=[],
+                       help='who takes part, e.g. "Ana Lima:Drill lead" (repeat)')
+        s.add_argument("--table", metavar="TABLE", action="append", dest="tables",
+                       help="table to restore in a selective (deletion) scenario (repeat; default: all tables)")
+        s.add_argument("--keep-databases", action="store_true", help="keep the drill databases at the end")
+        s.add_argument("--into-production", action="store_true",
+                       help="restore phases REPLACE the live database instead of a drill database")
+        s.add_argument("--rto-minutes", type=float, metavar="N", help="RTO budget for this drill (default: target's)")
+        s.add_argument("--rpo-minutes", type=float, metavar="N", help="RPO budget for this drill (default: target's)")
+        if name == "run":
+            s.add_argument("--unattended", action="store_true", required=True,
+                           help="run the automated phases, record the manual ones as skipped")
+            s.add_argument("--report", metavar="FILE.md", help="write the markdown report here")
+            add_json(s)
+            s.set_defaults(func=cmd_run)
+        else:
+            s.set_defaults(func=cmd_start)
 
 
 # -- scenarios -----------------------------------------------------------------------------
