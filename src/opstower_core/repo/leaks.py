@@ -136,7 +136,7 @@ def s3_leftovers(store: Any, now: datetime, min_age: timedelta = UPLOAD_MIN_AGE)
             key = up["Key"]
             if parse_name(key.rsplit("/", 1)[-1]) is None:
                 continue  # not an artifact of ours: someone else's upload, left alone
-            age = (now - up["Initiated"]).total_seconds()
+            age = max((now - up["Initiated"]).total_seconds(), 0.0)  # the store's clock may be a little ahead
             if age >= min_age.total_seconds():
                 out.append(Leftover("s3", key, age, True,
                                     f"multipart upload started {fmt.duration(age)} ago and never completed: a killed backup's",

@@ -264,8 +264,9 @@ def _decide(cands: list[_Candidate], now: datetime, days: int, keep_last: int, h
                          + (f"; not good: {bad[c.label]}" if c.label in bad else ""))
         elif not enough:
             v = _Verdict("keep", f"{fmt.duration(age)} old, past retention ({days} days), but only {len(good)} of the "
-                         f"newest {keep_last} {kind}s could be proven good, so none is redundant; verify them "
-                         "(`opstower verify NAME`) or take a backup")
+                         f"newest {keep_last} {kind}s could be proven good, so none is redundant"
+                         + (f" (this one: {bad[c.label]})" if c.label in bad else "")
+                         + "; take a new backup or verify the older ones (`opstower verify NAME`)")
         else:
             v = _Verdict("delete", f"{fmt.duration(age)} old, past retention ({days} days); the newest {keep_last} "
                          f"good {kind}s are kept" + (f"; this one: {bad[c.label]}" if c.label in bad else ""))
