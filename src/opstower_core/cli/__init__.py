@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from opstower_core import __version__
 from opstower_core.errors import OpsError
+from opstower_core.runs import signals
 
 if TYPE_CHECKING:
     from opstower_core.config import Settings
@@ -93,13 +94,17 @@ def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = N
                                "use the sub-commands (opstower --help)")
             return open_console(settings, bool(args.read_only))
         args.open_console = open_console
-        return int(args.func(args) or 0)
+        if args.command == "demo":  # the demo keeps its own handlers: they stop its servers under the console
+            return int(args.func(args) or 0)
+        with signals.installed():  # SIGTERM and SIGHUP unwind like Ctrl-C: same cleanup, 128+n
+            return int(args.func(args) or 0)
     except OpsError as exc:
         print(f"ERROR: {exc.sentence}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("ERROR: Interrupted. Temporary files were removed; nothing half-written is listed.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"ERROR: Interrupted ({signals.signal_name(exc)}). Temporary files were removed; nothing half-written "
+              "is listed.", file=sys.stderr)
+        return signals.exit_code(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover
