@@ -3,14 +3,19 @@
 One streaming pipeline: pg_dump (custom format, no internal compression) → zstd with
 content checksum (multi-threaded) → sha256 on the fly → temporary file (and, unless
 --local-only, S3 multipart parts at the same time) → fsync → read back once → rename.
-Nothing half-written is ever listed: a failed run removes its temporary file and aborts
-the multipart upload.
+Nothing half-written is ever listed: a failed or interrupted run removes its temporary
+file and aborts the multipart upload; one killed outright has both removed by the next.
+
+`BackupRun` owns one run: its settings, its S3 store (one client), its upload, its
+temporary file and the steps in order (prerequisites, dump, read-back, metadata and
+rename, latest link, upload, retention), then the history record and the alert.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,22 +23,36 @@ from typing import Any
 
 import humanize
 
+from opstower_core import __version__
 from opstower_core.alerts import send_safely
-from opstower_core.artifacts.names import ArtifactName, fsync_dir, parse_name, write_metadata
-from opstower_core.backup.dump import (
-    BackupJob,
+from opstower_core.artifacts.crypto import encryption_settings, fingerprint
+from opstower_core.artifacts.names import ArtifactName, fsync_dir, write_metadata
+from opstower_core.backup.dump import StreamingDump, dump_globals, log_sizes
+from opstower_core.backup.leaks import (
+    UploadLedger,
+    abort_stale_uploads,
+    remove_stale_temp,
+    warn_readable_config,
+)
+from opstower_core.backup.model import (
+    DEFAULT_LOCK_WAIT,
     BackupOptions,
     BackupResult,
+    DumpResult,
+    required_free_bytes,
 )
+from opstower_core.backup.readback import read_back
 from opstower_core.config import Settings
 from opstower_core.errors import Cancelled, LockHeld, OpsError
 from opstower_core.events import CancelToken, EventSink, Reporter, Status
+from opstower_core.pg.tools import PgTools, connect, select_tools, server_info
 from opstower_core.repo.retention import apply_retention
 from opstower_core.runs.history import StateStore
 from opstower_core.runs.lock import RunLock
 from opstower_core.runs.runlog import RunLog, tee
+from opstower_core.runs.signals import signal_name
 from opstower_core.storage.local import LocalStore
-from opstower_core.storage.s3 import StreamingUpload, s3_error_text
+from opstower_core.storage.s3 import S3Store, StreamingUpload, s3_error_text, store_for
 
 
 def run_backup(
@@ -48,162 +67,363 @@ def run_backup(
 
     An S3 failure after a good local artifact does not raise: the result carries
     `s3_error` and the caller reports it (exit non-zero) while the local backup stays.
+    KeyboardInterrupt (Ctrl-C, and SIGTERM/SIGHUP under `runs.signals`) and a cancel
+    leave nothing behind either and are recorded as cancelled.
     """
-    options = options or BackupOptions()
-    if options.fmt not in ("custom", "plain"):
-        raise OpsError(f"Unknown backup format {options.fmt!r}", "nothing was run", "use --format custom or plain")
-    target = settings.target(target_name)
-    state = state or StateStore(settings.state_dir)
-    t0 = time.monotonic()
-    started = time.time()
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    LocalStore(settings.backup_dir).ensure()
-    log = RunLog(settings.backup_dir, "pre_restore" if options.pre_restore else "backup", stamp, settings.syslog)
-    reporter = Reporter(tee(log, on_event), cancel)
-    job = BackupJob(settings, target, options, reporter)
-    tmp: Path | None = None
-    name: ArtifactName | None = None
-    try:
-        log.line("INFO", f"OpsTower Database Backup - Started (database {target.dbname}, directory "
-                 f"{settings.backup_dir}, local only: {options.local_only or not settings.s3.enabled})")
-        with RunLock(settings.state_dir, target.dbname, "pre-restore backup" if options.pre_restore else "backup") as lock:
-            if lock.took_over:
-                reporter.log("prerequisites", f"Took over a stale lock left by pid {lock.took_over.get('pid', '?')}", "WARN")
-            _remove_stale_temp(job.local, target.dbname, reporter)
-            job.prerequisites()
-            name = _fresh_name(job.local, target.dbname, options, job.enc.enabled)
-            tmp = settings.backup_dir / f".{name.filename}.tmp"
-            dumped = job.dump(name, tmp)
-            upload: StreamingUpload | None = dumped.pop("upload")
-            try:
-                job.read_back(tmp, name, dumped)
-                globals_ok, globals_note = job.dump_globals(name)
-                if not globals_ok:
-                    reporter.log("dump", f"Globals (roles, tablespaces) not dumped: {globals_note}", "WARN")
-                meta = job.metadata(name, dumped, time.monotonic() - t0, globals_ok, globals_note)
-                final = settings.backup_dir / name.filename
-                with reporter.step("metadata", "Creating backup metadata") as out:
-                    # Metadata first, artifact last: a listed artifact always has its sidecar.
-                    write_metadata(settings.backup_dir / name.meta_filename, meta)
-                    os.replace(tmp, final)
-                    tmp = None
-                    fsync_dir(settings.backup_dir)
-                    out.detail = f"Metadata created: {settings.backup_dir / name.meta_filename}"
-            except BaseException:
-                if upload is not None:
-                    upload.abort()
-                raise
-            result = BackupResult(name, final, meta, log.path, 0.0)
-            if not name.pre_restore:
-                with reporter.step("latest", "Updating latest backup symlink") as out:
-                    link = job.local.update_latest(name)
-                    out.detail = f"Latest backup link updated: {link}"
-            if upload is not None or job.s3_problem:
-                _finish_upload(job, reporter, upload, name, meta, result)
-            with reporter.step("retention", f"Cleaning up old backups (retention: {settings.retention_days} days)") as out:
-                report = apply_retention(settings, target.dbname, dry_run=options.dry_run_retention,
-                                         s3=job.s3 if (upload is not None and result.s3_error is None) else None)
-                result.deleted = report.deleted
-                for line in report.lines:
-                    reporter.log("retention", line)
-                out.detail = report.summary
-                if report.s3_error:
-                    out.status = Status.WARN  # the backup is good; only old S3 copies stayed
-        result.seconds = time.monotonic() - t0
-        status = "success" if result.ok else "failed"
-        state.record("pre_restore" if options.pre_restore else "backup", target.dbname, status,
-                     artifact=name.filename, started_at=started, size_bytes=meta["size_bytes"],
-                     duration_seconds=result.seconds, error=result.s3_error,
-                     details={"local": True, "s3_key": result.s3_key, "s3_ok": result.s3_error is None and result.s3_key is not None,
-                              "format": name.format, "sha256": meta["sha256"], "log": str(log.path)})
-        send_safely(settings, "backup", status, f"OpsTower Backup {'SUCCESS' if result.ok else 'FAILED'}: {target.dbname}",
-                    f"{name.filename} ({humanize.naturalsize(meta['size_bytes'], binary=True)}, {result.seconds:.0f} s)"
-                    + (f". {result.s3_error}; the local backup is good" if result.s3_error else ""),
-                    target.dbname, {"artifact": name.filename, "s3_key": result.s3_key})
-        log.line("INFO" if result.ok else "ERROR",
-                 f"OpsTower Database Backup - {'Completed Successfully' if result.ok else 'Completed with errors'} "
-                 f"(duration {result.seconds:.1f} s, file {final}, size {humanize.naturalsize(meta['size_bytes'], binary=True)})")
+    return BackupRun(settings, target_name, options, on_event, cancel, state).execute()
+
+
+class BackupRun:
+    """One backup of one database, from the lock to the alert."""
+
+    def __init__(self, settings: Settings, target_name: str | None, options: BackupOptions | None,
+                 on_event: EventSink | None, cancel: CancelToken | None, state: StateStore | None) -> None:
+        self.options = options or BackupOptions()
+        if self.options.fmt not in ("custom", "plain"):
+            raise OpsError(f"Unknown backup format {self.options.fmt!r}", "nothing was run",
+                           "use --format custom or plain")
+        self.settings = settings
+        self.target = settings.target(target_name)
+        self.database = self.target.dbname
+        self.state = state or StateStore(settings.state_dir)
+        self.kind = "pre_restore" if self.options.pre_restore else "backup"
+        self.on_event = on_event
+        self.cancel = cancel
+        self.local = LocalStore(settings.backup_dir)
+        self.enc = encryption_settings(settings)
+        self.ledger = UploadLedger(settings.state_dir, self.database)
+        self.lock_wait = (self.options.wait_for_locks or settings.wait_for_locks_seconds or DEFAULT_LOCK_WAIT)
+        self.t0 = time.monotonic()
+        self.started = time.time()
+        # Set as the run goes.
+        self.log: RunLog | None = None
+        self.r = Reporter(on_event, cancel)
+        self.tools: PgTools | None = None
+        self.server_version = ""
+        self.database_size = 0
+        self.database_size_pretty = ""
+        self.s3: S3Store | None = None
+        self.s3_problem: str | None = None  # why this run is local only although S3 is configured
+        self.upload: StreamingUpload | None = None
+        self.name: ArtifactName | None = None
+        self.tmp: Path | None = None  # the temporary artifact, until renamed
+
+    @property
+    def wants_s3(self) -> bool:
+        return self.settings.s3.enabled and not self.options.local_only and not self.options.pre_restore
+
+    # -- the run -----------------------------------------------------------------------
+    def execute(self) -> BackupResult:
+        self.local.ensure()
+        self.log = RunLog(self.settings.backup_dir, self.kind, datetime.now().strftime("%Y%m%d_%H%M%S"),
+                          self.settings.syslog)
+        self.r = Reporter(tee(self.log, self.on_event), self.cancel)
+        try:
+            self.log.line("INFO", f"OpsTower Database Backup - Started (database {self.database}, directory "
+                          f"{self.settings.backup_dir}, local only: "
+                          f"{self.options.local_only or not self.settings.s3.enabled})")
+            with RunLock(self.settings.state_dir, self.database,
+                         "pre-restore backup" if self.options.pre_restore else "backup") as lock:
+                if lock.took_over:
+                    self.r.log("prerequisites", f"Took over a stale lock left by pid {lock.took_over.get('pid', '?')}",
+                               "WARN")
+                result = self._steps()
+            self._succeeded(result)
+            return result
+        except BaseException as exc:
+            failure = self._failed(exc)
+            if failure is not exc:
+                raise failure from None
+            raise
+        finally:
+            self.log.close()
+
+    def _steps(self) -> BackupResult:
+        remove_stale_temp(self.local, self.database, self.r)
+        warn_readable_config(self.settings, self.r)
+        self.prerequisites()
+        self.name = self._fresh_name()
+        self.tmp = self.settings.backup_dir / f".{self.name.filename}.tmp"
+        dumped = self.dump()
+        read_back(self.r, self.tmp, self.name, dumped, self.enc)
+        meta = self.store_artifact(dumped)
+        result = BackupResult(self.name, self.settings.backup_dir / self.name.filename, meta, self.log_path, 0.0)
+        if not self.name.pre_restore:
+            with self.r.step("latest", "Updating latest backup symlink") as out:
+                link = self.local.update_latest(self.name)
+                out.detail = f"Latest backup link updated: {link}"
+        if self.upload is not None or self.s3_problem:
+            self.finish_upload(meta, result)
+        self.retention(result)
         return result
-    except BaseException as exc:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+
+    @property
+    def log_path(self) -> Path:
+        assert self.log is not None
+        return self.log.path
+
+    # -- 1.1 prerequisites ---------------------------------------------------------------
+    def prerequisites(self) -> None:
+        with self.r.step("prerequisites", "Checking prerequisites") as out:
+            with connect(self.target) as conn:
+                info = server_info(conn)
+                self.server_version = info.version
+                self.database_size, self.database_size_pretty = conn.execute(
+                    "SELECT pg_database_size(current_database()), pg_size_pretty(pg_database_size(current_database()))"
+                ).fetchone()
+            self.tools = select_tools(self.settings, info.major)
+            self.r.log("prerequisites", f"Server {info.version}; using pg_dump {self.tools.version} from {self.tools.bin_dir}")
+            free = self._check_free_space()
+            self._connect_s3()
+            out.detail = (
+                f"Prerequisites check passed (pg_dump {self.tools.version}, database {self.database_size_pretty}, "
+                f"{humanize.naturalsize(free, binary=True)} free)"
+            )
+
+    def _check_free_space(self) -> int:
+        self.local.ensure()
+        free = self.local.free_bytes()
+        need = required_free_bytes(self.settings, self.database_size)
+        if free < need:
+            raise OpsError(
+                f"Insufficient disk space in {self.settings.backup_dir}. Required: {humanize.naturalsize(need, binary=True)}, "
+                f"Available: {humanize.naturalsize(free, binary=True)}",
+                "no backup was started",
+                "free space, point BACKUP_DIR at a larger disk, or lower min_free_gb in the config",
+            )
+        return free
+
+    def _connect_s3(self) -> None:
+        """The run's one S3 store; an unreachable bucket makes this a local backup, not a failure."""
+        if not self.wants_s3:
+            if not self.settings.s3.enabled and not self.options.local_only and not self.options.pre_restore:
+                self.r.log("prerequisites", "S3 bucket not configured; local backup only", "WARN")
+            return
+        store = store_for(self.settings.s3)
+        try:
+            store.check_reachable()
+        except OpsError as exc:
+            # Take the local backup anyway: an unreachable bucket must not cost us a backup.
+            self.s3_problem = exc.what
+            self.r.log("prerequisites", f"{exc.what}; taking a local backup only", "WARN")
+            return
+        self.s3 = store
+        abort_stale_uploads(store, self.ledger, self.r)
+
+    def _fresh_name(self) -> ArtifactName:
+        """A name no artifact has yet (two backups within one second wait for the next)."""
+        while True:
+            name = ArtifactName.new(self.database, self.options.fmt, encrypted=self.enc.enabled,
+                                    pre_restore=self.options.pre_restore)
+            if not (self.local.directory / name.filename).exists() and not (self.local.directory / name.meta_filename).exists():
+                return name
+            time.sleep(0.2)
+
+    # -- 1.2 + 1.3 the dump --------------------------------------------------------------
+    def dump(self) -> DumpResult:
+        assert self.tools is not None and self.name is not None and self.tmp is not None
+        fmt = self.options.fmt
+        with self.r.step("dump", f"Dumping database {self.database} ({fmt} format, "
+                         f"{'zstd' if fmt == 'custom' else 'gzip'})") as out:
+            self.r.log("dump", f"Dumping database to: {self.settings.backup_dir / self.name.filename}")
+            self._start_upload()
+            dumped = StreamingDump(self.target, self.tools, self.options, self.enc, self.r, self.lock_wait,
+                                   self.upload).run(self.tmp)
+            log_sizes(self.r, dumped)
+            out.detail = (f"Database dump completed successfully: {len(dumped.row_counts)} tables, "
+                          f"{humanize.naturalsize(dumped.size_bytes, binary=True)}")
+        return dumped
+
+    def _start_upload(self) -> None:
+        if self.s3 is None:
+            return
+        assert self.name is not None
+        try:
+            self.upload = self.s3.start_stream(self.name.s3_key(self.settings.s3.prefix), {
+                "database": self.database, "timestamp": self.name.timestamp, "format": self.options.fmt,
+                "opstower-version": __version__,
+            })
+        except OpsError as exc:
+            # Same rule as an unreachable bucket: S3 refusing the upload must not cost the backup.
+            self.s3_problem = exc.what
+            self.s3 = None
+            self.r.log("dump", f"{exc.what}; taking a local backup only", "WARN")
+            return
+        # Recorded until completed or aborted: a SIGKILL'ed run's upload is aborted by the next run.
+        self.ledger.opened(self.upload.upload_id, self.upload.key)
+
+    def _abort_upload(self) -> None:
+        upload, self.upload = self.upload, None
+        if upload is not None:
+            upload.abort()
+            self.ledger.closed(upload.upload_id)
+
+    # -- 1.4 metadata, rename ------------------------------------------------------------
+    def store_artifact(self, dumped: DumpResult) -> dict[str, Any]:
+        """Globals, metadata, then the artifact under its real name (metadata first: a listed artifact has its sidecar)."""
+        assert self.tools is not None and self.name is not None and self.tmp is not None
+        globals_ok, globals_note = dump_globals(self.tools, self.target, self.settings.backup_dir, self.name)
+        if not globals_ok:
+            self.r.log("dump", f"Globals (roles, tablespaces) not dumped: {globals_note}", "WARN")
+        meta = self.metadata(dumped, time.monotonic() - self.t0, globals_ok, globals_note)
+        directory = self.settings.backup_dir
+        with self.r.step("metadata", "Creating backup metadata") as out:
+            write_metadata(directory / self.name.meta_filename, meta)
+            os.replace(self.tmp, directory / self.name.filename)
+            self.tmp = None
+            fsync_dir(directory)
+            out.detail = f"Metadata created: {directory / self.name.meta_filename}"
+        return meta
+
+    def metadata(self, dumped: DumpResult, seconds: float, globals_ok: bool, globals_note: str) -> dict[str, Any]:
+        assert self.tools is not None and self.name is not None
+        name = self.name
+        return {
+            # The reference's fields, same names and shapes.
+            "timestamp": name.timestamp,
+            "date": name.created.isoformat(),
+            "database": self.database,
+            "host": self.target.display_host if not self.target.display_host.startswith("/") else socket.gethostname(),
+            "port": self.target.display_port,
+            "backup_file": name.filename,
+            "backup_size": str(dumped.size_bytes),
+            "database_size": self.database_size_pretty,
+            "table_count": len(dumped.row_counts),
+            "compression": name.compression,
+            "postgresql_version": self.server_version,
+            "backup_script_version": __version__,
+            "retention_days": self.settings.pre_restore_retention_days if name.pre_restore else self.settings.retention_days,
+            # Ours.
+            "format": name.format,
+            "kind": name.kind,
+            "sha256": dumped.sha256,
+            "size_bytes": dumped.size_bytes,
+            "uncompressed_bytes": dumped.uncompressed_bytes,
+            "database_size_bytes": int(self.database_size),
+            "encryption": {"format": "age", "recipients": [fingerprint(r) for r in self.enc.recipients]}
+            if name.encrypted else None,
+            "pg_dump_version": self.tools.version,
+            # pg_dump ran with PGTZ=UTC: timestamptz values in the dump are written in UTC.
+            "dump_timezone": "UTC",
+            "duration_seconds": round(seconds, 3),
+            "row_counts": dumped.row_counts,
+            "globals_file": name.globals_filename if globals_ok else None,
+            "globals_dumped": globals_ok,
+            "globals_note": None if globals_ok else globals_note,
+            "tool": "opstower",
+            # False for --local-only and pre-restore copies: verification then expects no S3 copy.
+            "s3_planned": self.wants_s3,
+        }
+
+    # -- 1.6 upload ----------------------------------------------------------------------
+    def finish_upload(self, meta: dict[str, Any], result: BackupResult) -> None:
+        """Complete the multipart upload, add the metadata object, verify with head_object."""
+        assert self.name is not None
+        r = self.r
+        r.started("upload", "Uploading backup to S3")
+        t0 = time.monotonic()
+        upload, self.upload = self.upload, None
+        if upload is None:
+            result.s3_error = f"Failed to upload backup to S3 ({self.s3_problem})"
+            r.finished("upload", Status.FAIL, f"{result.s3_error}; the local backup {self.name.filename} is good",
+                       time.monotonic() - t0)
+            return
+        try:
+            try:
+                upload.complete()  # aborts the upload itself when it fails
+            finally:
+                self.ledger.closed(upload.upload_id)
+            result.s3_key = self._check_upload(upload.key, meta)
+            assert self.s3 is not None
+            r.finished("upload", Status.PASS, f"S3 upload verified (s3://{self.s3.bucket}/{result.s3_key}, "
+                       f"{self.settings.s3.storage_class})", time.monotonic() - t0, {"key": result.s3_key})
+        except Exception as exc:  # noqa: BLE001 - e.g. tagging refused: reported, the local backup stands
+            reason = exc.what if isinstance(exc, OpsError) else s3_error_text(exc)
+            result.s3_error = f"Failed to upload backup to S3 ({reason})"
+            r.finished("upload", Status.FAIL, f"{result.s3_error}; the local backup {self.name.filename} is good",
+                       time.monotonic() - t0)
+
+    def _check_upload(self, key: str, meta: dict[str, Any]) -> str:
+        """Tags, the metadata object and the globals file beside the artifact; head_object proves it."""
+        assert self.s3 is not None and self.name is not None
+        s3, name, prefix = self.s3, self.name, self.settings.s3.prefix
+        s3.set_tags(key, {"sha256": meta["sha256"], "database": meta["database"], "timestamp": name.timestamp})
+        self.r.log("upload", f"Backup uploaded to S3: s3://{s3.bucket}/{key}")
+        meta_key = name.s3_meta_key(prefix)
+        s3.put_bytes(meta_key, (json.dumps(meta, indent=2) + "\n").encode())
+        self.r.log("upload", f"Metadata uploaded to S3: s3://{s3.bucket}/{meta_key}")
+        if name.globals_filename and meta.get("globals_dumped"):
+            s3.upload_file(self.settings.backup_dir / name.globals_filename,
+                           f"{prefix}database/{name.day}/{name.globals_filename}")
+        head = s3.head(key)
+        remote_sha = s3.remote_sha256(key, head)
+        if head is None or int(head["ContentLength"]) != meta["size_bytes"] or remote_sha != meta["sha256"]:
+            raise OpsError("S3 upload verification failed: the object's size or sha256 differs", "", "")
+        return key
+
+    # -- 1.7 retention -------------------------------------------------------------------
+    def retention(self, result: BackupResult) -> None:
+        with self.r.step("retention", f"Cleaning up old backups (retention: {self.settings.retention_days} days)") as out:
+            report = apply_retention(self.settings, self.database, dry_run=self.options.dry_run_retention,
+                                     s3=self.s3 if result.s3_key is not None else None)
+            result.deleted = report.deleted
+            for line in report.lines:
+                self.r.log("retention", line)
+            out.detail = report.summary
+            if report.s3_error:
+                out.status = Status.WARN  # the backup is good; only old S3 copies stayed
+
+    # -- the end: history, alert, log ----------------------------------------------------
+    def _succeeded(self, result: BackupResult) -> None:
+        assert self.log is not None
+        result.seconds = time.monotonic() - self.t0
+        name, meta = result.name, result.meta
+        status = "success" if result.ok else "failed"
+        size = humanize.naturalsize(meta["size_bytes"], binary=True)
+        self.state.record(self.kind, self.database, status, artifact=name.filename, started_at=self.started,
+                          size_bytes=meta["size_bytes"], duration_seconds=result.seconds, error=result.s3_error,
+                          details={"local": True, "s3_key": result.s3_key,
+                                   "s3_ok": result.s3_error is None and result.s3_key is not None,
+                                   "format": name.format, "sha256": meta["sha256"], "log": str(self.log.path)})
+        send_safely(self.settings, "backup", status,
+                    f"OpsTower Backup {'SUCCESS' if result.ok else 'FAILED'}: {self.database}",
+                    f"{name.filename} ({size}, {result.seconds:.0f} s)"
+                    + (f". {result.s3_error}; the local backup is good" if result.s3_error else ""),
+                    self.database, {"artifact": name.filename, "s3_key": result.s3_key})
+        self.log.line("INFO" if result.ok else "ERROR",
+                      f"OpsTower Database Backup - {'Completed Successfully' if result.ok else 'Completed with errors'} "
+                      f"(duration {result.seconds:.1f} s, file {result.path}, size {size})")
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """Clean up first (nothing half-written may stay), then say it: log, alert, history."""
+        assert self.log is not None
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+        try:
+            self._abort_upload()
+        except BaseException:  # noqa: BLE001 - the ledger lets the next run abort it
+            pass
         failure: BaseException = exc
         if isinstance(exc, OSError):
             # The disk filling up or refusing a write mid-dump is the operator's problem to fix, not a traceback.
-            failure = OpsError(f"Writing the backup in {settings.backup_dir} failed ({exc.strerror or exc})",
+            failure = OpsError(f"Writing the backup in {self.settings.backup_dir} failed ({exc.strerror or exc})",
                                "no backup was written; the temporary file was removed",
                                "free space or fix the backup directory, then run the backup again")
-        sentence = getattr(failure, "sentence", None) or f"{type(exc).__name__}: {exc}"
-        log.line("ERROR", sentence)
-        if not isinstance(exc, Cancelled | KeyboardInterrupt | LockHeld):
-            send_safely(settings, "backup", "failed", f"OpsTower Backup FAILED: {target.dbname}", sentence,
-                        target.dbname, {"log": str(log.path)})
-        state.record("pre_restore" if options.pre_restore else "backup", target.dbname,
-                     "cancelled" if isinstance(exc, Cancelled | KeyboardInterrupt)
-                     else "refused" if isinstance(exc, LockHeld) else "failed",
-                     artifact=name.filename if name else None, started_at=started,
-                     duration_seconds=time.monotonic() - t0, error=sentence, details={"log": str(log.path)})
-        if failure is not exc:
-            raise failure from None
-        raise
-    finally:
-        log.close()
-
-
-def _remove_stale_temp(local: LocalStore, database: str, r: Reporter) -> None:
-    """Delete temp artifacts of `database` left by a killed run (SIGKILL, power loss).
-
-    We hold the database's lock, so no live run is writing them; they are never listed,
-    but would otherwise fill the disk one failed run at a time.
-    """
-    for path in local.directory.glob(".*.tmp"):
-        name = parse_name(path.name[1:-len(".tmp")])
-        if name is not None and name.database == database:
-            path.unlink(missing_ok=True)
-            r.log("prerequisites", f"Removed {path.name}, left by an interrupted run", "WARN")
-
-
-def _fresh_name(local: LocalStore, database: str, options: BackupOptions, encrypted: bool) -> ArtifactName:
-    """A name no artifact has yet (two backups within one second wait for the next)."""
-    while True:
-        name = ArtifactName.new(database, options.fmt, encrypted=encrypted, pre_restore=options.pre_restore)
-        if not (local.directory / name.filename).exists() and not (local.directory / name.meta_filename).exists():
-            return name
-        time.sleep(0.2)
-
-
-def _finish_upload(job: BackupJob, r: Reporter, upload: StreamingUpload | None, name: ArtifactName,
-                   meta: dict[str, Any], result: BackupResult) -> None:
-    """Complete the multipart upload, add the metadata object, verify with head_object."""
-    settings = job.settings
-    r.started("upload", "Uploading backup to S3")
-    t0 = time.monotonic()
-    if upload is None:
-        result.s3_error = f"Failed to upload backup to S3 ({job.s3_problem})"
-        r.finished("upload", Status.FAIL, f"{result.s3_error}; the local backup {name.filename} is good",
-                   time.monotonic() - t0)
-        return
-    assert job.s3 is not None
-    key = name.s3_key(settings.s3.prefix)
-    try:
-        upload.complete()
-        job.s3.set_tags(key, {"sha256": meta["sha256"], "database": meta["database"], "timestamp": name.timestamp})
-        r.log("upload", f"Backup uploaded to S3: s3://{job.s3.bucket}/{key}")
-        meta_key = name.s3_meta_key(settings.s3.prefix)
-        job.s3.put_bytes(meta_key, (json.dumps(meta, indent=2) + "\n").encode())
-        r.log("upload", f"Metadata uploaded to S3: s3://{job.s3.bucket}/{meta_key}")
-        if name.globals_filename and meta.get("globals_dumped"):
-            job.s3.upload_file(settings.backup_dir / name.globals_filename,
-                               f"{settings.s3.prefix}database/{name.day}/{name.globals_filename}")
-        head = job.s3.head(key)
-        remote_sha = job.s3.remote_sha256(key, head)
-        if head is None or int(head["ContentLength"]) != meta["size_bytes"] or remote_sha != meta["sha256"]:
-            raise OpsError("S3 upload verification failed: the object's size or sha256 differs", "", "")
-        result.s3_key = key
-        r.finished("upload", Status.PASS, f"S3 upload verified (s3://{job.s3.bucket}/{key}, "
-                   f"{settings.s3.storage_class})", time.monotonic() - t0, {"key": key})
-    except Exception as exc:  # noqa: BLE001 - e.g. tagging refused: reported, the local backup stands
-        reason = exc.what if isinstance(exc, OpsError) else s3_error_text(exc)
-        result.s3_error = f"Failed to upload backup to S3 ({reason})"
-        r.finished("upload", Status.FAIL, f"{result.s3_error}; the local backup {name.filename} is good",
-                   time.monotonic() - t0)
+        if isinstance(exc, KeyboardInterrupt):
+            sentence = (f"Interrupted by {signal_name(exc)}; no backup was written, the temporary file was removed"
+                        + (" and the S3 upload aborted" if self.s3 is not None else ""))
+        else:
+            sentence = getattr(failure, "sentence", None) or f"{type(exc).__name__}: {exc}"
+        self.log.line("ERROR", sentence)
+        cancelled = isinstance(exc, Cancelled | KeyboardInterrupt)
+        if not cancelled:
+            # A run refused by the lock of a hung run alerts like a failure: backups are not being taken.
+            send_safely(self.settings, "backup", "failed", f"OpsTower Backup FAILED: {self.database}", sentence,
+                        self.database, {"log": str(self.log.path)})
+        self.state.record(self.kind, self.database,
+                          "cancelled" if cancelled else "refused" if isinstance(exc, LockHeld) else "failed",
+                          artifact=self.name.filename if self.name else None, started_at=self.started,
+                          duration_seconds=time.monotonic() - self.t0, error=sentence,
+                          details={"log": str(self.log.path)})
+        return failure

@@ -1,19 +1,17 @@
-"""`opstower backup [--local-only] [--format custom|plain] [--json]`"""
+"""`opstower backup [--local-only] [--format custom|plain] [--wait-for-locks SECONDS] [--json]`"""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import humanize
 
-from opstower_core.backup import BackupOptions, run_backup
+from opstower_core.backup import DEFAULT_LOCK_WAIT, BackupOptions, run_backup
 from opstower_core.cli.common import add_json, add_target, settings_from
 from opstower_core.cli.render import JsonRenderer, renderer
 from opstower_core.errors import OpsError
+from opstower_core.runs import signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,21 +23,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("custom", "plain"), default="custom",
                    help="custom: pg_dump custom format + zstd (default); plain: SQL + gzip, as the reference scripts")
     p.add_argument("--dry-run-retention", action="store_true", help="list what retention would delete, delete nothing")
+    p.add_argument("--wait-for-locks", type=_seconds, metavar="SECONDS",
+                   help="how long to wait for a table lock another session holds before failing and naming it "
+                   f"(default: wait_for_locks_seconds in the config, else {DEFAULT_LOCK_WAIT:g})")
     add_json(p)
     p.set_defaults(func=run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     render = renderer(args.json)
-    options = BackupOptions(fmt=args.format, local_only=args.local_only, dry_run_retention=args.dry_run_retention)
+    options = BackupOptions(fmt=args.format, local_only=args.local_only, dry_run_retention=args.dry_run_retention,
+                            wait_for_locks=args.wait_for_locks)
     try:
-        with _sigterm_as_interrupt():
+        # SIGTERM (cron's `timeout`, `systemctl stop`, `kill`) and SIGHUP (a dropped SSH session) clean up
+        # like Ctrl-C: without this the process dies on the spot, leaving its temporary file on disk and
+        # the multipart upload open in S3.
+        with signals.installed():
             result = run_backup(settings, args.database, options, on_event=render)
     except OpsError as exc:
         if isinstance(render, JsonRenderer):
             render.summary({"ok": False, "error": exc.sentence})
         raise
+    except KeyboardInterrupt as exc:
+        sentence = (f"Interrupted by {signals.signal_name(exc)}; the backup was stopped, its temporary file removed "
+                    "and its S3 upload aborted; no backup was written. Run the backup again.")
+        if isinstance(render, JsonRenderer):
+            render.summary({"ok": False, "error": sentence})
+        print(f"ERROR: {sentence}", file=sys.stderr)
+        return signals.exit_code(exc)
     summary = {
         "ok": result.ok, "file": str(result.path), "size_bytes": result.meta["size_bytes"],
         "sha256": result.meta["sha256"], "seconds": round(result.seconds, 2), "s3_key": result.s3_key,
@@ -57,25 +79,3 @@ def run(args: argparse.Namespace) -> int:
               "Fix S3 access, then run the backup again (or `--local-only`).", file=sys.stderr)
         return 1
     return 0
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """cron's `timeout`, `systemctl stop` and `kill` send SIGTERM: clean up as for Ctrl-C.
-
-    Without this the process dies on the spot, leaving its temporary file on disk and the
-    multipart upload open in S3.
-    """
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: the caller handles its own signals
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

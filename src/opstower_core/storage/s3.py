@@ -21,6 +21,29 @@ from opstower_core.config import S3Settings
 from opstower_core.errors import OpsError
 
 MiB = 1024 * 1024
+# Stores kept by store_for(); a console session sees a handful of settings, tests a few hundred.
+_CACHE_SIZE = 32
+_stores: dict[tuple[Any, ...], S3Store] = {}
+_stores_lock = threading.Lock()
+
+
+def store_for(settings: S3Settings) -> S3Store:
+    """The one S3Store (and boto3 client) for these settings: every step of a run shares it.
+
+    A boto3 client is thread-safe, costs tens of milliseconds to build and holds the
+    connection pool, so building one per step only re-paid the set-up and the TLS
+    handshakes. The AWS_* environment is part of the key: the credential chain is read
+    when the client is built. Raises OpsError when S3 is not configured.
+    """
+    key = (settings, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = S3Store(settings)
+            if len(_stores) >= _CACHE_SIZE:
+                _stores.pop(next(iter(_stores)))  # oldest first: dicts keep insertion order
+            _stores[key] = store
+        return store
 
 
 def s3_error_text(exc: BaseException) -> str:
@@ -153,6 +176,17 @@ class S3Store:
 
     def start_stream(self, key: str, metadata: dict[str, str]) -> StreamingUpload:
         return StreamingUpload(self, key, metadata)
+
+    def abort_upload(self, key: str, upload_id: str) -> bool:
+        """Abort one multipart upload; True when it was open (and is now gone)."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:  # noqa: BLE001
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("NoSuchUpload", "404"):
+                return False
+            raise self._fail(f"Cannot abort the upload of s3://{self.bucket}/{key}", exc, "", "") from None
+        return True
 
     def set_tags(self, key: str, tags: dict[str, str]) -> None:
         self.client.put_object_tagging(

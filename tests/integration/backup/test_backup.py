@@ -74,7 +74,7 @@ def test_backup_metadata_checksums_permissions_log_and_history(pg, make_settings
 
     path = result.path
     assert path.parent == settings.backup_dir
-    assert re.fullmatch(rf"{db}_\d{{8}}_\d{{6}}\.dump\.zst", path.name)
+    assert re.fullmatch(rf"{db}_\d{{8}}_\d{{6}}Z\.dump\.zst", path.name)
     name = parse_name(path.name)
     meta_path = settings.backup_dir / name.meta_filename
     meta = json.loads(meta_path.read_text())
@@ -91,7 +91,7 @@ def test_backup_metadata_checksums_permissions_log_and_history(pg, make_settings
         }
     assert meta["timestamp"] == name.timestamp
     date = datetime.fromisoformat(meta["date"])
-    assert date.tzinfo is not None and date.strftime("%Y%m%d_%H%M%S") == name.timestamp
+    assert date.tzinfo is not None and date.strftime("%Y%m%d_%H%M%SZ") == name.timestamp
     assert meta["database"] == db and meta["backup_file"] == path.name
     assert isinstance(meta["host"], str) and meta["host"] and not meta["host"].startswith("/")
     assert meta["port"] == pg.port
@@ -274,7 +274,7 @@ def test_pre_restore_copy_is_local_with_its_own_retention(pg, s3, make_settings)
     create_database(pg, db, SMALL_SQL)
     settings = make_settings(db, s3=s3, pre_restore_retention_days=7)
     result = run_backup(settings, options=BackupOptions(fmt="plain", pre_restore=True))
-    assert re.fullmatch(rf"pre_restore_{db}_\d{{8}}_\d{{6}}\.sql\.gz", result.path.name)
+    assert re.fullmatch(rf"pre_restore_{db}_\d{{8}}_\d{{6}}Z\.sql\.gz", result.path.name)
     assert result.meta["kind"] == "pre_restore" and result.meta["retention_days"] == 7
     assert result.s3_key is None and result.ok  # the safety copy stays local: it is needed right now
     assert s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("KeyCount", 0) == 0

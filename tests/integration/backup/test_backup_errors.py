@@ -303,8 +303,13 @@ def test_write_failure_mid_dump_is_one_error_line(pg, noisy_db, tmp_path) -> Non
     assert_nothing_left(cfg, noisy_db)
 
 
-def test_sigterm_mid_dump_cleans_up_like_ctrl_c(pg, s3, noisy_db, tmp_path) -> None:
-    """cron's `timeout` and `systemctl stop` send SIGTERM: no temp file, no open multipart upload."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signal_mid_dump_cleans_up_like_ctrl_c(pg, s3, noisy_db, tmp_path, sig: signal.Signals) -> None:
+    """cron's `timeout` and `systemctl stop` send SIGTERM, a dropped SSH session SIGHUP, a person Ctrl-C.
+
+    Each: pg_dump stopped, no temp file, no open multipart upload, the lock released, the run
+    recorded as interrupted, one line on stderr, exit 128 + the signal's number.
+    """
     cfg = write_config(tmp_path, pg, noisy_db, s3=s3)
     settings = load_settings(cfg)
     proc = subprocess.Popen([sys.executable, "-m", "opstower_core", "--config", str(cfg), "backup"],
@@ -313,17 +318,28 @@ def test_sigterm_mid_dump_cleans_up_like_ctrl_c(pg, s3, noisy_db, tmp_path) -> N
     while not list(settings.backup_dir.glob(".*.tmp")):
         assert proc.poll() is None and time.monotonic() < deadline, "the dump never started"
         time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+    client = s3.client()
+    assert len(client.list_multipart_uploads(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("Uploads", [])) == 1
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
     assert "Traceback" not in out + err
     line = one_error_line(err)
-    assert "Interrupted" in line and "Temporary files were removed" in line
+    assert f"Interrupted by {sig.name}" in line and "temporary file removed" in line and "upload aborted" in line
     assert not [p.name for p in settings.backup_dir.iterdir() if p.is_file()]
-    client = s3.client()
     assert not client.list_multipart_uploads(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("Uploads")
     assert client.list_objects_v2(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("KeyCount", 0) == 0
-    assert StateStore(settings.state_dir).last("backup", noisy_db).status == "cancelled"
+    assert (settings.state_dir / "locks" / f"{noisy_db}.lock").read_text() == ""  # released, not left to take over
+    assert not (settings.state_dir / "uploads" / f"{noisy_db}.json").exists()  # nothing for the next run to abort
+    run = StateStore(settings.state_dir).last("backup", noisy_db)
+    assert run.status == "cancelled" and run.error.startswith(f"Interrupted by {sig.name}")
+    with admin_conn(pg) as conn:  # pg_dump was stopped, not left streaming
+        for _ in range(50):
+            n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (noisy_db,)).fetchone()[0]
+            if n == 0:
+                break
+            time.sleep(0.05)
+        assert n == 0
 
 
 def test_default_free_space_floor_applies_to_large_databases_only():

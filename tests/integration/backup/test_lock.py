@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -61,10 +62,13 @@ def test_concurrent_backup_is_refused_then_a_dead_holders_lock_is_taken_over(pg,
         assert rc == 1 and "Traceback" not in out + err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("ERROR: Another backup of database")
-        m = re.search(r"\(pid (\d+) on (\S+), since (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\)", lines[0])
+        m = re.search(r"\(pid (\d+) on (\S+), since (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:\d\d) "
+                      r"\((\d+) s ago\), command: (.+)\);", lines[0])
         assert m, lines[0]
         assert int(m[1]) == holder.pid and m[2] == socket.gethostname()
-        assert abs(time.mktime(time.strptime(m[3], "%Y-%m-%d %H:%M:%S")) - time.time()) < 60
+        assert abs(datetime.fromisoformat(m[3]).timestamp() - time.time()) < 60 and int(m[4]) < 60
+        assert m[5] == f"opstower {tmp_path / 'state'} {db}"  # the holder's argv (here the HOLD script's)
+        assert f"(kill {holder.pid})" in lines[0]
         settings = load_settings(cfg)
         assert list_catalog(settings, include_s3=False).entries == []
         assert not [p for p in settings.backup_dir.iterdir() if p.name.startswith(".")]

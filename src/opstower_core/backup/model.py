@@ -1,0 +1,76 @@
+"""What a backup run is asked to do and what it hands back; the free-space rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opstower_core.artifacts.names import ArtifactName
+from opstower_core.config import Settings
+
+GiB = 1024**3
+# Compressed size as a share of the database size, for the free-space estimate. Measured
+# 0.25 on the benchmark database; 0.5 leaves room for data that compresses badly.
+ESTIMATE_RATIO = 0.5
+DEFAULT_FLOOR = 5 * GiB  # the reference's fixed requirement
+# How long pg_dump and the row counts wait for a table lock another session holds before
+# the backup fails naming the holder. Long enough for a migration's short ALTER, short
+# enough that a forgotten `LOCK TABLE` in an open psql fails the 03:00 cron run visibly.
+DEFAULT_LOCK_WAIT = 60.0
+
+
+@dataclass
+class BackupOptions:
+    fmt: str = "custom"  # custom | plain
+    local_only: bool = False
+    pre_restore: bool = False  # the restore wizard's safety copy: local, own retention
+    dry_run_retention: bool = False
+    # Level 1, measured on the 600 MB benchmark database: faster than 3 (2.5 vs 3.9 CPU-seconds),
+    # smaller there (148 vs 157 MB), and its multi-threaded buffers are 40 MB instead of ~110 MB.
+    zstd_level: int = 1
+    gzip_level: int = 6
+    # Seconds to wait for a table lock; None: the config's wait_for_locks_seconds, else DEFAULT_LOCK_WAIT.
+    wait_for_locks: float | None = None
+
+
+@dataclass(frozen=True)
+class DumpResult:
+    """What the streaming dump produced: the artifact's bytes as written, and the proof of completeness."""
+
+    size_bytes: int  # compressed (and encrypted) bytes written
+    sha256: str  # of exactly those bytes
+    uncompressed_bytes: int  # pg_dump's output
+    row_counts: dict[str, int]  # per table, in the dump's own snapshot
+
+
+@dataclass
+class BackupResult:
+    name: ArtifactName
+    path: Path
+    meta: dict[str, Any]
+    log_path: Path
+    seconds: float
+    s3_key: str | None = None
+    s3_error: str | None = None
+    deleted: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.s3_error is None
+
+
+def required_free_bytes(settings: Settings, database_bytes: int) -> int:
+    """Room needed before dumping.
+
+    The reference demanded a fixed 5 GB free. By default that floor applies to large
+    databases (5 GB and more); a smaller one needs twice its expected artifact, so a 20 MB
+    database does not need 5 GB free. An operator who sets `min_free_gb` gets exactly that
+    floor for every database (0 leaves the estimate alone).
+    """
+    estimate = int(database_bytes * ESTIMATE_RATIO)
+    if settings.min_free_gb is None:
+        floor = DEFAULT_FLOOR if database_bytes >= DEFAULT_FLOOR else 0
+    else:
+        floor = int(settings.min_free_gb * GiB)
+    return max(2 * estimate, floor, 16 * 1024 * 1024)
