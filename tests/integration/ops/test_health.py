@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from opstower_core.artifacts.names import parse_name
+from opstower_core.artifacts.names import new_stamp, parse_name
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli import main
 from opstower_core.config import S3Settings, Settings, Target
@@ -318,3 +319,29 @@ def test_an_empty_backup_directory_is_critical(pg, tmp_path, capsys) -> None:
     config = settings_toml(settings, tmp_path / "c.toml")
     code, lines = cli_health(config, capsys)
     assert code == 2 and lines[0].startswith("CRITICAL: ") and "no backup" in lines[0]
+
+
+def test_a_future_dated_backup_cannot_silence_a_stale_backup_alarm(pg, tmp_path, capsys) -> None:
+    """A wrong clock (or a hand-made name) dates a copy 3 hours ahead: flagged, never "OK 0s old"."""
+    settings = make(pg, tmp_path)
+    result = run_backup(settings, options=BackupOptions(local_only=True))
+    stale = age_artifact(settings, result.path, 5.2)  # the real latest backup: past the 4 h critical limit
+    name = parse_name(stale.name)
+    ahead = name.__class__(name.database, new_stamp(datetime.now(UTC) + timedelta(hours=3)), name.ext)
+    shutil.copy(stale, settings.backup_dir / ahead.filename)
+    shutil.copy(settings.backup_dir / name.meta_filename, settings.backup_dir / ahead.meta_filename)
+    config = settings_toml(settings, tmp_path / "c.toml")
+
+    code, lines = cli_health(config, capsys)
+    assert code == 2, lines
+    assert lines[0].startswith(f"CRITICAL: {settings.target().dbname} latest backup is 5h1"), lines[0]
+    future = next(ln for ln in lines if " future_dated: " in ln)
+    assert future.startswith("[WARNING]") and ahead.filename in future and "dated in the future" in future
+
+    assert main(["--config", str(config), "list"]) == 0
+    out, err = capsys.readouterr()
+    row = next(ln for ln in out.splitlines() if ln.startswith(ahead.filename))
+    assert "FUTURE +" in row and "dated in the future" in err and ahead.filename in err
+    assert main(["--config", str(config), "list", "--json"]) == 0
+    flags = {r["name"]: r["future_dated"] for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert flags == {ahead.filename: True, stale.name: False}
