@@ -17,7 +17,6 @@ import json
 import os
 import socket
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import humanize
 from opstower_core import __version__
 from opstower_core.alerts import send_safely
 from opstower_core.artifacts.crypto import encryption_settings, fingerprint
-from opstower_core.artifacts.names import ArtifactName, fsync_dir, write_metadata
+from opstower_core.artifacts.names import ArtifactName, fsync_dir, new_stamp, write_metadata
 from opstower_core.backup.dump import StreamingDump, dump_globals, log_sizes
 from opstower_core.backup.leaks import (
     UploadLedger,
@@ -115,7 +114,7 @@ class BackupRun:
     # -- the run -----------------------------------------------------------------------
     def execute(self) -> BackupResult:
         self.local.ensure()
-        self.log = RunLog(self.settings.backup_dir, self.kind, datetime.now().strftime("%Y%m%d_%H%M%S"),
+        self.log = RunLog(self.settings.backup_dir, self.kind, new_stamp(),
                           self.settings.syslog)
         self.r = Reporter(tee(self.log, self.on_event), self.cancel)
         try:

@@ -237,12 +237,12 @@ def corrupt_copy(backup_dir: Path, good: Path, when: Any) -> Path:
     """
     import json
 
-    from opstower_core.artifacts.names import ArtifactName, parse_name, write_metadata
+    from opstower_core.artifacts.names import ArtifactName, new_stamp, parse_name, write_metadata
 
     src = parse_name(good.name)
     if src is None:
         raise OpsError(f"{good.name} is not an artifact name", "nothing was changed", "pick a backup file")
-    name = ArtifactName(src.database, when.strftime("%Y%m%d_%H%M%S"), src.ext, src.encrypted, src.pre_restore)
+    name = ArtifactName(src.database, new_stamp(when), src.ext, src.encrypted, src.pre_restore)
     dest = backup_dir / name.filename
     shutil.copyfile(good, dest)
     os.chmod(dest, 0o600)
