@@ -59,13 +59,16 @@ class StateStore:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / "state.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        with self._connect() as db:
+        with self.connect() as db:
             db.executescript(SCHEMA)
         self.path.chmod(0o600)
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def connect(self, rows: bool = False) -> Iterator[sqlite3.Connection]:
+        """A transaction on the state file (committed on success); `rows`: sqlite3.Row results."""
         db = sqlite3.connect(self.path, timeout=10)
+        if rows:
+            db.row_factory = sqlite3.Row
         try:
             with db:
                 yield db
@@ -89,7 +92,7 @@ class StateStore:
         """Append one run; returns its id."""
         finished_at = finished_at or time.time()
         started_at = started_at or finished_at - (duration_seconds or 0.0)
-        with self._connect() as db:
+        with self.connect() as db:
             cur = db.execute(
                 "INSERT INTO runs(kind, database, artifact, status, started_at, finished_at, size_bytes,"
                 " duration_seconds, error, details) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -115,7 +118,7 @@ class StateStore:
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
         args.append(limit)
-        with self._connect() as db:
+        with self.connect() as db:
             rows = db.execute(sql, args).fetchall()
         return [RunRecord(*row[:10], json.loads(row[10] or "{}")) for row in rows]
 
@@ -130,7 +133,7 @@ class StateStore:
 
         Cancelled or crashed verifications say nothing about the artifact and are skipped.
         """
-        with self._connect() as db:
+        with self.connect() as db:
             row = db.execute(
                 "SELECT * FROM runs WHERE kind = 'verify' AND artifact = ? AND status IN ('PASS', 'WARN', 'FAIL')"
                 " ORDER BY started_at DESC, id DESC LIMIT 1", (artifact,)).fetchone()
@@ -141,7 +144,7 @@ class StateStore:
         where, args = "", []
         if database is not None:
             where, args = " AND database = ?", [database]
-        with self._connect() as db:
+        with self.connect() as db:
             rows = db.execute(
                 "SELECT * FROM runs WHERE kind = 'verify' AND artifact IS NOT NULL"
                 " AND status IN ('PASS', 'WARN', 'FAIL')" + where + " ORDER BY started_at DESC, id DESC", args).fetchall()
@@ -151,11 +154,11 @@ class StateStore:
         return out
 
     def get(self, key: str, default: Any = None) -> Any:
-        with self._connect() as db:
+        with self.connect() as db:
             row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
     def put(self, key: str, value: Any) -> None:
-        with self._connect() as db:
+        with self.connect() as db:
             db.execute("INSERT INTO kv(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                        (key, json.dumps(value, default=str)))
