@@ -107,22 +107,33 @@ class Live:
 
 class Source:
     """One database with SCHEMA and a custom-format backup of it, made once and cloned per test
-    (CREATE DATABASE … TEMPLATE is much faster than loading the schema again)."""
+    (CREATE DATABASE … TEMPLATE is much faster than loading the schema again).
+
+    A restore refuses a backup of another database, so every test's live database carries the
+    name the backup was taken under (`live_name`); the backed-up database itself is renamed to
+    `db` and serves as the template, and each clone first drops the previous test's leftovers."""
 
     def __init__(self, pg, root: Path) -> None:
         from opstower_core.config import Settings, Target
 
-        self.db = f"rsrc_{uuid.uuid4().hex[:8]}"
-        create_database(pg, self.db, SCHEMA)
+        tag = uuid.uuid4().hex[:8]
+        self.live_name, self.db = f"rs_{tag}", f"rsrc_{tag}"
+        create_database(pg, self.live_name, SCHEMA)
         settings = Settings(backup_dir=root / "backups", state_dir=root / "state", pg_bin=pg.bin_dir, min_free_gb=0.0,
-                            targets={self.db: Target(self.db, self.db, host=pg.host, port=pg.port, user=pg.user)},
-                            default_target=self.db)
+                            targets={self.live_name: Target(self.live_name, self.live_name, host=pg.host, port=pg.port,
+                                                            user=pg.user)},
+                            default_target=self.live_name)
         self.backup = run_backup(settings, options=BackupOptions(local_only=True))
-        self.contents = contents(pg, self.db)
-
-    def clone_into(self, pg, db: str, backup_dir: Path):
+        self.contents = contents(pg, self.live_name)
         with admin_conn(pg) as c:
-            c.execute(f'CREATE DATABASE "{db}" TEMPLATE "{self.db}"')
+            c.execute(f'ALTER DATABASE "{self.live_name}" RENAME TO "{self.db}"')
+
+    def clone_into(self, pg, backup_dir: Path):
+        with admin_conn(pg) as c:
+            for (name,) in c.execute("SELECT datname FROM pg_database WHERE datname = %s OR datname LIKE %s",
+                                     (self.live_name, self.live_name + "\\_%")).fetchall():
+                c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            c.execute(f'CREATE DATABASE "{self.live_name}" TEMPLATE "{self.db}"')
         backup_dir.mkdir(parents=True, exist_ok=True)
         name = self.backup.name
         for fn in (name.filename, name.meta_filename, name.globals_filename):
@@ -133,10 +144,10 @@ class Source:
 def make_live(pg, make_settings, s3=None, fmt: str = "custom", damage: bool = True, source: Source | None = None
               ) -> Live:
     """A live database and a backup of it (its own, or a clone of `source`'s), then DAMAGE."""
-    db = f"rs_{uuid.uuid4().hex[:8]}"
+    db = source.live_name if source is not None else f"rs_{uuid.uuid4().hex[:8]}"
     settings = make_settings(db, s3=s3) if s3 is not None else make_settings(db)
     if source is not None:
-        backup = source.clone_into(pg, db, settings.backup_dir)
+        backup = source.clone_into(pg, settings.backup_dir)
         result = Live(pg, settings, db, backup, source.contents, {})
     else:
         create_database(pg, db, SCHEMA)

@@ -81,7 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="restore only these tables (custom format) into a new <db>_tables_<ts> database to merge back")
     p.add_argument("--plan", action="store_true", help="show the steps, commands and SQL, then stop (dry run)")
     p.add_argument("--create-roles", action="store_true",
-                   help="create roles named in the backup's globals file that do not exist (existing ones untouched)")
+                   help="create the roles the backup needs that the server lacks, from its globals file (without "
+                   "passwords; existing roles are never altered)")
+    p.add_argument("--no-acl", action="store_true",
+                   help="restore without ownership and grants (when roles the backup needs are missing and are not "
+                   "to be created); the result says what was left out")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel pg_restore jobs (custom format; default: automatic)")
     p.add_argument("--discard-old", metavar="NAME", help="drop a database kept by an earlier swap, then exit")
     p.add_argument("--list-old", action="store_true", help="list the databases kept by earlier swaps, then exit")
@@ -144,6 +148,7 @@ def _plan(args: argparse.Namespace, settings: Settings) -> RestorePlan:
     options = RestoreOptions(
         from_s3=args.from_s3, force=args.force, target_db=args.target_db, in_place=args.in_place,
         tables=args.tables.split(",") if args.tables else None, jobs=args.jobs, create_roles=args.create_roles,
+        no_acl=args.no_acl,
     )
     try:
         return plan_restore(settings, args.artifact, args.database, options)
@@ -162,6 +167,8 @@ def _restore(args: argparse.Namespace, settings: Settings, plan: RestorePlan) ->
     cancel = CancelToken()
     started = time.time()
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())  # Ctrl-C rolls back cleanly
+    if previous is None or previous in (signal.SIG_IGN, signal.SIG_DFL):
+        previous = signal.default_int_handler  # at the prompt Ctrl-C must interrupt the read
     try:
         result = run_restore(settings, plan, confirm=lambda p: ask(p, out, previous), on_event=render,
                              cancel=cancel, state=StateStore(settings.state_dir))
@@ -185,14 +192,16 @@ def _emit(args: argparse.Namespace, data: dict, text: str) -> None:
 
 
 def ask(plan: RestorePlan, out: TextIO, sigint) -> str:
-    """The reference's WARNING block, then the database name typed by the operator."""
-    e = plan.entry
-    lines = [
-        "=" * 67,
-        "WARNING: This will COMPLETELY REPLACE the current database!",
-        "=" * 67,
-        f"Database: {plan.live_db}",
-        f"Host: {plan.target.display_host}:{plan.target.display_port}",
+    """The reference's WARNING block, then the database name typed by the operator.
+
+    Ctrl-C here raises KeyboardInterrupt: the run reports "interrupted; nothing was changed"."""
+    e, t = plan.entry, plan.target
+    where = f"{t.display_host}:{t.display_port}"
+    lines = ["=" * 67, "WARNING: This will COMPLETELY REPLACE the current database!", "=" * 67,
+             f"Database: {plan.live_db}", f"Host: {where}"]
+    if plan.artifact_database and plan.artifact_database != plan.live_db:
+        lines.append(f"Backup of database: {plan.artifact_database}  ->  restored as: {plan.live_db} on {where}")
+    lines += [
         f"Backup File: {e.local_path or e.s3_key}",
         f"Mode: {mode_text(plan)}",
         f"Connected sessions: {len(plan.sessions)} (they will be terminated)",
@@ -202,11 +211,9 @@ def ask(plan: RestorePlan, out: TextIO, sigint) -> str:
         out.write(f"[WARN] {line}\n")
     out.write("Type the database name to continue: ")
     out.flush()
-    handler = signal.signal(signal.SIGINT, sigint)  # Ctrl-C at the prompt cancels at once
+    handler = signal.signal(signal.SIGINT, sigint)  # Ctrl-C at the prompt interrupts at once
     try:
         return sys.stdin.readline().strip()
-    except KeyboardInterrupt:
-        return ""
     finally:
         signal.signal(signal.SIGINT, handler)
 
@@ -215,6 +222,8 @@ def print_plan(plan: RestorePlan, out: TextIO, brief: bool = False) -> None:
     e = plan.entry
     out.write(f"Restore plan: {e.filename} ({humanize.naturalsize(plan.artifact_size, binary=True)}) -> "
               f"{plan.live_db} on {plan.target.display_host}:{plan.target.display_port} ({plan.server_version})\n")
+    if plan.artifact_database:
+        out.write(f"Backup of database: {plan.artifact_database} ({plan.identity_source})\n")
     out.write(f"Mode: {mode_text(plan)}; RTO budget {plan.rto_minutes} min\n")
     if plan.live_size is not None:
         out.write(f"Current {plan.live_db}: {humanize.naturalsize(plan.live_size, binary=True)}, "

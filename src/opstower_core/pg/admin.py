@@ -7,6 +7,7 @@ shown to the operator and what happens are the same statements.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +17,8 @@ from typing import Any
 import psycopg
 
 from opstower_core.config import Target
-from opstower_core.errors import OpsError
-from opstower_core.events import Reporter
+from opstower_core.errors import Cancelled, OpsError
+from opstower_core.events import CancelToken, Reporter
 from opstower_core.pg.tools import connect, quote_ident
 
 MAX_IDENT_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names silently
@@ -45,9 +46,12 @@ def admin(target: Target, live: str) -> Iterator[psycopg.Connection]:
     """A connection for DDL on `live`: to "postgres", or "template1" where that is not allowed."""
     try:
         conn = connect(target, dbname=maintenance_db(live))
-    except OpsError:
-        if maintenance_db(live) == "template1":
-            raise
+    except OpsError as exc:
+        # Only a server without a "postgres" database is tried through template1; any other
+        # failure (a wrong password, the server down) is reported as it is, naming `live`.
+        if maintenance_db(live) == "template1" or f'database "{maintenance_db(live)}" does not exist' not in exc.what:
+            raise OpsError(exc.what.replace(f"database {maintenance_db(live)!r}", f"the server of database {live!r}", 1),
+                           exc.state, exc.next_step) from None
         conn = connect(target, dbname="template1")
     with conn:
         yield conn
@@ -111,6 +115,14 @@ class ConnState:
     limit: int
 
 
+def open_state(before: ConnState) -> ConnState:
+    """`before`, unless it is itself a block (ALLOW_CONNECTIONS false or CONNECTION LIMIT 0), most likely
+    left by a killed run: then the database is to accept connections again, never to keep the block."""
+    if before.allow and before.limit != 0:
+        return before
+    return ConnState(True, -1 if before.limit == 0 else before.limit)
+
+
 def block_sql(name: str) -> list[str]:
     q = quote_ident(name)
     return [f"ALTER DATABASE {q} WITH ALLOW_CONNECTIONS false",
@@ -160,6 +172,7 @@ def terminate_sessions(conn: psycopg.Connection, name: str, r: Reporter, step: s
         if time.monotonic() > deadline:
             left = ", ".join(str(s["pid"]) for s in current)
             raise OpsError(f"Sessions on {name} did not end after pg_terminate_backend (pids {left})", "", "")
+        r.cancel.check()
         time.sleep(0.1)
 
 
@@ -303,3 +316,68 @@ def apply_props_sql(name: str, props: DbProps) -> list[str]:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- waits on the server: bounded, cancellable, explained ---------------------------------
+
+DATABASE_LOCKS_SQL = """
+SELECT DISTINCT a.pid, a.usename, a.application_name, a.state, a.query,
+       COALESCE(a.xact_start, a.query_start, a.backend_start), d.datname
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid JOIN pg_database d ON d.oid = l.objid
+WHERE l.granted AND l.locktype = 'object' AND l.classid = 'pg_database'::regclass
+  AND d.datname = ANY(%s) AND l.pid <> pg_backend_pid()
+ORDER BY 6"""
+
+
+def database_lock_holders(conn: psycopg.Connection, names: list[str]) -> list[str]:
+    """Sessions holding a lock on one of these databases (ALTER/COMMENT ON DATABASE in an open transaction)."""
+    out = []
+    for pid, user, app, state, query, since, db in conn.execute(DATABASE_LOCKS_SQL, (names,)).fetchall():
+        q = " ".join((query or "").split())
+        q = q if len(q) <= 120 else q[:117] + "..."
+        when = since.astimezone().isoformat(sep=" ", timespec="seconds") if since else "?"
+        out.append(f"pid {pid} on database {db} (user {user or '?'}, application {app or '?'}, "
+                   f"{state or 'state unknown'} since {when}, query \"{q}\")")
+    return out
+
+
+@contextmanager
+def guarded(conn: psycopg.Connection, cancel: CancelToken | None, lock_wait: float, names: list[str],
+            what: str = "the restore") -> Iterator[psycopg.Connection]:
+    """Statements on `conn` inside wait at most `lock_wait` s for a lock (lock_timeout) and are cancelled
+    on the server within 0.1 s of a cancel request; a lock that times out becomes an OpsError naming its
+    holder. Without this, one session holding a lock would hang us past any Ctrl-C."""
+    conn.execute(f"SET lock_timeout = '{max(1, int(lock_wait * 1000))}ms'")
+    try:
+        # PostgreSQL 14+: a backend whose client was killed notices within a second, even while
+        # it waits for a lock, instead of keeping (or later taking) the lock for a dead run.
+        conn.execute("SET client_connection_check_interval = '1s'")
+    except psycopg.Error:
+        pass
+    done = threading.Event()
+    token = cancel or CancelToken()
+
+    def watch() -> None:
+        while not done.is_set():
+            if token.wait(0.1):
+                conn.cancel_safe()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield conn
+    except psycopg.errors.LockNotAvailable:
+        holders = database_lock_holders(conn, names) if not conn.broken else []
+        who = f"a lock held by {'; '.join(holders)}" if holders else "a lock (its holder has gone since)"
+        nxt = (f"ask that session to commit or roll back, or end it (SELECT pg_terminate_backend({holders[0].split()[1]})),"
+               " then run it again; --wait-for-locks SECONDS waits longer" if holders
+               else "run it again; --wait-for-locks SECONDS waits longer")
+        raise OpsError(f"{what} waited {lock_wait:g} s for {who}", "", nxt) from None
+    except psycopg.errors.QueryCanceled:
+        if token.cancelled:
+            raise Cancelled() from None
+        raise
+    finally:
+        done.set()
+        watcher.join(1)

@@ -216,7 +216,15 @@ def identities_for(settings: Settings, name: ArtifactName) -> list | None:
 def read_toc(settings: Settings, entry: CatalogEntry, tools: PgTools, target: Target, r: Reporter, step: str
              ) -> list[str]:
     """The archive's table of contents (`pg_restore --list`), read from the start of the stream."""
-    proc = subprocess.Popen([tools.pg_restore, "--list"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    return pg_restore_output(settings, entry, tools, ["--list"], r, step)
+
+
+def pg_restore_output(settings: Settings, entry: CatalogEntry, tools: PgTools, args: list[str], r: Reporter,
+                      step: str) -> list[str]:
+    """What `pg_restore ARGS` prints for a custom archive fed on stdin (e.g. `--list`, or
+    `--schema-only --file=-`): pg_restore reads the header and TOC, then leaves; only the
+    start of the stream is read."""
+    proc = subprocess.Popen([tools.pg_restore, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     out: dict[str, bytes] = {}
     reader = threading.Thread(target=lambda: out.update(o=proc.stdout.read(), e=proc.stderr.read()), daemon=True)
@@ -239,6 +247,17 @@ def read_toc(settings: Settings, entry: CatalogEntry, tools: PgTools, target: Ta
         err = out.get("e", b"").decode("utf-8", "replace").strip().splitlines()
         raise OpsError(f"Cannot read the archive's table of contents ({err[-1] if err else rc})", "", "")
     return out.get("o", b"").decode("utf-8", "replace").splitlines()
+
+
+def read_dump(settings: Settings, entry: CatalogEntry, sink: Callable[[memoryview], object], r: Reporter,
+              step: str) -> None:
+    """Feed the artifact's dump bytes (decrypted, decompressed, damage-checked) to `sink`; a sink
+    may stop the read early by raising StopIteration."""
+    try:
+        with open_artifact(settings, entry) as raw:
+            _decompressed(raw, entry.name.compression, r, step, 0, sink, identities_for(settings, entry.name))
+    except StopIteration:
+        pass
 
 
 TOC_TYPES = ("TABLE DATA", "TABLE", "CONSTRAINT")

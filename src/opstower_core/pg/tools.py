@@ -134,14 +134,24 @@ def connect(target: Target, dbname: str | None = None, autocommit: bool = True, 
     try:
         return psycopg.connect(**info, autocommit=autocommit, **kw)
     except psycopg.OperationalError as exc:
-        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-        reason = lines[-1] if lines else type(exc).__name__
+        reason = connect_reason(exc)
+        auth = any(w in reason for w in ("password", "authentication", "not permitted to log in", "role "))
+        nxt = (f"check the user and password ({target_source(target)}; PGPASSFILE/.pgpass)" if auth else
+               f"check that the server is up and the connection settings are right ({target_source(target)}; "
+               "opstower doctor)")
         raise OpsError(
             f"Cannot connect to database {info['dbname']!r} on {target.display_host}:{target.display_port} ({reason})",
-            "nothing was changed",
-            f"check that the server is up and the connection settings are right ({target_source(target)}; "
-            "opstower doctor)",
+            "nothing was changed", nxt,
         ) from None
+
+
+def connect_reason(exc: BaseException) -> str:
+    """libpq's own reason: the server's FATAL line when there is one (e.g. "password authentication
+    failed for user ..."), else the last line."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    fatal = [ln for ln in lines if "FATAL:" in ln]
+    line = fatal[0] if fatal else (lines[-1] if lines else type(exc).__name__)
+    return line.split("FATAL:", 1)[1].strip() if "FATAL:" in line else line
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from opstower_core.backup import BackupResult
 from opstower_core.config import Settings, Target
@@ -62,6 +63,8 @@ class RunContext:
     current_step: str = ""
     rollback_note: str = ""
     rollback_failed: str | None = None
+    journal: Path | None = None  # the restore journal (journal.py) once the run first changes the server
+    journal_started: float | None = None
 
     @property
     def target(self) -> Target:
@@ -70,6 +73,19 @@ class RunContext:
     @property
     def live_db(self) -> str:
         return self.plan.live_db
+
+    @property
+    def lock_wait(self) -> float:
+        """Seconds any statement may wait for a lock (--wait-for-locks / wait_for_locks_seconds), as the backup."""
+        from opstower_core.backup import DEFAULT_LOCK_WAIT
+
+        return self.settings.wait_for_locks_seconds or DEFAULT_LOCK_WAIT
+
+    def checkpoint(self, step: str | None = None, phase: str = "running") -> None:
+        """Write the restore journal before a change to the server (see journal.py)."""
+        from opstower_core.restore import journal
+
+        self.journal = journal.save(self, step or self.current_step, phase)
 
     def lock(self, name: str) -> None:
         self.locks.append(RunLock(self.settings.state_dir, name, "restore").acquire())

@@ -60,6 +60,7 @@ class RestoreOptions:
     tables: list[str] | None = None
     jobs: int | None = None
     create_roles: bool = False
+    no_acl: bool = False  # restore without ownership and grants (chosen explicitly, reported)
 
 
 @dataclass
@@ -98,6 +99,9 @@ class RestorePlan:
     notes: list[str] = field(default_factory=list)
     stamp: str = ""
     live_props: DbProps | None = None  # as read when planning; the run reads them again
+    artifact_database: str = ""  # the database the artifact is a dump of
+    identity_source: str = ""  # where that name was read: "archive header", "dump header", "metadata", "file name"
+    left_out: str | None = None  # what --no-acl leaves out, said in the result
 
     @property
     def needs_confirmation(self) -> bool:
@@ -114,6 +118,7 @@ class RestorePlan:
             "live_size": self.live_size, "uncompressed_size": self.uncompressed_size, "jobs": self.jobs,
             "host": self.target.display_host, "port": self.target.display_port, "server_version": self.server_version,
             "tools": f"{self.tools.version} ({self.tools.bin_dir})" if self.tools else None,
+            "artifact_database": self.artifact_database, "identity_source": self.identity_source,
             "rto_minutes": self.rto_minutes, "sessions": self.sessions, "missing_roles": self.missing_roles,
             "needs_confirmation": self.needs_confirmation, "notes": self.notes,
             "options": asdict(self.options),
@@ -135,12 +140,15 @@ class RestoreResult:
     status: str = "success"  # success | failed | cancelled
     rolled_back: bool = False
     database: str | None = None  # the database now holding the restored data
+    left_out: str | None = None  # what was deliberately not restored (--no-acl)
+    proof: Any = None  # verify's ProofResult: the restored database compared with the artifact
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "status": self.status, "artifact": self.plan.entry.filename, "mode": self.plan.mode,
             "database": self.database, "old_database": self.old_database,
             "pre_restore_artifact": self.pre_restore_artifact, "rolled_back": self.rolled_back,
+            "left_out": self.left_out, "proof": _proof_dict(self.proof),
             "total_seconds": round(self.total_seconds, 3), "rto_seconds": self.rto_seconds,
             "margin_seconds": round(self.margin_seconds, 3),
             "steps": [{"step": s.step, "title": s.title, "status": s.status.value, "seconds": round(s.seconds, 3),
@@ -148,6 +156,13 @@ class RestoreResult:
                       for s, (_, _, c) in zip(self.steps, timing_table(self), strict=True)],
             "sentence": self.sentence,
         }
+
+
+def _proof_dict(proof: Any) -> dict[str, Any] | None:
+    if proof is None:
+        return None
+    return {"status": str(proof.status), "sentence": proof.sentence, "differences": list(proof.differences),
+            "not_compared": list(proof.not_compared)}
 
 
 def timing_table(result: RestoreResult) -> list[tuple[str, float, float]]:

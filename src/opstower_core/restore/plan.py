@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import humanize
@@ -34,33 +36,78 @@ from opstower_core.pg.admin import (
 )
 from opstower_core.pg.load import identities_for
 from opstower_core.pg.tools import PgTools, select_tools, server_info
-from opstower_core.repo.catalog import CatalogEntry, fetch_s3_metadata, resolve
+from opstower_core.repo.catalog import CatalogEntry, fetch_s3_metadata, list_catalog, resolve
 from opstower_core.repo.download import safe_destination
 from opstower_core.restore.checks import maintenance_sql
+from opstower_core.restore.identity import ArtifactFacts, read_facts
 from opstower_core.restore.model import STEP_TITLES, PlannedStep, RestoreOptions, RestorePlan
-from opstower_core.restore.roles import existing_roles, parse_roles, toc_owners
+from opstower_core.restore.roles import existing_roles, parse_roles
 from opstower_core.storage.local import LocalStore
 from opstower_core.storage.s3 import S3Store
 
 PARALLEL_THRESHOLD = 256 * 1024**2  # below this a single streamed pg_restore is as fast
 
-def _resolve(settings: Settings, ref: str, from_s3: bool) -> CatalogEntry:
-    try:
+_LATEST = re.compile(r"^(?P<db>.+)_latest(?:\.(?P<ext>dump\.zst|sql\.gz|dump|sql)(?P<age>\.age)?)?$")
+
+
+def resolve_artifact(settings: Settings, ref: str, database: str, from_s3: bool = False) -> CatalogEntry:
+    """The backup `ref` names, for a restore of `database`.
+
+    A path (absolute, ./, ~, or an existing file) is a local file, never an S3 key.
+    `latest`, `<db>_latest` and bare names are looked up among the backups of `database`
+    (`<db>_latest`: of `<db>`), never another target's. S3 keys (s3://…, database/…,
+    the prefix, or anything with a slash under --from-s3) are looked up in the catalog.
+    """
+    path = Path(ref).expanduser()
+    if _looks_local(settings, ref, path, from_s3):
+        if path.is_dir():
+            raise UsageError(f"{ref} is a directory, not a backup file", "nothing was changed",
+                             "give the backup file's path, or a name from `opstower list`")
+        if not (path.exists() or path.is_symlink()):
+            raise OpsError(f"No backup file at {ref}", "nothing was changed",
+                           "check the path, or give a name from `opstower list`")
         return resolve(settings, ref)
-    except OpsError:
-        if not from_s3 or "/" not in ref:
-            raise
-        # An S3 key as the reference wrote it (database/YYYYMMDD/file) while a prefix is set.
-        return resolve(settings, ref.rsplit("/", 1)[-1])
+    if ref == "latest" or (m := _LATEST.match(ref)):
+        return _latest(settings, database if ref == "latest" else m.group("db"), None if ref == "latest" else m)
+    if "/" in ref:
+        try:
+            return resolve(settings, ref)
+        except OpsError:
+            # An S3 key as the reference wrote it (database/YYYYMMDD/file) while a prefix is set.
+            return _named(settings, ref.rsplit("/", 1)[-1], database)
+    return _named(settings, ref, database)
 
 
-def _target_for(settings: Settings, target_name: str | None, database: str) -> Target:
-    if target_name:
-        return settings.target(target_name)
-    for t in settings.targets.values():
-        if database in (t.dbname, t.name):
-            return t
-    return settings.target()
+def _looks_local(settings: Settings, ref: str, path: Path, from_s3: bool) -> bool:
+    s3_ref = ref.startswith(("s3://", "database/")) or bool(settings.s3.prefix) and ref.startswith(settings.s3.prefix)
+    if s3_ref:
+        return False
+    if path.is_absolute() or ref.startswith(("./", "../", "~")) or path.exists() or path.is_symlink():
+        return True
+    return "/" in ref and not from_s3
+
+
+def _latest(settings: Settings, db: str, m: re.Match[str] | None) -> CatalogEntry:
+    catalog = list_catalog(settings, database=db)
+    for e in catalog.entries:
+        if e.name.pre_restore or e.database != db:
+            continue
+        if m is None or m.group("ext") is None or (e.name.ext == m.group("ext") and e.name.encrypted == bool(m.group("age"))):
+            return e
+    hint = f" ({catalog.s3_error})" if catalog.s3_error else ""
+    raise OpsError(f"No backup of {db} in {settings.backup_dir}" + (" or S3" if settings.s3.enabled else "") + hint,
+                   "nothing was changed", "take one with `opstower backup`")
+
+
+def _named(settings: Settings, ref: str, db: str) -> CatalogEntry:
+    catalog = list_catalog(settings, database=db)
+    for e in catalog.entries:
+        if ref in (e.filename, e.name.stem) or (e.s3_key or "").endswith("/" + ref):
+            return e
+    hint = f" ({catalog.s3_error})" if catalog.s3_error else ""
+    raise OpsError(f"No backup named {ref!r} among the backups of {db}{hint}", "nothing was changed",
+                   "run `opstower list` to see them; a backup of another database is named with -d that database "
+                   "and --target-db")
 
 
 def _stamp() -> str:
@@ -95,29 +142,61 @@ def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: 
     bucket unreachable, no compatible client tools, a bad option combination.
     """
     o = _checked_options(options or RestoreOptions())
-    entry = artifact if isinstance(artifact, CatalogEntry) else _resolve(settings, os.fspath(artifact), o.from_s3)
+    target = settings.target(target_name)  # the configured target's server, never guessed from the artifact
+    if isinstance(artifact, CatalogEntry):
+        entry = artifact
+    else:
+        entry = resolve_artifact(settings, os.fspath(artifact), target.dbname, o.from_s3)
     _check_format(o, entry)
     identities_for(settings, entry.name)  # an encrypted artifact needs the identity: say so before anything runs
-    target = _target_for(settings, target_name, entry.database)
     LocalStore(settings.backup_dir).ensure()
     stamp = _stamp()
     notes: list[str] = []
     entry, key = _locate(settings, entry, o)
     srv = _read_server(settings, target, o, stamp, notes)
-    roles, missing, no_owner = _plan_roles(settings, entry, key, srv, target, o, notes)
+    facts = read_facts(settings, entry, srv.tools)
+    identity, source = _check_identity(entry, facts, srv.live, o)
+    roles, missing, left_out = _plan_roles(settings, entry, key, srv, facts, o)
     uncompressed = (entry.meta or {}).get("uncompressed_bytes")
     jobs = _jobs(settings, o, entry.name.format, entry.size, uncompressed, notes)
     plan = RestorePlan(entry=entry, target=target, live_db=srv.live, work_db=srv.work, mode=srv.mode, steps=[],
                        sessions=srv.sessions, artifact_size=entry.size, rto_minutes=target.rto_minutes, options=o,
                        old_db=srv.old, live_exists=srv.live_exists, live_size=srv.live_size,
                        uncompressed_size=int(uncompressed) if isinstance(uncompressed, int) else None, jobs=jobs,
-                       no_owner=no_owner, roles=roles, missing_roles=missing, download_key=key,
+                       no_owner=o.no_acl, roles=roles, missing_roles=missing, download_key=key,
                        download_dest=safe_destination(settings.backup_dir, key) if key else None,
                        server_version=srv.version, tools=srv.tools, notes=notes, stamp=stamp,
-                       live_props=srv.live_props)
+                       live_props=srv.live_props, artifact_database=identity, identity_source=source,
+                       left_out=left_out)
     notes.extend(_notes(plan))
     plan.steps = _steps(settings, plan)
     return plan
+
+
+def _check_identity(entry: CatalogEntry, facts: ArtifactFacts, live: str, o: RestoreOptions) -> tuple[str, str]:
+    """(the database the artifact is a dump of, where that was read); refuses any disagreement.
+
+    The artifact's own bytes win; its metadata and its file name must agree with them, and a
+    backup of another database is restored only when --target-db asks for it."""
+    meta_db = (entry.meta or {}).get("database")
+    meta_db = meta_db if isinstance(meta_db, str) and meta_db else None
+    name_db = entry.name.database if entry.name.conventional and entry.name.database else None
+    if facts.dbname:
+        identity, source = facts.dbname, "archive header" if entry.name.format == "custom" else "dump header"
+    elif meta_db:
+        identity, source = meta_db, "metadata"
+    else:
+        identity, source = name_db or "", "file name"
+    for other, where in ((meta_db, "its metadata"), (name_db, "its file name")):
+        if other and identity and other != identity:
+            raise OpsError(f"{entry.filename} holds a dump of database {identity} ({source}) but {where} says "
+                           f"{other}", "nothing was changed",
+                           "do not restore it; pick another backup (`opstower list`) and check how this one was made")
+    if identity and identity != live and not (o.target_db or o.tables):
+        raise OpsError(f"{entry.filename} is a backup of database {identity}, not of {live}", "nothing was changed",
+                       f"to restore it into {live} anyway, say so with --target-db {live}; to restore it as "
+                       f"{identity}, use -d {identity}")
+    return identity, source
 
 
 def _checked_options(o: RestoreOptions) -> RestoreOptions:
@@ -182,7 +261,9 @@ def _read_server(settings: Settings, target: Target, o: RestoreOptions, stamp: s
             live_exists = False
         else:
             if mode == "new_db" and o.in_place:
-                notes.append(f"{live} does not exist: --in-place has nothing to replace, it is created")
+                raise UsageError(f"--in-place replaces an existing database, and {live} does not exist on "
+                                 f"{target.display_host}:{target.display_port}", "nothing was changed",
+                                 "check -d / --target-db, or leave --in-place out to create it")
             work = free_name(conn, derived_name(live, f"_restore_{stamp}"))
         old = free_name(conn, derived_name(live, f"_pre_restore_{stamp}")) if mode == "swap" else None
         prepared = prepared_transactions(conn, live) if live_exists else []
@@ -195,35 +276,61 @@ def _read_server(settings: Settings, target: Target, o: RestoreOptions, stamp: s
     return srv
 
 
-def _plan_roles(settings: Settings, entry: CatalogEntry, key: str | None, srv: _Server, target: Target,
-                o: RestoreOptions, notes: list[str]) -> tuple[dict[str, list[str]], list[str], bool]:
-    """(roles from the globals file, roles missing on the server, whether owners/ACLs are skipped)."""
+def _plan_roles(settings: Settings, entry: CatalogEntry, key: str | None, srv: _Server, facts: ArtifactFacts,
+                o: RestoreOptions) -> tuple[dict[str, list[str]], list[str], str | None]:
+    """(role definitions from the globals file, roles the artifact needs that the server lacks, what
+    --no-acl leaves out). Missing roles without a choice of --create-roles / --no-acl are refused."""
+    roles = _globals_roles(settings, entry, key)
+    missing = sorted(facts.roles - srv.roles)
+    left_out = None
+    if o.no_acl:
+        if entry.name.format != "custom":
+            raise UsageError(f"--no-acl needs a custom-format backup; {entry.filename} is plain SQL, restored "
+                             "statement for statement", "nothing was changed", "use --create-roles instead")
+        left_out = (f"ownership and grants were not restored ({facts.owner_statements} OWNER TO, "
+                    f"{facts.grant_statements} GRANT/REVOKE statements left out"
+                    + (f"; roles missing on the server: {', '.join(missing)}" if missing else "") + ")")
+        return roles, missing, left_out
+    if not missing:
+        return roles, missing, None
+    if not o.create_roles:
+        raise OpsError(f"The backup needs roles this server lacks: {', '.join(missing)}", "nothing was changed",
+                       "add --create-roles to create them from the backup's globals file (passwords are not carried; "
+                       "existing roles are never altered), or --no-acl to restore without ownership and grants")
+    undefined = [r for r in missing if r not in roles]
+    if undefined:
+        raise OpsError(f"Roles {', '.join(undefined)} are needed but not in the backup's globals file",
+                       "nothing was changed", "create them by hand first, or restore with --no-acl")
+    return roles, missing, None
+
+
+def _globals_roles(settings: Settings, entry: CatalogEntry, key: str | None) -> dict[str, list[str]]:
+    """Role definitions from the globals file beside the artifact (read from S3 when not local)."""
     meta = entry.meta or {}
-    roles: dict[str, list[str]] = {}
     gfile = meta.get("globals_file") if meta.get("globals_dumped") else None
-    if gfile:
-        gpath = (entry.local_path.parent if entry.local_path else settings.backup_dir) / gfile
-        if gpath.is_file():
-            roles = parse_roles(gpath.read_text(encoding="utf-8", errors="replace"))
-        elif key:
-            notes.append(f"globals file {gfile} is read after the download")
-    missing = sorted(r for r in roles if r not in srv.roles)
-    no_owner = entry.name.format == "custom" and bool(missing) and not o.create_roles
-    if entry.name.format == "custom" and not key and not o.create_roles:
-        absent = sorted(toc_owners(settings, entry, srv.tools, target) - srv.roles)
-        if absent:
-            no_owner = True
-            missing = sorted(set(missing) | set(absent))
-    if no_owner:
-        notes.append(f"roles missing on this server: {', '.join(missing)}; objects will be owned by the restoring "
-                     "user (--no-owner --no-acl); use --create-roles to create them first")
-    return roles, missing, no_owner
+    if not gfile:
+        return {}
+    gpath = (entry.local_path.parent if entry.local_path else settings.backup_dir) / str(gfile)
+    if gpath.is_file():
+        return parse_roles(gpath.read_text(encoding="utf-8", errors="replace"))
+    if key:
+        try:
+            data = S3Store(settings.s3).get_bytes(key.rsplit("/", 1)[0] + "/" + str(gfile))
+        except Exception:  # noqa: BLE001 - a missing globals file only means no roles to create
+            return {}
+        return parse_roles(data.decode("utf-8", "replace"))
+    return {}
 
 
 def _notes(plan: RestorePlan) -> list[str]:
     live, notes = plan.live_db, []
-    if plan.entry.database != live and plan.mode != "tables":
-        notes.append(f"the backup is of database {plan.entry.database}; it will become {live}")
+    if plan.artifact_database and plan.artifact_database != live and plan.mode != "tables":
+        notes.append(f"the backup is of database {plan.artifact_database}; it will become {live} (--target-db)")
+    if plan.missing_roles and plan.options.create_roles and not plan.options.no_acl:
+        notes.append(f"roles missing on this server are created from the globals file: "
+                     f"{', '.join(plan.missing_roles)} (without passwords: set them afterwards)")
+    if plan.left_out:
+        notes.append(f"--no-acl: {plan.left_out}")
     if plan.mode == "swap":
         notes.append(f"{live} stays in service during the restore; writes made to it meanwhile stay in "
                      f"{plan.old_db} after the switch")
@@ -276,14 +383,13 @@ def _confirm_step(settings: Settings, p: RestorePlan) -> PlannedStep:
 
 
 def _roles_step(settings: Settings, p: RestorePlan) -> PlannedStep:
-    if p.options.create_roles:
+    if p.options.create_roles and p.missing_roles and not p.options.no_acl:
         cmds = [s for r in p.missing_roles for s in p.roles.get(r, [])]
-        return _step("roles", cmds or ["(roles are read from the globals file)"],
-                     f"create missing roles {', '.join(p.missing_roles) or '(none known yet)'}; "
-                     "existing roles are not altered")
-    skip = ("missing roles: " + ", ".join(p.missing_roles) + " (use --create-roles)" if p.missing_roles
-            else "not requested (--create-roles)")
-    return _step("roles", [], "", skip=skip)
+        return _step("roles", cmds, f"create missing roles {', '.join(p.missing_roles)} from the globals file; "
+                     "passwords are not carried (set them afterwards); existing roles are never altered")
+    if p.options.no_acl:
+        return _step("roles", [], "", skip="--no-acl: ownership and grants are not restored")
+    return _step("roles", [], "", skip="every role the backup needs exists on this server")
 
 
 def _pre_backup_step(settings: Settings, p: RestorePlan) -> PlannedStep:

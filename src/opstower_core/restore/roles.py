@@ -1,4 +1,4 @@
-"""Roles a backup needs: read from its globals file and its archive, created on request.
+"""Roles from a backup's globals file, created on request.
 
 Existing roles are never altered; passwords are never carried (the globals file is dumped
 without them)."""
@@ -9,12 +9,7 @@ import re
 
 import psycopg
 
-from opstower_core.config import Settings, Target
-from opstower_core.errors import OpsError
 from opstower_core.events import Reporter
-from opstower_core.pg.load import read_toc
-from opstower_core.pg.tools import PgTools
-from opstower_core.repo.catalog import CatalogEntry
 
 _IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
 _CREATE_ROLE = re.compile(rf"^CREATE ROLE ({_IDENT});\s*$")
@@ -60,19 +55,3 @@ def create_roles(conn: psycopg.Connection, roles: dict[str, list[str]], r: Repor
         created.append(name)
     return created
 
-
-def toc_owners(settings: Settings, entry: CatalogEntry, tools: PgTools, target: Target) -> set[str]:
-    """Roles owning objects in a custom archive (the last field of its schema/table entries)."""
-    try:
-        toc = read_toc(settings, entry, tools, target, Reporter(), "plan")
-    except OpsError:
-        return set()  # verification reports an unreadable archive
-    owners = set()
-    for line in toc:
-        if line.startswith(";") or "; " not in line:
-            continue
-        parts = line.split()
-        if len(parts) >= 6 and parts[3] in ("SCHEMA", "TABLE", "SEQUENCE", "VIEW", "FUNCTION", "TYPE") and \
-                parts[4] != "DATA":
-            owners.add(parts[-1])
-    return owners

@@ -38,8 +38,8 @@ from opstower_core.pg.admin import (
 )
 from opstower_core.pg.load import LoadSpec, load
 from opstower_core.repo.catalog import CatalogEntry
-from opstower_core.restore import server, source
-from opstower_core.restore.checks import check_restored
+from opstower_core.restore import journal, server, source
+from opstower_core.restore.recover import reload_pre_restore
 from opstower_core.restore.context import RunContext, Step
 from opstower_core.restore.model import RestorePlan, RestoreResult
 from opstower_core.runs.history import StateStore
@@ -62,6 +62,9 @@ STEPS: dict[str, Step] = {
     "reindex": server.reindex,
     "swap": server.switch_into_place,
 }
+
+# Steps that change databases on the server: the journal is written before each (journal.py).
+JOURNALED = {"terminate", "drop_create", "restore", "verify_restored", "analyze", "vacuum", "reindex", "swap"}
 
 
 def run_restore(settings: Settings, plan: RestorePlan, confirm: Callable[[RestorePlan], str] | None = None,
@@ -103,6 +106,7 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
         ctx.lock(f"{ctx.live_db}.restore")
         if ctx.plan.mode in ("new_db", "tables"):
             ctx.lock(ctx.live_db)
+        _refuse_if_interrupted(ctx)
         for index, step in enumerate(ctx.plan.steps, 1):
             ctx.current_step = step.id
             if step.skip:
@@ -111,7 +115,10 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
                 continue
             with r.step(step.id, step.title, index, total) as out:
                 ctx.cancel.check()
+                if step.id in JOURNALED:
+                    ctx.checkpoint(step.id)
                 STEPS[step.id](ctx, out)
+        journal.remove(ctx.journal)
     except (Cancelled, KeyboardInterrupt) as exc:
         status, error = "cancelled", exc
         _rollback(ctx)
@@ -124,6 +131,16 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
     return status, error
 
 
+def _refuse_if_interrupted(ctx: RunContext) -> None:
+    """A journal left for this database by a killed run: finish or undo that one first.
+
+    We hold the restore lock of this database, so the journal's writer cannot be running."""
+    j = journal.read(journal.journal_path(ctx.settings.state_dir, ctx.target.name, ctx.live_db))
+    if j is not None and not j.alive:
+        raise OpsError(f"An interrupted {j.describe()} is not finished", "this run changed nothing",
+                       "run `opstower restore --recover` first")
+
+
 def _result(ctx: RunContext, status: str, error: BaseException | None, seconds: float) -> RestoreResult:
     plan = ctx.plan
     rto = plan.rto_minutes * 60.0
@@ -134,6 +151,7 @@ def _result(ctx: RunContext, status: str, error: BaseException | None, seconds: 
         pre_restore_artifact=ctx.pre_restore.name.filename if ctx.pre_restore else None, sentence="",
         status=status, rolled_back=bool(ctx.rollback_note) and not ctx.rollback_failed,
         database=(ctx.work_db if plan.mode == "tables" else ctx.live_db) if status == "success" else None,
+        left_out=plan.left_out if status == "success" else None,
     )
     result.sentence = _sentence(ctx, result, error)
     return result
@@ -164,14 +182,17 @@ def _record(ctx: RunContext, result: RestoreResult, started: float) -> None:
 def _rollback(ctx: RunContext) -> None:
     touched = ctx.touched
     if touched.done or not (touched.work_created or touched.blocked is not None or touched.live_dropped):
+        journal.remove(ctx.journal)  # nothing on the server to undo
         return
     ctx.reporter.started("rollback", "Rolling back")
+    if ctx.journal is not None:
+        ctx.checkpoint(phase="rolling_back")
     t0 = time.monotonic()
     notes: list[str] = []
     quiet = Reporter(ctx.sink, CancelToken())  # a rollback is not cancellable
     live, work = ctx.live_db, ctx.work_db
     try:
-        with admin(ctx.target, live) as conn:
+        with admin(ctx.target, live) as conn, guarded(conn, None, ctx.lock_wait, [live, work], "the rollback"):
             if touched.work_created and db_exists(conn, work):
                 conn.execute(drop_sql(work))
                 quiet.log("rollback", drop_sql(work))
@@ -183,37 +204,24 @@ def _rollback(ctx: RunContext) -> None:
                 quiet.log("rollback", sql)
                 notes.append(f"connections to {live} are allowed again")
         ctx.rollback_note = "; ".join(notes)
+        journal.remove(ctx.journal)
         ctx.reporter.finished("rollback", Status.PASS, f"Rolled back: {ctx.rollback_note}", time.monotonic() - t0)
     except Exception as exc:  # noqa: BLE001 - the sentence must say exactly what is left
         ctx.rollback_failed = getattr(exc, "sentence", None) or first_line(exc)
         ctx.rollback_note = "; ".join(notes)
+        if ctx.journal is not None:
+            ctx.checkpoint(phase="rollback_failed")  # `opstower restore --recover` takes it from here
         ctx.reporter.finished("rollback", Status.FAIL, f"Rollback failed: {ctx.rollback_failed}",
                               time.monotonic() - t0)
 
 
 def _reload_pre_restore(ctx: RunContext, conn: Any, quiet: Reporter) -> str:
     """In-place: put the live database back from the pre-restore backup and check its rows."""
-    pre, tools, live, props = ctx.pre_restore, ctx.plan.tools, ctx.live_db, ctx.touched.live_props
+    pre, tools = ctx.pre_restore, ctx.plan.tools
     assert pre is not None and tools is not None
-    work = free_name(conn, derived_name(live, f"_rollback_{ctx.plan.stamp}"))
-    quiet.log("rollback", f"Restoring {live} from the pre-restore backup {pre.path}")
-    create_database(conn, work, props, quiet, "rollback")
-    try:
-        for sql in apply_props_sql(work, props) if props is not None else []:
-            conn.execute(sql)
-        entry = CatalogEntry(pre.name, pre.path.stat().st_size, local_path=pre.path, meta=pre.meta)
-        load(ctx.settings, ctx.target, tools, entry, LoadSpec(pre.name, work), quiet, "rollback")
-        check = check_restored(ctx.target, work, pre.meta, None, quiet, "rollback")
-        if check.status == Status.FAIL:
-            raise OpsError(f"the reloaded pre-restore backup failed its checks: {check.detail}", "", "")
-        in_transaction(conn, in_place_statements(work, live, props.conn if props else None))
-    except BaseException:
-        with contextlib.suppress(Exception):
-            conn.execute(drop_sql(work))
-        raise
-    rows = check.data.get("rows", 0)
-    return (f"{live} was put back from the pre-restore backup {pre.name.filename} "
-            f"({check.data.get('tables', 0)} tables, {rows:,} rows, as before the restore)")
+    entry = CatalogEntry(pre.name, pre.path.stat().st_size, local_path=pre.path, meta=pre.meta)
+    return reload_pre_restore(ctx.settings, ctx.target, conn, tools, entry, ctx.live_db, ctx.touched.live_props,
+                              ctx.plan.stamp, quiet, "rollback")
 
 
 # -- the one sentence ------------------------------------------------------------------------
@@ -223,7 +231,7 @@ def _sentence(ctx: RunContext, result: RestoreResult, error: BaseException | Non
         return _success_sentence(ctx, result)
     plan = ctx.plan
     title = next((s.title for s in plan.steps if s.id == ctx.current_step), "")
-    if isinstance(error, source.ConfirmDeclined):
+    if isinstance(error, source.ConfirmDeclined | source.Interrupted):
         return error.sentence
     if isinstance(error, Cancelled | KeyboardInterrupt):
         what = f"Restore cancelled at step \"{title}\"" if title else "Restore cancelled before it started"
@@ -238,6 +246,13 @@ def _sentence(ctx: RunContext, result: RestoreResult, error: BaseException | Non
 
 
 def _success_sentence(ctx: RunContext, result: RestoreResult) -> str:
+    text = _restored_sentence(ctx, result)
+    if result.left_out:
+        text += f" Left out on request (--no-acl): {result.left_out}."
+    return text
+
+
+def _restored_sentence(ctx: RunContext, result: RestoreResult) -> str:
     plan, file, live = ctx.plan, ctx.entry.filename, ctx.live_db
     took = fmt.duration(result.total_seconds)
     if result.margin_seconds >= 0:

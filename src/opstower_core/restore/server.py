@@ -5,6 +5,8 @@ the rollback (run.py) always knows what to undo."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from opstower_core.errors import OpsError
@@ -19,8 +21,10 @@ from opstower_core.pg.admin import (
     describe_session,
     drop_sql,
     free_name,
+    guarded,
     in_place_statements,
     in_transaction,
+    open_state,
     read_props,
     sessions,
     swap_statements,
@@ -33,18 +37,34 @@ from opstower_core.restore.context import RunContext
 
 def _live_props(ctx: RunContext, conn: Any) -> DbProps:
     if ctx.touched.live_props is None:
-        ctx.touched.live_props = read_props(conn, ctx.live_db)
+        props = read_props(conn, ctx.live_db)
+        if props.conn is not None and open_state(props.conn) != props.conn:
+            # A block left by a killed run (ours or another tool's) is not a setting to carry over:
+            # copied, it would leave the restored database refusing every connection.
+            ctx.reporter.log(ctx.current_step, f"{ctx.live_db} refuses connections now (ALLOW_CONNECTIONS "
+                             f"{str(props.conn.allow).lower()}, CONNECTION LIMIT {props.conn.limit}), probably left "
+                             "by an interrupted run; it will accept connections again after this restore", "WARN")
+            props.conn = open_state(props.conn)
+        ctx.touched.live_props = props
     return ctx.touched.live_props
+
+
+@contextmanager
+def _admin(ctx: RunContext, names: list[str]) -> Iterator[Any]:
+    """An admin connection whose statements wait for locks at most --wait-for-locks and stop on cancel."""
+    with admin(ctx.target, ctx.live_db) as conn, guarded(conn, ctx.cancel, ctx.lock_wait, names):
+        yield conn
 
 
 def terminate_connections(ctx: RunContext, out: StepOutcome) -> None:
     r, live = ctx.reporter, ctx.live_db
-    with admin(ctx.target, live) as conn:
-        _live_props(ctx, conn)
+    with _admin(ctx, [live]) as conn:
+        props = _live_props(ctx, conn)
         now = sessions(conn, live)
         for s in now:
             r.log("terminate", f"Connected: {describe_session(s)}")
-        ctx.touched.blocked = block_connections(conn, live, r, "terminate")
+        before = block_connections(conn, live, r, "terminate")
+        ctx.touched.blocked = props.conn if props.conn and open_state(before) != before else before
         n = terminate_sessions(conn, live, r, "terminate")
     r.log("terminate", "Existing connections terminated")
     out.detail = f"Existing connections terminated ({n}); new connections to {live} are blocked"
@@ -53,7 +73,7 @@ def terminate_connections(ctx: RunContext, out: StepOutcome) -> None:
 
 def create_work_database(ctx: RunContext, out: StepOutcome) -> None:
     r, live, plan = ctx.reporter, ctx.live_db, ctx.plan
-    with admin(ctx.target, live) as conn:
+    with _admin(ctx, [live, ctx.work_db]) as conn:
         props = _live_props(ctx, conn) if plan.live_exists else None
         if plan.mode == "in_place":
             r.log("drop_create", "Dropping existing database...")
@@ -67,6 +87,7 @@ def create_work_database(ctx: RunContext, out: StepOutcome) -> None:
             ctx.work_db = free_name(conn, taken)
             r.log("drop_create", f"Database name {taken} is already taken (left as it is); "
                   f"restoring into {ctx.work_db} instead", "WARN")
+            ctx.checkpoint()  # the journal must name the database we are about to create
         r.log("drop_create", "Creating fresh database...")
         create_database(conn, ctx.work_db, props, r, "drop_create")
         ctx.touched.work_created = True
@@ -119,7 +140,7 @@ def reindex(ctx: RunContext, out: StepOutcome) -> None:
 
 def switch_into_place(ctx: RunContext, out: StepOutcome) -> None:
     r, live, touched = ctx.reporter, ctx.live_db, ctx.touched
-    with admin(ctx.target, live) as conn:
+    with _admin(ctx, [live, ctx.work_db]) as conn:
         terminate_sessions(conn, ctx.work_db, r, "swap")  # e.g. an autovacuum worker on the new database
         if ctx.plan.mode == "swap":
             assert touched.blocked is not None
@@ -127,6 +148,7 @@ def switch_into_place(ctx: RunContext, out: StepOutcome) -> None:
                 taken, ctx.old_db = ctx.old_db, free_name(conn, ctx.old_db or "")
                 r.log("swap", f"Database name {taken} is already taken; keeping the old database as {ctx.old_db}",
                       "WARN")
+                ctx.checkpoint()  # recovery looks for the old database under this name
             terminate_sessions(conn, live, r, "swap")
             statements = swap_statements(live, ctx.work_db, ctx.old_db or "", touched.blocked)
         else:

@@ -13,7 +13,7 @@ from opstower_core.events import Status, StepOutcome
 from opstower_core.pg.admin import admin
 from opstower_core.repo.download import download
 from opstower_core.restore.context import RunContext
-from opstower_core.restore.roles import create_roles, existing_roles, parse_roles, toc_owners
+from opstower_core.restore.roles import create_roles
 
 
 class ConfirmDeclined(Cancelled):
@@ -24,6 +24,13 @@ class ConfirmDeclined(Cancelled):
     def __init__(self) -> None:
         OpsError.__init__(self, "Restore cancelled: the name typed did not match the database name",
                           "nothing was changed")
+
+
+class Interrupted(Cancelled):
+    """Ctrl-C at the typed confirmation: nothing was changed (exit 130)."""
+
+    def __init__(self) -> None:
+        OpsError.__init__(self, "Restore interrupted at the confirmation", "nothing was changed")
 
 
 def verify_artifact(ctx: RunContext, out: StepOutcome) -> None:
@@ -56,29 +63,9 @@ def verify_artifact(ctx: RunContext, out: StepOutcome) -> None:
 def download_artifact(ctx: RunContext, out: StepOutcome) -> None:
     got = download(ctx.settings, ctx.entry, reporter=ctx.reporter, step="download")
     ctx.entry = got.entry
-    _refresh_roles(ctx)
     ctx.reporter.log("download", "Download completed successfully")
     out.detail = (f"Downloaded {humanize.naturalsize(got.path.stat().st_size, binary=True)} to {got.path} "
                   "(sha256 checked)")
-
-
-def _refresh_roles(ctx: RunContext) -> None:
-    """After a download: roles from the globals file, owners from the archive, as the plan does locally."""
-    meta = ctx.entry.meta or {}
-    gfile = meta.get("globals_file") if meta.get("globals_dumped") else None
-    gpath = ctx.settings.backup_dir / gfile if gfile else None
-    if gpath and not ctx.roles and gpath.is_file():
-        ctx.roles = parse_roles(gpath.read_text(encoding="utf-8", errors="replace"))
-    with admin(ctx.target, ctx.live_db) as conn:
-        have = existing_roles(conn)
-    missing = {r for r in ctx.roles if r not in have}
-    if ctx.entry.name.format == "custom" and not ctx.plan.options.create_roles:
-        assert ctx.plan.tools is not None
-        missing |= toc_owners(ctx.settings, ctx.entry, ctx.plan.tools, ctx.target) - have
-        if missing and not ctx.no_owner:
-            ctx.no_owner = True
-            ctx.reporter.log("download", f"Roles missing on this server: {', '.join(sorted(missing))}; objects will "
-                             "be owned by the restoring user (--no-owner --no-acl)", "WARN")
 
 
 def confirm_with_operator(ctx: RunContext, out: StepOutcome) -> None:
@@ -86,28 +73,28 @@ def confirm_with_operator(ctx: RunContext, out: StepOutcome) -> None:
     if ctx.confirm is None:
         raise OpsError(f"Replacing {live} needs the operator to type its name", "nothing was changed",
                        "run it on a terminal, or pass --force")
-    typed = ctx.confirm(ctx.plan)
+    try:
+        typed = ctx.confirm(ctx.plan)
+    except KeyboardInterrupt:
+        ctx.cancel.cancel()
+        raise Interrupted() from None
     if (typed or "").strip() != live:
         raise ConfirmDeclined()
     out.detail = f"Confirmed: the operator typed {live}"
 
 
 def create_missing_roles(ctx: RunContext, out: StepOutcome) -> None:
-    if not ctx.roles:
+    """Create the roles the plan found missing, from the globals file; existing roles are left alone."""
+    wanted = {name: sql for name, sql in ctx.roles.items() if name in ctx.plan.missing_roles}
+    if not wanted:
         out.status = Status.WARN
-        out.detail = "No globals file with this backup (globals_dumped false): no roles to create"
+        out.detail = "No role definitions to create (no globals file with this backup)"
         return
     with admin(ctx.target, ctx.live_db) as conn:
-        created = create_roles(conn, ctx.roles, ctx.reporter, "roles")
-        have = existing_roles(conn)
-    if ctx.no_owner and ctx.entry.name.format == "custom":
-        owners: set[str] = set()
-        if ctx.entry.local_path is not None and ctx.plan.tools is not None:
-            owners = toc_owners(ctx.settings, ctx.entry, ctx.plan.tools, ctx.target)
-        if not (owners - have):
-            ctx.no_owner = False  # every owner exists now: keep owners and privileges
-    out.detail = (f"Created {len(created)} role(s){': ' + ', '.join(created) if created else ''}; "
-                  f"{len(ctx.roles) - len(created)} existed and were left as they are")
+        created = create_roles(conn, wanted, ctx.reporter, "roles")
+    out.detail = (f"Created {len(created)} role(s){': ' + ', '.join(created) if created else ''} without passwords "
+                  f"(set them before the application connects); {len(wanted) - len(created)} existed meanwhile and "
+                  "were left as they are")
 
 
 def pre_restore_backup(ctx: RunContext, out: StepOutcome) -> None:

@@ -267,11 +267,15 @@ def test_create_roles_from_the_globals_file(pg, make_settings):
     with admin_conn(pg) as c:
         c.execute(f"DROP ROLE {owner}")
         c.execute(f"ALTER ROLE {reader} NOLOGIN")
-    plan = plan_restore(settings, str(backup.path), options=RestoreOptions(force=True))
-    assert owner in plan.missing_roles and plan.no_owner  # offered, and safe without it
+    with pytest.raises(OpsError) as refused:  # never a silent fallback to --no-owner --no-acl
+        plan_restore(settings, str(backup.path), options=RestoreOptions(force=True))
+    assert owner in refused.value.what and reader not in refused.value.what
+    assert "--create-roles" in refused.value.sentence and "--no-acl" in refused.value.sentence
     plan = plan_restore(settings, str(backup.path), options=RestoreOptions(force=True, create_roles=True))
     roles_step = next(s for s in plan.steps if s.id == "roles")
+    assert plan.missing_roles == [owner] and not plan.no_owner
     assert roles_step.skip is None and any(owner in c for c in roles_step.commands)
+    assert "passwords are not carried" in roles_step.detail
     result = run_restore(settings, plan)
     assert result.ok, result.sentence
     with admin_conn(pg, db) as c:
