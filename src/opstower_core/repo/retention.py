@@ -394,4 +394,4 @@ def _remove_leftovers(report: RetentionReport, s3: S3Store | None, dry_run: bool
                 item.remove, item.reason = False, f"could not be removed ({getattr(exc, 'strerror', None) or exc})"
                 report.lines.append(f"Could not remove {name}: {item.reason}")
                 continue
-        report.lines.append(f"{'Would remove' if dry_run else 'Removed'} {name}: {item.reason}")
+        report.lines.append(f"{'Would remove' if dry_run else 'Removed'} {name} ({item.reason})")
