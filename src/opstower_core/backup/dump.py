@@ -207,12 +207,34 @@ class StreamingDump:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+            self._cancel_waiting_backends()
         conn = self.count_conn
         if conn is not None and not conn.closed:
             try:
                 conn.cancel_safe(timeout=2)
             except Exception:  # noqa: BLE001 - its lock_timeout ends the wait anyway
                 pass
+
+    def _cancel_waiting_backends(self) -> None:
+        """pg_dump's server session waiting for a lock does not notice its client died: cancel it.
+
+        Otherwise it stays queued for the lock until the lock timeout, and takes it the moment
+        the holder lets go. Ours: the counting session, and sessions under our application name
+        that started after our snapshot's and wait for a lock.
+        """
+        if not self.our_pids:
+            return
+        try:
+            with connect(self.target) as conn:
+                conn.execute("SET statement_timeout = '2s'")
+                conn.execute(
+                    """SELECT pg_cancel_backend(w.pid) FROM pg_stat_activity w
+                       WHERE w.datname = current_database() AND w.wait_event_type = 'Lock'
+                         AND (w.pid = ANY(%(ours)s) OR (w.application_name = %(app)s AND w.backend_start >=
+                              (SELECT backend_start FROM pg_stat_activity WHERE pid = %(snap)s)))""",
+                    {"ours": self.our_pids, "app": self._app_name(), "snap": self.our_pids[0]})
+        except Exception:  # noqa: BLE001 - best effort: their lock timeout ends the wait anyway
+            pass
 
     # -- helper threads ----------------------------------------------------------------
     def _pump_stderr(self) -> None:

@@ -20,8 +20,9 @@ from opstower_core.pg.tools import connect
 _COLUMNS = """
     b.pid, b.usename, b.application_name, b.state, b.query,
     COALESCE(b.xact_start, b.query_start, b.backend_start) AS since,
-    (SELECT string_agg(DISTINCT l.relation::regclass::text, ', ') FROM pg_locks l
-      WHERE l.pid = b.pid AND l.granted AND l.mode = 'AccessExclusiveLock' AND l.relation IS NOT NULL
+    (SELECT string_agg(DISTINCT format('%%I.%%I', n.nspname, c.relname), ', ')
+       FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE l.pid = b.pid AND l.granted AND l.mode = 'AccessExclusiveLock'
         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS relations
 """
 
