@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -25,10 +24,12 @@ from opstower_core.restore import (
     list_old_databases,
     mode_text,
     plan_restore,
+    recover_interrupted,
     render_incident_report,
     run_restore,
     timing_table,
 )
+from opstower_core.runs import signals
 from opstower_core.runs.history import StateStore
 
 EPILOG = """\
@@ -53,9 +54,10 @@ examples:
   opstower restore latest --tables public.orders,public.payments
   opstower restore latest --target-db opstower_copy
   opstower restore --discard-old opstower_pre_restore_20260207_150000
+  opstower restore --recover          (after a restore was killed: finish or undo it)
 
 exit status: 0 restored; 1 failed or cancelled (the message says what state things are in);
-2 bad usage; 130 interrupted.
+2 bad usage; 130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP (rolled back).
 """
 
 
@@ -89,13 +91,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, metavar="N", help="parallel pg_restore jobs (custom format; default: automatic)")
     p.add_argument("--discard-old", metavar="NAME", help="drop a database kept by an earlier swap, then exit")
     p.add_argument("--list-old", action="store_true", help="list the databases kept by earlier swaps, then exit")
+    p.add_argument("--recover", action="store_true",
+                   help="finish or undo a restore that was killed (from its journal in the state directory), then exit")
+    p.add_argument("--wait-for-locks", type=_seconds, metavar="SECONDS",
+                   help="how long any step may wait for a lock another session holds before failing, naming it, "
+                   "and rolling back (default: wait_for_locks_seconds in the config, else 60)")
     p.add_argument("--report", metavar="FILE.md", help="write an incident report (markdown) of this restore")
     add_json(p)
     p.set_defaults(func=run)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    if args.wait_for_locks:
+        settings = settings.with_changes(wait_for_locks_seconds=args.wait_for_locks)
+    if args.recover:
+        sentence = recover_interrupted(settings, args.database)
+        _emit(args, {"ok": True, "recovered": sentence}, sentence)
+        return 0
     if args.discard_old:
         return _discard_old(args, settings)
     if args.list_old:
@@ -166,14 +189,11 @@ def _restore(args: argparse.Namespace, settings: Settings, plan: RestorePlan) ->
         print_plan(plan, out, brief=True)
     cancel = CancelToken()
     started = time.time()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.cancel())  # Ctrl-C rolls back cleanly
-    if previous is None or previous in (signal.SIG_IGN, signal.SIG_DFL):
-        previous = signal.default_int_handler  # at the prompt Ctrl-C must interrupt the read
-    try:
-        result = run_restore(settings, plan, confirm=lambda p: ask(p, out, previous), on_event=render,
+    # Ctrl-C, SIGTERM (kill, systemctl stop) and SIGHUP (a dropped SSH session) all roll back cleanly:
+    # they set the cancel flag, which the run polls and which cancels whatever waits on the server.
+    with signals.cancelling(cancel) as flag:
+        result = run_restore(settings, plan, confirm=lambda p: ask(p, out), on_event=render,
                              cancel=cancel, state=StateStore(settings.state_dir))
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if isinstance(render, JsonRenderer):
         render.summary(result.as_dict())
     else:
@@ -183,7 +203,7 @@ def _restore(args: argparse.Namespace, settings: Settings, plan: RestorePlan) ->
         print(f"Incident report written to {args.report}", file=out)
     if not result.ok:
         print(f"ERROR: {result.sentence}", file=sys.stderr)
-        return 130 if result.status == "cancelled" and cancel.cancelled else 1
+        return flag.exit_code if result.status == "cancelled" and cancel.cancelled else 1
     return 0
 
 
@@ -191,7 +211,7 @@ def _emit(args: argparse.Namespace, data: dict, text: str) -> None:
     print(json.dumps({"kind": "summary", **data}) if args.json else text)
 
 
-def ask(plan: RestorePlan, out: TextIO, sigint) -> str:
+def ask(plan: RestorePlan, out: TextIO) -> str:
     """The reference's WARNING block, then the database name typed by the operator.
 
     Ctrl-C here raises KeyboardInterrupt: the run reports "interrupted; nothing was changed"."""
@@ -211,11 +231,8 @@ def ask(plan: RestorePlan, out: TextIO, sigint) -> str:
         out.write(f"[WARN] {line}\n")
     out.write("Type the database name to continue: ")
     out.flush()
-    handler = signal.signal(signal.SIGINT, sigint)  # Ctrl-C at the prompt interrupts at once
-    try:
+    with signals.installed():  # Ctrl-C (or SIGTERM, SIGHUP) at the prompt interrupts the read at once
         return sys.stdin.readline().strip()
-    finally:
-        signal.signal(signal.SIGINT, handler)
 
 
 def print_plan(plan: RestorePlan, out: TextIO, brief: bool = False) -> None:

@@ -136,6 +136,13 @@ def connect(target: Target, dbname: str | None = None, autocommit: bool = True, 
     except psycopg.OperationalError as exc:
         reason = connect_reason(exc)
         auth = any(w in reason for w in ("password", "authentication", "not permitted to log in", "role "))
+        if "is not currently accepting connections" in reason or "too many connections for database" in reason:
+            # The server is up; the database is blocked (ALLOW_CONNECTIONS false / CONNECTION LIMIT), most
+            # often by a restore that was killed between blocking it and switching.
+            raise OpsError(f"Database {info['dbname']!r} on {target.display_host}:{target.display_port} refuses "
+                           f"connections ({reason})", "nothing was changed",
+                           "if a restore was interrupted, run `opstower restore --recover`; otherwise ALTER DATABASE "
+                           "… WITH ALLOW_CONNECTIONS true CONNECTION LIMIT -1") from None
         nxt = (f"check the user and password ({target_source(target)}; PGPASSFILE/.pgpass)" if auth else
                f"check that the server is up and the connection settings are right ({target_source(target)}; "
                "opstower doctor)")

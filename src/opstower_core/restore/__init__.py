@@ -8,7 +8,9 @@ the RTO, and rolling back whatever it touched when a step fails or the operator 
 Rooms: plan.py (the planner), run.py (the table of steps, the rollback, the sentence),
 context.py (what the steps share), source.py (steps before the server is touched: verify,
 download, confirm, roles, pre-restore backup), server.py (steps that touch it), checks.py
-(checks of the restored database), roles.py, report.py (incident report), old.py.
+(checks of the restored database), roles.py, report.py (incident report), old.py,
+journal.py (what a run has done, on disk before each change) and recover.py (`--recover`:
+finish or undo a killed run from its journal).
 
 Modes (the live database is never dropped before its replacement is restored and checked):
 - swap (default): restore into a staging database, check it, then block and terminate
@@ -20,9 +22,11 @@ Modes (the live database is never dropped before its replacement is restored and
 - tables (`--tables`): chosen tables of a custom-format backup into `<db>_tables_<ts>`.
 """
 
+from .journal import interrupted_notice
 from .model import MODE_TEXT, PlannedStep, RestoreOptions, RestorePlan, RestoreResult, mode_text, timing_table
 from .old import discard_old, list_old_databases
 from .plan import plan_restore
+from .recover import recover_interrupted
 from .report import render_incident_report
 from .run import run_restore
 
@@ -33,9 +37,11 @@ __all__ = [
     "RestorePlan",
     "RestoreResult",
     "discard_old",
+    "interrupted_notice",
     "list_old_databases",
     "mode_text",
     "plan_restore",
+    "recover_interrupted",
     "render_incident_report",
     "run_restore",
     "timing_table",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from opstower_core.backup import BackupResult
 from opstower_core.config import Settings, Target
@@ -63,6 +64,8 @@ class RunContext:
     current_step: str = ""
     rollback_note: str = ""
     rollback_failed: str | None = None
+    artifact_proof: Any = None  # verify's ArtifactProof, from the verification read of the artifact
+    proof: Any = None  # verify's ProofResult: the restored database compared with that proof
     journal: Path | None = None  # the restore journal (journal.py) once the run first changes the server
     journal_started: float | None = None
 

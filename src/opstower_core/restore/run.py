@@ -14,7 +14,6 @@ a cancel request is no longer honoured.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,23 +24,17 @@ from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import CancelToken, EventSink, Reporter, Status
 from opstower_core.pg.admin import (
     admin,
-    apply_props_sql,
-    create_database,
     db_exists,
-    derived_name,
     drop_sql,
     first_line,
-    free_name,
-    in_place_statements,
-    in_transaction,
+    guarded,
     unblock_connections,
 )
-from opstower_core.pg.load import LoadSpec, load
 from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.restore import journal, server, source
-from opstower_core.restore.recover import reload_pre_restore
 from opstower_core.restore.context import RunContext, Step
 from opstower_core.restore.model import RestorePlan, RestoreResult
+from opstower_core.restore.recover import reload_pre_restore
 from opstower_core.runs.history import StateStore
 from opstower_core.runs.runlog import RunLog, tee
 from opstower_core.storage.local import LocalStore
@@ -151,7 +144,7 @@ def _result(ctx: RunContext, status: str, error: BaseException | None, seconds: 
         pre_restore_artifact=ctx.pre_restore.name.filename if ctx.pre_restore else None, sentence="",
         status=status, rolled_back=bool(ctx.rollback_note) and not ctx.rollback_failed,
         database=(ctx.work_db if plan.mode == "tables" else ctx.live_db) if status == "success" else None,
-        left_out=plan.left_out if status == "success" else None,
+        left_out=plan.left_out if status == "success" else None, proof=ctx.proof,
     )
     result.sentence = _sentence(ctx, result, error)
     return result

@@ -110,12 +110,33 @@ def load_artifact(ctx: RunContext, out: StepOutcome) -> None:
 
 
 def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
-    check = check_restored(ctx.target, ctx.work_db, ctx.entry.meta, ctx.plan.options.tables, ctx.reporter,
-                           "verify_restored")
+    """Row counts against the metadata, index integrity, then the proof: per-table digests and the
+    object inventory of the restored database against the artifact's own."""
+    from opstower_core.verify import prove_restored
+
+    r = ctx.reporter
+    check = check_restored(ctx.target, ctx.work_db, ctx.entry.meta, ctx.plan.options.tables, r, "verify_restored")
     if check.status == Status.FAIL:
         raise OpsError(f"The restored database failed its checks: {check.detail}", "", "")
-    ctx.reporter.log("verify_restored", "Database verification completed")
-    out.detail, out.data = check.detail, {k: v for k, v in check.data.items() if k != "row_counts"}
+    detail = check.detail
+    if ctx.artifact_proof is None:
+        out.status = Status.WARN
+        detail += "; restore proof not made (the verification could not digest the artifact)"
+    else:
+        r.log("verify_restored", "Comparing table digests and the object inventory with the artifact")
+        # Database-level settings come from the live database here (apply_props_sql), not from the dump.
+        ctx.proof = prove_restored(ctx.target, ctx.work_db, ctx.artifact_proof, tables=ctx.plan.options.tables,
+                                   cancel=ctx.cancel, no_acl=ctx.no_owner, database_settings=False)
+        if ctx.proof.status == Status.FAIL:
+            shown = "; ".join(ctx.proof.differences[:5])
+            more = f" (+{len(ctx.proof.differences) - 5} more)" if len(ctx.proof.differences) > 5 else ""
+            raise OpsError(f"The restored database differs from the artifact: {shown}{more}", "", "")
+        r.log("verify_restored", f"Restore proof: {ctx.proof.sentence}")
+        detail = f"{ctx.proof.sentence}; {detail}"
+        if ctx.proof.status == Status.WARN:
+            out.status = Status.WARN
+    r.log("verify_restored", "Database verification completed")
+    out.detail, out.data = detail, {k: v for k, v in check.data.items() if k != "row_counts"}
 
 
 def _maintain(ctx: RunContext, kind: str, out: StepOutcome) -> None:

@@ -96,3 +96,46 @@ def installed() -> Iterator[bool]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+class Flagged:
+    """Which signal asked a `cancelling()` block to stop (None: none came)."""
+
+    def __init__(self, cancel: Any) -> None:
+        self.cancel = cancel
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.cancel.cancel()
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+    @property
+    def name(self) -> str:
+        return signal_name(Interrupted(self.signum)) if self.signum else "SIGINT"
+
+
+@contextmanager
+def cancelling(cancel: Any) -> Iterator[Flagged]:
+    """SIGINT, SIGTERM and SIGHUP set `cancel` (a CancelToken) instead of raising, for a block.
+
+    For runs whose rollback must not be cut into by an exception at an arbitrary line (a
+    restore between its rename and its bookkeeping): the run polls the flag, cancels what
+    waits on the server, rolls back and returns. Off the main thread nothing is installed.
+    """
+    flag = Flagged(cancel)
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in HANDLED}
+    for sig in HANDLED:
+        signal.signal(sig, flag)
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
