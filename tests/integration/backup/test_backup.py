@@ -7,6 +7,7 @@ object beside the artifact.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -283,3 +284,18 @@ def test_pre_restore_copy_is_local_with_its_own_retention(pg, s3, make_settings)
     run = StateStore(settings.state_dir).last("pre_restore", db)
     assert run.status == "success" and run.artifact == result.path.name
     assert StateStore(settings.state_dir).last("backup", db) is None
+
+
+def test_dump_writes_timestamptz_in_utc_whatever_the_zones(pg, make_settings, monkeypatch) -> None:
+    """pg_dump runs with PGTZ=UTC: the dump's text does not depend on the database's or the host's zone."""
+    db = unique("bk_tz")
+    create_database(pg, db, "CREATE TABLE public.ev (id integer, at timestamptz);"
+                            "INSERT INTO public.ev VALUES (1, '2026-07-01 12:00:00+00');")
+    with admin_conn(pg) as conn:
+        conn.execute(f"ALTER DATABASE \"{db}\" SET timezone = 'America/New_York'")
+    monkeypatch.setenv("PGTZ", "Asia/Tokyo")  # the operator's own environment must not leak in either
+    settings = make_settings(db)
+    result = run_backup(settings, options=BackupOptions(fmt="plain", local_only=True))
+    assert result.meta["dump_timezone"] == "UTC"
+    text = gzip.decompress(result.path.read_bytes()).decode()
+    assert "1\t2026-07-01 12:00:00+00\n" in text, [ln for ln in text.splitlines() if ln.startswith("1\t")]
