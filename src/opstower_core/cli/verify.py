@@ -9,7 +9,7 @@ from opstower_core.cli.render import JsonRenderer, renderer
 from opstower_core.errors import OpsError
 from opstower_core.events import CancelToken, Status
 from opstower_core.runs.history import StateStore
-from opstower_core.verify import verify
+from opstower_core.verify import VerifyResult, verify
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,15 +20,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("artifact", metavar="ARTIFACT",
                    help='a local path, a name from `opstower list`, an S3 key, or "latest"')
-    p.add_argument("--full-test", action="store_true", help="also restore into a scratch database and compare")
+    p.add_argument("-d", "--dbname", "--database", dest="database", metavar="NAME",
+                   help='the database (target name or database name) whose backups "latest" means '
+                   "(default: PGDATABASE / first target)")
+    p.add_argument("--full-test", action="store_true",
+                   help="also restore into a scratch database and prove it equals the artifact")
     add_json(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
     render = renderer(args.json, numbered=True)
     try:
+        settings = settings_from(args)
+        if args.database:
+            # "latest" and bare names resolve within this database's backups, never another target's.
+            settings = settings.with_changes(default_target=settings.target(args.database).name)
         result = verify(settings, args.artifact, full_test=args.full_test, on_event=render, cancel=CancelToken(),
                         state=StateStore(settings.state_dir))
     except OpsError as exc:
@@ -48,6 +55,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{verdict}: {counts[Status.PASS]} passed, {counts[Status.FAIL]} failed, {counts[Status.WARN]} warnings, "
               f"{counts[Status.SKIP]} skipped ({result.seconds:.1f} s) - {result.entry.filename}")
         if not result.ok:
-            print("Do not rely on this backup: restore another one (`opstower list`) and take a new backup "
-                  "(`opstower backup`).")
+            print(_advice(result))
     return 0 if result.ok else 1
+
+
+def _advice(result: VerifyResult) -> str:
+    """What to do after a failure. Only the off-site copy failing is no verdict on the local one."""
+    failed = {r.step for r in result.failed}
+    if failed == {"s3"}:
+        return ("The local copy passed its checks; the off-site copy in S3 is missing or differs from it. "
+                "Take a new backup (`opstower backup`) to get a good off-site copy, and check the bucket's "
+                "lifecycle rules and the upload log.")
+    return ("Do not rely on this backup: restore another one (`opstower list`) and take a new backup "
+            "(`opstower backup`).")

@@ -112,8 +112,11 @@ def content_verdict(scan: ScanResult, probe: ContentProbe, fmt: str) -> tuple[St
         if c["create"] == 0 and c["copy"] == 0 and c["insert"] == 0:
             return Status.FAIL, "Dump header present but no SQL commands (CREATE TABLE, COPY, INSERT) found", None
         status = Status.WARN if scan.error else Status.PASS
+        # Tables with data, like a custom archive's TABLE DATA entries (a partitioned parent has a
+        # CREATE TABLE but no data); a dump made with --inserts has no COPY blocks to count.
+        tables = c["copy"] or c["create"]
         return status, (f"Valid PostgreSQL dump detected: {c['create']} tables, {c['copy']} COPY blocks, "
-                        f"{c['insert']} INSERTs" + (" (up to the corruption)" if scan.error else "")), c["create"]
+                        f"{c['insert']} INSERTs" + (" (up to the corruption)" if scan.error else "")), tables
     if probe.toc_error and not probe.toc:
         return Status.FAIL, f"Table of contents unreadable: {probe.toc_error}", None
     entries = probe.table_data_entries

@@ -237,7 +237,7 @@ def _candidate_zones(conn: psycopg.Connection) -> list[str]:
     the server's or the database's default zone, usually the same server's)."""
     zones = ["UTC"]
     row = conn.execute("SELECT pg_catalog.current_setting('TimeZone'), "
-                       "pg_catalog.reset_val FROM pg_catalog.pg_settings WHERE name = 'TimeZone'").fetchone()
+                       "reset_val FROM pg_catalog.pg_settings WHERE name = 'TimeZone'").fetchone()
     for z in row or ():
         if z and z not in zones:
             zones.append(z)

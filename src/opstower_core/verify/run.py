@@ -31,7 +31,7 @@ from opstower_core.pg.load import (  # the restore engine's loader: one way to l
 from opstower_core.pg.tools import connect, quote_ident
 from opstower_core.repo.catalog import CatalogEntry, resolve
 from opstower_core.runs.history import StateStore
-from opstower_core.storage.s3 import S3Store
+from opstower_core.storage.s3 import store_for
 from opstower_core.verify.checks import CHECKS
 from opstower_core.verify.content import (
     ContentProbe,
@@ -104,7 +104,7 @@ class _Verifier:
             else:
                 self.check(1, Status.PASS, f"Backup file exists: {e.local_path}", t)
         else:
-            head = S3Store(self.settings.s3).head(e.s3_key or "")
+            head = store_for(self.settings.s3).head(e.s3_key or "")
             if head is None:
                 self.check(1, Status.FAIL, f"s3://{self.settings.s3.bucket}/{e.s3_key} does not exist", t)
                 fatal = True
@@ -252,7 +252,7 @@ class _Verifier:
             return None
 
         def lookup() -> tuple[dict | None, str | None]:
-            store = S3Store(self.settings.s3)
+            store = store_for(self.settings.s3)
             head = store.head(key)
             return head, (store.remote_sha256(key, head) if head is not None else None)
 
