@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from io import StringIO
 from types import SimpleNamespace
@@ -38,7 +39,7 @@ from opstower_tui.screens.verify import VerifyScreen
 from opstower_tui.widgets.backup_table import BackupTable
 from opstower_tui.widgets.db_card import DbCard
 from opstower_tui.widgets.step_list import StepList
-from support.servers import admin_conn
+from support.servers import admin_conn, create_database
 
 SIZE = (80, 24)
 
@@ -278,6 +279,40 @@ def test_restore_wizard_brings_the_data_back(env):
     drive(OpsTowerApp(env.settings, warm_up=False), scenario)
     with admin_conn(env.pg, env.dbname) as conn:
         assert conn.execute("SELECT count(*) FROM audit.log").fetchone()[0] == expected
+
+
+def test_arrow_keys_move_between_databases_and_r_restores_the_focused_one(env, tmp_path):
+    """↓ moves the focus to the next database's card; `r` then plans a restore of that database."""
+    other = f"tui2_{uuid.uuid4().hex[:6]}"
+    create_database(env.pg, other, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
+    first = env.settings.targets[env.dbname]
+    settings = replace(env.settings, backup_dir=tmp_path / "backups", state_dir=tmp_path / "state",
+                       targets={env.dbname: first, other: replace(first, name=other, dbname=other)})
+    run_backup(settings, env.dbname, BackupOptions(local_only=True))
+    run_backup(settings, other, BackupOptions(local_only=True))
+
+    async def scenario(pilot: Any) -> None:
+        cards = list(pilot.app.screen.query(DbCard))
+        await wait_for(pilot, lambda: all(c.status is not None for c in cards))
+        assert pilot.app.focused is cards[0]
+        await pilot.press("down")
+        assert pilot.app.focused is cards[1] and cards[1].target_name == other
+        await pilot.press("down")  # stays on the last card
+        assert pilot.app.focused is cards[1]
+        await pilot.press("r")
+        screen = pilot.app.screen
+        assert isinstance(screen, RestoreScreen) and screen.entry.database == other
+        await wait_for(pilot, lambda: screen.plan is not None)
+        title = str(screen.query_one("#restore-title").content)
+        target = settings.targets[other]
+        assert f"→ {other} on {target.display_host}:{target.display_port}" in title
+        await pilot.press("escape")
+        await pilot.press("up")
+        assert pilot.app.focused is cards[0]
+
+    drive(OpsTowerApp(settings, warm_up=False), scenario)
+    with admin_conn(env.pg) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
 
 
 def test_read_only_offers_no_destructive_action(env):

@@ -115,7 +115,7 @@ class BackupsScreen(OpsScreen):
         for run in state.runs("verify", limit=5000):
             if run.artifact and run.artifact not in verdicts:
                 verdicts[run.artifact] = run.status
-        from opstower_core.storage.s3 import S3Store, s3_error_text
+        from opstower_core.storage.s3 import s3_error_text, store_for
 
         # This worker's own view of the entries: merged copies are new objects, so the UI
         # never sees an entry change under it.
@@ -124,7 +124,7 @@ class BackupsScreen(OpsScreen):
         listed = 0
         error = None
         try:
-            for obj in S3Store(settings.s3).iter_objects():
+            for obj in store_for(settings.s3).iter_objects():
                 name = parse_name(obj.key.rsplit("/", 1)[-1])
                 if name is None:
                     continue
@@ -253,7 +253,10 @@ class BackupsScreen(OpsScreen):
         entry = self._selected()
         if entry is not None:
             self.stale = True
-            self.app.push_screen(RestoreScreen(entry))
+            # The target that protects this backup's database, so the plan never aims at another one.
+            targets = self.ops.settings.targets.values()
+            target = next((t.name for t in targets if t.dbname == entry.database), None)
+            self.app.push_screen(RestoreScreen(entry, target))
 
     def action_download(self) -> None:
         from opstower_tui.jobs import download_job, download_summary

@@ -30,8 +30,6 @@ class DashboardScreen(OpsScreen):
         Binding("D", "drill", "Drill", id="dashboard.drill"),
         Binding("2", "app.switch_mode('backups')", "Backups", id="dashboard.backups"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="dashboard.refresh"),
-        Binding("up", "app.focus_previous", "Previous database", show=False, id="dashboard.previous"),
-        Binding("down", "app.focus_next", "Next database", show=False, id="dashboard.next"),
     ]
 
     def __init__(self) -> None:
@@ -124,9 +122,10 @@ class DashboardScreen(OpsScreen):
             return
         from opstower_tui.screens.restore import RestoreScreen
 
+        status = self._card_status()
         entry = self._latest()
-        if entry is not None:
-            self.app.push_screen(RestoreScreen(entry))
+        if status is not None and entry is not None:
+            self.app.push_screen(RestoreScreen(entry, status.name))  # the focused card's target, never the default
 
     def action_drill(self) -> None:
         """The DR drill screen: resume an open drill or start one (drill databases, not the live one)."""

@@ -112,7 +112,8 @@ class RestoreScreen(OpsScreen):
         from opstower_core.restore import MODE_TEXT  # the engine is loaded by now: the plan came from it
 
         self.plan = plan
-        self.query_one("#restore-title", Static).update(f"Restore {plan.entry.filename} → {plan.live_db}")
+        self.query_one("#restore-title", Static).update(
+            f"Restore {plan.entry.filename} → {plan.live_db} on {plan.target.display_host}:{plan.target.display_port}")
         body = Table.grid(padding=(0, 1))
         body.add_column(width=2, justify="right")
         body.add_column(no_wrap=False)

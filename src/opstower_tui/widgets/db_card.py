@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
@@ -33,12 +34,24 @@ class DbCard(Vertical, can_focus=True):
     DbCard { height: auto; }
     DbCard > Horizontal { height: 1; }
     """
+    # On the card itself: the scroll container around the cards would otherwise take ↑/↓ to scroll
+    # while the focus (and so the target of r, v, b) stayed on the first card.
+    BINDINGS: ClassVar = [
+        Binding("down", "move(1)", "Next database", show=False, id="card.next"),
+        Binding("up", "move(-1)", "Previous database", show=False, id="card.previous"),
+    ]
 
     def __init__(self, name: str, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="db-card")
         self.target_name = name
         self.border_title = name
         self.status: Any | None = None
+
+    def action_move(self, step: int) -> None:
+        cards = list(self.screen.query(DbCard))
+        target = cards[max(0, min(len(cards) - 1, cards.index(self) + step))]
+        target.focus()
+        target.scroll_visible()
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", classes="card-info")
