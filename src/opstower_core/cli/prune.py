@@ -10,7 +10,7 @@ from opstower_core.cli.common import add_json, add_target, settings_from
 from opstower_core.config import Settings
 from opstower_core.errors import OpsError
 from opstower_core.repo.retention import RetentionReport, apply_retention
-from opstower_core.storage.s3 import S3Store
+from opstower_core.storage.s3 import store_for
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     target = settings.target(args.database)
-    s3 = S3Store(settings.s3) if settings.s3.enabled and not args.local_only else None
+    s3 = store_for(settings.s3) if settings.s3.enabled and not args.local_only else None
     kept, kept_note = _kept_databases(settings, args.database)
     report = apply_retention(settings, target.dbname, dry_run=args.dry_run, s3=s3, kept_databases=kept)
     if args.json:

@@ -34,9 +34,9 @@ class S3Checks:
         if not s3.enabled:
             return Finding(Status.WARN, "S3 not configured: backups stay on this host only (no offsite copy)",
                            "set S3_BUCKET (and AWS_ENDPOINT_URL for an S3-compatible store)")
-        from opstower_core.storage.s3 import S3Store, s3_error_text
+        from opstower_core.storage.s3 import s3_error_text, store_for
 
-        store = S3Store(s3)
+        store = store_for(s3)
         client, bucket = store.client, store.bucket
         base = f"{s3.prefix}opstower-doctor/{uuid.uuid4().hex[:12]}"
         small, big = f"{base}/put.bin", f"{base}/multipart.bin"

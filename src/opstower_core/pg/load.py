@@ -25,7 +25,7 @@ from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Reporter
 from opstower_core.pg.tools import PgTools, connect, quote_ident, select_tools, server_info
 from opstower_core.repo.catalog import CatalogEntry
-from opstower_core.storage.s3 import S3Store
+from opstower_core.storage.s3 import store_for
 
 APP_NAME = "opstower-restore"  # sessions we open show under this name (and are never "other sessions")
 
@@ -104,7 +104,7 @@ def open_artifact(settings: Settings, entry: CatalogEntry) -> IO[bytes]:
         return open(entry.local_path, "rb")  # noqa: SIM115 - caller closes
     if not entry.s3_key:
         raise OpsError(f"{entry.filename} is neither local nor in S3", "nothing was changed", "check `opstower list`")
-    return S3Store(settings.s3).client.get_object(Bucket=settings.s3.bucket, Key=entry.s3_key)["Body"]
+    return store_for(settings.s3).client.get_object(Bucket=settings.s3.bucket, Key=entry.s3_key)["Body"]
 
 
 def _env(target: Target) -> dict[str, str]:

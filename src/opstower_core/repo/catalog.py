@@ -29,7 +29,7 @@ from opstower_core.config import Settings
 from opstower_core.errors import OpsError
 from opstower_core.runs.history import StateStore
 from opstower_core.storage.local import LocalStore
-from opstower_core.storage.s3 import S3Store
+from opstower_core.storage.s3 import store_for
 
 
 @dataclass
@@ -115,7 +115,7 @@ def list_catalog(settings: Settings, database: str | None = None, include_s3: bo
     catalog = Catalog(s3_enabled=settings.s3.enabled)
     if include_s3 and settings.s3.enabled:
         try:
-            store = S3Store(settings.s3)
+            store = store_for(settings.s3)
             for obj in store.iter_objects():
                 name = parse_name(obj.key.rsplit("/", 1)[-1])
                 if name is None or (database and name.database != database):
@@ -146,7 +146,7 @@ def fetch_s3_metadata(settings: Settings, entry: CatalogEntry) -> None:
         return
     key = entry.s3_key.rsplit("/", 1)[0] + "/" + entry.name.meta_filename
     try:
-        data = json.loads(S3Store(settings.s3).get_bytes(key))
+        data = json.loads(store_for(settings.s3).get_bytes(key))
         entry.meta, entry.meta_problem = (data, None) if isinstance(data, dict) else (None, "metadata is not a JSON object")
     except json.JSONDecodeError:
         entry.meta_problem = "metadata in S3 is not valid JSON"

@@ -13,7 +13,7 @@ from opstower_core.errors import OpsError
 from opstower_core.events import Reporter
 from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.storage.local import LocalStore
-from opstower_core.storage.s3 import S3Store
+from opstower_core.storage.s3 import S3Store, store_for
 
 
 def safe_destination(backup_dir: Path, key: str) -> Path:
@@ -54,7 +54,7 @@ def download(settings: Settings, entry: CatalogEntry, dest_dir: Path | None = No
     LocalStore(directory).ensure()
     key = entry.s3_key
     dest = safe_destination(directory, key)
-    store = S3Store(settings.s3)
+    store = store_for(settings.s3)
     r.log(step, f"Downloading from: s3://{store.bucket}/{key}")
     r.log(step, f"Downloading to: {dest}")
     try:

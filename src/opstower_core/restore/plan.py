@@ -43,7 +43,7 @@ from opstower_core.restore.identity import ArtifactFacts, read_facts
 from opstower_core.restore.model import STEP_TITLES, PlannedStep, RestoreOptions, RestorePlan
 from opstower_core.restore.roles import existing_roles, parse_roles
 from opstower_core.storage.local import LocalStore
-from opstower_core.storage.s3 import S3Store
+from opstower_core.storage.s3 import store_for
 
 PARALLEL_THRESHOLD = 256 * 1024**2  # below this a single streamed pg_restore is as fast
 
@@ -228,7 +228,7 @@ def _locate(settings: Settings, entry: CatalogEntry, o: RestoreOptions) -> tuple
         raise OpsError(f"{where} and S3 is not configured", "nothing was changed",
                        "give the path of a local backup or configure S3_BUCKET")
     key = entry.s3_key or entry.name.s3_key(settings.s3.prefix)
-    store = S3Store(settings.s3)
+    store = store_for(settings.s3)
     store.check_reachable()
     head = store.head(key)
     if head is None:
@@ -315,7 +315,7 @@ def _globals_roles(settings: Settings, entry: CatalogEntry, key: str | None) -> 
         return parse_roles(gpath.read_text(encoding="utf-8", errors="replace"))
     if key:
         try:
-            data = S3Store(settings.s3).get_bytes(key.rsplit("/", 1)[0] + "/" + str(gfile))
+            data = store_for(settings.s3).get_bytes(key.rsplit("/", 1)[0] + "/" + str(gfile))
         except Exception:  # noqa: BLE001 - a missing globals file only means no roles to create
             return {}
         return parse_roles(data.decode("utf-8", "replace"))
