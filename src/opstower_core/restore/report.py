@@ -52,7 +52,20 @@ def render_incident_report(result: RestoreResult, started_at: float | None = Non
     checks = [s for s in result.steps if s.step in ("verify", "verify_restored")]
     lines += ["", "## Verification results", ""]
     lines += [f"- {s.title}: {s.status.value}: {s.detail}" for s in checks] or ["_No verification ran._"]
+    lines += ["", "## Restore proof", ""] + _proof_lines(result)
     lines += ["", "## Notes", ""] + ([f"- {n}" for n in notes] if notes else ["_No notes._"])
     lines += ["", "## Lessons learned", "", "- _None recorded yet: add them before sign-off._"]
     lines += md.signoff([], ("Incident lead", "Database administrator", "Management"))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _proof_lines(result: RestoreResult) -> list[str]:
+    """The restored database against the artifact: the proof's sentence, differences, what was not compared."""
+    proof = result.proof
+    lines = [f"- {proof.status}: {proof.sentence}"] if proof is not None else ["_No proof was made._"]
+    if proof is not None:
+        lines += [f"- difference: {d}" for d in proof.differences]
+        lines += [f"- not compared: {n}" for n in proof.not_compared]
+    if result.left_out:
+        lines.append(f"- left out on request (--no-acl): {result.left_out}")
+    return lines

@@ -38,6 +38,7 @@ def verify_artifact(ctx: RunContext, out: StepOutcome) -> None:
 
     r = ctx.reporter
     res = verify(ctx.settings, ctx.entry, on_event=ctx.forward("verify"), cancel=ctx.cancel, state=ctx.state, upto=7)
+    ctx.artifact_proof = res.proof  # digests and inventory of the artifact's own bytes, for verify_restored
     blocking = []
     for f in res.failed:
         if f.step == "s3" and not ctx.plan.download_key:
