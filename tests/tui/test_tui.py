@@ -166,6 +166,12 @@ def test_browse_filter_and_verify_the_corrupted_copy(env):
         await wait_for(pilot, lambda: {r.name: r.verified for r in table.rows}.get(env.corrupted) == "FAIL")
         await pilot.press("escape")  # clears the filter
         assert len(table.view) == 3
+        # "s3" finds the copy that is in both places; "local" finds all three.
+        table = await select(pilot, screen, "s3")
+        assert [r.name for r in table.view] == [env.both.name.filename]
+        await pilot.press("escape")
+        table = await select(pilot, screen, "local")
+        assert len(table.view) == 3
 
     drive(OpsTowerApp(env.settings, warm_up=False), scenario)
 
@@ -324,11 +330,16 @@ def test_read_only_offers_no_destructive_action(env):
         assert not keys & {"backup_now", "restore_latest", "drill"}
         await pilot.press("r", "b", "D")
         assert app.screen is dashboard
+        # Each refused key is answered, not silently ignored.
+        said = [n.message for n in app._notifications]
+        assert sum("opened read-only" in m for m in said) == 3, said
+        assert any(m.startswith("Restore is not offered") for m in said)
         screen = await open_backups(pilot)
         keys = {b.binding.action for b in screen.active_bindings.values()}
         assert "verify" in keys and not keys & {"restore", "backup_now"}
-        await pilot.press("r", "b")
+        await pilot.press("r", "b", "D")
         assert app.screen is screen
+        assert sum("opened read-only" in n.message for n in app._notifications) == 6
         titles = [t for t, _h, _c in OpsCommands(screen)._commands()]
         assert "Verify" in titles
         assert not [t for t in titles if "Restore" in t or "Back up" in t]

@@ -48,6 +48,7 @@ class BackupsScreen(OpsScreen):
         Binding("r", "restore", "Restore", id="backups.restore"),
         Binding("d", "download", "Download", id="backups.download"),
         Binding("b", "backup_now", "Back up", id="backups.backup_now"),
+        Binding("D", "drill", "Drill", show=False, id="backups.drill"),
         Binding("s", "sort", "Sort", show=False, id="backups.sort"),
         Binding("S", "reverse_sort", "Reverse sort", show=False, id="backups.reverse_sort"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="backups.refresh"),

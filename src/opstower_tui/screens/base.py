@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from textual import events
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
@@ -29,15 +30,23 @@ DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "dis
                                  "start_phase", "complete_phase", "skip_phase", "pause_resume"})
 
 
-def strip_destructive(screen: Screen, actions: frozenset[str] = DESTRUCTIVE_ACTIONS) -> None:
-    """Remove destructive bindings from a screen's own map: not bound, not in footer or palette."""
+def strip_destructive(screen: Screen, actions: frozenset[str] = DESTRUCTIVE_ACTIONS) -> dict[str, str]:
+    """Remove destructive bindings from a screen's own map: not bound, not in footer or palette.
+
+    Returns what each removed key did, so a press of it can be answered instead of ignored.
+    """
     keys = screen._bindings.key_to_bindings
+    removed: dict[str, str] = {}
     for key in list(keys):
         kept = [b for b in keys[key] if b.action.split("(")[0] not in actions]
+        dropped = [b for b in keys[key] if b not in kept]
+        if dropped:
+            removed[key] = dropped[0].description or dropped[0].action
         if kept:
             keys[key] = kept
         else:
             del keys[key]
+    return removed
 
 
 class OpsScreen(Screen):
@@ -45,17 +54,35 @@ class OpsScreen(Screen):
 
     SCREEN_NAME: ClassVar[str] = ""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused_keys: dict[str, str] = {}  # read-only: key -> what it would have done
+
     @property
     def ops(self) -> Console:
         return self.app  # type: ignore[return-value]
 
     def on_mount(self) -> None:
         if self.ops.read_only:
-            strip_destructive(self)
+            self.refused_keys = strip_destructive(self)
             self.refresh_bindings()
         self.ops.note_first_paint(self)
         if self.SCREEN_NAME:
             self.sub_title = self.SCREEN_NAME + ("  [READ-ONLY]" if self.ops.read_only else "")
+
+    def on_key(self, event: events.Key) -> None:
+        # A destructive key in read-only mode is answered, not silently ignored.
+        what = self.refused_keys.get(event.key)
+        if what is not None:
+            event.stop()
+            self.notify(f"{what} is not offered: this console was opened read-only (--read-only)",
+                        title="Read-only", severity="warning")
+
+    def action_drill(self) -> None:
+        """The DR drill screen: resume an open drill or start one (drill databases, not the live one)."""
+        from opstower_tui.screens.drill import DrillScreen
+
+        self.app.push_screen(DrillScreen(self.ops.settings, None))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Second guard for read-only: the palette or a remapped key cannot reach these either.

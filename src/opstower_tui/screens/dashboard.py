@@ -127,14 +127,6 @@ class DashboardScreen(OpsScreen):
         if status is not None and entry is not None:
             self.app.push_screen(RestoreScreen(entry, status.name))  # the focused card's target, never the default
 
-    def action_drill(self) -> None:
-        """The DR drill screen: resume an open drill or start one (drill databases, not the live one)."""
-        if self.ops.read_only:
-            return
-        from opstower_tui.screens.drill import DrillScreen
-
-        self.app.push_screen(DrillScreen(self.ops.settings, None))
-
     def action_backup_now(self) -> None:
         if self.ops.read_only:
             return

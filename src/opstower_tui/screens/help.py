@@ -38,12 +38,16 @@ class HelpScreen(ModalScreen[None]):
         seen: set[str] = set()
         for node in (self.under, self.app):
             for _key, binding in node._bindings:
-                if binding.id is None or not binding.description or binding.action in seen:
+                key = self.app.get_key_display(binding)
+                # One line per action (f5 and ctrl+r both refresh), and a screen's binding of a key
+                # shadows the app's ("2 Backups" is bound on both).
+                action = binding.action.removeprefix("app.").removeprefix("screen.")
+                if binding.id is None or not binding.description or action in seen or key in seen:
                     continue
                 if node.check_action(binding.action.split("(")[0], ()) is False:
                     continue
-                seen.add(binding.action)
-                table.add_row(self.app.get_key_display(binding), binding.description)
+                seen.update((action, key))
+                table.add_row(key, binding.description)
         table.add_row(self.app.get_key_display(Binding("ctrl+p", "")), "Command palette: every action by name")
         return table
 

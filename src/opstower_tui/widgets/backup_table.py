@@ -54,6 +54,10 @@ def created_of(timestamp: str) -> datetime:
     return naive.replace(tzinfo=zone)
 
 
+# What the filter matches for each location: a copy in both places is in S3 and local too.
+WHERE_WORDS = {"both": "both local s3"}
+
+
 @dataclass
 class Row:
     """Display text of one backup, computed once per load (not per frame)."""
@@ -76,7 +80,7 @@ class Row:
         fmt = name.format + ("+age" if name.encrypted else "")
         verified = entry.verified or "-"
         row = cls(entry, filename, size(entry.size), fmt, where, verified,
-                  f"{filename} {where} {fmt} {verified} {name.kind}".lower(), created_of(name.timestamp))
+                  f"{filename} {WHERE_WORDS.get(where, where)} {fmt} {verified} {name.kind}".lower(), created_of(name.timestamp))
         row.set_age(now)
         return row
 

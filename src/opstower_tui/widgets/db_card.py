@@ -112,5 +112,5 @@ class DbCard(Vertical, can_focus=True):
             text = Text.assemble(" ", ("WARN", STATUS_STYLE["WARN"]), f" {len(jumps)} size jump(s) >30%",
                                  f", last {last.percent:+.0f}% at {ts[4:6]}-{ts[6:8]} {ts[9:11]}:{ts[11:13]}")
         else:
-            text = Text(f" {len(sizes)} backups, no size jump >30%")
+            text = Text(f" {len(sizes)} backup{'' if len(sizes) == 1 else 's'}, no size jump >30%")
         self.query_one(".card-jumps", Static).update(text)
