@@ -138,9 +138,10 @@ _NOT_EXT = ("NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 
             "AND d.objid = {oid} AND d.deptype = 'e')")
 
 _OBJECTS_SQL = f"""
+-- text, not name: a UNION typed by its first branch would cut "table constraint" tags at 63 bytes
 SELECT CASE c.relkind WHEN 'r' THEN 'TABLE' WHEN 'p' THEN 'TABLE' WHEN 'v' THEN 'VIEW'
          WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE'
-         ELSE 'INDEX' END, n.nspname, c.relname, pg_catalog.pg_get_userbyid(c.relowner)
+         ELSE 'INDEX' END, n.nspname::text, c.relname::text, pg_catalog.pg_get_userbyid(c.relowner)
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE {_NSP} AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'i', 'I')
    AND {_NOT_EXT.format(cls="'pg_catalog.pg_class'", oid="c.oid")}
