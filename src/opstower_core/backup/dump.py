@@ -119,6 +119,9 @@ class StreamingDump:
         args = [self.tools.pg_dump, f"--format={'custom' if fmt == 'custom' else 'plain'}",
                 f"--snapshot={snapshot}", "--verbose", f"--dbname={self.target.dbname}",
                 f"--lock-wait-timeout={max(1, int(self.lock_wait * 1000))}"]
+        for table in self.options.tables or ():
+            schema, _, name = table.partition(".")
+            args.append('--table="' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"')
         if fmt == "custom":
             args.append("--compress=0")  # we compress with zstd, in parallel, outside pg_dump
         else:
@@ -257,7 +260,10 @@ class StreamingDump:
                 conn.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(snapshot)))
                 conn.execute(psycopg.sql.SQL("SET LOCAL lock_timeout = {}").format(
                     psycopg.sql.Literal(f"{max(1, int(self.lock_wait * 1000))}ms")))
-                self.counts["rows"] = count_rows(conn)
+                rows = count_rows(conn)
+                if self.options.tables is not None:  # the dump holds these tables only
+                    rows = {k: v for k, v in rows.items() if k in self.options.tables}
+                self.counts["rows"] = rows
                 conn.rollback()
         except Exception as exc:  # noqa: BLE001 - reported by the dump step
             text = getattr(exc, "sentence", None) or str(exc).strip()

@@ -32,6 +32,8 @@ class BackupOptions:
     gzip_level: int = 6
     # Seconds to wait for a table lock; None: the config's wait_for_locks_seconds, else DEFAULT_LOCK_WAIT.
     wait_for_locks: float | None = None
+    # Only these tables ("schema.table", partitions listed too): the table recovery's pre-change copy.
+    tables: list[str] | None = None
 
 
 @dataclass(frozen=True)

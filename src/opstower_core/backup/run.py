@@ -306,6 +306,8 @@ class BackupRun:
             "dump_timezone": "UTC",
             "duration_seconds": round(seconds, 3),
             "row_counts": dumped.row_counts,
+            # A partial dump (the table recovery's pre-change copy): only these tables are in it.
+            "tables": self.options.tables,
             "globals_file": name.globals_filename if globals_ok else None,
             "globals_dumped": globals_ok,
             "globals_note": None if globals_ok else globals_note,
