@@ -109,6 +109,12 @@ class OpsTowerApp(App[int]):
         self.push_screen(ErrorDialog(sentence_of(error)))
 
     # -- actions ---------------------------------------------------------------------------
+    def open_drill(self) -> None:
+        """The DR drill screen, from any screen's D (the screens do not import each other)."""
+        from opstower_tui.screens.drill import DrillScreen
+
+        self.push_screen(DrillScreen(self.settings, None))
+
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return

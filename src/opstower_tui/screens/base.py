@@ -23,6 +23,7 @@ class Console(Protocol):
     def monotonic(self) -> float: ...
     def note_first_paint(self, screen: Any) -> None: ...
     def report_error(self, error: BaseException) -> None: ...
+    def open_drill(self) -> None: ...
 
 
 # Actions that change a database, take a backup or run or advance a drill: never offered in read-only mode.
@@ -80,9 +81,7 @@ class OpsScreen(Screen):
 
     def action_drill(self) -> None:
         """The DR drill screen: resume an open drill or start one (drill databases, not the live one)."""
-        from opstower_tui.screens.drill import DrillScreen
-
-        self.app.push_screen(DrillScreen(self.ops.settings, None))
+        self.ops.open_drill()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Second guard for read-only: the palette or a remapped key cannot reach these either.
