@@ -21,6 +21,7 @@ from opstower_core.restore import (
     RestorePlan,
     RestoreResult,
     discard_old,
+    list_leftover_databases,
     list_old_databases,
     mode_text,
     plan_restore,
@@ -89,8 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="restore without ownership and grants (when roles the backup needs are missing and are not "
                    "to be created); the result says what was left out")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel pg_restore jobs (custom format; default: automatic)")
-    p.add_argument("--discard-old", metavar="NAME", help="drop a database kept by an earlier swap, then exit")
-    p.add_argument("--list-old", action="store_true", help="list the databases kept by earlier swaps, then exit")
+    p.add_argument("--discard-old", metavar="NAME",
+                   help="drop a database kept by an earlier swap (or an abandoned leftover of a killed run), then exit")
+    p.add_argument("--list-old", action="store_true",
+                   help="list the databases kept by earlier swaps and the leftovers of killed runs, then exit")
     p.add_argument("--recover", action="store_true",
                    help="finish or undo a restore that was killed (from its journal in the state directory), then exit")
     p.add_argument("--wait-for-locks", type=_seconds, metavar="SECONDS",
@@ -156,14 +159,21 @@ def _discard_old(args: argparse.Namespace, settings: Settings) -> int:
 
 def _list_old(args: argparse.Namespace, settings: Settings) -> int:
     rows = list_old_databases(settings, args.database)
+    leftovers = list_leftover_databases(settings, args.database)
     if args.json:
         for name, size in rows:
-            print(json.dumps({"name": name, "size_bytes": size}))
-    else:
-        for name, size in rows:
-            print(f"{name}  {humanize.naturalsize(size, binary=True)}")
-        if not rows:
-            print("No databases kept by earlier restores.")
+            print(json.dumps({"name": name, "size_bytes": size, "kind": "kept_by_swap"}))
+        for lo in leftovers:
+            print(json.dumps(lo.as_dict()))
+        return 0
+    for name, size in rows:
+        print(f"{name}  {humanize.naturalsize(size, binary=True)}")
+    if not rows:
+        print("No databases kept by earlier restores.")
+    for lo in leftovers:
+        what = "removable with --discard-old" if lo.removable else "kept"
+        print(f"{lo.name}  {humanize.naturalsize(lo.size, binary=True)}  LEFTOVER of a killed {lo.kind} run "
+              f"({lo.evidence}; {what})")
     return 0
 
 

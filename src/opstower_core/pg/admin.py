@@ -381,3 +381,27 @@ def guarded(conn: psycopg.Connection, cancel: CancelToken | None, lock_wait: flo
     finally:
         done.set()
         watcher.join(1)
+
+
+# -- room on the server ------------------------------------------------------------------
+
+def server_free_bytes(conn: psycopg.Connection, target: Target, live: str | None) -> tuple[int | None, str]:
+    """(free bytes where a new database of the server goes, where that was read); (None, why) when it
+    cannot be known: a remote server, or a data directory this process may not read. Never guessed."""
+    import os
+
+    host = conn.info.host or target.display_host or ""  # where libpq really went (a socket dir for a local one)
+    if not (host.startswith("/") or host in ("localhost", "127.0.0.1", "::1", "")):
+        return None, f"the server runs on {host}: its disk cannot be seen from here"
+    try:
+        data_dir = conn.execute("SHOW data_directory").fetchone()[0]
+        row = conn.execute("SELECT pg_tablespace_location(dattablespace) FROM pg_database WHERE datname = %s",
+                           (live,)).fetchone() if live else None
+    except psycopg.Error as exc:
+        return None, f"the data directory is not visible to this role ({first_line(exc)})"
+    where = (row[0] if row and row[0] else None) or os.path.join(data_dir, "base")
+    try:
+        st = os.statvfs(where)
+    except OSError as exc:
+        return None, f"{where} cannot be read from here ({exc.strerror})"
+    return st.f_bavail * st.f_frsize, where

@@ -23,21 +23,33 @@ Modes (the live database is never dropped before its replacement is restored and
 """
 
 from .journal import interrupted_notice
-from .model import MODE_TEXT, PlannedStep, RestoreOptions, RestorePlan, RestoreResult, mode_text, timing_table
-from .old import discard_old, list_old_databases
+from .model import (
+    MODE_TEXT,
+    MissingRoles,
+    PlannedStep,
+    RestoreOptions,
+    RestorePlan,
+    RestoreResult,
+    mode_text,
+    timing_table,
+)
+from .old import LeftoverDatabase, discard_old, list_leftover_databases, list_old_databases
 from .plan import plan_restore
 from .recover import recover_interrupted
 from .report import render_incident_report
 from .run import run_restore
 
 __all__ = [
+    "LeftoverDatabase",
     "MODE_TEXT",
+    "MissingRoles",
     "PlannedStep",
     "RestoreOptions",
     "RestorePlan",
     "RestoreResult",
     "discard_old",
     "interrupted_notice",
+    "list_leftover_databases",
     "list_old_databases",
     "mode_text",
     "plan_restore",

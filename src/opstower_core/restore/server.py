@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import humanize
+
 from opstower_core.errors import OpsError
 from opstower_core.events import Status, StepOutcome
 from opstower_core.pg.admin import (
@@ -26,6 +28,7 @@ from opstower_core.pg.admin import (
     in_transaction,
     open_state,
     read_props,
+    server_free_bytes,
     sessions,
     swap_statements,
     terminate_sessions,
@@ -33,6 +36,7 @@ from opstower_core.pg.admin import (
 from opstower_core.pg.load import LoadSpec, load
 from opstower_core.restore.checks import check_restored, maintenance_sql, run_cancellable
 from opstower_core.restore.context import RunContext
+from opstower_core.restore.old import drop_abandoned
 
 
 def _live_props(ctx: RunContext, conn: Any) -> DbProps:
@@ -88,6 +92,11 @@ def create_work_database(ctx: RunContext, out: StepOutcome) -> None:
             r.log("drop_create", f"Database name {taken} is already taken (left as it is); "
                   f"restoring into {ctx.work_db} instead", "WARN")
             ctx.checkpoint()  # the journal must name the database we are about to create
+        if plan.mode != "in_place":
+            _check_room(ctx, conn)
+        for name in drop_abandoned(conn, ctx.settings, live):
+            r.log("drop_create", f"Dropped {name}, left by a killed run (no running restore names it, nobody "
+                  "connected)", "WARN")
         r.log("drop_create", "Creating fresh database...")
         create_database(conn, ctx.work_db, props, r, "drop_create")
         ctx.touched.work_created = True
@@ -96,6 +105,25 @@ def create_work_database(ctx: RunContext, out: StepOutcome) -> None:
             r.log("drop_create", sql)
     out.detail = (f"Dropped {live}; created {ctx.work_db}" if ctx.touched.live_dropped
                   else f"Created {ctx.work_db}; {live} untouched")
+
+
+def _check_room(ctx: RunContext, conn: Any) -> None:
+    """Refuse a staging copy the server's disk cannot hold: a full data disk takes the whole server down."""
+    plan, r = ctx.plan, ctx.reporter
+    need = max(plan.live_size or 0, plan.uncompressed_size or 0)
+    free, where = server_free_bytes(conn, ctx.target, ctx.live_db if plan.live_exists else None)
+    if free is None:
+        r.log("drop_create", f"Free space on the server not checked: {where}", "WARN")
+        return
+    reserve = int((ctx.settings.min_free_gb or 0) * 1024**3)
+    size = humanize.naturalsize
+    if need * 1.1 + reserve > free:
+        raise OpsError(f"The server has {size(free, binary=True)} free in {where}, not enough for a "
+                       f"{size(need, binary=True)} copy of {ctx.live_db}"
+                       + (f" plus the {ctx.settings.min_free_gb:g} GB min_free_gb reserve" if reserve else ""),
+                       "nothing was changed", "free space on the server, or restore with --in-place")
+    r.log("drop_create", f"Free space on the server: {size(free, binary=True)} in {where}; the copy needs about "
+          f"{size(need, binary=True)}")
 
 
 def load_artifact(ctx: RunContext, out: StepOutcome) -> None:

@@ -7,6 +7,7 @@ counts and a content digest per table), accepts connections, and no staging data
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from opstower_core.events import StepLog
 from opstower_core.restore import (
     RestoreOptions,
     interrupted_notice,
@@ -290,3 +292,50 @@ def test_a_leftover_block_is_explained_and_not_copied_onto_the_restored_database
     assert result.ok, result.sentence
     assert allows_connections(rs.pg, rs.db)
     assert contents(rs.pg, rs.db) == rs.lv.backed_up
+
+
+# -- room on the server, leftovers of killed runs ---------------------------------------------------
+
+def test_a_staging_copy_that_would_not_fit_is_refused_before_anything_changes(rs: Restore):
+    art = rs.artifact("20250207_000000")
+    plan = plan_restore(rs.settings, str(art), options=RestoreOptions(force=True))
+    # As if the live database were 10 PiB: no disk here has room for a staging copy of it.
+    result = run_restore(rs.settings, dataclasses.replace(plan, live_size=10 * 1024**5))
+    assert not result.ok
+    assert "free in" in result.sentence and "not enough" in result.sentence and "--in-place" in result.sentence
+    assert contents(rs.pg, rs.db) == rs.lv.damaged and allows_connections(rs.pg, rs.db)
+    assert rs.leftovers() == set() and rs.journal() is None
+    events: list = []
+    ok = run_restore(rs.settings, plan_restore(rs.settings, str(art), options=RestoreOptions(force=True)),
+                     on_event=events.append)
+    assert ok.ok, ok.sentence
+    room = [e.line for e in events if isinstance(e, StepLog) and "Free space on the server" in e.line]
+    assert room and "needs about" in room[0] and "base" in room[0]  # measured in the data directory
+
+
+def test_leftovers_of_killed_runs_are_listed_discarded_and_cleaned_by_the_next_restore(rs: Restore):
+    from datetime import datetime
+
+    fresh = datetime.now().strftime("%Y%m%d_%H%M%S")
+    names = {"old_staging": f"{rs.db}_restore_20200101_000000", "old_verify": f"{rs.db}_verify_20200101_000000",
+             "fresh_staging": f"{rs.db}_restore_{fresh}"}
+    with admin_conn(rs.pg) as c:
+        for n in names.values():
+            c.execute(f'CREATE DATABASE "{n}"')
+    listed = rs.run("restore", "--list-old")
+    assert listed.returncode == 0, listed.stderr
+    lines = {n: next((ln for ln in listed.stdout.splitlines() if ln.startswith(n + " ")), "") for n in names.values()}
+    assert "LEFTOVER of a killed restore run" in lines[names["old_staging"]]
+    assert "removable with --discard-old" in lines[names["old_staging"]]
+    assert "LEFTOVER of a killed verify run" in lines[names["old_verify"]]
+    assert "may still be going" in lines[names["fresh_staging"]] and "kept" in lines[names["fresh_staging"]]
+    out = rs.run("restore", "--discard-old", names["old_verify"], "--force")
+    assert out.returncode == 0, out.stderr
+    refused = rs.run("restore", "--discard-old", names["fresh_staging"], "--force")
+    assert refused.returncode == 1 and "not proven abandoned" in refused.stderr
+    art = rs.artifact("20250208_000000")
+    result = run_restore(rs.settings, plan_restore(rs.settings, str(art), options=RestoreOptions(force=True)))
+    assert result.ok, result.sentence
+    left = databases(rs.pg, rs.db)
+    assert names["old_staging"] not in left and names["old_verify"] not in left
+    assert names["fresh_staging"] in left  # its run may still be going: never taken from under it
