@@ -28,7 +28,7 @@ from opstower_core.devenv.sampledb import add_activity, create_sample_database
 from opstower_core.runs.history import StateStore
 from opstower_tui.app import OpsTowerApp
 from opstower_tui.commands import OpsCommands
-from opstower_tui.dialogs.confirm import TypedConfirmDialog, YesNoDialog
+from opstower_tui.dialogs.confirm import ChoiceDialog, TypedConfirmDialog, YesNoDialog
 from opstower_tui.dialogs.error import ErrorDialog
 from opstower_tui.screens.backups import BackupsScreen
 from opstower_tui.screens.dashboard import DashboardScreen
@@ -285,6 +285,46 @@ def test_restore_wizard_brings_the_data_back(env):
     drive(OpsTowerApp(env.settings, warm_up=False), scenario)
     with admin_conn(env.pg, env.dbname) as conn:
         assert conn.execute("SELECT count(*) FROM audit.log").fetchone()[0] == expected
+
+
+def test_missing_roles_are_a_choice_in_the_wizard_and_create_roles_brings_the_grants_back(env, tmp_path):
+    """A role the backup grants to is gone: the wizard asks (create / no grants), c creates it, the grant is back."""
+    tag = uuid.uuid4().hex[:6]
+    db, role = f"tui_roles_{tag}", f"tui_Reader_{tag}"
+    with admin_conn(env.pg) as conn:
+        conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+    create_database(env.pg, db, f'CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3); '
+                                f'GRANT SELECT ON t TO "{role}";')
+    first = env.settings.targets[env.dbname]
+    settings = replace(env.settings, backup_dir=tmp_path / "backups", state_dir=tmp_path / "state",
+                       targets={db: replace(first, name=db, dbname=db)}, default_target=db)
+    run_backup(settings, db, BackupOptions(local_only=True))
+    with admin_conn(env.pg, db) as conn:
+        conn.execute(f'REVOKE SELECT ON t FROM "{role}"')
+        conn.execute(f'DROP ROLE "{role}"')
+
+    async def scenario(pilot: Any) -> None:
+        await wait_for(pilot, lambda: pilot.app.screen.query_one(DbCard).status is not None)
+        await pilot.press("r")
+        wizard = next(s for s in pilot.app.screen_stack if isinstance(s, RestoreScreen))
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ChoiceDialog))
+        assert role in str(pilot.app.screen.query_one("Static.dialog-title").parent.children[1].content)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: wizard.phase == "plan")
+        assert wizard.plan.missing_roles == [role] and "roles" in [s.id for s in wizard.plan.steps if not s.skip]
+        await pilot.press("enter")
+        await pilot.press(*db, "enter")
+        await wait_for(pilot, lambda: wizard.phase in ("done", "failed"), timeout=120)
+        assert wizard.phase == "done", wizard.result.sentence
+
+    drive(OpsTowerApp(settings, warm_up=False), scenario)
+    with admin_conn(env.pg, db) as conn:
+        assert conn.execute("SELECT has_table_privilege(%s, 't', 'SELECT')", (role,)).fetchone()[0]
+        old = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (db + "%",))]
+    with admin_conn(env.pg) as conn:
+        for name in old:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def test_arrow_keys_move_between_databases_and_r_restores_the_focused_one(env, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from opstower_core.config import Target
+from opstower_core.errors import OpsError
 from opstower_core.events import StepResult
 from opstower_core.pg.admin import DbProps
 from opstower_core.pg.load import LoadSpec
@@ -32,6 +33,14 @@ STEP_TITLES = {
 
 
 # What each mode means, as the console and the CLI show it (the one copy).
+class MissingRoles(OpsError):
+    """The artifact needs roles the server lacks and no choice was made (create them, or --no-acl)."""
+
+    def __init__(self, roles: list[str], what: str, state: str, nxt: str) -> None:
+        super().__init__(what, state, nxt)
+        self.roles = roles
+
+
 MODE_TEXT: dict[str, str] = {
     "swap": "restore into a staging database, verify it, then swap names; the old database is kept until "
             "you discard it",

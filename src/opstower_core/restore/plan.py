@@ -40,7 +40,7 @@ from opstower_core.repo.catalog import CatalogEntry, fetch_s3_metadata, list_cat
 from opstower_core.repo.download import safe_destination
 from opstower_core.restore.checks import maintenance_sql
 from opstower_core.restore.identity import ArtifactFacts, read_facts
-from opstower_core.restore.model import STEP_TITLES, PlannedStep, RestoreOptions, RestorePlan
+from opstower_core.restore.model import STEP_TITLES, MissingRoles, PlannedStep, RestoreOptions, RestorePlan
 from opstower_core.restore.roles import existing_roles, parse_roles
 from opstower_core.storage.local import LocalStore
 from opstower_core.storage.s3 import store_for
@@ -294,7 +294,7 @@ def _plan_roles(settings: Settings, entry: CatalogEntry, key: str | None, srv: _
     if not missing:
         return roles, missing, None
     if not o.create_roles:
-        raise OpsError(f"The backup needs roles this server lacks: {', '.join(missing)}", "nothing was changed",
+        raise MissingRoles(missing, f"The backup needs roles this server lacks: {', '.join(missing)}", "nothing was changed",
                        "add --create-roles to create them from the backup's globals file (passwords are not carried; "
                        "existing roles are never altered), or --no-acl to restore without ownership and grants")
     undefined = [r for r in missing if r not in roles]

@@ -1,9 +1,10 @@
-"""Confirmations: yes/no, and the restore's typed database name (k9s-style explicit consent)."""
+"""Confirmations: yes/no, a choice by key, and the restore's typed database name (k9s-style consent)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -61,6 +62,35 @@ class TypedConfirmDialog(ModalScreen[str | None]):
         else:
             self.query_one("#typed-problem", Static).update(
                 f"FAIL: {event.value.strip()!r} is not {self.expected!r}; nothing was changed. Type it exactly.")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ChoiceDialog(ModalScreen[str | None]):
+    """One of a few named choices by key (e.g. create the missing roles, or restore without grants);
+    each line says what the choice does. Esc returns None."""
+
+    BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel", id="choice.cancel")]
+
+    def __init__(self, title: str, message: str, choices: list[tuple[str, str, str]]) -> None:
+        """`choices`: (key, value returned, what it does)."""
+        super().__init__()
+        self.title_text, self.message, self.choices = title, message, choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog"):
+            yield Static(self.title_text, classes="dialog-title")
+            yield Static(self.message)
+            for key, _value, text in self.choices:
+                yield Static(f"{key}  {text}")
+            yield Static("Esc cancels; nothing has been changed yet", classes="dialog-hint")
+
+    def on_key(self, event: events.Key) -> None:
+        for key, value, _text in self.choices:
+            if event.key == key:
+                event.stop()
+                self.dismiss(value)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

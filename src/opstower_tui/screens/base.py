@@ -95,13 +95,14 @@ class OpsScreen(Screen):
         elif event.state == WorkerState.ERROR:
             error = worker.error
             assert error is not None
-            self.work_failed(worker.name, error)
-            self.ops.report_error(error)
+            if not self.work_failed(worker.name, error):
+                self.ops.report_error(error)
         elif event.state == WorkerState.CANCELLED:
             self.work_failed(worker.name, None)
 
     def work_done(self, name: str, result: Any) -> None:
         """A worker of this screen finished; `name` is its method name."""
 
-    def work_failed(self, name: str, error: BaseException | None) -> None:
-        """A worker of this screen raised (error) or was cancelled (None)."""
+    def work_failed(self, name: str, error: BaseException | None) -> bool | None:
+        """A worker of this screen raised (error) or was cancelled (None); True: the screen has
+        dealt with the error itself (no error dialog)."""

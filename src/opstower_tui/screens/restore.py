@@ -52,6 +52,7 @@ class RestoreScreen(OpsScreen):
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.old_decided = False
+        self.roles_choice: str | None = None  # "create_roles" or "no_acl", chosen when the plan asks
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -100,7 +101,8 @@ class RestoreScreen(OpsScreen):
     def options(self) -> Any:
         from opstower_core.restore import RestoreOptions
 
-        return RestoreOptions(from_s3=self.entry.local_path is None, in_place=self.mode == "in_place")
+        return RestoreOptions(from_s3=self.entry.local_path is None, in_place=self.mode == "in_place",
+                              create_roles=self.roles_choice == "create_roles", no_acl=self.roles_choice == "no_acl")
 
     @work(thread=True, exclusive=True, group="restore-plan", exit_on_error=False)
     def make_plan(self) -> Any:
@@ -269,6 +271,28 @@ class RestoreScreen(OpsScreen):
         return name
 
     # -- results of the workers --------------------------------------------------------------
+    def _ask_about_roles(self, error: Any) -> None:
+        from opstower_tui.dialogs.confirm import ChoiceDialog
+
+        def chosen(choice: str | None) -> None:
+            if choice is None:
+                self.query_one("#plan-text", Static).update(
+                    Text.assemble(("FAIL ", STATUS_STYLE["FAIL"]), error.sentence))
+                self.query_one("#restore-summary", Static).update("Nothing was changed. Esc to go back")
+                self._set_phase("failed")
+                return
+            self.roles_choice = choice
+            self.make_plan()
+
+        roles = ", ".join(error.roles)
+        self.app.push_screen(ChoiceDialog(
+            "Roles missing on the server",
+            f"The backup's objects are owned by or granted to roles this server lacks: {roles}.",
+            [("c", "create_roles", "create them from the backup's globals file (passwords are not carried: set "
+                                   "them afterwards; existing roles are never altered)"),
+             ("n", "no_acl", "restore without ownership and grants (the application may get 'permission "
+                             "denied'; the result lists what was left out)")]), chosen)
+
     def work_done(self, name: str, result: Any) -> None:
         if name == "make_plan":
             self.show_plan(result)
@@ -280,9 +304,13 @@ class RestoreScreen(OpsScreen):
             self.refresh_bindings()
             self._old_db_prompt()
 
-    def work_failed(self, name: str, error: BaseException | None) -> None:
+    def work_failed(self, name: str, error: BaseException | None) -> bool | None:
+        from opstower_core.restore import MissingRoles
         from opstower_tui.dialogs.error import sentence_of
 
+        if name == "make_plan" and isinstance(error, MissingRoles) and self.roles_choice is None:
+            self._ask_about_roles(error)
+            return True
         sentence = sentence_of(error) if error is not None else "Cancelled."
         if name == "make_plan":
             self.query_one("#plan-text", Static).update(Text.assemble(("FAIL ", STATUS_STYLE["FAIL"]), sentence))
