@@ -244,7 +244,7 @@ class RecoverySession:
                 "pg_catalog.quote_ident(substr(t.name, length(split_part(t.name, '.', 1)) + 2)))) p "
                 "JOIN pg_catalog.pg_class c ON c.oid = p.relid JOIN pg_catalog.pg_namespace n "
                 "ON n.oid = c.relnamespace ORDER BY 1", (tables,)).fetchall()
-        return [r[0] for r in rows]
+        return sorted(set(tables) | {r[0] for r in rows})  # a plain table has no partition tree
 
     def close(self) -> str | None:
         """Drop the scratch database (always); a sentence when it could not be."""

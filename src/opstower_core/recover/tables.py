@@ -199,8 +199,8 @@ def parent_first(tables: dict[TableKey, TableInfo]) -> tuple[list[TableKey], lis
         state[k] = 1
         for fk in tables[k].fks:
             p = fk.parent
-            if p == k or p not in tables:
-                continue
+            if p == k or p not in tables or fk.deferrable:
+                continue  # a DEFERRABLE key is checked at commit (SET CONSTRAINTS ALL DEFERRED): any order does
             if state.get(p) == 1:
                 cycles.append((k, p))
             elif p not in state:
