@@ -31,6 +31,7 @@ from opstower_core.pg.admin import (
     unblock_connections,
 )
 from opstower_core.repo.catalog import CatalogEntry
+from opstower_core.repo.holds import hold
 from opstower_core.restore import journal, server, source
 from opstower_core.restore.context import RunContext, Step
 from opstower_core.restore.model import RestorePlan, RestoreResult
@@ -73,7 +74,10 @@ def run_restore(settings: Settings, plan: RestorePlan, confirm: Callable[[Restor
     t0, started = time.monotonic(), time.time()
     ctx.log.line("INFO", f"OpsTower Database Restore - Started ({plan.entry.filename} -> {plan.live_db}, "
                  f"mode {plan.mode})")
-    status, error = _run_steps(ctx)
+    # Held for the whole run: the pre-restore backup applies retention, which must never delete
+    # the very artifact being restored (an old backup, an 8-day-old pre-restore copy).
+    with hold(settings, plan.entry.filename, f"restore into {plan.live_db}"):
+        status, error = _run_steps(ctx)
     result = _result(ctx, status, error, time.monotonic() - t0)
     _record(ctx, result, started)
     return result
