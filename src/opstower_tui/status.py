@@ -62,7 +62,7 @@ def gather(settings: Any, check_s3: bool = True) -> Snapshot:
     for target in settings.targets.values():
         entries = [e for e in catalog.entries if e.database == target.dbname and not e.name.pre_restore]
         status = DatabaseStatus(target.name, target.dbname, target.rpo_minutes, target.rto_minutes,
-                                latest=entries[0] if entries else None, backups=len(entries))
+                                latest=catalog.latest(target.dbname), backups=len(entries))  # never a future-dated one
         status.sizes = [(e.name.timestamp, e.size) for e in reversed(entries[:SPARK_POINTS])]
         status.last_verify = state.last("verify", target.dbname)
         status.last_drill = state.last("drill", target.dbname)

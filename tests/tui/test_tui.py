@@ -471,3 +471,21 @@ def test_download_from_s3_and_back_up_now(env, s3):
         await wait_for(pilot, lambda: len(table.rows) == count + 1)
 
     drive(OpsTowerApp(env.settings, warm_up=False), scenario)
+
+
+def test_backup_table_reads_utc_names_as_utc_and_legacy_names_as_local_time(monkeypatch):
+    from datetime import UTC, datetime
+
+    from opstower_tui.widgets import backup_table
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    monkeypatch.setattr(backup_table, "_ZONES", {})
+    try:
+        assert backup_table.created_of("20261130_010000Z") == datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
+        legacy = backup_table.created_of("20261130_010000")
+        assert legacy.utcoffset().total_seconds() == 9 * 3600
+        assert legacy == datetime(2026, 11, 29, 16, 0, tzinfo=UTC)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

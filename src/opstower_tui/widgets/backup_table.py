@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from rich.segment import Segment
@@ -48,6 +48,8 @@ def created_of(timestamp: str) -> datetime:
         naive = datetime(int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[9:11]), int(t[11:13]), int(t[13:15]))
     except ValueError:  # a name with digits that are no date (20261399_…): listed, sorted as oldest
         naive = datetime(1970, 1, 2)
+    if t.endswith("Z"):  # new names are UTC; legacy names are the host's local time
+        return naive.replace(tzinfo=UTC)
     zone = _ZONES.get(t[:11])
     if zone is None:
         zone = _ZONES[t[:11]] = naive.astimezone().tzinfo
