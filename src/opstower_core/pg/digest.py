@@ -114,10 +114,12 @@ class _CopyText:
         if b"\\." in lines:
             k = lines.index(b"\\.")
             done_lines = lines[:k]
-            if rem:
-                self._sha.update(rem)
+            # Offset of the terminator in `data`; negative when it began in the pending `rem`.
             consumed = sum(map(len, done_lines)) + len(done_lines) - len(rem)
-            self._sha.update(memoryview(data)[:consumed])
+            if done_lines:  # else the pending bytes are the terminator's own start: not data
+                if rem:
+                    self._sha.update(rem)
+                self._sha.update(memoryview(data)[:consumed])
             self._add(done_lines)
             self._rem, self.done = b"", True
             return data[consumed + 3 :]  # skip "\.\n"
@@ -128,7 +130,7 @@ class _CopyText:
             self._add(lines)
             self._rem = tail
         else:
-            self._rem = rem + tail
+            self._rem = tail  # no newline in `data`: tail is rem + data already
         return b""
 
     def result(self, *, need_terminator: bool) -> TableDigest:
@@ -470,6 +472,7 @@ class _PlainParser:
         self.copy: _CopyText | None = None
         self.key: TableKey | None = None
         self.defn: list[str] | None = None  # SQL lines of the last entry in _KEEP_DEFN
+        self.complete = False
 
     def feed(self, data: bytes) -> None:
         buf = self.rem + data if self.rem else data
@@ -510,6 +513,8 @@ class _PlainParser:
             self.defn.append(line)
         elif line.startswith("SET client_encoding = '"):
             self.o.encoding = line.split("'")[1]
+        elif line == "-- PostgreSQL database dump complete":
+            self.complete = True  # pg_dump's last line: a dump cut between statements lacks it
         elif line.startswith("\\connect "):
             self.o.dbname = self.o.dbname or line.split(None, 1)[1].strip().strip('"')
 
@@ -589,6 +594,8 @@ class DumpDigester:
                 p._sql_line(p.rem.decode("utf-8", "surrogateescape"))
                 p.rem = b""
             p.end_entry()
+            if not p.complete:
+                raise DumpFormatError("plain dump ends before its 'dump complete' line (truncated?)")
 
     def _finish_table(self, te: TocEntry, copy: _CopyText) -> None:
         self._add((te.namespace or "", te.tag or ""), copy.result(need_terminator=True))
