@@ -81,7 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drop and recreate the live database (no room for two copies); rollback uses the "
                    "pre-restore backup")
     p.add_argument("--tables", metavar="T1,T2",
-                   help="restore only these tables (custom format) into a new <db>_tables_<ts> database to merge back")
+                   help="recover these tables into the live database (--mode merge by default); --mode copy without "
+                   "--into restores them into a new <db>_tables_<ts> database instead")
+    from opstower_core.cli.recover_cmd import add_options as add_recover_options
+
+    add_recover_options(p)
     p.add_argument("--plan", action="store_true", help="show the steps, commands and SQL, then stop (dry run)")
     p.add_argument("--create-roles", action="store_true",
                    help="create the roles the backup needs that the server lacks, from its globals file (without "
@@ -129,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.artifact:
         raise UsageError("Which backup? Give ARTIFACT (a path, a name from `opstower list`, an S3 key or \"latest\")",
                          "nothing was changed", "see `opstower restore --help`")
+    from opstower_core.cli.recover_cmd import wants_recovery
+
+    if wants_recovery(args):  # --tables in merge / replace / copy --into: the table recovery engine
+        from opstower_core.cli.recover_cmd import run_recovery_command
+
+        return run_recovery_command(args, settings)
     plan = _plan(args, settings)
     if args.plan:
         if args.json:
