@@ -41,6 +41,9 @@ class OpsTowerApp(App[int]):
         Binding("1", "switch_mode('dashboard')", "Dashboard", show=False, id="app.dashboard"),
         Binding("2", "switch_mode('backups')", "Backups", show=False, id="app.backups"),
         Binding("question_mark,f1", "help", "Help", key_display="?", id="app.help"),
+        Binding("H", "health", "Health", show=False, id="app.health"),
+        Binding("O", "doctor", "Doctor (pre-flight)", show=False, id="app.doctor"),
+        Binding("P", "prune", "Prune (dry run first)", show=False, id="app.prune"),
         Binding("q", "quit", "Quit", show=False, id="app.quit"),
     ]
 
@@ -114,6 +117,23 @@ class OpsTowerApp(App[int]):
         from opstower_tui.screens.drill import DrillScreen
 
         self.push_screen(DrillScreen(self.settings, None))
+
+    def action_health(self) -> None:
+        from opstower_tui.jobs import health_job, health_summary
+        from opstower_tui.screens.run import RunScreen
+
+        self.push_screen(RunScreen("Health (as monitoring sees it)", health_job(self.settings), summary=health_summary))
+
+    def action_doctor(self) -> None:
+        from opstower_tui.jobs import doctor_job, doctor_summary
+        from opstower_tui.screens.run import RunScreen
+
+        self.push_screen(RunScreen("Doctor: pre-flight checks", doctor_job(self.settings), summary=doctor_summary))
+
+    def action_prune(self) -> None:
+        from opstower_tui.screens.prune import PruneScreen
+
+        self.push_screen(PruneScreen(self.settings))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -72,3 +72,83 @@ def backup_summary(result: Any) -> str:
 
 def download_summary(dest: Any) -> str:
     return f"PASS: downloaded to {dest}"
+
+
+# -- health, doctor, prune: the CLI's checks, in the console --------------------------------
+
+def health_job(settings: Any) -> Callable[[Callable[[Any], None], Any], Any]:
+    """`opstower health` as steps: one per check, OK/WARNING/CRITICAL/UNKNOWN as PASS/WARN/FAIL/SKIP."""
+
+    def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
+        from opstower_core.events import Reporter, Status
+        from opstower_core.health import HealthState, check_health
+
+        reporter = Reporter(on_event, cancel)
+        word = {HealthState.OK: Status.PASS, HealthState.WARNING: Status.WARN,
+                HealthState.CRITICAL: Status.FAIL, HealthState.UNKNOWN: Status.SKIP}
+        with reporter.step("health", "Reading backups, history and S3") as out:
+            report = check_health(settings)
+            out.detail = report.summary
+        for i, check in enumerate(report.checks, 1):
+            with reporter.step(f"{check.check}:{check.subject}:{i}", f"{check.check} {check.subject}") as out:
+                out.status = word[check.state]
+                out.detail = check.detail
+        return report
+
+    return job
+
+
+def health_summary(report: Any) -> str:
+    return f"{report.state.name}: {report.summary}"
+
+
+def doctor_job(settings: Any, target_name: str | None = None) -> Callable[[Callable[[Any], None], Any], Any]:
+    def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
+        from opstower_core.doctor import run_doctor
+
+        return run_doctor(settings, target_name, on_event=on_event, cancel=cancel)
+
+    return job
+
+
+def doctor_summary(results: Any) -> str:
+    failed = [r for r in results if r.status.value == "FAIL"]
+    warned = [r for r in results if r.status.value == "WARN"]
+    if failed:
+        return f"FAIL: {len(failed)} of {len(results)} checks failed; each says what to fix"
+    return f"PASS: {len(results)} checks" + (f", {len(warned)} with a warning" if warned else "")
+
+
+def prune_job(settings: Any, dry_run: bool) -> Callable[[Callable[[Any], None], Any], Any]:
+    """Retention for every target; each decision (keep / delete, and why) is a step."""
+
+    def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
+        from opstower_core.events import Reporter, Status
+        from opstower_core.repo.retention import apply_retention
+        from opstower_core.storage.s3 import store_for
+
+        reporter = Reporter(on_event, cancel)
+        s3 = store_for(settings.s3) if settings.s3.enabled else None
+        reports = []
+        for target in settings.targets.values():
+            report = apply_retention(settings, target.dbname, dry_run=dry_run, s3=s3)
+            reports.append(report)
+            for i, d in enumerate(report.decisions, 1):
+                verb = ("would delete" if dry_run else "deleted") if d.action == "delete" else "keep"
+                with reporter.step(f"{target.dbname}:{i}", f"{verb} {d.where} {d.artifact}") as out:
+                    out.status = Status.WARN if d.action == "delete" else Status.PASS
+                    out.detail = d.reason
+            if report.s3_error:
+                reporter.log("prune", f"S3 retention did not run: {report.s3_error}", level="WARN")
+        return reports
+
+    return job
+
+
+def prune_summary(reports: Any) -> str:
+    deletions = sum(1 for r in reports for d in r.decisions if d.action == "delete")
+    dry = all(r.dry_run for r in reports)
+    if dry:
+        return (f"DRY RUN: {deletions} artifact(s) would be deleted, nothing was changed"
+                + ("; a to apply" if deletions else ""))
+    return f"PASS: {deletions} artifact(s) deleted"
