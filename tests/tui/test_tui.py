@@ -528,3 +528,23 @@ def test_health_doctor_and_prune_run_from_the_console(env, tmp_path):
 
     drive(OpsTowerApp(settings, warm_up=False), scenario)
     assert not old.exists() and fresh.path.exists()
+
+
+def test_a_backup_taken_outside_the_console_shows_on_the_dashboard_within_seconds(env, tmp_path):
+    from opstower_tui.screens import dashboard
+
+    settings = replace(env.settings, backup_dir=tmp_path / "backups", state_dir=tmp_path / "state",
+                       s3=replace(env.settings.s3, bucket=""))
+
+    async def scenario(pilot: Any) -> None:
+        screen = pilot.app.screen
+        await wait_for(pilot, lambda: screen.snapshot is not None)
+        assert screen.snapshot.recent == []
+        started = time.monotonic()
+        await asyncio.to_thread(run_backup, settings, None, BackupOptions(local_only=True))  # as cron would
+        await wait_for(pilot, lambda: screen.snapshot.recent, timeout=dashboard.LOCAL_REFRESH_SECONDS + 5)
+        assert time.monotonic() - started < dashboard.LOCAL_REFRESH_SECONDS + 5
+        assert screen.snapshot.recent[0].kind == "backup"
+        assert screen.query_one(DbCard).status.latest is not None
+
+    drive(OpsTowerApp(settings, warm_up=False), scenario)

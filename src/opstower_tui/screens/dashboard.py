@@ -17,7 +17,8 @@ from opstower_tui.screens.base import OpsScreen
 from opstower_tui.widgets.db_card import DbCard
 from opstower_tui.widgets.recent_runs import RecentRuns
 
-REFRESH_SECONDS = 30.0
+REFRESH_SECONDS = 30.0  # everything, S3 included
+LOCAL_REFRESH_SECONDS = 5.0  # the state file and the backup directory: a cron run shows within seconds
 
 
 class DashboardScreen(OpsScreen):
@@ -52,6 +53,7 @@ class DashboardScreen(OpsScreen):
             cards[0].focus()
         self.refresh_data()
         self.set_interval(REFRESH_SECONDS, self.refresh_data)
+        self.set_interval(LOCAL_REFRESH_SECONDS, self.refresh_local)
 
     def on_screen_resume(self) -> None:
         if self.snapshot is not None:
@@ -59,6 +61,12 @@ class DashboardScreen(OpsScreen):
 
     def refresh_data(self) -> None:
         self.gather_status()
+
+    @work(thread=True, exclusive=True, group="dashboard-local", exit_on_error=False)
+    def refresh_local(self) -> None:
+        from opstower_tui.status import gather
+
+        self.post_message(DashboardData(gather(self.ops.settings, check_s3=False)))
 
     @work(thread=True, exclusive=True, group="dashboard", exit_on_error=False)
     def gather_status(self) -> None:
@@ -73,7 +81,10 @@ class DashboardScreen(OpsScreen):
     @on(DashboardData)
     def show(self, message: DashboardData) -> None:
         snap = message.snapshot
-        self.snapshot = snap
+        previous, self.snapshot = self.snapshot, snap
+        if snap.s3_status == "…" and previous is not None and previous.s3_status != "…":
+            # A local-only refresh: keep what S3 last said instead of flickering back to "checking".
+            snap.s3_status, snap.s3_where, snap.s3_detail = previous.s3_status, previous.s3_where, previous.s3_detail
         now = self.ops.now()
         settings = self.ops.settings
         for status in snap.databases:
