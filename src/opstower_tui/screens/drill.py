@@ -222,6 +222,7 @@ class DrillScreen(OpsScreen):
         from opstower_core.drill import export_report
 
         assert self.drill is not None
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return str(export_report(self.settings, self.drill.id, path))
 
     def work_done(self, name: str, result: Any) -> None:
@@ -300,9 +301,15 @@ class DrillScreen(OpsScreen):
     def action_note(self, mode: str = "note") -> None:
         self.note_mode = mode
         field = self.query_one("#drill-note", Input)
-        field.placeholder = ("Lesson learned, Enter to save" if mode == "lesson"
-                             else "Note for the current phase, Enter to save")
+        field.placeholder = self._note_placeholder(mode)
         field.focus()
+
+    def _note_placeholder(self, mode: str = "note") -> str:
+        if mode == "lesson":
+            return "Lesson learned, Enter to save"
+        if self.drill is not None and not self.drill.open:
+            return "The drill has ended: n adds a note to the report, l a lesson learned"
+        return "n: note for the current phase, Enter to save"
 
     def action_lesson(self) -> None:
         self.action_note("lesson")
@@ -319,7 +326,8 @@ class DrillScreen(OpsScreen):
     def action_export(self) -> None:
         if self.drill is None:
             return
-        default = str(Path.cwd() / f"drill-{self.drill.id}-{self.drill.scenario.id}.md")
+        # A reports directory named on screen, never the directory the console was started in.
+        default = str(self.settings.state_dir / "reports" / f"drill-{self.drill.id}-{self.drill.scenario.id}.md")
 
         def chosen(path: str | None) -> None:
             if path:
@@ -347,6 +355,9 @@ class DrillScreen(OpsScreen):
         d = self.drill
         if d is None:
             return
+        note = self.query_one("#drill-note", Input)
+        if not note.has_focus:
+            note.placeholder = self._note_placeholder()
         now = time.time()
         word = {"running": "RUNNING", "paused": "PAUSED", "passed": "PASSED", "failed": "FAILED",
                 "aborted": "ABORTED"}[d.status] if d.status in ("running", "paused", "passed", "failed",

@@ -56,7 +56,7 @@ class DrillSetup(Screen[int | None]):
                                     compact=True, allow_blank=False, value=self._default_target())),
                 ("Backup", Select([("newest backup not failing verification", NEWEST)], id="setup-backup",
                                   compact=True, allow_blank=False, value=NEWEST)),
-                ("Participants", Input(placeholder="Ana Lima:Drill lead, Bo Chen:DBA", id="setup-people",
+                ("Participants", Input(placeholder="NAME:ROLE, NAME:ROLE (e.g. you:Drill lead)", id="setup-people",
                                        compact=True)),
                 ("Tables", Input(placeholder="for table restores: public.orders, … (empty: all)",
                                  id="setup-tables", compact=True)),

@@ -31,7 +31,15 @@ class RecentRuns(Static):
         for run in runs:
             word = run_word(run.status)
             table.add_row(duration(now.timestamp() - run.started_at), run.kind, Text(word, STATUS_STYLE.get(word, "")),
-                          run.artifact or run.database, duration(run.duration_seconds) if run.duration_seconds else "-")
+                          what_ran(run), duration(run.duration_seconds) if run.duration_seconds else "-")
         if not runs:
             table.add_row("", "", "", Text("no runs recorded yet", style="dim"), "")
         self.update(table)
+
+
+def what_ran(run: Any) -> str:
+    """The subject of a run; a restore names the database it went INTO first (a drill's restore
+    into `<db>_drill_…` must not read like a restore of production)."""
+    if run.kind == "restore" and run.artifact and run.database:
+        return f"{run.database} ← {run.artifact}"
+    return run.artifact or run.database
