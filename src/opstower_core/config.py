@@ -75,10 +75,25 @@ class S3Settings:
     part_size_mb: int = 8
     sse: str | None = None  # "AES256" or "aws:kms"
     sse_kms_key_id: str | None = None
+    # "primary" ([s3]) or "replica" ([s3.replica]): the replica never reads the AWS_ENDPOINT_URL /
+    # S3_BUCKET environment meant for the primary.
+    role: str = "primary"
+    # Credentials other than the default chain: a profile, or the NAMES of environment variables.
+    profile: str | None = None
+    access_key_id_env: str | None = None
+    secret_access_key_env: str | None = None
+    lock_days: int = 0  # S3 Object Lock retention written with each copy (0: none)
+    max_lag_minutes: int = 60  # health WARNs when the newest backup is not on this copy after this long
+    replica: S3Settings | None = None  # [s3.replica]: the second off-site copy
 
     @property
     def enabled(self) -> bool:
         return bool(self.bucket)
+
+    @property
+    def label(self) -> str:
+        """How a report names this copy: "S3" for the primary, "replica" for the second one."""
+        return "replica" if self.role == "replica" else "S3"
 
 
 @dataclass(frozen=True)
@@ -181,7 +196,10 @@ TOP_LEVEL_KEYS = {
 }
 S3_KEYS = {
     "bucket", "prefix", "endpoint_url", "region", "storage_class", "multipart_concurrency", "part_size_mb", "sse",
-    "sse_kms_key_id",
+    "sse_kms_key_id", "replica",
+}
+REPLICA_KEYS = (S3_KEYS - {"replica"}) | {
+    "profile", "access_key_id_env", "secret_access_key_env", "lock_days", "max_lag_minutes",
 }
 STORAGE_CLASSES = {
     "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY",
@@ -234,22 +252,28 @@ def _read_toml(cfg_path: Path, explicit: bool) -> dict[str, Any]:
     return raw
 
 
+def _s3_common(key: str, table: Mapping[str, Any], known: set[str]) -> tuple[str, str | None]:
+    """Unknown keys refused; (storage class, sse) checked: the same rules for [s3] and [s3.replica]."""
+    for k in table:
+        if k not in known:
+            raise ConfigError(f"Config {key}.{k} is not a known key", "nothing was run",
+                              f"use one of: {', '.join(sorted(known))}")
+    storage_class = _str(f"{key}.storage_class", table.get("storage_class", "STANDARD_IA")).upper()
+    if storage_class not in STORAGE_CLASSES:
+        raise ConfigError(
+            f"Config {key}.storage_class = {storage_class!r} is not an S3 storage class", "",
+            f"use one of: {', '.join(sorted(STORAGE_CLASSES))}",
+        )
+    sse = table.get("sse") or None
+    if sse is not None and sse not in ("AES256", "aws:kms"):
+        raise ConfigError(f"Config {key}.sse = {sse!r} is not supported", "", 'use "AES256" or "aws:kms"')
+    return storage_class, sse
+
+
 def _s3_settings(s3raw: Any, env: Mapping[str, str]) -> S3Settings:
     if not isinstance(s3raw, Mapping):
         raise ConfigError("Config s3 is not a table", "", "write it as [s3]")
-    for key in s3raw:
-        if key not in S3_KEYS:
-            raise ConfigError(f"Config s3.{key} is not a known key", "nothing was run",
-                              f"use one of: {', '.join(sorted(S3_KEYS))}")
-    storage_class = _str("s3.storage_class", s3raw.get("storage_class", "STANDARD_IA")).upper()
-    if storage_class not in STORAGE_CLASSES:
-        raise ConfigError(
-            f"Config s3.storage_class = {storage_class!r} is not an S3 storage class", "",
-            f"use one of: {', '.join(sorted(STORAGE_CLASSES))}",
-        )
-    sse = s3raw.get("sse") or None
-    if sse is not None and sse not in ("AES256", "aws:kms"):
-        raise ConfigError(f"Config s3.sse = {sse!r} is not supported", "", 'use "AES256" or "aws:kms"')
+    storage_class, sse = _s3_common("s3", s3raw, S3_KEYS)
     s3 = S3Settings(
         bucket=_str("s3.bucket", env.get("S3_BUCKET") or s3raw.get("bucket", "")),
         prefix=_str("s3.prefix", env.get("S3_PREFIX", s3raw.get("prefix", ""))),
@@ -263,7 +287,49 @@ def _s3_settings(s3raw: Any, env: Mapping[str, str]) -> S3Settings:
     )
     if s3.prefix and not s3.prefix.endswith("/"):
         s3 = replace(s3, prefix=s3.prefix + "/")
+    if "replica" in s3raw:
+        s3 = replace(s3, replica=_replica_settings(_table("s3.replica", s3raw["replica"]), s3))
     return s3
+
+
+def _replica_settings(raw: Mapping[str, Any], primary: S3Settings) -> S3Settings:
+    """[s3.replica]: only from the file (the AWS_* / S3_* environment belongs to the primary);
+    credentials by profile or by the names of environment variables, never the secrets."""
+    key = "s3.replica"
+    storage_class, sse = _s3_common(key, raw, REPLICA_KEYS)
+    bucket = _str(f"{key}.bucket", raw.get("bucket", ""))
+    if not bucket:
+        raise ConfigError(f"Config {key} has no bucket", "nothing was run", f"set {key}.bucket (or remove [{key}])")
+    named = {k: _str(f"{key}.{k}", raw[k]) for k in ("access_key_id_env", "secret_access_key_env") if k in raw}
+    if len(named) == 1:
+        raise ConfigError(f"Config {key} names only one of access_key_id_env / secret_access_key_env", "nothing was run",
+                          "name both environment variables, or neither (then the profile or the default chain is used)")
+    if named and "profile" in raw:
+        raise ConfigError(f"Config {key} sets both a profile and credential variables", "nothing was run",
+                          "keep one of them")
+    prefix = _str(f"{key}.prefix", raw.get("prefix", ""))
+    rep = S3Settings(
+        bucket=bucket,
+        prefix=prefix + "/" if prefix and not prefix.endswith("/") else prefix,
+        endpoint_url=_str(f"{key}.endpoint_url", raw["endpoint_url"]) if raw.get("endpoint_url") else None,
+        region=_str(f"{key}.region", raw["region"]) if raw.get("region") else None,
+        storage_class=storage_class,
+        multipart_concurrency=_int(f"{key}.multipart_concurrency",
+                                   raw.get("multipart_concurrency", primary.multipart_concurrency), 1),
+        part_size_mb=_int(f"{key}.part_size_mb", raw.get("part_size_mb", primary.part_size_mb), 5),
+        sse=sse,
+        sse_kms_key_id=raw.get("sse_kms_key_id") or None,
+        role="replica",
+        profile=_str(f"{key}.profile", raw["profile"]) if raw.get("profile") else None,
+        access_key_id_env=named.get("access_key_id_env"),
+        secret_access_key_env=named.get("secret_access_key_env"),
+        lock_days=_int(f"{key}.lock_days", raw.get("lock_days", 0), 0),
+        max_lag_minutes=_int(f"{key}.max_lag_minutes", raw.get("max_lag_minutes", 60), 1),
+    )
+    if (rep.endpoint_url, rep.bucket, rep.prefix) == (primary.endpoint_url, primary.bucket, primary.prefix):
+        raise ConfigError(f"Config {key} names the same bucket and prefix as [s3]", "nothing was run",
+                          "a replica must be another bucket, prefix or store")
+    return rep
 
 
 def _targets(raw: dict[str, Any], env: Mapping[str, str], rto: int, rpo: int) -> tuple[dict[str, Target], str]:

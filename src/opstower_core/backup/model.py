@@ -56,10 +56,18 @@ class BackupResult:
     s3_key: str | None = None
     s3_error: str | None = None
     deleted: list[str] = field(default_factory=list)
+    # The second off-site copy ([s3.replica]): where it is (a ReplicaCopy.as_dict()), or why it is not.
+    replica: dict[str, Any] | None = None
+    replica_error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.s3_error is None
+        return self.s3_error is None and self.replica_error is None
+
+    @property
+    def copies(self) -> dict[str, str | None]:
+        """Where each copy of this backup is: local path, primary S3 URL, replica URL (None: no copy)."""
+        return {"local": str(self.path), "s3": self.s3_key, "replica": (self.replica or {}).get("where")}
 
 
 def required_free_bytes(settings: Settings, database_bytes: int) -> int:

@@ -51,6 +51,7 @@ from opstower_core.runs.lock import RunLock
 from opstower_core.runs.runlog import RunLog, tee
 from opstower_core.runs.signals import signal_name
 from opstower_core.storage.local import LocalStore
+from opstower_core.storage.replica import catch_up, copy_backup, replica_settings, replica_store
 from opstower_core.storage.s3 import S3Store, StreamingUpload, s3_error_text, store_for
 
 
@@ -153,6 +154,8 @@ class BackupRun:
                 out.detail = f"Latest backup link updated: {link}"
         if self.upload is not None or self.s3_problem:
             self.finish_upload(meta, result)
+        if self.wants_s3 and replica_settings(self.settings) is not None:
+            self.replicate(meta, result)
         self.retention(result)
         return result
 
@@ -362,11 +365,51 @@ class BackupRun:
             raise OpsError("S3 upload verification failed: the object's size or sha256 differs", "", "")
         return key
 
+    # -- 1.6b the replica ([s3.replica]) ----------------------------------------------------
+    def replicate(self, meta: dict[str, Any], result: BackupResult) -> None:
+        """Copy this backup to the replica and check it; then catch up older backups it lacks.
+
+        A failure keeps the backup good: it is reported (exit code, alert) and retried by the
+        next run's catch-up or `opstower replicate`.
+        """
+        assert self.name is not None
+        r = self.r
+        r.started("replica", "Copying backup to the replica")
+        t0 = time.monotonic()
+
+        def log(line: str) -> None:
+            r.log("replica", line)
+
+        try:
+            copy = copy_backup(self.settings, self.name, meta, result.s3_key, log)
+        except OpsError as exc:
+            result.replica_error = f"Failed to copy the backup to the replica ({exc.what})"
+            r.finished("replica", Status.FAIL, f"{result.replica_error}; the local backup {self.name.filename} is "
+                       "good; the next backup or `opstower replicate` copies it", time.monotonic() - t0)
+            return
+        result.replica = copy.as_dict()
+        detail = f"Replica copy verified ({copy.where}, {copy.how}; size and sha256 match)"
+        status = Status.WARN if copy.lock_note else Status.PASS
+        if copy.lock_note:
+            detail += f"; {copy.lock_note}"
+        try:
+            behind = catch_up(self.settings, self.database, log, lambda: self.r.cancel.cancelled,
+                              skip={self.name.filename})
+            if behind.copied or behind.failed:
+                detail += f"; catch-up: {behind.summary}"
+            if behind.failed:
+                status = Status.WARN
+        except OpsError as exc:
+            detail += f"; older backups not checked ({exc.what})"
+            status = Status.WARN
+        r.finished("replica", status, detail, time.monotonic() - t0, {"key": copy.key, "where": copy.where})
+
     # -- 1.7 retention -------------------------------------------------------------------
     def retention(self, result: BackupResult) -> None:
         with self.r.step("retention", f"Cleaning up old backups (retention: {self.settings.retention_days} days)") as out:
             report = apply_retention(self.settings, self.database, dry_run=self.options.dry_run_retention,
-                                     s3=self.s3 if result.s3_key is not None else None)
+                                     s3=self.s3 if result.s3_key is not None else None,
+                                     replica=replica_store(self.settings) if result.replica is not None else None)
             result.deleted = report.deleted
             for line in report.lines:
                 self.r.log("retention", line)
@@ -382,14 +425,19 @@ class BackupRun:
         status = "success" if result.ok else "failed"
         size = humanize.naturalsize(meta["size_bytes"], binary=True)
         self.state.record(self.kind, self.database, status, artifact=name.filename, started_at=self.started,
-                          size_bytes=meta["size_bytes"], duration_seconds=result.seconds, error=result.s3_error,
+                          size_bytes=meta["size_bytes"], duration_seconds=result.seconds,
+                          error=result.s3_error or result.replica_error,
                           details={"local": True, "s3_key": result.s3_key,
                                    "s3_ok": result.s3_error is None and result.s3_key is not None,
+                                   **({"replica_key": (result.replica or {}).get("key"),
+                                       "replica_ok": result.replica is not None} if result.replica or
+                                      result.replica_error else {}),
                                    "format": name.format, "sha256": meta["sha256"], "log": str(self.log.path)})
         send_safely(self.settings, "backup", status,
                     f"OpsTower Backup {'SUCCESS' if result.ok else 'FAILED'}: {self.database}",
                     f"{name.filename} ({size}, {result.seconds:.0f} s)"
-                    + (f". {result.s3_error}; the local backup is good" if result.s3_error else ""),
+                    + (f". {result.s3_error}; the local backup is good" if result.s3_error else "")
+                    + (f". {result.replica_error}" if result.replica_error else ""),
                     self.database, {"artifact": name.filename, "s3_key": result.s3_key})
         self.log.line("INFO" if result.ok else "ERROR",
                       f"OpsTower Database Backup - {'Completed Successfully' if result.ok else 'Completed with errors'} "

@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         "ok": result.ok, "file": str(result.path), "size_bytes": result.meta["size_bytes"],
         "sha256": result.meta["sha256"], "seconds": round(result.seconds, 2), "s3_key": result.s3_key,
         "s3_error": result.s3_error, "deleted": result.deleted, "log": str(result.log_path),
+        "replica": result.replica, "replica_error": result.replica_error, "copies": result.copies,
     }
     if isinstance(render, JsonRenderer):
         render.summary(summary)
@@ -74,8 +75,13 @@ def run(args: argparse.Namespace) -> int:
               f"{result.seconds:.1f} s)")
         if result.s3_key:
             print(f"S3: s3://{settings.s3.bucket}/{result.s3_key}")
+        if result.replica:
+            print(f"Replica: {result.replica['where']}")
+    if result.replica_error:
+        print(f"ERROR: {result.replica_error}. The backup {result.path} is good; the next backup or "
+              "`opstower replicate` copies it to the replica.", file=sys.stderr)
     if result.s3_error:
         print(f"ERROR: {result.s3_error}. The local backup {result.path} is good. "
               "Fix S3 access, then run the backup again (or `--local-only`).", file=sys.stderr)
         return 1
-    return 0
+    return 1 if result.replica_error else 0

@@ -42,6 +42,8 @@ class CatalogEntry:
     meta: dict[str, Any] | None = None
     meta_problem: str | None = None
     verified: str | None = None  # last verification status word, if any
+    replica_key: str | None = None  # the copy on [s3.replica], when one is configured and holds it
+    replica_size: int | None = None
 
     @property
     def filename(self) -> str:
@@ -70,6 +72,10 @@ class CatalogEntry:
 
     @property
     def where(self) -> str:
+        """local / s3 / both, as without a replica; with a replica copy: its places joined by '+'
+        (local+s3+rep, s3+rep, local+rep, rep)."""
+        if self.replica_key:
+            return "+".join(w for w, here in (("local", self.local_path), ("s3", self.s3_key), ("rep", True)) if here)
         if self.local_path and self.s3_key:
             return "both"
         return "local" if self.local_path else "s3"
@@ -84,7 +90,7 @@ class CatalogEntry:
             "created": self.created.isoformat(), "age_seconds": round(self.age_seconds()), "size_bytes": self.size,
             "format": self.name.format, "compression": self.name.compression, "encrypted": self.name.encrypted,
             "kind": self.name.kind, "where": self.where, "local_path": str(self.local_path) if self.local_path else None,
-            "s3_key": self.s3_key, "metadata": self.meta_problem or ("ok" if self.meta else "-"), "verified": self.verified,
+            "s3_key": self.s3_key, "replica_key": self.replica_key, "metadata": self.meta_problem or ("ok" if self.meta else "-"), "verified": self.verified,
             "future_dated": self.is_future(),
         }
 
@@ -94,6 +100,8 @@ class Catalog:
     entries: list[CatalogEntry] = field(default_factory=list)
     s3_error: str | None = None
     s3_enabled: bool = False
+    replica_error: str | None = None  # the replica could not be listed
+    replica_enabled: bool = False
 
     def latest(self, database: str, now: datetime | None = None) -> CatalogEntry | None:
         """The newest backup (not a pre-restore copy) of `database` that is not dated in the future."""
@@ -131,6 +139,9 @@ def list_catalog(settings: Settings, database: str | None = None, include_s3: bo
             from opstower_core.storage.s3 import s3_error_text
 
             catalog.s3_error = f"S3 listing failed ({s3_error_text(exc)})"
+    if include_s3 and settings.s3.replica is not None and settings.s3.replica.enabled:
+        catalog.replica_enabled = True
+        catalog.replica_error = _list_replica(settings, database, by_name)
     if state is not None:
         verdicts = state.verdicts()
         for entry in by_name.values():
@@ -140,13 +151,39 @@ def list_catalog(settings: Settings, database: str | None = None, include_s3: bo
     return catalog
 
 
-def fetch_s3_metadata(settings: Settings, entry: CatalogEntry) -> None:
-    """Load the metadata object of an S3-only entry (one GET, done on demand)."""
-    if entry.meta is not None or not entry.s3_key:
-        return
-    key = entry.s3_key.rsplit("/", 1)[0] + "/" + entry.name.meta_filename
+def _list_replica(settings: Settings, database: str | None, by_name: dict[str, CatalogEntry]) -> str | None:
+    """Mark the entries the replica holds (adding those only it holds); the error text, if any."""
+    assert settings.s3.replica is not None
     try:
-        data = json.loads(store_for(settings.s3).get_bytes(key))
+        for obj in store_for(settings.s3.replica).iter_objects():
+            name = parse_name(obj.key.rsplit("/", 1)[-1])
+            if name is None or (database and name.database != database):
+                continue
+            entry = by_name.get(name.filename)
+            if entry is None:
+                entry = by_name[name.filename] = CatalogEntry(name, obj.size,
+                                                              meta_problem="metadata on the replica (not fetched)")
+            entry.replica_key = obj.key
+            entry.replica_size = obj.size
+    except OpsError as exc:
+        return exc.what
+    except Exception as exc:  # noqa: BLE001 - the list must not break on the replica
+        from opstower_core.storage.s3 import s3_error_text
+
+        return f"Replica listing failed ({s3_error_text(exc)})"
+    return None
+
+
+def fetch_s3_metadata(settings: Settings, entry: CatalogEntry) -> None:
+    """Load the metadata object of an S3-only (or replica-only) entry (one GET, done on demand)."""
+    if entry.meta is not None or not (entry.s3_key or entry.replica_key):
+        return
+    on_replica = not entry.s3_key and settings.s3.replica is not None
+    ref = entry.s3_key or entry.replica_key or ""
+    key = ref.rsplit("/", 1)[0] + "/" + entry.name.meta_filename
+    try:
+        store = store_for(settings.s3.replica if on_replica and settings.s3.replica else settings.s3)
+        data = json.loads(store.get_bytes(key))
         entry.meta, entry.meta_problem = (data, None) if isinstance(data, dict) else (None, "metadata is not a JSON object")
     except json.JSONDecodeError:
         entry.meta_problem = "metadata in S3 is not valid JSON"

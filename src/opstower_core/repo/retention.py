@@ -112,8 +112,9 @@ def apply_retention(settings: Settings, database: str, dry_run: bool = False, s3
                     now: datetime | None = None, *, state: StateStore | None = None,
                     kept_databases: Collection[str] | None = None, clean_leftovers: bool = True,
                     temp_min_age: timedelta = TEMP_MIN_AGE, upload_min_age: timedelta = UPLOAD_MIN_AGE,
-                    ) -> RetentionReport:
-    """Delete expired artifacts of `database` locally (and in S3 when `s3` is given).
+                    replica: S3Store | None = None) -> RetentionReport:
+    """Delete expired artifacts of `database` locally (and in S3 when `s3` is given, and on the
+    replica when `replica` is given: the same rules, each copy proven on its own store).
 
     `kept_databases`: the `<db>_pre_restore_<ts>` databases that exist on the server, when
     the caller could list them; None means unknown (the run history decides, see module doc).
@@ -139,6 +140,16 @@ def apply_retention(settings: Settings, database: str, dry_run: bool = False, s3
 
             report.s3_error = f"S3 retention failed: {s3_error_text(exc)}"
             report.lines.append(f"{report.s3_error}; local retention was applied, S3 was not")
+    if replica is not None:
+        try:
+            _s3_retention(settings, database, replica, now, report, verdicts, holds, where="replica")
+        except Exception as exc:  # noqa: BLE001 - the replica down must not hide what was done elsewhere
+            from opstower_core.storage.s3 import s3_error_text
+
+            report.s3_error = (report.s3_error + "; " if report.s3_error else "") + \
+                f"replica retention failed: {s3_error_text(exc)}"
+            report.lines.append(f"Replica retention failed ({s3_error_text(exc)}); the other copies' retention "
+                                "was applied")
     _remove_leftovers(report, s3, dry_run)
     return report
 
@@ -320,7 +331,9 @@ def _kept_db_for(c: _Candidate, kept_dbs: list[str]) -> str | None:
 # -- S3 ------------------------------------------------------------------------------------------
 
 def _s3_retention(settings: Settings, database: str, s3: S3Store, now: datetime, report: RetentionReport,
-                  verdicts: dict[str, RunRecord], holds: dict[str, list[Hold]]) -> None:
+                  verdicts: dict[str, RunRecord], holds: dict[str, list[Hold]], where: str = "s3") -> None:
+    # The replica is labelled "replica:<key>" so a report never confuses its copies with the primary's.
+    tag = "s3" if where == "s3" else "replica"
     keys: dict[str, str] = {}
     names: list[ArtifactName] = []
     metas: set[str] = set()
@@ -333,14 +346,14 @@ def _s3_retention(settings: Settings, database: str, s3: S3Store, now: datetime,
         if name and name.database == database and not name.pre_restore:
             names.append(name)
             keys[name.filename] = obj.key
-    cands = [_Candidate(n, f"s3:{keys[n.filename]}", n.created,
+    cands = [_Candidate(n, f"{tag}:{keys[n.filename]}", n.created,
                         _s3_proof(s3, keys[n.filename], n, metas, verdicts.get(n.filename))) for n in names]
     decided = _decide(cands, now, settings.retention_days, settings.keep_last, holds, None, "backup")
     for c, v in decided:
         key = keys[c.name.filename]
-        report.decisions.append(Decision("s3", key, v.action, v.reason))
+        report.decisions.append(Decision(where, key, v.action, v.reason))
         # kept_for_safety has always named S3 copies by file name ("s3:<file>"), deleted ones by key.
-        _note_kept(report, f"s3:{c.name.filename}" if v.kept_as == "safety" else c.label, v)
+        _note_kept(report, f"{tag}:{c.name.filename}" if v.kept_as == "safety" else c.label, v)
         if v.action != "delete":
             continue
         folder = key.rsplit("/", 1)[0]
@@ -348,7 +361,8 @@ def _s3_retention(settings: Settings, database: str, s3: S3Store, now: datetime,
             for fn in (c.name.filename, c.name.meta_filename, c.name.globals_filename):
                 s3.delete(f"{folder}/{fn}")
         report.deleted.append(c.label)
-        report.lines.append(f"{'Would delete' if report.dry_run else 'Deleted'} old S3 backup: {key}")
+        report.lines.append(f"{'Would delete' if report.dry_run else 'Deleted'} old "
+                            f"{'S3' if where == 's3' else 'replica'} backup: {key}")
 
 
 def _s3_proof(s3: S3Store, key: str, name: ArtifactName, metas: set[str],

@@ -35,7 +35,8 @@ def store_for(settings: S3Settings) -> S3Store:
     handshakes. The AWS_* environment is part of the key: the credential chain is read
     when the client is built. Raises OpsError when S3 is not configured.
     """
-    key = (settings, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
+    named = tuple(os.environ.get(n or "") for n in (settings.access_key_id_env, settings.secret_access_key_env))
+    key = (settings, named, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
@@ -78,7 +79,6 @@ class S3Store:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import boto3
                 from botocore.config import Config
 
                 # "when_required": S3-compatible stores reject the checksums boto3 ≥ 1.36 adds.
@@ -89,10 +89,34 @@ class S3Store:
                     connect_timeout=5, read_timeout=60,
                     max_pool_connections=max(10, self.settings.multipart_concurrency + 2),
                 )
-                self._client = boto3.session.Session().client(
+                if self.settings.role == "replica":
+                    # The AWS_ENDPOINT_URL of the environment points at the primary, not here.
+                    cfg = cfg.merge(Config(ignore_configured_endpoint_urls=True))
+                self._client = self._session().client(
                     "s3", endpoint_url=self.settings.endpoint_url, region_name=self.settings.region, config=cfg
                 )
             return self._client
+
+    def _session(self) -> Any:
+        """A boto3 session with this store's credentials: a profile, the named environment
+        variables (read now, never stored in the config), or the default chain."""
+        import boto3
+
+        s = self.settings
+        if s.profile:
+            try:
+                return boto3.session.Session(profile_name=s.profile)
+            except Exception as exc:  # noqa: BLE001 - ProfileNotFound and friends
+                raise OpsError(f"AWS profile {s.profile!r} for the {s.label} cannot be used ({exc})",
+                               "nothing was changed", "check ~/.aws/config or the profile in the config file") from None
+        if s.access_key_id_env and s.secret_access_key_env:
+            key_id, secret = os.environ.get(s.access_key_id_env), os.environ.get(s.secret_access_key_env)
+            missing = [n for n, v in ((s.access_key_id_env, key_id), (s.secret_access_key_env, secret)) if not v]
+            if missing:
+                raise OpsError(f"The {s.label} credentials are not set: {', '.join(missing)} empty or missing",
+                               "nothing was changed", "export them in the environment that runs opstower")
+            return boto3.session.Session(aws_access_key_id=key_id, aws_secret_access_key=secret)
+        return boto3.session.Session()
 
     @property
     def where(self) -> str:
@@ -105,6 +129,9 @@ class S3Store:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+            if self.settings.role == "replica":
+                raise self._fail(f"Replica bucket {self.bucket} is not reachable", exc, "nothing was changed",
+                                 "check the [s3.replica] endpoint, credentials and bucket (opstower doctor)") from None
             raise self._fail(f"S3 bucket {self.bucket} is not reachable", exc, "nothing was changed",
                              "check AWS credentials, AWS_ENDPOINT_URL and the bucket (opstower doctor)") from None
 

@@ -1,0 +1,389 @@
+"""The second off-site copy: `[s3.replica]`, another bucket, region, account or store.
+
+A backup's artifact, globals file and metadata object are copied to the replica after the
+primary upload, in that order (the metadata object last: a copy without it is unfinished,
+and retention never counts it). How the bytes travel:
+
+- a server-side copy (`copy_object`, multipart copy above the part size) when both copies
+  live on the same endpoint with the same credentials: no byte passes through this host;
+- otherwise streamed: from the local artifact when it is here, else from the primary,
+  through a multipart upload of bounded memory (a part per thread at most).
+
+Every copy is then checked against what the backup recorded: the bytes streamed are hashed
+on the way and must match the metadata's sha256 (a mismatch deletes the copy), the object's
+size must match, and its stored sha256 (object metadata) and metadata object must say the
+same. `catch_up` copies every backup present locally or on the primary that the replica
+lacks, so a failed copy is made good by the next run or by `opstower replicate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+from opstower_core import __version__
+from opstower_core.artifacts.names import ArtifactName, parse_name, read_metadata
+from opstower_core.config import S3Settings, Settings
+from opstower_core.errors import OpsError
+from opstower_core.storage.local import LocalStore
+from opstower_core.storage.s3 import MiB, S3Store, s3_error_text, store_for
+
+Log = Callable[[str], None]
+
+
+def replica_settings(settings: Settings) -> S3Settings | None:
+    """The `[s3.replica]` settings, or None when no replica is configured."""
+    rep = settings.s3.replica
+    return rep if rep is not None and rep.enabled else None
+
+
+def replica_store(settings: Settings) -> S3Store:
+    """The replica's store (one client per settings). Raises OpsError when none is configured."""
+    rep = replica_settings(settings)
+    if rep is None:
+        raise OpsError("No replica is configured", "nothing was changed",
+                       "add an [s3.replica] table (bucket, endpoint_url, …) to the config file")
+    return store_for(rep)
+
+
+def as_primary(settings: Settings) -> Settings:
+    """These settings with the replica standing in for the primary: every step that reads
+    S3 (catalog, verification, download) then reads the replica. For `--from replica`."""
+    rep = replica_settings(settings)
+    if rep is None:
+        raise OpsError("--from replica: no replica is configured", "nothing was changed",
+                       "add an [s3.replica] table to the config file, or leave out --from")
+    return settings.with_changes(s3=replace(rep, replica=None))
+
+
+def same_account(primary: S3Settings, replica: S3Settings) -> bool:
+    """True when a server-side copy can work: one endpoint, one set of credentials."""
+    return (primary.endpoint_url == replica.endpoint_url and replica.profile is None
+            and replica.access_key_id_env is None and (primary.region or "") == (replica.region or ""))
+
+
+# -- one backup ----------------------------------------------------------------------------------
+
+@dataclass
+class ReplicaCopy:
+    """Where a backup's replica copy is and how it got there."""
+
+    artifact: str
+    key: str
+    bucket: str
+    how: str  # "already there", "server-side copy", "streamed from the local file", "streamed from the primary"
+    size: int
+    seconds: float = 0.0
+    locked_until: str | None = None  # Object Lock retention, ISO date
+    lock_note: str | None = None  # why a lock asked for was not written
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"artifact": self.artifact, "where": self.where, "key": self.key, "how": self.how, "size": self.size,
+                "seconds": round(self.seconds, 2), "locked_until": self.locked_until, "lock_note": self.lock_note}
+
+
+class _Hashing:
+    """A read-only stream that hashes what passes through it (what was sent is what was checked)."""
+
+    def __init__(self, raw: IO[bytes] | Any) -> None:
+        self.raw = raw
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n) if n is not None and n >= 0 else self.raw.read()
+        self.h.update(data)
+        self.size += len(data)
+        return data
+
+
+_lock_support: dict[int, tuple[bool | None, str]] = {}
+_lock_support_guard = threading.Lock()
+
+
+def lock_support(store: S3Store) -> tuple[bool | None, str]:
+    """(supported, sentence) for S3 Object Lock on the store's bucket; None when it could not be read."""
+    with _lock_support_guard:
+        if id(store) in _lock_support:
+            return _lock_support[id(store)]
+    try:
+        conf = store.client.get_object_lock_configuration(Bucket=store.bucket).get("ObjectLockConfiguration", {})
+        enabled = conf.get("ObjectLockEnabled") == "Enabled"
+        answer = (True, f"Object Lock is enabled on bucket {store.bucket}") if enabled else (
+            False, f"Object Lock is not enabled on bucket {store.bucket} (it can only be enabled on a new bucket)")
+    except Exception as exc:  # noqa: BLE001
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        if code == "ObjectLockConfigurationNotFoundError":
+            answer = (False, f"Object Lock is not enabled on bucket {store.bucket} (it can only be enabled on a new bucket)")
+        elif code in ("NotImplemented", "MethodNotAllowed", "501", "XNotImplemented"):
+            answer = (False, "Object Lock is not supported by this store")
+        else:
+            return None, f"Object Lock support could not be read ({s3_error_text(exc)})"
+    with _lock_support_guard:
+        _lock_support[id(store)] = answer
+    return answer
+
+
+def _write_args(store: S3Store, meta: dict[str, Any], name: ArtifactName) -> tuple[dict[str, Any], ReplicaCopy]:
+    """ExtraArgs for the artifact: storage class, SSE, sha256 in the object metadata, Object Lock."""
+    args = store.extra_args()
+    args["Metadata"] = {"sha256": str(meta["sha256"]), "database": name.database, "timestamp": name.timestamp,
+                        "format": name.format, "opstower-version": __version__}
+    note = ReplicaCopy(name.filename, "", store.bucket, "", int(meta["size_bytes"]))
+    days = store.settings.lock_days
+    if days:
+        ok, sentence = lock_support(store)
+        if ok:
+            until = datetime.now(UTC) + timedelta(days=days)
+            args["ObjectLockMode"] = "COMPLIANCE"
+            args["ObjectLockRetainUntilDate"] = until
+            note.locked_until = until.isoformat(timespec="seconds")
+        else:
+            note.lock_note = f"not locked: {sentence}"
+    return args, note
+
+
+def copy_backup(settings: Settings, name: ArtifactName, meta: dict[str, Any], primary_key: str | None = None,
+                log: Log | None = None) -> ReplicaCopy:
+    """Copy one backup (artifact, globals file, metadata object) to the replica and check it.
+
+    `meta` is the backup's metadata (its sha256 and size are the proof). Raises OpsError
+    when the copy cannot be made or does not check out (nothing unchecked is left).
+    """
+    log = log or (lambda _line: None)
+    store = replica_store(settings)
+    if not isinstance(meta.get("sha256"), str) or meta.get("size_bytes") is None:
+        raise OpsError(f"{name.filename} has no sha256 or size in its metadata", "it was not copied to the replica",
+                       "verify it (`opstower verify`); only checkable backups are replicated")
+    key = name.s3_key(store.prefix)
+    t0 = time.monotonic()
+    try:
+        if check_copy(store, name, meta) is None:
+            return ReplicaCopy(name.filename, key, store.bucket, "already there", int(meta["size_bytes"]))
+        copy = _copy_artifact(settings, store, name, meta, key, primary_key, log)
+        _copy_sidecars(settings, store, name, meta, primary_key)
+        problem = check_copy(store, name, meta)
+    except OpsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - boto3's many exception types
+        raise OpsError(f"Copy of {name.filename} to the replica failed ({s3_error_text(exc)})",
+                       "the backup itself is good; the replica copy is missing", "the next backup or "
+                       "`opstower replicate` retries it") from None
+    if problem:
+        raise OpsError(f"The replica copy of {name.filename} does not check out ({problem})",
+                       "the backup itself is good", "run `opstower replicate` to copy it again")
+    copy.seconds = time.monotonic() - t0
+    log(f"Copied to the replica ({copy.how}): {copy.where}"
+        + (f", locked until {copy.locked_until}" if copy.locked_until else "")
+        + (f"; {copy.lock_note}" if copy.lock_note else ""))
+    return copy
+
+
+def _copy_artifact(settings: Settings, store: S3Store, name: ArtifactName, meta: dict[str, Any], key: str,
+                   primary_key: str | None, log: Log) -> ReplicaCopy:
+    from boto3.s3.transfer import TransferConfig
+
+    rep = store.settings
+    cfg = TransferConfig(multipart_threshold=rep.part_size_mb * MiB, multipart_chunksize=rep.part_size_mb * MiB,
+                         max_concurrency=rep.multipart_concurrency)
+    args, copy = _write_args(store, meta, name)
+    copy.key = key
+    primary = store_for(settings.s3) if settings.s3.enabled else None
+    if primary is not None and primary_key and same_account(settings.s3, rep):
+        recorded = primary.remote_sha256(primary_key)
+        if recorded == meta["sha256"]:
+            store.client.copy({"Bucket": primary.bucket, "Key": primary_key}, store.bucket, key,
+                              ExtraArgs={**args, "MetadataDirective": "REPLACE", "ContentType": "application/octet-stream"},
+                              Config=cfg)
+            copy.how = "server-side copy"
+            return copy
+        log(f"The primary copy's recorded sha256 is {recorded or 'missing'}; streaming instead")
+    local = settings.backup_dir / name.filename
+    if local.is_file() and local.stat().st_size == int(meta["size_bytes"]):
+        with open(local, "rb") as fh:
+            _stream(store, fh, key, args, cfg, meta, name)
+        copy.how = "streamed from the local file"
+        return copy
+    if primary is None or not primary_key:
+        raise OpsError(f"{name.filename} is neither here nor on the primary", "it was not copied to the replica",
+                       "nothing to copy it from")
+    body = primary.client.get_object(Bucket=primary.bucket, Key=primary_key)["Body"]
+    try:
+        _stream(store, body, key, args, cfg, meta, name)
+    finally:
+        body.close()
+    copy.how = "streamed from the primary"
+    return copy
+
+
+def _stream(store: S3Store, raw: Any, key: str, args: dict[str, Any], cfg: Any, meta: dict[str, Any],
+            name: ArtifactName) -> None:
+    """Multipart upload from a stream, hashing on the way; a copy whose bytes differ is deleted."""
+    reader = _Hashing(raw)
+    store.client.upload_fileobj(reader, store.bucket, key, ExtraArgs={**args, "ContentType": "application/octet-stream"},
+                                Config=cfg)
+    if reader.h.hexdigest() != meta["sha256"] or reader.size != int(meta["size_bytes"]):
+        try:
+            store.delete(key)
+        except Exception:  # noqa: BLE001 - a locked copy stays; check_copy and verify name it
+            pass
+        raise OpsError(f"The bytes copied for {name.filename} do not match its recorded sha256",
+                       "the replica copy was removed", "verify the source copy (`opstower verify`)")
+
+
+def _copy_sidecars(settings: Settings, store: S3Store, name: ArtifactName, meta: dict[str, Any],
+                   primary_key: str | None) -> None:
+    """The globals file (when the backup has one), then the metadata object, last."""
+    folder = name.s3_key(store.prefix).rsplit("/", 1)[0]
+    globals_file = meta.get("globals_file")
+    if globals_file and meta.get("globals_dumped", True):
+        local = settings.backup_dir / str(globals_file)
+        data: bytes | None = local.read_bytes() if local.is_file() else None
+        if data is None and primary_key and settings.s3.enabled:
+            try:
+                data = store_for(settings.s3).get_bytes(primary_key.rsplit("/", 1)[0] + "/" + str(globals_file))
+            except Exception:  # noqa: BLE001 - verification names a missing globals file
+                data = None
+        if data is not None:
+            store.put_bytes(f"{folder}/{globals_file}", data, content_type="application/sql")
+    store.put_bytes(f"{folder}/{name.meta_filename}", (json.dumps(meta, indent=2) + "\n").encode())
+
+
+def check_copy(store: S3Store, name: ArtifactName, meta: dict[str, Any]) -> str | None:
+    """None when the store's copy of `name` matches `meta` (size, recorded sha256, metadata object);
+    else what is wrong ("missing" when absent)."""
+    key = name.s3_key(store.prefix)
+    head = store.head(key)
+    if head is None:
+        return "missing"
+    if int(head["ContentLength"]) != int(meta["size_bytes"]):
+        return f"size {int(head['ContentLength']):,} bytes, {int(meta['size_bytes']):,} recorded"
+    recorded = store.remote_sha256(key, head)
+    if recorded != meta["sha256"]:
+        return "its recorded sha256 differs" if recorded else "no sha256 recorded with it"
+    try:
+        stored = json.loads(store.get_bytes(name.s3_meta_key(store.prefix)))
+    except Exception:  # noqa: BLE001
+        return "its metadata object is missing or unreadable"
+    if not isinstance(stored, dict) or stored.get("sha256") != meta["sha256"]:
+        return "its metadata object differs"
+    return None
+
+
+# -- catching up -----------------------------------------------------------------------------------
+
+@dataclass
+class CatchUpReport:
+    copied: list[ReplicaCopy] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)  # already on the replica, checked
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (artifact, why)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (artifact, why): e.g. no metadata
+    primary_error: str | None = None  # the primary could not be listed: only local backups were looked at
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def summary(self) -> str:
+        text = f"{len(self.copied)} copied to the replica, {len(self.present)} already there"
+        if self.failed:
+            text += f", {len(self.failed)} failed ({self.failed[0][0]}: {self.failed[0][1]})"
+        if self.skipped:
+            text += f", {len(self.skipped)} not copyable ({self.skipped[0][0]}: {self.skipped[0][1]})"
+        if self.primary_error:
+            text += f"; primary not listed ({self.primary_error})"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "copied": [c.as_dict() for c in self.copied], "present": self.present,
+                "failed": [{"artifact": a, "error": e} for a, e in self.failed],
+                "skipped": [{"artifact": a, "why": e} for a, e in self.skipped], "primary_error": self.primary_error}
+
+
+def catch_up(settings: Settings, database: str | None = None, log: Log | None = None,
+             cancel: Callable[[], bool] | None = None, skip: set[str] | None = None) -> CatchUpReport:
+    """Copy every backup (of `database`, or all) found locally or on the primary that the
+    replica lacks or holds with another size. Raises OpsError when the replica is unreachable."""
+    log = log or (lambda _line: None)
+    store = replica_store(settings)
+    store.check_reachable()
+    report = CatchUpReport()
+    on_replica: dict[str, int] = {}
+    metas: set[str] = set()
+    for obj in store.iter_objects():
+        base = obj.key.rsplit("/", 1)[-1]
+        if base.endswith(".meta.json"):
+            metas.add(base)
+        else:
+            on_replica[base] = obj.size
+    sources: dict[str, tuple[ArtifactName, dict[str, Any] | None, str | None]] = {}
+    for art in LocalStore(settings.backup_dir).artifacts(database):
+        if art.name.pre_restore or not art.name.conventional:
+            continue  # pre-restore copies are local by design
+        meta, _problem = read_metadata(settings.backup_dir / art.name.meta_filename)
+        sources[art.name.filename] = (art.name, meta, None)
+    primary = store_for(settings.s3) if settings.s3.enabled else None
+    if primary is not None:
+        try:
+            for obj in primary.iter_objects():
+                name = parse_name(obj.key.rsplit("/", 1)[-1])
+                if name is None or name.pre_restore or (database and name.database != database):
+                    continue
+                known = sources.get(name.filename)
+                sources[name.filename] = (name, known[1] if known else None, obj.key)
+        except Exception as exc:  # noqa: BLE001 - the primary down is why a replica exists
+            report.primary_error = exc.what if isinstance(exc, OpsError) else s3_error_text(exc)
+    for filename, (name, meta, primary_key) in sorted(sources.items(), key=lambda kv: kv[1][0].created, reverse=True):
+        if cancel and cancel():
+            break
+        if filename in (skip or set()):
+            continue
+        if meta is None and primary_key:
+            meta = _primary_meta(primary, primary_key, name)
+        if meta is None or meta.get("sha256") is None or meta.get("size_bytes") is None:
+            report.skipped.append((filename, "no metadata with a sha256 to check a copy against"))
+            continue
+        if on_replica.get(filename) == int(meta["size_bytes"]) and name.meta_filename in metas:
+            report.present.append(filename)
+            continue
+        try:
+            report.copied.append(copy_backup(settings, name, meta, primary_key, log))
+        except OpsError as exc:
+            report.failed.append((filename, exc.what))
+            log(f"Not copied to the replica: {exc.what}")
+    return report
+
+
+def _primary_meta(primary: S3Store | None, key: str, name: ArtifactName) -> dict[str, Any] | None:
+    if primary is None:
+        return None
+    try:
+        data = json.loads(primary.get_bytes(key.rsplit("/", 1)[0] + "/" + name.meta_filename))
+    except Exception:  # noqa: BLE001
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_reachable(settings: Settings) -> tuple[bool, str]:
+    """(reachable, sentence) for the replica bucket."""
+    try:
+        replica_store(settings).check_reachable()
+    except OpsError as exc:
+        return False, exc.what
+    return True, f"replica bucket {settings.s3.replica.bucket} reachable"  # type: ignore[union-attr]
+
+
+__all__ = ["CatchUpReport", "ReplicaCopy", "as_primary", "catch_up", "check_copy", "copy_backup", "is_reachable",
+           "lock_support", "replica_settings", "replica_store", "same_account"]
+

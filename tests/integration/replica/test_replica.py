@@ -1,0 +1,123 @@
+"""The second off-site copy ([s3.replica]) against two real SeaweedFS stores.
+
+The session's `s3` store and a second one started here (`other`) play primary and replica;
+which is which is chosen per test, so stopping "the primary" or "the replica" never stops
+the session's store other tests use. Tests that stop `other` run last in this module.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from opstower_core.backup import run_backup
+from opstower_core.cli import main
+from opstower_core.config import S3Settings, Settings, load_settings
+from opstower_core.devenv.embedded import EmbeddedS3
+from opstower_core.errors import ConfigError
+from opstower_core.events import Status, StepFinished
+from opstower_core.storage.replica import check_copy
+from opstower_core.storage.s3 import store_for
+from support.servers import create_database, settings_toml, unique
+
+SQL = "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 500) g;"
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory, s3):
+    """A second SeaweedFS with its own ports and directory (same demo credentials as `s3`)."""
+    store = EmbeddedS3(tmp_path_factory.mktemp("s3-replica"))
+    store.start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="module")
+def db(pg) -> str:
+    name = unique("rep")
+    create_database(pg, name, SQL)
+    return name
+
+
+def side(store: EmbeddedS3, role: str = "replica", **kw) -> S3Settings:
+    return S3Settings(bucket=store.bucket, prefix=f"{role[:3]}{uuid.uuid4().hex[:6]}/", endpoint_url=store.endpoint_url,
+                      region="us-east-1", part_size_mb=5, role=role, **kw)
+
+
+def with_replica(settings: Settings, replica: S3Settings) -> Settings:
+    return settings.with_changes(s3=replace(settings.s3, replica=replica))
+
+
+def events_of(sink: list):
+    return {e.step: e for e in sink if isinstance(e, StepFinished)}
+
+
+def test_config_replica_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[s3]\nbucket = "a"\n[s3.replica]\nbucket = "b"\nendpoint_url = "http://127.0.0.1:1"\n'
+                   'prefix = "p"\nregion = "eu-west-1"\naccess_key_id_env = "REP_ID"\nsecret_access_key_env = "REP_SECRET"\n'
+                   'lock_days = 30\nmax_lag_minutes = 15\n')
+    s = load_settings(cfg, env={"AWS_ENDPOINT_URL": "http://primary:9000", "S3_BUCKET": "envbucket"})
+    rep = s.s3.replica
+    assert s.s3.bucket == "envbucket" and s.s3.endpoint_url == "http://primary:9000"
+    # The environment steers the primary only.
+    assert (rep.bucket, rep.endpoint_url, rep.prefix, rep.region) == ("b", "http://127.0.0.1:1", "p/", "eu-west-1")
+    assert (rep.access_key_id_env, rep.secret_access_key_env, rep.lock_days, rep.max_lag_minutes, rep.role) == (
+        "REP_ID", "REP_SECRET", 30, 15, "replica")
+    cfg.write_text('[s3]\nbucket = "a"\n[s3.replica]\nbucket = "b"\naccess_key_id = "AKIA..."\n')
+    with pytest.raises(ConfigError, match="access_key_id is not a known key"):
+        load_settings(cfg, env={})
+    cfg.write_text('[s3]\nbucket = "a"\n[s3.replica]\nbucket = "b"\naccess_key_id_env = "X"\n')
+    with pytest.raises(ConfigError, match="only one of"):
+        load_settings(cfg, env={})
+
+
+def test_backup_copies_to_both_streamed_and_checked(pg, s3, other, db, make_settings, monkeypatch, tmp_path,
+                                                      capsys) -> None:
+    # The replica reaches its store with credentials named by environment variables.
+    monkeypatch.setenv("REP_KEY_ID", other.access_key)
+    monkeypatch.setenv("REP_SECRET", other.secret_key)
+    rep = side(other, access_key_id_env="REP_KEY_ID", secret_access_key_env="REP_SECRET")
+    settings = with_replica(make_settings(db, s3=s3), rep)
+    cfg = settings_toml(settings, tmp_path / "c.toml", extra=(
+        f'[s3.replica]\nbucket = "{rep.bucket}"\nprefix = "{rep.prefix}"\nendpoint_url = "{rep.endpoint_url}"\n'
+        'region = "us-east-1"\naccess_key_id_env = "REP_KEY_ID"\nsecret_access_key_env = "REP_SECRET"\n'))
+    assert main(["--config", str(cfg), "backup", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["ok"] and summary["replica_error"] is None
+    assert summary["replica"]["how"] == "streamed from the local file"
+    assert summary["copies"]["replica"] == f"s3://{rep.bucket}/{rep.prefix}database/" + \
+        summary["replica"]["key"].split("database/", 1)[1]
+    name = Path(summary["file"]).name
+    meta = json.loads(Path(summary["file"]).with_name(name.split(".")[0] + ".meta.json").read_text())
+    # On the replica: the same bytes (sha256 in its object metadata), the metadata object, the globals file.
+    client = other.client()
+    head = client.head_object(Bucket=rep.bucket, Key=summary["replica"]["key"])
+    assert head["ContentLength"] == meta["size_bytes"] and head["Metadata"]["sha256"] == meta["sha256"]
+    folder = summary["replica"]["key"].rsplit("/", 1)[0]
+    keys = {o["Key"].rsplit("/", 1)[-1] for o in client.list_objects_v2(Bucket=rep.bucket, Prefix=folder)["Contents"]}
+    assert {name, meta["globals_file"], name.split(".")[0] + ".meta.json"} <= keys
+    body = client.get_object(Bucket=rep.bucket, Key=summary["replica"]["key"])["Body"].read()
+    assert body == Path(summary["file"]).read_bytes()
+    # list shows all three places at a glance.
+    assert main(["--config", str(cfg), "list", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    row = next(r for r in rows if r.get("name") == name)
+    assert row["where"] == "local+s3+rep" and row["replica_key"] == summary["replica"]["key"]
+
+
+def test_server_side_copy_on_the_same_store(pg, s3, db, make_settings) -> None:
+    """Same endpoint and credentials: copy_object, no bytes through this host; checked all the same."""
+    primary = make_settings(db, s3=s3)
+    s3.client().create_bucket(Bucket="opstower-replica")
+    rep = replace(side(s3), bucket="opstower-replica")
+    settings = with_replica(primary, rep)
+    sink: list = []
+    result = run_backup(settings, on_event=sink.append)
+    assert result.ok and result.replica["how"] == "server-side copy"
+    assert events_of(sink)["replica"].status == Status.PASS
+    assert check_copy(store_for(rep), result.name, result.meta) is None
