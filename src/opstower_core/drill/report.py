@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from opstower_core import markdown as md
 from opstower_core.drill.state import RUNNING, Drill, PhaseRun
@@ -133,6 +134,7 @@ def _restores(d: Drill) -> list[str]:
                         duration(s["cumulative"]), s["detail"]] for s in r.get("steps", [])], "llrrl")
         out += ["", f"Restore total {duration(r.get('total_seconds'))} of the {duration(r.get('rto_seconds'))} RTO "
                 f"budget. {r.get('sentence', '')}".rstrip()]
+        out += _proof_lines(r.get("proof"))
     return (["", "## Restore step timing", *out]) if out else []
 
 
@@ -203,3 +205,13 @@ def _checklist(d: Drill) -> list[str]:
             box(False, "Update runbook with findings"),
             box(False, "Present to management"),
             box(False, "Implement improvements")]
+
+
+def _proof_lines(proof: dict[str, Any] | None) -> list[str]:
+    """What the restore proved against the artifact (per-table digests, inventory), or that it could not."""
+    if not proof:
+        return ["", "**Restore proof:** none (the restored database was not compared with the artifact)."]
+    out = ["", f"**Restore proof ({proof.get('status', '?')}):** {proof.get('sentence', '')}"]
+    out += [f"- differs: {d}" for d in proof.get("differences", [])]
+    out += [f"- not compared: {n}" for n in proof.get("not_compared", [])]
+    return out

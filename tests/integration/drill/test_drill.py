@@ -180,6 +180,8 @@ def test_unattended_run_exit_codes_and_report(env, pg, tmp_path, capsys):
     md = report.read_text()
     assert md.count("unattended run: manual phase not performed") >= 3
     assert "⏭️ SKIP" in md and "| Recovery |" in md and "✅ MET" in md
+    # The drill's restore carries its proof against the artifact.
+    assert "**Restore proof (PASS):**" in md and "digests equal, inventory equal" in md
     # Skipped manual phases count at their targets: 15 + 15 + 30 minutes at least.
     d = DrillStore(settings.state_dir).recent(1)[0]
     assert d.rto_seconds() >= 60 * 60 and d.phases[2].status == "PASS"
