@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # Sub-command modules, in help order.
 COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "doctor", "schedule", "prune", "keygen",
-            "pitr", "base_backup", "wal")
+            "pitr", "base_backup", "wal", "replicate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ from opstower_core.restore import (
 )
 from opstower_core.runs import signals
 from opstower_core.runs.history import StateStore
+from opstower_core.storage.replica import settings_for_copy
 
 EPILOG = """\
 steps:
@@ -74,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help='backup to restore: a local path, a name from `opstower list`, an S3 key, or "latest"')
     add_target(p)
     p.add_argument("--from-s3", action="store_true", help="download the backup from S3 before restoring")
+    p.add_argument("--from", dest="from_copy", choices=("primary", "replica"),
+                   help="which off-site copy to read ([s3.replica]); default: the primary, the replica when the "
+                   "primary is unreachable or its copy fails the checks")
     p.add_argument("--force", action="store_true", help="skip the confirmation prompt")
     p.add_argument("--target-db", metavar="NAME",
                    help="restore under this name; an existing NAME is what gets replaced, the original is untouched")
@@ -133,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.artifact:
         raise UsageError("Which backup? Give ARTIFACT (a path, a name from `opstower list`, an S3 key or \"latest\")",
                          "nothing was changed", "see `opstower restore --help`")
+    # Issue 17: the replica stands in when asked for, or when the primary is unreachable (said on stderr).
+    settings, copy_note = settings_for_copy(settings, args.from_copy)
+    args.from_s3 = args.from_s3 or args.from_copy == "replica"
+    if copy_note:
+        print(f"NOTE: {copy_note}", file=sys.stderr)
     from opstower_core.cli.recover_cmd import wants_recovery
 
     if wants_recovery(args):  # --tables in merge / replace / copy --into: the table recovery engine

@@ -62,6 +62,27 @@ def as_primary(settings: Settings) -> Settings:
     return settings.with_changes(s3=replace(rep, replica=None))
 
 
+def settings_for_copy(settings: Settings, choice: str | None = None) -> tuple[Settings, str | None]:
+    """The settings a restore should read S3 with, and a sentence saying which copy and why.
+
+    `choice` "replica": the replica, explicitly; "primary": the primary, whatever its state;
+    None: the primary, unless it is unreachable and the replica is reachable.
+    """
+    if choice == "replica":
+        rep = as_primary(settings)
+        return rep, f"Using the replica copy (--from replica): s3://{rep.s3.bucket}/{rep.s3.prefix}"
+    if choice is not None or not settings.s3.enabled or replica_settings(settings) is None:
+        return settings, None
+    try:
+        store_for(settings.s3).check_reachable()
+    except OpsError as exc:
+        ok, _why = is_reachable(settings)
+        if ok:
+            rep = as_primary(settings)
+            return rep, (f"{exc.what}; using the replica copy instead (s3://{rep.s3.bucket}/{rep.s3.prefix})")
+    return settings, None
+
+
 def same_account(primary: S3Settings, replica: S3Settings) -> bool:
     """True when a server-side copy can work: one endpoint, one set of credentials."""
     return (primary.endpoint_url == replica.endpoint_url and replica.profile is None
@@ -167,6 +188,7 @@ def copy_backup(settings: Settings, name: ArtifactName, meta: dict[str, Any], pr
                        "verify it (`opstower verify`); only checkable backups are replicated")
     key = name.s3_key(store.prefix)
     t0 = time.monotonic()
+    store.check_reachable()  # "Replica bucket … is not reachable" says it better than a failed HEAD
     try:
         if check_copy(store, name, meta) is None:
             return ReplicaCopy(name.filename, key, store.bucket, "already there", int(meta["size_bytes"]))
@@ -385,5 +407,5 @@ def is_reachable(settings: Settings) -> tuple[bool, str]:
 
 
 __all__ = ["CatchUpReport", "ReplicaCopy", "as_primary", "catch_up", "check_copy", "copy_backup", "is_reachable",
-           "lock_support", "replica_settings", "replica_store", "same_account"]
+           "lock_support", "replica_settings", "replica_store", "same_account", "settings_for_copy"]
 

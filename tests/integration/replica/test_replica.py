@@ -7,9 +7,11 @@ the session's store other tests use. Tests that stop `other` run last in this mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,14 @@ from opstower_core.cli import main
 from opstower_core.config import S3Settings, Settings, load_settings
 from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.errors import ConfigError
-from opstower_core.events import Status, StepFinished
+from opstower_core.events import Reporter, Status, StepFinished
+from opstower_core.repo.catalog import list_catalog
+from opstower_core.repo.download import download
+from opstower_core.repo.retention import apply_retention
+from opstower_core.runs.history import StateStore
 from opstower_core.storage.replica import check_copy
 from opstower_core.storage.s3 import store_for
-from support.servers import create_database, settings_toml, unique
+from support.servers import admin_conn, create_database, settings_toml, unique
 
 SQL = "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 500) g;"
 
@@ -121,3 +127,117 @@ def test_server_side_copy_on_the_same_store(pg, s3, db, make_settings) -> None:
     assert result.ok and result.replica["how"] == "server-side copy"
     assert events_of(sink)["replica"].status == Status.PASS
     assert check_copy(store_for(rep), result.name, result.meta) is None
+
+
+def test_download_falls_back_to_the_replica_when_the_primary_copy_fails_its_checks(pg, s3, other, db,
+                                                                                   make_settings) -> None:
+    settings = with_replica(make_settings(db, s3=s3), side(other))
+    result = run_backup(settings)
+    assert result.ok and result.replica
+    # The primary's copy is damaged (same size, other bytes; its recorded sha256 unchanged).
+    client = s3.client()
+    head = client.head_object(Bucket=settings.s3.bucket, Key=result.s3_key)
+    data = bytearray(result.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    client.put_object(Bucket=settings.s3.bucket, Key=result.s3_key, Body=bytes(data), Metadata=head["Metadata"])
+    client.put_object_tagging(Bucket=settings.s3.bucket, Key=result.s3_key,
+                              Tagging={"TagSet": [{"Key": "sha256", "Value": result.meta["sha256"]}]})
+    result.path.unlink()
+    entry = next(e for e in list_catalog(settings, db).entries if e.filename == result.name.filename)
+    assert entry.where == "s3+rep"
+    lines: list[str] = []
+    got = download(settings, entry, reporter=Reporter(lambda e: lines.append(getattr(e, "line", ""))))
+    assert got.source == "replica" and "sha256" in (got.fallback or "")
+    assert got.path.read_bytes() != bytes(data) and hashlib.sha256(got.path.read_bytes()).hexdigest() == result.meta["sha256"]
+    assert any("Downloaded from the replica" in line for line in lines)
+    # Asked for explicitly: the replica, without touching the primary.
+    got.path.unlink()
+    assert download(settings, entry, source="replica").source == "replica"
+
+
+def test_retention_applies_to_both_and_never_deletes_the_last_good_replica_copy(pg, s3, other, db,
+                                                                                make_settings) -> None:
+    settings = with_replica(make_settings(db, s3=s3, keep_last=1, retention_days=1), side(other))
+    first = run_backup(settings)
+    second = run_backup(settings)
+    assert first.replica and second.replica
+    rep = store_for(settings.s3.replica)
+    later = datetime.now(UTC) + timedelta(days=10)
+    # The newest replica copy damaged: nothing on the replica can be proven redundant, so nothing goes there.
+    key = second.replica["key"]
+    rep.client.put_object(Bucket=rep.bucket, Key=key, Body=b"x" * 10, Metadata={"sha256": "0" * 64})
+    report = apply_retention(settings, db, now=later, s3=store_for(settings.s3), replica=rep)
+    where = {(d.where, d.action) for d in report.decisions if first.name.filename in d.artifact}
+    assert ("local", "delete") in where and ("s3", "delete") in where and ("replica", "keep") in where
+    assert rep.head(first.replica["key"]) is not None
+    # Repaired by `opstower replicate`'s catch-up, the older copy becomes redundant there too.
+    run_backup(settings, options=None)  # its catch-up copies the damaged one again
+    assert check_copy(rep, second.name, second.meta) is None
+    report = apply_retention(settings, db, now=later, replica=rep)
+    assert any(d.where == "replica" and d.action == "delete" and first.name.filename in d.artifact
+               for d in report.decisions)
+    assert rep.head(first.replica["key"]) is None
+
+
+def test_replica_stopped_during_a_backup_then_caught_up(pg, s3, other, db, make_settings, tmp_path, capsys) -> None:
+    rep = side(other)
+    settings = with_replica(make_settings(db, s3=s3), rep)
+
+    def config(endpoint: str) -> Path:
+        return settings_toml(settings, tmp_path / "c.toml", extra=(
+            f'[s3.replica]\nbucket = "{rep.bucket}"\nprefix = "{rep.prefix}"\nendpoint_url = "{endpoint}"\n'
+            'region = "us-east-1"\n'))
+
+    other.stop()
+    try:
+        assert main(["--config", str(config(rep.endpoint_url)), "backup", "--json"]) == 1
+        captured = capsys.readouterr()
+        summary = json.loads(captured.out.strip().splitlines()[-1])
+        # The backup is good, locally and on the primary; the replica copy is missing and said so.
+        assert summary["s3_key"] and summary["s3_error"] is None and Path(summary["file"]).exists()
+        assert summary["replica"] is None and "Replica bucket" in summary["replica_error"]
+        assert "opstower replicate" in captured.err
+        record = StateStore(settings.state_dir).runs("backup", limit=1)[0]
+        assert "replica" in (record.error or "")
+    finally:
+        other.start()
+    # Back (on new ports): `opstower replicate` copies what it missed.
+    cfg = config(other.endpoint_url)
+    assert main(["--config", str(cfg), "replicate", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert Path(summary["file"]).name in [c["artifact"] for c in report["copied"]]
+    assert main(["--config", str(cfg), "replicate", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["copied"] == [] and Path(summary["file"]).name in again["present"]
+    # A copy lost later is made good by the next backup's catch-up.
+    moved = replace(rep, endpoint_url=other.endpoint_url)
+    name = Path(summary["file"]).name
+    store_for(moved).delete(next(k for k in [o.key for o in store_for(moved).iter_objects()] if k.endswith(name)))
+    sink: list = []
+    result = run_backup(with_replica(settings, moved), on_event=sink.append)
+    assert result.ok and "catch-up: 1 copied" in events_of(sink)["replica"].detail
+
+
+def test_primary_stopped_restore_from_the_replica(pg, s3, other, db, make_settings, tmp_path, capsys,
+                                                  monkeypatch) -> None:
+    """Runs last: it leaves `other` (the primary here) stopped."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # it names the session's store; the config names the primary here
+    primary = side(other, role="primary")
+    base = make_settings(db, s3=s3)
+    rep = replace(side(s3), bucket=s3.bucket)
+    settings = base.with_changes(s3=replace(primary, replica=rep))
+    result = run_backup(settings)
+    assert result.ok and result.replica
+    cfg = settings_toml(settings, tmp_path / "c.toml", extra=(
+        f'[s3.replica]\nbucket = "{rep.bucket}"\nprefix = "{rep.prefix}"\nendpoint_url = "{rep.endpoint_url}"\n'
+        'region = "us-east-1"\n'))
+    result.path.unlink()  # the host lost its copy too
+    other.stop()
+    target = unique("rep_restored")
+    code = main(["--config", str(cfg), "restore", result.name.filename, "--target-db", target, "--force", "--json"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "S3 bucket" in err and "using the replica copy instead" in err
+    with admin_conn(pg, target) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 500
+        conn.execute("SELECT 1")
