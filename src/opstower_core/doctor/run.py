@@ -29,6 +29,7 @@ from opstower_core.errors import OpsError
 from opstower_core.events import CancelToken, EventSink, Reporter, Status, StepResult
 from opstower_core.pg.tools import available_tools, connect, server_info
 from opstower_core.storage.local import LocalStore
+from opstower_core.storage.replica import doctor_replica
 
 CLOCK_SKEW_WARN = 5.0
 
@@ -354,6 +355,7 @@ CHECKS: list[tuple[str, str, Callable[[_Doctor], Finding]]] = [
     ("s3_roundtrip", "S3 put, multipart, get, list and delete", lambda d: d.s3.roundtrip()),
     ("s3_storage_class", "S3 storage class", lambda d: d.s3.storage_class()),
     ("s3_encryption", "S3 server-side encryption", lambda d: d.s3.encryption()),
+    ("replica", "Replica copy ([s3.replica]), Object Lock", lambda d: Finding(*doctor_replica(d.settings))),
     ("notify", "Alert channels", _Doctor.notify),
 ]
 

@@ -12,6 +12,9 @@ connects to the database or writes anything. Checks, per target database unless 
 | size_trend    | latest vs previous backup of the same format  | a change beyond ±30 %   | -                   |
 | s3_upload     | S3 listing now + the last attempted upload    | unreachable / failed /  | -                   |
 |               |                                               | latest has no S3 copy   |                     |
+| replica       | replica listing now ([s3.replica] only)       | unreachable / newest    | -                   |
+|               |                                               | backup not on it after  |                     |
+|               |                                               | max_lag_minutes (60)    |                     |
 | verification  | last verification run (state file)            | WARN                    | FAIL                |
 | free_space    | backup directory (once, not per target)       | < 2x latest or < 10 %   | < latest backup     |
 | future_dated  | catalog (only when one exists)                | name or metadata dated  | -                   |
@@ -213,6 +216,36 @@ def check_s3_upload(settings: Settings, db: str, entries: list[CatalogEntry], ru
             return HealthCheck("s3_upload", db, HealthState.OK, f"latest backup {entries[0].filename} is in S3")
         return HealthCheck("s3_upload", db, HealthState.UNKNOWN, "no S3 upload recorded yet")
     return HealthCheck("s3_upload", db, HealthState.OK, last_ok)
+
+
+def check_replica(settings: Settings, db: str, entries: list[CatalogEntry], catalog: Catalog,
+                  now: float) -> HealthCheck:
+    """The replica reachable now, and the newest backup on it within max_lag_minutes of being taken."""
+    rep = settings.s3.replica
+    assert rep is not None
+    if catalog.replica_error:
+        return HealthCheck("replica", db, HealthState.WARNING,
+                           f"replica not reachable: {catalog.replica_error}; fix access (opstower doctor), then "
+                           "run `opstower replicate`")
+    offsite = [e for e in entries if (e.meta or {}).get("s3_planned") is not False]
+    if not offsite:
+        return HealthCheck("replica", db, HealthState.OK, f"replica s3://{rep.bucket}/{rep.prefix} reachable; "
+                           "no off-site backup to hold yet")
+    newest = offsite[0]
+    if newest.replica_key:
+        return HealthCheck("replica", db, HealthState.OK, f"latest backup {newest.filename} is on the replica",
+                           metrics={"replica_lag_seconds": 0})
+    lag = max(now - newest.created.timestamp(), 0.0)
+    behind = next((e for e in offsite if e.replica_key), None)
+    since = f"; newest on the replica: {behind.filename}" if behind else "; none of its backups is on the replica"
+    if lag > rep.max_lag_minutes * 60:
+        return HealthCheck("replica", db, HealthState.WARNING,
+                           f"latest backup {newest.filename} not on the replica after {span(lag)} "
+                           f"(limit {rep.max_lag_minutes}m){since}; run `opstower replicate`",
+                           metrics={"replica_lag_seconds": round(lag)})
+    return HealthCheck("replica", db, HealthState.OK,
+                       f"latest backup {newest.filename} not on the replica yet ({span(lag)} old, "
+                       f"limit {rep.max_lag_minutes}m)", metrics={"replica_lag_seconds": round(lag)})
 
 
 def check_verification(db: str, verifies: list[RunRecord] | None, now: float, state_problem: str | None) -> HealthCheck:

@@ -32,6 +32,7 @@ from opstower_core.health.checks import (
     check_backup_age,
     check_free_space,
     check_future_dated,
+    check_replica,
     check_s3_upload,
     check_size_trend,
     check_success_rate,
@@ -127,6 +128,8 @@ def check_health(settings: Settings, target_name: str | None = None, *, state: S
         checks.append(check_success_rate(db, week, now, problem))
         checks.append(check_size_trend(db, entries, runs))
         checks.append(check_s3_upload(settings, db, entries, runs, catalog, now, include_s3))
+        if include_s3 and catalog.replica_enabled:
+            checks.append(check_replica(settings, db, entries, catalog, now))
         checks.append(check_verification(db, verifies, now, problem))
         if future:
             checks.append(check_future_dated(db, future, now))

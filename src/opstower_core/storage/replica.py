@@ -31,6 +31,7 @@ from opstower_core import __version__
 from opstower_core.artifacts.names import ArtifactName, parse_name, read_metadata
 from opstower_core.config import S3Settings, Settings
 from opstower_core.errors import OpsError
+from opstower_core.events import Status
 from opstower_core.storage.local import LocalStore
 from opstower_core.storage.s3 import MiB, S3Store, s3_error_text, store_for
 
@@ -397,6 +398,39 @@ def _primary_meta(primary: S3Store | None, key: str, name: ArtifactName) -> dict
     return data if isinstance(data, dict) else None
 
 
+def doctor_replica(settings: Settings) -> tuple[Status, str, str]:
+    """(status, what was found, fix) for `opstower doctor`: the replica reachable, a write/read/delete
+    round trip under its prefix, and, when lock_days is set, whether its bucket supports Object Lock."""
+    rep = replica_settings(settings)
+    if rep is None:
+        return Status.SKIP, "No replica configured ([s3.replica]): one off-site copy", ""
+    store = store_for(rep)
+    try:
+        store.check_reachable()
+        probe = f"{store.prefix}opstower-doctor-{int(time.time())}.probe"
+        store.put_bytes(probe, b"opstower doctor probe\n", content_type="text/plain")
+        ok = store.get_bytes(probe) == b"opstower doctor probe\n"
+        store.delete(probe)
+    except OpsError as exc:
+        return Status.FAIL, exc.what, exc.next or "check the [s3.replica] endpoint, credentials and bucket"
+    except Exception as exc:  # noqa: BLE001
+        return (Status.FAIL, f"Replica round trip failed ({s3_error_text(exc)})",
+                "grant s3:PutObject, GetObject, DeleteObject and ListBucket on the replica bucket")
+    if not ok:
+        return Status.FAIL, "Replica read back other bytes than were written", "check the replica store"
+    where = f"s3://{store.bucket}/{store.prefix}"
+    how = "server-side copies" if same_account(settings.s3, rep) else "streamed copies"
+    supported, sentence = lock_support(store)
+    if rep.lock_days:
+        if supported:
+            return Status.PASS, f"Replica {where} reachable ({how}); {sentence}: copies locked {rep.lock_days} days", ""
+        return (Status.WARN, f"Replica {where} reachable ({how}); lock_days = {rep.lock_days} but {sentence}: "
+                "copies are written without a lock",
+                "use a bucket created with Object Lock enabled, or remove lock_days")
+    note = "Object Lock available (set lock_days to use it)" if supported else sentence
+    return Status.PASS, f"Replica {where} reachable ({how}); {note}", ""
+
+
 def is_reachable(settings: Settings) -> tuple[bool, str]:
     """(reachable, sentence) for the replica bucket."""
     try:
@@ -407,5 +441,5 @@ def is_reachable(settings: Settings) -> tuple[bool, str]:
 
 
 __all__ = ["CatchUpReport", "ReplicaCopy", "as_primary", "catch_up", "check_copy", "copy_backup", "is_reachable",
-           "lock_support", "replica_settings", "replica_store", "same_account", "settings_for_copy"]
+           "doctor_replica", "lock_support", "replica_settings", "replica_store", "same_account", "settings_for_copy"]
 

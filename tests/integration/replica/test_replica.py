@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -22,11 +23,12 @@ from opstower_core.config import S3Settings, Settings, load_settings
 from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.errors import ConfigError
 from opstower_core.events import Reporter, Status, StepFinished
+from opstower_core.health import HealthState, check_health
 from opstower_core.repo.catalog import list_catalog
 from opstower_core.repo.download import download
 from opstower_core.repo.retention import apply_retention
 from opstower_core.runs.history import StateStore
-from opstower_core.storage.replica import check_copy
+from opstower_core.storage.replica import check_copy, doctor_replica
 from opstower_core.storage.s3 import store_for
 from support.servers import admin_conn, create_database, settings_toml, unique
 
@@ -179,6 +181,30 @@ def test_retention_applies_to_both_and_never_deletes_the_last_good_replica_copy(
     assert rep.head(first.replica["key"]) is None
 
 
+def test_object_lock_on_the_replica_and_doctor(pg, s3, other, db, make_settings) -> None:
+    """lock_days writes the replica copy under COMPLIANCE retention where the bucket has Object Lock;
+    on a bucket without it the copy is made unlocked, and both the backup and doctor say so."""
+    client = other.client()
+    client.create_bucket(Bucket="opstower-locked", ObjectLockEnabledForBucket=True)
+    locked = replace(side(other, lock_days=3), bucket="opstower-locked")
+    settings = with_replica(make_settings(db, s3=s3), locked)
+    result = run_backup(settings)
+    assert result.ok and result.replica["locked_until"] and result.replica["how"] == "streamed from the local file"
+    head = client.head_object(Bucket="opstower-locked", Key=result.replica["key"])
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=2)
+    status, detail, _fix = doctor_replica(settings)
+    assert status == Status.PASS and "Object Lock is enabled" in detail and "locked 3 days" in detail
+
+    plain = with_replica(make_settings(db, s3=s3), side(other, lock_days=3))
+    sink: list = []
+    result = run_backup(plain, on_event=sink.append)
+    assert result.ok and result.replica["locked_until"] is None and "not enabled" in result.replica["lock_note"]
+    assert events_of(sink)["replica"].status == Status.WARN
+    status, detail, fix = doctor_replica(plain)
+    assert status == Status.WARN and "Object Lock is not enabled" in detail and "without a lock" in detail
+
+
 def test_replica_stopped_during_a_backup_then_caught_up(pg, s3, other, db, make_settings, tmp_path, capsys) -> None:
     rep = side(other)
     settings = with_replica(make_settings(db, s3=s3), rep)
@@ -199,9 +225,19 @@ def test_replica_stopped_during_a_backup_then_caught_up(pg, s3, other, db, make_
         assert "opstower replicate" in captured.err
         record = StateStore(settings.state_dir).runs("backup", limit=1)[0]
         assert "replica" in (record.error or "")
+        health = check_health(settings)
+        assert any(c.check == "replica" and c.state == HealthState.WARNING and "not reachable" in c.detail
+                   for c in health.checks)
     finally:
         other.start()
-    # Back (on new ports): `opstower replicate` copies what it missed.
+    moved = replace(rep, endpoint_url=other.endpoint_url)
+    # Back (on new ports) but behind: health counts the lag against max_lag_minutes.
+    lagging = with_replica(settings, moved)
+    soon, late = (check_health(lagging, now=time.time() + t) for t in (60, 7200))
+    assert next(c for c in soon.checks if c.check == "replica").state == HealthState.OK
+    late_check = next(c for c in late.checks if c.check == "replica")
+    assert late_check.state == HealthState.WARNING and "not on the replica after 2h" in late_check.detail
+    # `opstower replicate` copies what it missed.
     cfg = config(other.endpoint_url)
     assert main(["--config", str(cfg), "replicate", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -209,8 +245,8 @@ def test_replica_stopped_during_a_backup_then_caught_up(pg, s3, other, db, make_
     assert main(["--config", str(cfg), "replicate", "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["copied"] == [] and Path(summary["file"]).name in again["present"]
+    assert next(c for c in check_health(lagging).checks if c.check == "replica").state == HealthState.OK
     # A copy lost later is made good by the next backup's catch-up.
-    moved = replace(rep, endpoint_url=other.endpoint_url)
     name = Path(summary["file"]).name
     store_for(moved).delete(next(k for k in [o.key for o in store_for(moved).iter_objects()] if k.endswith(name)))
     sink: list = []
