@@ -34,6 +34,8 @@ class Target:
     sslmode: str | None = None
     rto_minutes: int = 240
     rpo_minutes: int = 60
+    production: bool = False  # the console marks it and asks for the typed name before any change
+    read_only: bool = False  # the console offers no change to it (restore, discard, recovery)
 
     def conninfo(self, dbname: str | None = None) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect; never carries a password."""
@@ -226,10 +228,16 @@ STORAGE_CLASSES = {
 }
 
 
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"Config {key} = {value!r} is not true or false", "nothing was run", "write true or false")
+    return value
+
+
 def _target(name: str, table: Mapping[str, Any], rto: int, rpo: int) -> Target:
     if not isinstance(table, Mapping):
         raise ConfigError(f"Config targets.{name} is not a table", "", f"write it as [targets.{name}]")
-    known = {"dbname", "rto_minutes", "rpo_minutes", *LIBPQ_KEYS}
+    known = {"dbname", "rto_minutes", "rpo_minutes", "production", "read_only", *LIBPQ_KEYS}
     for key in table:
         if key not in known:
             raise ConfigError(
@@ -249,6 +257,8 @@ def _target(name: str, table: Mapping[str, Any], rto: int, rpo: int) -> Target:
         sslmode=_str(f"targets.{name}.sslmode", table["sslmode"]) if "sslmode" in table else None,
         rto_minutes=_int(f"targets.{name}.rto_minutes", table.get("rto_minutes", rto), 1),
         rpo_minutes=_int(f"targets.{name}.rpo_minutes", table.get("rpo_minutes", rpo), 1),
+        production=_flag(f"targets.{name}.production", table.get("production", False)),
+        read_only=_flag(f"targets.{name}.read_only", table.get("read_only", False)),
     )
 
 

@@ -548,3 +548,26 @@ def test_a_backup_taken_outside_the_console_shows_on_the_dashboard_within_second
         assert screen.query_one(DbCard).status.latest is not None
 
     drive(OpsTowerApp(settings, warm_up=False), scenario)
+
+
+def test_production_and_read_only_targets_are_marked_and_guarded(env, tmp_path):
+    first = env.settings.targets[env.dbname]
+    targets = {"prod": replace(first, name="prod", production=True),
+               "replica": replace(first, name="replica", read_only=True)}
+    settings = replace(env.settings, backup_dir=tmp_path / "backups", state_dir=tmp_path / "state",
+                       s3=replace(env.settings.s3, bucket=""), targets=targets, default_target="prod")
+    run_backup(settings, "prod", BackupOptions(local_only=True))
+
+    async def scenario(pilot: Any) -> None:
+        cards = list(pilot.app.screen.query(DbCard))
+        await wait_for(pilot, lambda: all(c.status is not None for c in cards))
+        assert "PRODUCTION" in str(cards[0].border_title) and cards[0].has_class("-production")
+        assert "read-only" in str(cards[1].border_title)
+        await pilot.press("down", "r")  # the read-only target: refused, and said so
+        assert isinstance(pilot.app.screen, DashboardScreen)
+        assert any("marked read_only" in n.message for n in pilot.app._notifications)
+        await pilot.press("up", "r")
+        wizard = next(s for s in pilot.app.screen_stack if isinstance(s, RestoreScreen))
+        assert wizard.has_class("-production") and "PRODUCTION prod" in wizard.sub_title
+
+    drive(OpsTowerApp(settings, warm_up=False), scenario)

@@ -261,6 +261,8 @@ class BackupsScreen(OpsScreen):
             # The target that protects this backup's database, so the plan never aims at another one.
             targets = self.ops.settings.targets.values()
             target = next((t.name for t in targets if t.dbname == entry.database), None)
+            if self.refused_for_target(target, "Restore"):
+                return
             self.app.push_screen(RestoreScreen(entry, target))
 
     def action_download(self) -> None:

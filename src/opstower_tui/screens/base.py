@@ -69,7 +69,11 @@ class OpsScreen(Screen):
             self.refresh_bindings()
         self.ops.note_first_paint(self)
         if self.SCREEN_NAME:
-            self.sub_title = self.SCREEN_NAME + ("  [READ-ONLY]" if self.ops.read_only else "")
+            self.sub_title = self.subtitle()
+
+    def subtitle(self) -> str:
+        """The header's second line: the screen's name and the modes that limit it."""
+        return self.SCREEN_NAME + ("  [READ-ONLY]" if self.ops.read_only else "")
 
     def on_key(self, event: events.Key) -> None:
         # A destructive key in read-only mode is answered, not silently ignored.
@@ -78,6 +82,15 @@ class OpsScreen(Screen):
             event.stop()
             self.notify(f"{what} is not offered: this console was opened read-only (--read-only)",
                         title="Read-only", severity="warning")
+
+    def refused_for_target(self, target_name: str | None, what: str) -> bool:
+        """A target marked `read_only = true` in the config gets no change from the console: say so."""
+        target = self.ops.settings.targets.get(target_name or self.ops.settings.default_target)
+        if target is not None and target.read_only:
+            self.notify(f"{what} is not offered for {target.name}: it is marked read_only in the config",
+                        title="Read-only target", severity="warning")
+            return True
+        return False
 
     def action_drill(self) -> None:
         """The DR drill screen: resume an open drill or start one (drill databases, not the live one)."""

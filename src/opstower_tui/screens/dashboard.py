@@ -41,8 +41,8 @@ class DashboardScreen(OpsScreen):
         yield Header()
         yield Static("S3 …", id="s3-line")
         with VerticalScroll(id="cards"):
-            for name in self.ops.settings.targets:
-                yield DbCard(name)
+            for name, target in self.ops.settings.targets.items():
+                yield DbCard(name, production=target.production, read_only=target.read_only)
             yield Static("Recent runs", id="recent-title")
             yield RecentRuns(id="recent")
         yield Footer(compact=True)
@@ -134,6 +134,8 @@ class DashboardScreen(OpsScreen):
         from opstower_tui.screens.restore import RestoreScreen
 
         status = self._card_status()
+        if status is not None and self.refused_for_target(status.name, "Restore"):
+            return
         entry = self._latest()
         if status is not None and entry is not None:
             self.app.push_screen(RestoreScreen(entry, status.name))  # the focused card's target, never the default

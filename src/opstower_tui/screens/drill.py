@@ -154,7 +154,6 @@ class DrillScreen(OpsScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.set_interval(1.0, self.refresh_view)
         self.set_interval(1.0, self.poll)
         if self.drill_id is None:

@@ -70,7 +70,19 @@ class RestoreScreen(OpsScreen):
         yield Static("", id="restore-summary")
         yield Footer(compact=True)
 
+    def _target(self) -> Any | None:
+        return self.ops.settings.targets.get(self.target_name or self.ops.settings.default_target)
+
+    def subtitle(self) -> str:
+        target = self._target()
+        production = f" · PRODUCTION {target.name}" if target is not None and target.production else ""
+        return super().subtitle() + production
+
     def on_mount(self) -> None:
+        # (Textual runs OpsScreen.on_mount too: handlers are called along the MRO.)
+        target = self._target()
+        if target is not None and target.production:
+            self.add_class("-production")
         self.query_one("#timing", DataTable).can_focus = False  # the view around it scrolls
         self._show("plan-view")
         self.set_interval(0.5, self._tick)
@@ -260,6 +272,14 @@ class RestoreScreen(OpsScreen):
         from opstower_tui.dialogs.confirm import YesNoDialog
 
         old = self.result.old_database
+        if self.has_class("-production"):
+            # A production target: the way back is dropped only against the typed name.
+            from opstower_tui.dialogs.confirm import TypedConfirmDialog
+
+            self.app.push_screen(TypedConfirmDialog(old, f"Drop {old}, the production copy from before the restore? "
+                                                    "It is the fastest way back.", "Discard old (PRODUCTION)"),
+                                 lambda typed: self.discard_old(old) if typed else None)
+            return
         self.app.push_screen(YesNoDialog(f"Drop database {old} (the copy from before the restore)?", "Discard old"),
                              lambda yes: self.discard_old(old) if yes else None)
 

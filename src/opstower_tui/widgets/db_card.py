@@ -41,10 +41,11 @@ class DbCard(Vertical, can_focus=True):
         Binding("up", "move(-1)", "Previous database", show=False, id="card.previous"),
     ]
 
-    def __init__(self, name: str, *, id: str | None = None) -> None:
-        super().__init__(id=id, classes="db-card")
+    def __init__(self, name: str, *, production: bool = False, read_only: bool = False, id: str | None = None) -> None:
+        super().__init__(id=id, classes="db-card -production" if production else "db-card")
         self.target_name = name
-        self.border_title = name
+        marks = ["PRODUCTION"] * production + ["read-only"] * read_only
+        self.border_title = f"{name} · {' · '.join(marks)}" if marks else name
         self.status: Any | None = None
 
     def action_move(self, step: int) -> None:
