@@ -19,6 +19,148 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write the launcher and set the settings with ALTER SYSTEM (then reload)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_enable)
+    st = actions.add_parser("status", help="base backups, recoverable window, WAL gaps, archiver failures and lag")
+    add_target(st)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_status)
+    a = actions.add_parser("accidents", help="commits since the newest base backup that dropped, truncated or "
+                           "changed many rows (pg_waldump of the archived WAL)")
+    add_target(a)
+    a.add_argument("--min-rows", type=int, default=1000, help="report DELETE/UPDATE of at least N rows (default 1000)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_accidents)
+    h = actions.add_parser("heartbeat", help="write a timestamp row (opstower_heartbeat); a recovery reads it back")
+    add_target(h)
+    h.set_defaults(func=_heartbeat)
+
+
+def add_restore_args(p: argparse.ArgumentParser) -> None:
+    """`opstower restore --to-time/--to-lsn/--to-xid`: point-in-time recovery (wraps restore's own func)."""
+    g = p.add_argument_group("point-in-time recovery (barman-cloud archive)")
+    when = g.add_mutually_exclusive_group()
+    when.add_argument("--to-time", metavar='"YYYY-MM-DD HH:MM:SS+ZZ"', help="recover to this moment")
+    when.add_argument("--to-lsn", metavar="LSN", help="recover to this WAL position")
+    when.add_argument("--to-xid", metavar="XID", type=int, help="recover to this transaction (see `pitr accidents`)")
+    when.add_argument("--to-latest", action="store_true", help="recover to the end of the archive")
+    g.add_argument("--inclusive", action="store_true", help="include the target (default: stop just before it)")
+    g.add_argument("--exclusive", action="store_true", help="stop just before the target (the default)")
+    g.add_argument("--copy-db", metavar="DB", help="copy database DB out of the recovered cluster into the live server")
+    g.add_argument("--as", dest="copy_as", metavar="NAME", help="name of the copy (default DB_pitr_YYYYMMDDHHMMSS)")
+    g.add_argument("--keep", action="store_true", help="keep the recovered cluster running and print how to use it")
+    plain = p.get_default("func")
+
+    def dispatch(args: argparse.Namespace) -> int:
+        if args.to_time or args.to_lsn or args.to_xid is not None or args.to_latest:
+            return run_pitr_restore(args)
+        return plain(args)
+
+    p.set_defaults(func=dispatch)
+
+
+def run_pitr_restore(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from opstower_core.errors import UsageError
+    from opstower_core.pitr import RecoveryTarget, copy_database, read_heartbeat, recover_to
+
+    settings = settings_from(args)
+    when = None
+    if args.to_time:
+        try:
+            when = datetime.fromisoformat(args.to_time)
+        except ValueError:
+            raise UsageError(f"--to-time {args.to_time!r} is not a time", "nothing was changed",
+                             'write it as "YYYY-MM-DD HH:MM:SS+ZZ"') from None
+        if when.tzinfo is None:
+            when = when.astimezone()  # the operator's zone, said in the output below
+    target = RecoveryTarget(time=when, lsn=args.to_lsn, xid=args.to_xid, exclusive=not args.inclusive)
+    if not args.keep and not args.copy_db:
+        raise UsageError("What should happen with the recovered data?", "nothing was changed",
+                         "add --copy-db DB [--as NAME] (copy one database into the live server) or --keep "
+                         "(keep the recovered cluster as a server)")
+    live = settings.target(args.database)
+    show = _printer(args)
+    cluster = recover_to(settings, live, target, show)
+    try:
+        beat = read_heartbeat(cluster.target(live.dbname)) if live.dbname else None
+        if beat is not None:
+            print(f"Heartbeat in the recovered data: {beat.isoformat(sep=' ', timespec='seconds')}"
+                  f" (data-loss window: {(datetime.now(beat.tzinfo) - beat).total_seconds():.0f}s before now)")
+        if args.copy_db:
+            name = copy_database(settings, cluster, args.copy_db, live, args.copy_as, show)
+            print(f"Copied {args.copy_db} as it was {target.describe()} into {name} on {live.display_host}")
+        if args.keep:
+            for line in cluster.replacement_steps():
+                print(line)
+    finally:
+        if not args.keep:
+            cluster.discard()
+    return 0
+
+
+def _printer(args: argparse.Namespace):
+    from opstower_core.events import StepFinished, StepProgress, StepStarted, event_to_dict
+
+    def show(event) -> None:
+        if getattr(args, "json", False):
+            print(json.dumps(event_to_dict(event), default=str), flush=True)
+        elif isinstance(event, StepStarted):
+            print(f"{event.title} ...", flush=True)
+        elif isinstance(event, StepProgress) and event.unit == "lsn" and event.total:
+            print(f"  replayed {event.done * 100 // event.total}%", flush=True)
+        elif isinstance(event, StepFinished):
+            print(f"{event.status}: {event.detail} ({event.seconds:.1f}s)", flush=True)
+
+    return show
+
+
+def _status(args: argparse.Namespace) -> int:
+    from opstower_core.pitr import pitr_status
+
+    settings = settings_from(args)
+    st = pitr_status(settings, settings.target(args.database))
+    if args.json:
+        print(json.dumps(st.as_dict(), default=str))
+    else:
+        print(f"Base backups: {len(st.backups)}")
+        for b in st.backups:
+            print(f"  {b.backup_id}  {b.status:<6} ended {b.end_time}  WAL {b.begin_wal}..{b.end_wal}  {b.size} bytes")
+        print(f"Recoverable window: {st.earliest or '-'} .. {st.latest or '-'} (newest segment {st.latest_segment or '-'})")
+        print(f"Archived segments: {st.segments}; timelines: {', '.join(map(str, st.timelines)) or '-'}")
+        for a, b in st.gaps:
+            print(f"  GAP: segments missing after {a} up to {b}: recovery cannot pass it")
+        if st.archiver:
+            a = st.archiver
+            print(f"Archiver: {a['archived_count']} archived (last {a['last_archived_wal']}), {a['failed_count']} failed"
+                  f"{' (FAILING now: ' + str(a['last_failed_wal']) + ')' if a['failing'] else ''}; lag {st.lag_seconds:.0f}s")
+        elif st.archiver_error:
+            print(f"Archiver: not read ({st.archiver_error})")
+    bad = bool(st.gaps) or bool(st.archiver and st.archiver.get("failing"))
+    return 2 if bad else 0
+
+
+def _accidents(args: argparse.Namespace) -> int:
+    from opstower_core.pitr import find_accidents
+
+    settings = settings_from(args)
+    found = find_accidents(settings, settings.target(args.database), min_rows=args.min_rows)
+    if args.json:
+        print(json.dumps([a.as_dict() for a in found]))
+    elif not found:
+        print("No drop, truncate or large delete/update since the newest base backup.")
+    else:
+        for a in found:
+            print(a.line())
+        print("Recover to just before one: opstower restore --to-xid XID --copy-db DB (or --keep)")
+    return 0
+
+
+def _heartbeat(args: argparse.Namespace) -> int:
+    from opstower_core.pitr import beat
+
+    settings = settings_from(args)
+    print(f"heartbeat {beat(settings.target(args.database)).isoformat()}")
+    return 0
 
 
 def _enable(args: argparse.Namespace) -> int:

@@ -6,11 +6,32 @@ writes too. PostgreSQL calls `wal-push` / `wal-fetch` through a launcher script 
 OS user can run (launcher.py).
 """
 
+from .accident import Accident, find_accidents
+from .base import BaseBackup, list_base_backups, take_base_backup
+from .copyout import copy_database, row_counts
 from .enable import Check, EnableReport, enable, inspect
+from .heartbeat import beat, read_heartbeat
 from .launcher import archive_command, check_launcher, launcher_path, restore_command, server_os_user
+from .recover import PitrSource, RecoveryTarget, ScratchCluster, recover_to
+from .status import PitrStatus, pitr_status
 from .wal import wal_fetch, wal_push
 
 __all__ = [
+    "Accident",
+    "BaseBackup",
+    "PitrSource",
+    "PitrStatus",
+    "RecoveryTarget",
+    "ScratchCluster",
+    "beat",
+    "copy_database",
+    "row_counts",
+    "find_accidents",
+    "list_base_backups",
+    "pitr_status",
+    "read_heartbeat",
+    "recover_to",
+    "take_base_backup",
     "Check",
     "EnableReport",
     "archive_command",

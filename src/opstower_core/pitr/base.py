@@ -1,0 +1,92 @@
+"""Base backups: barman-cloud-backup of the server's data directory into the bucket, and their list."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from opstower_core.config import Settings, Target
+from opstower_core.errors import OpsError
+from opstower_core.events import Event, Status, StepFinished, StepLog, StepStarted
+from opstower_core.pitr.barman import cloud_options, destination_url, last_error, run_client, upload_options
+
+
+@dataclass(frozen=True)
+class BaseBackup:
+    backup_id: str
+    begin_time: datetime | None
+    end_time: datetime | None
+    begin_wal: str
+    end_wal: str
+    begin_lsn: str
+    end_lsn: str
+    timeline: int
+    size: int
+    status: str
+    name: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BaseBackup:
+        def when(key: str) -> datetime | None:
+            v = d.get(key)
+            return datetime.strptime(v, "%a %b %d %H:%M:%S %Y").astimezone() if isinstance(v, str) and v else None
+
+        # barman's JSON times are ctime strings in local time; begin_time_iso when present is exact.
+        def iso(key: str) -> datetime | None:
+            v = d.get(f"{key}_iso")
+            return datetime.fromisoformat(v) if v else when(key)
+
+        return cls(d["backup_id"], iso("begin_time"), iso("end_time"), d.get("begin_wal") or "", d.get("end_wal") or "",
+                   d.get("begin_xlog") or "", d.get("end_xlog") or "", int(d.get("timeline") or 1),
+                   int(d.get("size") or 0), d.get("status") or "", d.get("backup_name") or "")
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["begin_time"] = self.begin_time.isoformat() if self.begin_time else None
+        out["end_time"] = self.end_time.isoformat() if self.end_time else None
+        return out
+
+
+def list_base_backups(settings: Settings) -> list[BaseBackup]:
+    """Every base backup in the archive, oldest first (barman-cloud-backup-list --format json)."""
+    proc = run_client(settings, "cloud_backup_list",
+                      [*cloud_options(settings), "--format", "json", destination_url(settings), settings.pitr.server_name],
+                      timeout=300)
+    if proc.returncode != 0:
+        raise OpsError(f"Listing base backups failed ({last_error(proc)})", "nothing was changed",
+                       "check the bucket, endpoint and credentials (opstower doctor)")
+    data = json.loads(proc.stdout or "{}")
+    backups = [BaseBackup.from_json(b) for b in data.get("backups_list", [])]
+    return sorted(backups, key=lambda b: (b.end_time or datetime.min.astimezone(), b.backup_id))
+
+
+def take_base_backup(settings: Settings, target: Target, on_event: Callable[[Event], None] = lambda e: None,
+                     name: str | None = None, jobs: int = 2) -> BaseBackup:
+    """Take a base backup with barman-cloud-backup; returns it as listed afterwards (the proof it is whole)."""
+    on_event(StepStarted("base_backup", f"Base backup of {target.display_host} to {destination_url(settings)}"))
+    started = time.monotonic()
+    before = {b.backup_id for b in list_base_backups(settings)}
+    conn = ["-h", target.host or "", "-p", str(target.port or 5432), "-U", target.user or "postgres", "-d", "postgres"]
+    conn = [a for a in conn if a]
+    args = [*cloud_options(settings), *upload_options(settings), *conn, "--immediate-checkpoint", "-J", str(jobs),
+            "-v", *(["-n", name] if name else []), destination_url(settings), settings.pitr.server_name]
+    proc = run_client(settings, "cloud_backup", args, on_line=lambda line: on_event(StepLog("base_backup", line)))
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        on_event(StepFinished("base_backup", Status.FAIL, last_error(proc), seconds))
+        raise OpsError(f"The base backup failed ({last_error(proc)})",
+                       "nothing new is listed (barman-cloud lists a backup only when it is complete)",
+                       "fix the cause and run `opstower base-backup` again")
+    new = [b for b in list_base_backups(settings) if b.backup_id not in before]
+    if not new or new[-1].status != "DONE":
+        on_event(StepFinished("base_backup", Status.FAIL, "not listed as DONE after the run", seconds))
+        raise OpsError("The base backup ran but is not listed as DONE", "it cannot be used for recovery",
+                       "run `opstower pitr status` and take another base backup")
+    backup = new[-1]
+    on_event(StepFinished("base_backup", Status.PASS, f"{backup.backup_id} ({backup.size} bytes, WAL {backup.begin_wal}"
+                          f"..{backup.end_wal}) in {seconds:.1f}s", seconds, backup.as_dict()))
+    return backup
