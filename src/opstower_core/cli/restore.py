@@ -110,6 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", metavar="FILE.md", help="write an incident report (markdown) of this restore")
     add_json(p)
     p.set_defaults(func=run)
+    from opstower_core.cli.pitr import add_restore_args
+
+    add_restore_args(p)  # --to-time / --to-lsn / --to-xid: point-in-time recovery (cli/pitr.py)
 
 
 def _seconds(text: str) -> float:
