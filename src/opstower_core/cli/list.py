@@ -10,7 +10,7 @@ import sys
 import humanize
 
 from opstower_core.cli.common import add_json, settings_from
-from opstower_core.repo.catalog import list_catalog
+from opstower_core.repo.catalog import WHERE_LEGEND, list_catalog, where_short
 from opstower_core.runs.history import StateStore
 
 
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(e.as_dict()))
         if catalog.s3_error:
             print(json.dumps({"kind": "warning", "s3_error": catalog.s3_error}))
+        if catalog.replica_error:
+            print(json.dumps({"kind": "warning", "replica_error": catalog.replica_error}))
         return 0
     rows = [("NAME", "DATABASE", "AGE", "SIZE", "FORMAT", "WHERE", "VERIFIED", "METADATA")]
     future = []
@@ -44,12 +46,17 @@ def run(args: argparse.Namespace) -> int:
             e.name.format + (" +age" if e.name.encrypted else ""), e.where, e.verified or "-",
             e.meta_problem or ("ok" if e.meta else "-"),
         ))
-    for r in _fit(rows, shutil.get_terminal_size().columns if sys.stdout.isatty() else 0):
+    lines = _fit(rows, shutil.get_terminal_size().columns if sys.stdout.isatty() else 0)
+    for r in lines:
         print(r)
+    if any("L+" in line or "+R" in line for line in lines[1:]):
+        print(WHERE_LEGEND)
     if not catalog.entries:
         print(f"No backups in {settings.backup_dir}" + (" or S3" if catalog.s3_enabled else ""))
     if catalog.s3_error:
         print(f"WARN: {catalog.s3_error}; only local backups are shown", file=sys.stderr)
+    if catalog.replica_error:
+        print(f"WARN: {catalog.replica_error}; replica copies are not shown", file=sys.stderr)
     if future:
         print(f"WARN: {len(future)} backup(s) dated in the future ({', '.join(future[:3])}"
               f"{', …' if len(future) > 3 else ''}): never taken as latest; check the clock of the host that made "
@@ -73,6 +80,10 @@ def _fit(rows: list[tuple[str, ...]], columns: int) -> list[str]:
         rows = [r[:3] + r[4:] for r in rows]  # FORMAT too: the name's extension says it
         lines = lay(rows)
     over = max(map(len, lines)) - columns
+    if over > 0 and any("+" in r[-3] for r in rows[1:]):
+        rows = [r[:-3] + (where_short(r[-3]),) + r[-2:] for r in rows]  # WHERE: local+s3+rep → L+S+R
+        lines = lay(rows)
+        over = max(map(len, lines)) - columns
     if over > 0:
         keep = max(len("METADATA"), max(len(r[-1]) for r in rows) - over)
         rows = [r[:-1] + (r[-1] if len(r[-1]) <= keep else r[-1][: keep - 1] + "…",) for r in rows]

@@ -31,6 +31,25 @@ from opstower_core.runs.history import StateStore
 from opstower_core.storage.local import LocalStore
 from opstower_core.storage.s3 import store_for
 
+# A copy on the replica shows its places joined by "+"; narrow tables (80 columns, the console)
+# show them as letters: L local, S primary S3, R replica.
+_WHERE_LETTERS = {"local": "L", "s3": "S", "rep": "R"}
+WHERE_LEGEND = "WHERE: L local, S S3 (primary), R replica"
+
+
+def where_short(where: str) -> str:
+    """"local+s3+rep" → "L+S+R" (5 columns, like "local"); the values without a replica unchanged."""
+    parts = where.split("+")
+    return "+".join(_WHERE_LETTERS[p] for p in parts) if "rep" in parts else where
+
+
+def where_words(where: str) -> str:
+    """Every word a filter should match for a WHERE value: a copy in both places is in S3 and local too,
+    one on the replica matches "rep" and "replica"."""
+    parts = ["local", "s3"] if where == "both" else where.split("+")
+    words = parts + (["replica"] if "rep" in parts else []) + (["both"] if {"local", "s3"} <= set(parts) else [])
+    return " ".join(dict.fromkeys(words))
+
 
 @dataclass
 class CatalogEntry:

@@ -398,6 +398,51 @@ def _primary_meta(primary: S3Store | None, key: str, name: ArtifactName) -> dict
     return data if isinstance(data, dict) else None
 
 
+_RANK = {Status.SKIP: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3}
+
+
+def replica_verdict(settings: Settings, name: ArtifactName, meta: dict[str, Any] | None, size: int | None,
+                    sha256: str | None) -> tuple[Status, str] | None:
+    """Verification check 7's verdict on the replica copy of a backup (None: no replica configured).
+
+    `size` and `sha256` are what the verification found in the artifact (or its metadata records)."""
+    if replica_settings(settings) is None:
+        return None
+    if (meta or {}).get("s3_planned") is False:
+        return Status.SKIP, "replica: local-only backup, no copy expected"
+    if not name.conventional:
+        return Status.SKIP, "replica: the name does not follow the convention, its copy cannot be located"
+    store = replica_store(settings)
+    key = name.s3_key(store.prefix)
+    try:
+        head = store.head(key)
+        recorded = store.remote_sha256(key, head) if head is not None else None
+    except OpsError as exc:
+        return Status.WARN, f"replica not reachable, its copy not confirmed ({exc.what})"
+    if head is None:
+        if (meta or {}).get("tool") != "opstower":
+            return Status.SKIP, f"replica: no copy of this legacy artifact (s3://{store.bucket}/{key})"
+        return Status.FAIL, f"replica copy missing: s3://{store.bucket}/{key} (run `opstower replicate`)"
+    remote = int(head["ContentLength"])
+    if size is not None and remote != size:
+        return Status.FAIL, f"replica copy size differs: {remote:,} bytes on the replica, {size:,} here"
+    if sha256 and recorded and recorded != sha256:
+        return Status.FAIL, f"replica copy sha256 differs ({recorded[:12]}… on the replica, {sha256[:12]}… here)"
+    if not recorded:
+        return Status.WARN, f"replica copy present ({remote:,} bytes) but no sha256 recorded with it"
+    return Status.PASS, f"replica copy matches (s3://{store.bucket}/{key}, size and sha256)"
+
+
+def every_copy(settings: Settings, name: ArtifactName, meta: dict[str, Any] | None, size: int | None,
+               sha256: str | None, status: Status, detail: str) -> tuple[Status, str]:
+    """The primary's check 7 verdict joined with the replica's: the worse status, both sentences."""
+    verdict = replica_verdict(settings, name, meta, size, sha256)
+    if verdict is None:
+        return status, detail
+    rstatus, rdetail = verdict
+    return max(status, rstatus, key=_RANK.__getitem__), f"{detail}; {rdetail}"
+
+
 def doctor_replica(settings: Settings) -> tuple[Status, str, str]:
     """(status, what was found, fix) for `opstower doctor`: the replica reachable, a write/read/delete
     round trip under its prefix, and, when lock_days is set, whether its bucket supports Object Lock."""
@@ -441,5 +486,5 @@ def is_reachable(settings: Settings) -> tuple[bool, str]:
 
 
 __all__ = ["CatchUpReport", "ReplicaCopy", "as_primary", "catch_up", "check_copy", "copy_backup", "is_reachable",
-           "doctor_replica", "lock_support", "replica_settings", "replica_store", "same_account", "settings_for_copy"]
+           "doctor_replica", "every_copy", "lock_support", "replica_settings", "replica_store", "replica_verdict", "same_account", "settings_for_copy"]
 

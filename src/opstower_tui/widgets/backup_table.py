@@ -23,6 +23,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from opstower_core.fmt import duration, size
+from opstower_core.repo.catalog import where_short, where_words
 from opstower_tui.formatting import truncate
 
 # (key, header, width); width 0 = takes the rest.
@@ -56,8 +57,8 @@ def created_of(timestamp: str) -> datetime:
     return naive.replace(tzinfo=zone)
 
 
-# What the filter matches for each location: a copy in both places is in S3 and local too.
-WHERE_WORDS = {"both": "both local s3"}
+# What the filter matches for each location: a copy in both places is in S3 and local too (where_words);
+# a copy on the replica shows as letters (L+S+R, where_short) to fit the 5-column WHERE.
 
 
 @dataclass
@@ -78,11 +79,11 @@ class Row:
     @classmethod
     def of(cls, entry: Any, now: datetime) -> Row:
         name = entry.name
-        filename, where = name.filename, entry.where
+        filename, where = name.filename, where_short(entry.where)
         fmt = name.format + ("+age" if name.encrypted else "")
         verified = entry.verified or "-"
         row = cls(entry, filename, size(entry.size), fmt, where, verified,
-                  f"{filename} {WHERE_WORDS.get(where, where)} {fmt} {verified} {name.kind}".lower(), created_of(name.timestamp))
+                  f"{filename} {where_words(entry.where)} {fmt} {verified} {name.kind}".lower(), created_of(name.timestamp))
         row.set_age(now)
         return row
 

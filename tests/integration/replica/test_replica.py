@@ -19,17 +19,19 @@ import pytest
 
 from opstower_core.backup import run_backup
 from opstower_core.cli import main
+from opstower_core.cli.list import _fit
 from opstower_core.config import S3Settings, Settings, load_settings
 from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.errors import ConfigError
 from opstower_core.events import Reporter, Status, StepFinished
 from opstower_core.health import HealthState, check_health
-from opstower_core.repo.catalog import list_catalog
+from opstower_core.repo.catalog import list_catalog, where_short, where_words
 from opstower_core.repo.download import download
 from opstower_core.repo.retention import apply_retention
 from opstower_core.runs.history import StateStore
 from opstower_core.storage.replica import check_copy, doctor_replica
 from opstower_core.storage.s3 import store_for
+from opstower_core.verify import verify
 from support.servers import admin_conn, create_database, settings_toml, unique
 
 SQL = "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 500) g;"
@@ -181,6 +183,40 @@ def test_retention_applies_to_both_and_never_deletes_the_last_good_replica_copy(
     assert rep.head(first.replica["key"]) is None
 
 
+def test_where_values_filter_words_and_80_columns() -> None:
+    assert [where_short(w) for w in ("local+s3+rep", "s3+rep", "rep", "both", "local")] == [
+        "L+S+R", "S+R", "R", "both", "local"]
+    assert set(where_words("local+s3+rep").split()) == {"local", "s3", "rep", "replica", "both"}
+    assert set(where_words("both").split()) == {"both", "local", "s3"} and where_words("s3") == "s3"
+    rows = [("NAME", "DATABASE", "AGE", "SIZE", "FORMAT", "WHERE", "VERIFIED", "METADATA"),
+            ("accounting_20261130_021719Z.dump.zst", "accounting", "2 minutes", "148.0 MiB", "custom",
+             "local+s3+rep", "PASS", "ok")]
+    # Narrow: the replica's places cost no column over a copy in both places (L+S+R, legend printed by list).
+    lines = _fit(rows, 80)
+    without = _fit([rows[0], rows[1][:5] + ("both",) + rows[1][6:]], 80)
+    assert "L+S+R" in lines[1] and max(map(len, lines)) == max(map(len, without))
+    assert "local+s3+rep" in _fit(rows, 0)[1]  # piped output is never cut
+
+
+def test_verify_check_7_checks_the_replica_copy_too(pg, s3, other, db, make_settings) -> None:
+    settings = with_replica(make_settings(db, s3=s3), side(other))
+    result = run_backup(settings)
+    entry = next(e for e in list_catalog(settings, db).entries if e.filename == result.name.filename)
+    check7 = next(r for r in verify(settings, entry, upto=7).results if r.step == "s3")
+    assert check7.status == Status.PASS and "replica copy matches" in check7.detail
+    # The replica's copy tampered with (same size, other bytes, its recorded sha256 kept): caught.
+    client, key = other.client(), result.replica["key"]
+    data = bytearray(result.path.read_bytes())
+    data[100] ^= 0xFF
+    client.put_object(Bucket=other.bucket, Key=key, Body=bytes(data), Metadata={"sha256": "f" * 64})
+    check7 = next(r for r in verify(settings, entry, upto=7).results if r.step == "s3")
+    assert check7.status == Status.FAIL and "replica copy sha256 differs" in check7.detail
+    # Gone: named, with the way to make it good.
+    client.delete_object(Bucket=other.bucket, Key=key)
+    check7 = next(r for r in verify(settings, entry, upto=7).results if r.step == "s3")
+    assert check7.status == Status.FAIL and "opstower replicate" in check7.detail
+
+
 def test_object_lock_on_the_replica_and_doctor(pg, s3, other, db, make_settings) -> None:
     """lock_days writes the replica copy under COMPLIANCE retention where the bucket has Object Lock;
     on a bucket without it the copy is made unlocked, and both the backup and doctor say so."""
@@ -277,3 +313,4 @@ def test_primary_stopped_restore_from_the_replica(pg, s3, other, db, make_settin
     with admin_conn(pg, target) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 500
         conn.execute("SELECT 1")
+
