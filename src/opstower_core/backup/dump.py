@@ -69,8 +69,10 @@ class StreamingDump:
     """One pg_dump of `target` into `tmp`. `run()` returns a DumpResult or raises with nothing left running."""
 
     def __init__(self, target: Target, tools: PgTools, options: BackupOptions, enc: EncryptionSettings,
-                 reporter: Reporter, lock_wait: float, upload: StreamingUpload | None) -> None:
+                 reporter: Reporter, lock_wait: float, upload: StreamingUpload | None,
+                 statistics: bool = False) -> None:
         self.target = target
+        self.statistics = statistics
         self.tools = tools
         self.options = options
         self.enc = enc
@@ -124,6 +126,8 @@ class StreamingDump:
             args.append('--table="' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"')
         if fmt == "custom":
             args.append("--compress=0")  # we compress with zstd, in parallel, outside pg_dump
+            if self.statistics:
+                args.append("--statistics")
         else:
             args += ["--no-owner", "--no-acl"]  # the reference's plain dump flags
         # UTC: timestamptz values in the dump's text do not depend on the server's or the host's

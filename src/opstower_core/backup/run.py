@@ -100,6 +100,9 @@ class BackupRun:
         self.r = Reporter(on_event, cancel)
         self.tools: PgTools | None = None
         self.server_version = ""
+        # pg_dump --statistics: the optimizer statistics travel with the dump (PostgreSQL 18 on both
+        # sides), so a restore need not ANALYZE every table before the database is fast again.
+        self.statistics = False
         self.database_size = 0
         self.database_size_pretty = ""
         self.s3: S3Store | None = None
@@ -174,6 +177,7 @@ class BackupRun:
                     "SELECT pg_database_size(current_database()), pg_size_pretty(pg_database_size(current_database()))"
                 ).fetchone()
             self.tools = select_tools(self.settings, info.major)
+            self.statistics = self.options.fmt == "custom" and info.major >= 18 and self.tools.major >= 18
             self.r.log("prerequisites", f"Server {info.version}; using pg_dump {self.tools.version} from {self.tools.bin_dir}")
             free = self._check_free_space()
             self._connect_s3()
@@ -230,7 +234,7 @@ class BackupRun:
             self.r.log("dump", f"Dumping database to: {self.settings.backup_dir / self.name.filename}")
             self._start_upload()
             dumped = StreamingDump(self.target, self.tools, self.options, self.enc, self.r, self.lock_wait,
-                                   self.upload).run(self.tmp)
+                                   self.upload, statistics=self.statistics).run(self.tmp)
             log_sizes(self.r, dumped)
             out.detail = (f"Database dump completed successfully: {len(dumped.row_counts)} tables, "
                           f"{humanize.naturalsize(dumped.size_bytes, binary=True)}")
@@ -301,6 +305,7 @@ class BackupRun:
             "sha256": dumped.sha256,
             "size_bytes": dumped.size_bytes,
             "uncompressed_bytes": dumped.uncompressed_bytes,
+            "statistics": self.statistics,  # optimizer statistics in the archive (pg_dump --statistics)
             "database_size_bytes": int(self.database_size),
             "encryption": {"format": "age", "recipients": [fingerprint(r) for r in self.enc.recipients]}
             if name.encrypted else None,

@@ -141,3 +141,28 @@ def run_cancellable(target: Target, dbname: str, sql: str, cancel: CancelToken) 
             done.set()
             watcher.join(1)
     cancel.check()
+
+
+# Tables (and materialized views) the restore brought no optimizer statistics for: no pg_stats row
+# at all, or an extended statistics object without its data (pg_dump 18 does not carry those).
+_WITHOUT_STATISTICS = """
+SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'm', 'p') AND c.relpersistence <> 't'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+   AND (NOT EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname)
+        OR EXISTS (SELECT 1 FROM pg_statistic_ext e JOIN pg_namespace en ON en.oid = e.stxnamespace
+                    WHERE e.stxrelid = c.oid AND NOT EXISTS (
+                          SELECT 1 FROM pg_stats_ext x WHERE x.statistics_schemaname = en.nspname
+                             AND x.statistics_name = e.stxname)))
+ ORDER BY 1"""
+
+
+def tables_without_statistics(target: Target, dbname: str) -> list[str]:
+    """Tables of `dbname` that have no optimizer statistics (what ANALYZE still has to do after a load)."""
+    with connect(target, dbname=dbname) as conn:
+        return [row[0] for row in conn.execute(_WITHOUT_STATISTICS).fetchall()]
+
+
+def analyze_sql(tables: list[str]) -> str:
+    """One ANALYZE of the given (already quoted, regclass-text) tables."""
+    return "ANALYZE " + ", ".join(tables)

@@ -45,6 +45,7 @@ class ArtifactFacts:
     grantees: set[str] = field(default_factory=set)
     owner_statements: int = 0
     grant_statements: int = 0
+    statistics: int | None = None  # STATISTICS DATA entries in a custom archive's TOC (None: not known)
 
     @property
     def roles(self) -> set[str]:
@@ -81,7 +82,9 @@ def read_facts(settings: Settings, entry: CatalogEntry, tools: PgTools) -> Artif
             for line in pg_restore_output(settings, entry, tools, ["--list"], quiet, "plan"):
                 if line.startswith(";     dbname: "):
                     facts.dbname = line.split(": ", 1)[1]
-                    break
+                elif " STATISTICS DATA " in line and not line.startswith(";"):
+                    facts.statistics = (facts.statistics or 0) + 1
+            facts.statistics = facts.statistics or 0
             for line in pg_restore_output(settings, entry, tools, ["--schema-only", "--file=-"], quiet, "plan"):
                 facts.add_sql_line(line)
         except OpsError:

@@ -70,6 +70,7 @@ class RestoreOptions:
     jobs: int | None = None
     create_roles: bool = False
     no_acl: bool = False  # restore without ownership and grants (chosen explicitly, reported)
+    reindex: bool = False  # REINDEX after the load even where pg_restore has just built every index
 
 
 @dataclass
@@ -79,6 +80,9 @@ class PlannedStep:
     commands: list[str]
     detail: str
     skip: str | None = None  # why this step will not run (it is reported as SKIP)
+    # Steps this one runs beside (started in a thread, joined before the first step that touches the
+    # live database): the RTO clock waits for it only where it outlasts them.
+    parallel_with: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +115,7 @@ class RestorePlan:
     artifact_database: str = ""  # the database the artifact is a dump of
     identity_source: str = ""  # where that name was read: "archive header", "dump header", "metadata", "file name"
     left_out: str | None = None  # what --no-acl leaves out, said in the result
+    statistics: int | None = None  # optimizer statistics entries the archive carries (None: not known / plain)
 
     @property
     def needs_confirmation(self) -> bool:
@@ -161,7 +166,8 @@ class RestoreResult:
             "total_seconds": round(self.total_seconds, 3), "rto_seconds": self.rto_seconds,
             "margin_seconds": round(self.margin_seconds, 3),
             "steps": [{"step": s.step, "title": s.title, "status": s.status.value, "seconds": round(s.seconds, 3),
-                       "cumulative": round(c, 3), "detail": s.detail}
+                       "cumulative": round(c, 3), "detail": s.detail,
+                       **({"parallel_with": s.data["parallel_with"]} if s.data.get("parallel_with") else {})}
                       for s, (_, _, c) in zip(self.steps, timing_table(self), strict=True)],
             "sentence": self.sentence,
         }
@@ -175,9 +181,11 @@ def _proof_dict(proof: Any) -> dict[str, Any] | None:
 
 
 def timing_table(result: RestoreResult) -> list[tuple[str, float, float]]:
-    """(step title, seconds, cumulative seconds) for each step run, in order."""
+    """(step title, seconds, cumulative seconds) for each step run, in order.
+
+    A step that ran beside others adds to the clock only the time the run waited for it."""
     rows, total = [], 0.0
     for s in result.steps:
-        total += s.seconds
+        total += float(s.data.get("waited", s.seconds)) if s.data.get("parallel_with") else s.seconds
         rows.append((s.title, s.seconds, total))
     return rows

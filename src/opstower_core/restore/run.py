@@ -32,7 +32,7 @@ from opstower_core.pg.admin import (
 )
 from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.repo.holds import hold
-from opstower_core.restore import journal, server, source
+from opstower_core.restore import journal, parallel, server, source
 from opstower_core.restore.context import RunContext, Step
 from opstower_core.restore.model import RestorePlan, RestoreResult
 from opstower_core.restore.recover import reload_pre_restore
@@ -99,13 +99,22 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
     """Every step of the plan in order; on any failure or cancel, the rollback. (status, error)."""
     r, total = ctx.reporter, len(ctx.plan.steps)
     status, error = "success", None
+    beside: parallel.Beside | None = None  # a step running beside the others (parallel.py)
     try:
         ctx.lock(f"{ctx.live_db}.restore")
         if ctx.plan.mode in ("new_db", "tables"):
             ctx.lock(ctx.live_db)
         _refuse_if_interrupted(ctx)
         for index, step in enumerate(ctx.plan.steps, 1):
+            if beside is not None and parallel.due(beside, step.id):
+                parallel.join(ctx, beside)
+                beside = None
             ctx.current_step = step.id
+            if step.parallel_with and not step.skip:
+                ctx.cancel.check()
+                beside = parallel.start(ctx, step, STEPS[step.id], index, total)
+                ctx.cancel.check()  # a cancel asked for as it started is this step's
+                continue
             if step.skip:
                 r.started(step.id, step.title, index, total)
                 r.finished(step.id, Status.SKIP, step.skip, 0.0)
@@ -115,12 +124,16 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
                 if step.id in JOURNALED:
                     ctx.checkpoint(step.id)
                 STEPS[step.id](ctx, out)
+        if beside is not None:
+            parallel.join(ctx, beside)
         journal.remove(ctx.journal)
     except (Cancelled, KeyboardInterrupt) as exc:
         status, error = "cancelled", exc
+        parallel.stop(ctx, beside)
         _rollback(ctx)
     except Exception as exc:  # noqa: BLE001 - every failure ends in a rollback and one sentence
         status, error = "failed", exc
+        parallel.stop(ctx, beside)
         _rollback(ctx)
     finally:
         for lock in reversed(ctx.locks):

@@ -34,7 +34,13 @@ from opstower_core.pg.admin import (
     terminate_sessions,
 )
 from opstower_core.pg.load import LoadSpec, load
-from opstower_core.restore.checks import check_restored, maintenance_sql, run_cancellable
+from opstower_core.restore.checks import (
+    analyze_sql,
+    check_restored,
+    maintenance_sql,
+    run_cancellable,
+    tables_without_statistics,
+)
 from opstower_core.restore.context import RunContext
 from opstower_core.restore.old import drop_abandoned
 
@@ -179,7 +185,16 @@ def _maintain(ctx: RunContext, kind: str, out: StepOutcome) -> None:
 
 
 def analyze(ctx: RunContext, out: StepOutcome) -> None:
-    _maintain(ctx, "analyze", out)
+    """ANALYZE only the tables the load brought no statistics for (pg_dump 18 --statistics carries them)."""
+    tables = tables_without_statistics(ctx.target, ctx.work_db)
+    if not tables:
+        ctx.reporter.log("analyze", "Every table came with its optimizer statistics: nothing to analyze")
+        out.detail = "statistics restored with the dump: nothing to analyze"
+        return
+    sql = analyze_sql(tables)
+    ctx.reporter.log("analyze", f"ANALYZE of {len(tables)} table(s) without statistics in {ctx.work_db}")
+    run_cancellable(ctx.target, ctx.work_db, sql, ctx.cancel)
+    out.detail = f"ANALYZE completed ({len(tables)} table(s) had no statistics in the dump)"
 
 
 def vacuum(ctx: RunContext, out: StepOutcome) -> None:
