@@ -21,14 +21,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opstower_core.artifacts.names import fsync_dir
 from opstower_core.pg.admin import ConnState, DbProps, open_state
 from opstower_core.repo.holds import process_alive, process_start
-
-if TYPE_CHECKING:
-    from opstower_core.restore.context import RunContext
 
 VERSION = 1
 DIRNAME = "restore_journal"
@@ -86,8 +83,10 @@ def journal_path(state_dir: Path, target: str, live: str) -> Path:
     return journal_dir(state_dir) / f"{safe}.json"
 
 
-def save(ctx: RunContext, step: str, phase: str = "running") -> Path:
-    """Write the run's state before `step` changes the server (atomic; fsync'ed)."""
+def save(ctx: Any, step: str, phase: str = "running") -> Path:
+    """Write the run's state before `step` changes the server (atomic; fsync'ed).
+
+    `ctx` is the run's RunContext (not imported: context.py calls this, one direction only)."""
     plan, touched = ctx.plan, ctx.touched
     props = touched.live_props or plan.live_props
     before = touched.blocked or (props.conn if props else None)

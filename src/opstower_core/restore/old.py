@@ -22,7 +22,7 @@ from opstower_core.errors import OpsError, UsageError
 from opstower_core.pg.admin import admin, db_exists, drop_sql
 
 LEFTOVER_MIN_AGE = timedelta(minutes=10)
-_LEFTOVER = re.compile(r"_(?P<kind>restore|rollback|verify)_(?P<stamp>\d{8}_\d{6})(_\d+)?$")
+_LEFTOVER = re.compile(r"(?<!_pre)_(?P<kind>restore|rollback|verify)_(?P<stamp>\d{8}_\d{6})(_\d+)?$")
 
 # -- old databases kept by a swap -----------------------------------------------------------
 
@@ -58,7 +58,8 @@ def _leftovers(conn: psycopg.Connection, settings: Settings, live: str | None = 
     rows = conn.execute(
         "SELECT d.datname, pg_database_size(d.oid), (SELECT count(*) FROM pg_stat_activity a"
         " WHERE a.datname = d.datname AND a.pid <> pg_backend_pid()) FROM pg_database d"
-        " WHERE d.datname ~ '_(restore|rollback|verify)_[0-9]{8}_[0-9]{6}(_[0-9]+)?$' ORDER BY 1").fetchall()
+        " WHERE d.datname ~ '_(restore|rollback|verify)_[0-9]{8}_[0-9]{6}(_[0-9]+)?$'"
+        " AND d.datname !~ '_pre_restore_[0-9]{8}_[0-9]{6}(_[0-9]+)?$' ORDER BY 1").fetchall()
     out = []
     for name, size, connected in rows:
         m = _LEFTOVER.search(name)

@@ -36,6 +36,7 @@ from opstower_core.pg.admin import (
     db_exists,
     derived_name,
     drop_sql,
+    free_name,
     guarded,
     in_place_statements,
     in_transaction,
@@ -201,8 +202,6 @@ def reload_pre_restore(settings: Settings, target: Target, conn: psycopg.Connect
                        step: str) -> str:
     """Put a dropped live database back from its pre-restore backup (the same loader as a restore), check
     its rows against that backup's metadata, then rename it into place; returns what was done."""
-    from opstower_core.pg.admin import free_name
-
     work = free_name(conn, derived_name(live, f"_rollback_{stamp}"))
     r.log(step, f"Restoring {live} from the pre-restore backup {pre.local_path}")
     create_database(conn, work, props, r, step)
