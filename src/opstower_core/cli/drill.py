@@ -104,7 +104,8 @@ def _add_start_and_run(dsub: argparse._SubParsersAction) -> None:
         s.add_argument("--participant", metavar="NAME:ROLE", action="append", default=[],
                        help='who takes part, e.g. "Ana Lima:Drill lead" (repeat)')
         s.add_argument("--table", metavar="TABLE", action="append", dest="tables",
-                       help="table to restore in a selective (deletion) scenario (repeat; default: all tables)")
+                       help="table to delete rows from and recover in the deletion scenario (repeat; default: the "
+                       "largest table with a primary key)")
         s.add_argument("--keep-databases", action="store_true", help="keep the drill databases at the end")
         s.add_argument("--into-production", action="store_true",
                        help="restore phases REPLACE the live database instead of a drill database")

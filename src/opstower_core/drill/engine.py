@@ -11,6 +11,8 @@ import re
 import time
 from typing import Any
 
+import psycopg
+
 from opstower_core.config import Settings
 from opstower_core.drill.state import Drill, PhaseRun
 from opstower_core.errors import OpsError
@@ -67,19 +69,19 @@ def all_tables(settings: Settings, drill: Drill, entry: CatalogEntry) -> list[st
 
 def run_restore_phase(settings: Settings, drill: Drill, phase: PhaseRun, on_event: EventSink | None,
                       cancel: CancelToken, state: StateStore) -> tuple[str | None, str, dict[str, Any]]:
-    """Restore the drill's backup (or its chosen tables) into the drill database."""
+    """Restore the drill's backup into the drill database (or, asked for, production); a
+    selective_restore phase then rehearses the accidental deletion and its recovery there."""
     from opstower_core.restore import RestoreOptions, plan_restore, run_restore
 
     entry = _entry(settings, drill)
-    if drill.options.get("into_production"):
+    selective = phase.kind == "selective_restore"
+    if drill.options.get("into_production") and not selective:
         options = RestoreOptions(force=True)
-    else:
+    else:  # the deletion rehearsal deletes rows: never in production, whatever was asked
         name = phase.data["target_db"]  # chosen and saved when the phase started
         # A previous attempt of this phase (interrupted or cancelled) may have left it: it is ours.
         _drop(settings, drill, [name])
         options = RestoreOptions(target_db=name, force=True)
-    if phase.kind == "selective_restore":
-        options.tables = list(drill.options.get("tables") or all_tables(settings, drill, entry))
     plan = plan_restore(settings, entry, drill.target_name, options)
     result = run_restore(settings, plan, on_event=on_event, cancel=cancel, state=state)
     data = {"restore": result.as_dict(), "database": result.database, "mode": plan.mode,
@@ -89,7 +91,55 @@ def run_restore_phase(settings: Settings, drill: Drill, phase: PhaseRun, on_even
     if not result.ok:
         return "FAIL", result.sentence, data
     warned = any(s.status == Status.WARN for s in result.steps)
+    if selective:
+        return run_deletion_rehearsal(settings, drill, entry, result.database, warned, on_event, cancel, state, data)
     return ("WARN" if warned else "PASS"), result.sentence, data
+
+
+def run_deletion_rehearsal(settings: Settings, drill: Drill, entry: CatalogEntry, database: str, warned: bool,
+                           on_event: EventSink | None, cancel: CancelToken, state: StateStore,
+                           data: dict[str, Any]) -> tuple[str | None, str, dict[str, Any]]:
+    """In the drill database (the backup just restored): delete rows as the accident would, recover
+    them with the table recovery engine (merge, the drill database as the live one), prove it."""
+    from opstower_core.drill.deletion import check_recovered, stage_accident
+    from opstower_core.pg.tools import connect
+    from opstower_core.recover import RecoverOptions, run_recovery
+
+    target = settings.target(drill.target_name)
+    try:
+        with connect(target, dbname=database, autocommit=False) as conn:
+            accident = stage_accident(conn, drill.options.get("tables"), drill.id)
+    except psycopg.Error as exc:
+        return "FAIL", OpsError(f"Deleting rows in {database} failed: {str(exc).strip().splitlines()[0]}",
+                                "the drill database is left as restored", "drill with other tables").sentence, data
+    except OpsError as exc:
+        return "FAIL", exc.sentence, data
+    tables = [t.table for t in accident.tables]
+    data["tables"] = tables
+    data["deletion"] = {"tables": [t.as_dict() for t in accident.tables], "deleted": accident.deleted}
+    data["recovery_point"] = {"backup": entry.filename, "taken_at": drill.backup_created,
+                              "age_seconds": drill.started_at - drill.backup_created}
+    # target_db: the drill database is the "live" one, on the target's server, under its connection settings.
+    result = run_recovery(settings, entry, RecoverOptions(tables=tables, mode="merge", force=True, target_db=database),
+                          drill.target_name, on_event=on_event, cancel=cancel, state=state)
+    data["recovery"] = result.as_dict()
+    data["rows_back"] = result.rows_back
+    if result.status == "cancelled":
+        return None, result.sentence, data
+    if not result.ok:
+        return "FAIL", result.sentence, data
+    with connect(target, dbname=database) as conn:
+        problems = check_recovered(conn, accident)
+    data["deletion"]["problems"] = problems
+    back = f"{result.rows_back:,} of {accident.deleted:,} deleted rows came back"
+    if problems or result.rows_back != accident.deleted:
+        return "FAIL", f"Recovery incomplete: {back}; " + "; ".join(problems or ["counts differ"]), data
+    kept = [t for t in accident.tables if t.since_key is not None]
+    detail = (f"{back} ({', '.join(tables)}); " + (f"{len(kept)} row(s) written since the backup kept; " if kept
+                                                   else "no row written since the backup could be staged; ")
+              + f"recovery point {entry.filename}. {result.sentence}")
+    warned = warned or any(s.status == Status.WARN for s in result.steps) or not kept
+    return ("WARN" if warned else "PASS"), detail, data
 
 
 def run_verify_phase(settings: Settings, drill: Drill, on_event: EventSink | None, cancel: CancelToken,
@@ -112,7 +162,8 @@ def run_verify_phase(settings: Settings, drill: Drill, on_event: EventSink | Non
 
 def _leftovers(base: str) -> re.Pattern[str]:
     # The drill database, the restore's staging copy of it and a swap's kept copy: all named after it.
-    return re.compile(re.escape(base) + r"(_(pre_)?restore_\d{8}_\d{6}(_\d+)?)?")
+    # A table recovery's scratch database in it (`_recover_<stamp>`), left only by a killed run.
+    return re.compile(re.escape(base) + r"(_(pre_)?restore_\d{8}_\d{6}(_\d+)?|_recover_\d{8}_\d{6}Z?(_\d+)?)?")
 
 
 def _drop(settings: Settings, drill: Drill, bases: list[str]) -> tuple[list[str], list[str]]:
@@ -145,4 +196,26 @@ def drop_drill_databases(settings: Settings, drill: Drill) -> dict[str, Any]:
         dropped, errors = _drop(settings, drill, drill.databases)
     except OpsError as exc:
         return {"dropped": [], "errors": [exc.sentence]}
-    return {"dropped": dropped, "errors": errors}
+    out: dict[str, Any] = {"dropped": dropped, "errors": errors}
+    removed = _drop_pre_change_copies(settings, drill)
+    if removed:
+        out["removed"] = removed
+    return out
+
+
+def _drop_pre_change_copies(settings: Settings, drill: Drill) -> list[str]:
+    """The table recovery's pre-change copies of drill databases' tables: meaningless once those are gone."""
+    from opstower_core.artifacts.names import parse_name
+
+    gone = []
+    for p in drill.phases:
+        filename = (p.data.get("recovery") or {}).get("pre_change_artifact")
+        name = parse_name(filename) if filename else None
+        if name is None or not name.pre_restore or name.database not in drill.databases:
+            continue  # only a copy of a drill database's tables, never anything else
+        for f in (filename, name.meta_filename, name.globals_filename):
+            path = settings.backup_dir / f
+            if path.exists():
+                path.unlink()
+                gone.append(f)
+    return gone

@@ -74,6 +74,7 @@ def render_drill_report(drill: Drill, now: float | None = None) -> str:
     lines += _phase_table(d, now)
     lines += _verification(d)
     lines += _restores(d)
+    lines += _recoveries(d)
     lines += _notes(d)
     lines += _findings(d, now)
     lines += ["", "## Lessons learned", ""]
@@ -138,6 +139,48 @@ def _restores(d: Drill) -> list[str]:
     return (["", "## Restore step timing", *out]) if out else []
 
 
+def _recoveries(d: Drill) -> list[str]:
+    """The deletion rehearsal: rows deleted and back per table, the rows written since, the recovery point."""
+    out: list[str] = []
+    for p in d.phases:
+        r, dele = p.data.get("recovery"), p.data.get("deletion")
+        if not r or not dele:
+            continue
+        outcomes = {t["table"]: t for t in r.get("tables", [])}
+        rows, kept = [], []
+        for t in dele["tables"]:
+            o = outcomes.get(t["table"], {})
+            back = o.get("inserted", 0) + o.get("updated", 0)
+            since = (f"kept ({t['key'][0]} = {t['since_key']})" if t.get("since_key") is not None
+                     else f"none staged: {t.get('since_note') or 'not possible'}")
+            rows.append([f"`{t['table']}`", f"{t['rows_before']:,}", f"{t['deleted']:,}", f"{back:,}", since])
+            if t.get("since_key") is not None:
+                kept.append(t["table"])
+        rp = p.data.get("recovery_point") or {}
+        out += ["", f"### {p.name}: deleted rows recovered into `{p.data.get('database')}` (merge)", ""]
+        out += md.table(["Table", "Rows in the backup", "Deleted", "Came back", "Row written since the backup"],
+                        rows, "lrrrl")
+        problems = dele.get("problems") or []
+        out += ["", f"**{p.data.get('rows_back', 0):,} of {dele['deleted']:,} deleted rows came back**"
+                + (" (every deleted row back with its values: row count and content digest equal the backup's)."
+                   if r.get("ok") and not problems else "."),
+                (f"The rows written since the backup were kept ({', '.join(kept)})." if kept
+                 else "No row written since the backup could be staged, so keeping them was not checked.")]
+        out += [f"- problem: {x}" for x in problems]
+        if rp:
+            out += [f"Recovery point: `{rp.get('backup')}`, taken {when(rp.get('taken_at'))}, "
+                    f"{duration(rp.get('age_seconds'))} before the incident: rows written in that window exist "
+                    "only in production and cannot come from this backup."]
+        if r.get("pre_change_artifact"):
+            out += [f"Pre-change copy of the tables: `{r['pre_change_artifact']}`."]
+        out += ["", *md.table(["Recovery step", "Status", "Time", "Detail"],
+                              [[s["title"], f"{MARK.get(s['status'], '')} {s['status']}", duration(s["seconds"]),
+                                s["detail"]] for s in r.get("steps", [])], "llrl")]
+        out += ["", f"Recovery total {duration(r.get('total_seconds'))} (in the phase's time and the drill's RTO). "
+                f"{r.get('sentence', '')}".rstrip()]
+    return (["", "## Recovery of deleted rows", *out]) if out else []
+
+
 def _notes(d: Drill) -> list[str]:
     rows = []
     for n in d.notes:
@@ -158,6 +201,8 @@ def _notes(d: Drill) -> list[str]:
         rows.append(["end", "(drill)", "drill databases dropped: " + ", ".join(cleanup["dropped"])])
     if cleanup.get("kept"):
         rows.append(["end", "(drill)", "drill databases kept on request: " + ", ".join(cleanup["kept"])])
+    if cleanup.get("removed"):
+        rows.append(["end", "(drill)", "pre-change copies of drill tables removed: " + ", ".join(cleanup["removed"])])
     for e in cleanup.get("errors", []):
         rows.append(["end", "(drill)", f"could not drop: {e}"])
     out = ["", "## Notes", ""]
@@ -186,6 +231,7 @@ def _checklist(d: Drill) -> list[str]:
     """The reference's quarterly drill checklist (4.4), ticked where this drill shows it was done."""
     verified = any(p.kind == "verify" and p.status in ("PASS", "WARN") for p in d.phases)
     restored = any(p.data.get("restore", {}).get("ok") for p in d.phases)
+    recovered = any(p.data.get("recovery", {}).get("ok") and p.status in ("PASS", "WARN") for p in d.phases)
 
     def box(done: bool, text: str) -> str:
         return f"- [{'x' if done else ' '}] {text}"
@@ -196,7 +242,7 @@ def _checklist(d: Drill) -> list[str]:
             box(restored or verified, "Execute recovery procedures"),
             box(True, "Time each phase"),
             box(bool(d.notes), "Document all actions"),
-            box(restored or verified, "Validate restored data"),
+            box(restored or verified or recovered, "Validate restored data"),
             box(verified, "Run integrity checks"),
             box(False, "Test application functionality"),
             box(not d.open, "Measure actual vs target RTO/RPO"),

@@ -5,7 +5,9 @@ Automated phases run the real engine and are timed by it:
 
 - restore: the drill's backup is restored into a drill database `<db>_drill_<YYYYMMDD_HHMMSS>`
   (never the production database unless the operator explicitly asked for it);
-- selective_restore: the tables chosen at drill start (all tables when none) into a drill database;
+- selective_restore: the deletion rehearsal: the backup restored into a drill database, 30% of the
+  rows of the tables chosen at drill start (the largest keyed table when none) deleted there, and
+  brought back by the table recovery engine (merge), proven row for row;
 - verify: the eight verification checks with the full restoration test.
 
 Drill databases are dropped when the drill ends unless the operator asks to keep them.
@@ -41,7 +43,7 @@ class DrillOptions:
 
     backup: str | None = None  # artifact name/path; default: the newest backup not known to fail verification
     participants: list[Participant] = field(default_factory=list)
-    tables: list[str] | None = None  # for selective_restore phases; None: all tables
+    tables: list[str] | None = None  # for selective_restore phases; None: the largest table with a primary key
     keep_databases: bool = False
     into_production: bool = False  # restore phases replace the live database (explicit choice only)
     unattended: bool = False
@@ -187,7 +189,8 @@ class DrillRunner:
             p.started_at = p.started_at or self.clock()
             if p.automated:
                 p.data.update(pid=os.getpid(), host=socket.gethostname())
-                if p.kind in ("restore", "selective_restore") and not d.options.get("into_production"):
+                # The deletion rehearsal never runs in production: it always gets a drill database.
+                if p.kind == "selective_restore" or (p.kind == "restore" and not d.options.get("into_production")):
                     name = p.data.get("target_db") or drill_database_name(d, p, self.store.databases_in_use(d.id))
                     p.data["target_db"] = name
                     if name not in d.databases:
