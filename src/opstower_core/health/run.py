@@ -40,6 +40,7 @@ from opstower_core.health.checks import (
     entry_size,
     span,
 )
+from opstower_core.health.forecast import check_restore_forecast
 from opstower_core.repo.catalog import list_catalog
 from opstower_core.runs.history import StateStore
 
@@ -131,6 +132,7 @@ def check_health(settings: Settings, target_name: str | None = None, *, state: S
         if include_s3 and catalog.replica_enabled:
             checks.append(check_replica(settings, db, entries, catalog, now))
         checks.append(check_verification(db, verifies, now, problem))
+        checks.append(check_restore_forecast(settings, target.name, entries, state, now, problem))
         if future:
             checks.append(check_future_dated(db, future, now))
         local = [e for e in entries if e.local_path is not None]

@@ -116,6 +116,7 @@ class RestorePlan:
     identity_source: str = ""  # where that name was read: "archive header", "dump header", "metadata", "file name"
     left_out: str | None = None  # what --no-acl leaves out, said in the result
     statistics: int | None = None  # optimizer statistics entries the archive carries (None: not known / plain)
+    forecast: Any = None  # forecast.RestoreForecast: this restore's time predicted from past restores
 
     @property
     def needs_confirmation(self) -> bool:
@@ -136,6 +137,7 @@ class RestorePlan:
             "rto_minutes": self.rto_minutes, "sessions": self.sessions, "missing_roles": self.missing_roles,
             "needs_confirmation": self.needs_confirmation, "notes": self.notes,
             "options": asdict(self.options),
+            "forecast": self.forecast.as_dict() if self.forecast is not None else None,
             "steps": [asdict(s) for s in self.steps],
         }
 
@@ -167,7 +169,8 @@ class RestoreResult:
             "margin_seconds": round(self.margin_seconds, 3),
             "steps": [{"step": s.step, "title": s.title, "status": s.status.value, "seconds": round(s.seconds, 3),
                        "cumulative": round(c, 3), "detail": s.detail,
-                       **({"parallel_with": s.data["parallel_with"]} if s.data.get("parallel_with") else {})}
+                       **({"parallel_with": s.data["parallel_with"], "waited": s.data.get("waited", s.seconds)}
+                          if s.data.get("parallel_with") else {})}
                       for s, (_, _, c) in zip(self.steps, timing_table(self), strict=True)],
             "sentence": self.sentence,
         }

@@ -37,18 +37,21 @@ def start(ctx: RunContext, step: PlannedStep, run: Step, index: int, total: int)
     t0 = time.monotonic()
 
     def body() -> None:
-        out = StepOutcome(data={"parallel_with": ran})
+        out = StepOutcome()
         try:
             run(ctx, out)
         except Cancelled as exc:
+            out.data["parallel_with"] = ran
             r.finished(step.id, Status.SKIP, "cancelled", time.monotonic() - t0, out.data)
             beside.error.append(exc)
             return
         except BaseException as exc:  # noqa: BLE001 - raised in the run's thread at the join
             detail = getattr(exc, "sentence", None) or str(exc) or type(exc).__name__
+            out.data["parallel_with"] = ran
             r.finished(step.id, Status.FAIL, detail, time.monotonic() - t0, out.data)
             beside.error.append(exc)
             return
+        out.data["parallel_with"] = ran  # set last: a step may replace its data
         r.finished(step.id, out.status, f"{out.detail} (ran in parallel with: {', '.join(ran)})",
                    time.monotonic() - t0, out.data)
 

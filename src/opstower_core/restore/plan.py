@@ -15,6 +15,7 @@ import humanize
 
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError, UsageError
+from opstower_core.forecast import RestoreForecast, forecast_restore
 from opstower_core.pg.admin import (
     ConnState,
     DbProps,
@@ -42,6 +43,7 @@ from opstower_core.restore.checks import maintenance_sql
 from opstower_core.restore.identity import ArtifactFacts, read_facts
 from opstower_core.restore.model import STEP_TITLES, MissingRoles, PlannedStep, RestoreOptions, RestorePlan
 from opstower_core.restore.roles import existing_roles, parse_roles
+from opstower_core.runs.history import StateStore
 from opstower_core.storage.local import LocalStore
 from opstower_core.storage.s3 import store_for
 
@@ -177,7 +179,27 @@ def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: 
                        left_out=left_out, statistics=facts.statistics)
     notes.extend(_notes(plan))
     plan.steps = _steps(settings, plan)
+    plan.forecast = _forecast(settings, plan)
+    if plan.forecast is not None:
+        notes.append(f"forecast: {plan.forecast.sentence()}" + (f" ({plan.forecast.reason})"
+                                                                  if plan.forecast.known else ""))
     return plan
+
+
+def _forecast(settings: Settings, p: RestorePlan) -> RestoreForecast | None:
+    """This plan's time from past restores (None when the state file cannot be read: never blocks a restore)."""
+    try:
+        records = StateStore(settings.state_dir).runs("restore", limit=200)
+    except Exception:  # noqa: BLE001 - a forecast is advice; the restore does not depend on it
+        return None
+    meta = p.entry.meta or {}
+    dump = p.uncompressed_size or (meta.get("uncompressed_bytes") if isinstance(meta.get("uncompressed_bytes"), int)
+                                   else None)
+    rate = meta.get("duration_seconds")
+    per_byte = float(rate) / dump if dump and isinstance(rate, int | float) and rate > 0 else None
+    return forecast_restore(records, p.live_db, dump_bytes=dump or p.live_size, artifact_bytes=p.artifact_size,
+                            rto_minutes=p.rto_minutes, mode=p.mode, steps=[s.id for s in p.steps if not s.skip],
+                            backup_seconds_per_byte=per_byte)
 
 
 def _check_identity(entry: CatalogEntry, facts: ArtifactFacts, live: str, o: RestoreOptions) -> tuple[str, str]:

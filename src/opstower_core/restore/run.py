@@ -175,7 +175,11 @@ def _record(ctx: RunContext, result: RestoreResult, started: float) -> None:
     ctx.state.record(
         "restore", live, result.status, artifact=filename, started_at=started,
         duration_seconds=result.total_seconds, size_bytes=ctx.entry.size, error=None if result.ok else result.sentence,
-        details={**result.as_dict(), "work_db": ctx.work_db, "log": str(ctx.log.path)},
+        details={**result.as_dict(), "work_db": ctx.work_db, "log": str(ctx.log.path),
+                 # What the forecast (opstower_core.forecast) fits each step's seconds against.
+                 "uncompressed_bytes": ctx.plan.uncompressed_size, "live_bytes": ctx.plan.live_size,
+                 "restored_bytes": next((s.data.get("size_bytes") for s in result.steps
+                                         if s.step == "verify_restored"), None)},
     )
     if result.status != "cancelled":
         from opstower_core.alerts import send_safely

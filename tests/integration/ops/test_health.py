@@ -102,9 +102,11 @@ def test_fresh_verified_backups_are_ok_even_with_the_database_down(pg, private_s
     assert code == 0, lines
     assert lines[0].startswith(f"OK: {settings.target().dbname} latest backup is ")
     assert " | " in lines[0] and "_backup_age'=" in lines[0]  # Nagios perfdata
-    assert [ln.split()[2].rstrip(":") for ln in lines[1:7]] == [
-        "backup_age", "success_rate", "size_trend", "s3_upload", "verification", "free_space"]
-    assert all(ln.startswith("[OK]") for ln in lines[1:7]), lines
+    assert [ln.split()[2].rstrip(":") for ln in lines[1:8]] == [
+        "backup_age", "success_rate", "size_trend", "s3_upload", "verification", "restore_forecast", "free_space"]
+    assert all(ln.startswith("[OK]") for i, ln in enumerate(lines[1:8]) if i != 5), lines
+    # No restore measured yet: the forecast says so and does not count (no guessed RTO).
+    assert lines[6].startswith("[UNKNOWN]") and "no restore" in lines[6], lines
 
     # The database goes away: health reads only files, S3 and the state file, so it still answers.
     t = settings.target()
@@ -116,7 +118,7 @@ def test_fresh_verified_backups_are_ok_even_with_the_database_down(pg, private_s
     data = json.loads(lines[0])
     assert code == 0 and data["state"] == "OK" and data["exit_code"] == 0
     assert {c["check"] for c in data["checks"]} == {"backup_age", "success_rate", "size_trend", "s3_upload",
-                                                    "verification", "free_space"}
+                                                    "verification", "restore_forecast", "free_space"}
 
 
 def test_old_backup_is_warning_then_critical(pg, tmp_path, capsys) -> None:

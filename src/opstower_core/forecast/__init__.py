@@ -1,0 +1,12 @@
+"""How long a restore of a database would take now, from the restores this installation has run.
+
+Nobody predicts RTO; everyone assumes it. The forecast is made of measurements only: each
+step of past restores (drills' restores included: they are restores) is fitted against the
+bytes it handled — the dump's uncompressed size for the load and what follows it, the
+artifact's size for verification and download — and the fit is applied to the database's
+size now (its latest backup, projected by the growth the backups show). See model.py.
+"""
+
+from .model import RestoreForecast, StepForecast, forecast_restore, forecast_target
+
+__all__ = ["RestoreForecast", "StepForecast", "forecast_restore", "forecast_target"]
