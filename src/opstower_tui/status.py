@@ -24,6 +24,7 @@ class DatabaseStatus:
     last_verify: Any | None = None  # RunRecord
     last_drill: Any | None = None
     last_backup_run: Any | None = None
+    forecast: Any | None = None  # forecast.RestoreForecast: .sentence() "restore would take ~N min of the …RTO"
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Snapshot:
 def gather(settings: Any, check_s3: bool = True) -> Snapshot:
     """Newest backups, last verification and drill per target, and whether S3 answers."""
     from opstower_core.repo.catalog import list_catalog
+    from opstower_core.forecast import forecast_target
     from opstower_core.runs.history import StateStore
 
     state = StateStore(settings.state_dir)
@@ -67,6 +69,7 @@ def gather(settings: Any, check_s3: bool = True) -> Snapshot:
         status.last_verify = state.last("verify", target.dbname)
         status.last_drill = state.last("drill", target.dbname)
         status.last_backup_run = state.last("backup", target.dbname)
+        status.forecast = forecast_target(settings, target.name, state=state, entries=entries)
         databases.append(status)
     return Snapshot(databases, settings.s3.enabled, s3_where, s3_status, s3_detail, len(catalog.entries),
                     catalog.entries, state.runs(limit=RECENT_RUNS))
