@@ -41,8 +41,8 @@ class Snapshot:
 
 def gather(settings: Any, check_s3: bool = True) -> Snapshot:
     """Newest backups, last verification and drill per target, and whether S3 answers."""
-    from opstower_core.repo.catalog import list_catalog
     from opstower_core.forecast import forecast_target
+    from opstower_core.repo.catalog import list_catalog
     from opstower_core.runs.history import StateStore
 
     state = StateStore(settings.state_dir)
