@@ -128,7 +128,7 @@ def _restores(d: Drill) -> list[str]:
         if not r:
             continue
         where = r.get("database") or "(not restored)"
-        tables = p.data.get("tables")
+        tables = None if p.data.get("deletion") else p.data.get("tables")  # the rehearsal restores every table
         out += ["", f"### {p.name}: restore into `{where}`" + (f" ({len(tables)} tables)" if tables else ""), ""]
         out += md.table(["Step", "Status", "Time", "Cumulative", "Detail"],
                       [[s["title"], f"{MARK.get(s['status'], '')} {s['status']}", duration(s["seconds"]),
@@ -172,7 +172,9 @@ def _recoveries(d: Drill) -> list[str]:
                     f"{duration(rp.get('age_seconds'))} before the incident: rows written in that window exist "
                     "only in production and cannot come from this backup."]
         if r.get("pre_change_artifact"):
-            out += [f"Pre-change copy of the tables: `{r['pre_change_artifact']}`."]
+            gone = r["pre_change_artifact"] in ((d.extra.get("cleanup") or {}).get("removed") or [])
+            out += [f"Pre-change copy of the tables: `{r['pre_change_artifact']}`"
+                    + (" (removed with the drill database at the end)." if gone else ".")]
         out += ["", *md.table(["Recovery step", "Status", "Time", "Detail"],
                               [[s["title"], f"{MARK.get(s['status'], '')} {s['status']}", duration(s["seconds"]),
                                 s["detail"]] for s in r.get("steps", [])], "llrl")]

@@ -79,6 +79,7 @@ def test_unattended_deletion_drill_recovers_every_deleted_row(env, pg, tmp_path,
     assert "The rows written since the backup were kept (public.orders)." in md
     assert re.search(rf"Recovery point: `{re.escape(backup.name.filename)}`, taken .+ before the incident", md)
     assert "Changing the live tables (one transaction)" in md  # the recovery's steps, timed
+    assert "(removed with the drill database at the end)" in md and " (1 tables)" not in md
 
     # Production untouched, the drill database (and the scratch copy) gone, the pre-change copy removed.
     assert snapshot(pg, db) == before

@@ -118,9 +118,10 @@ def test_every_builtin_scenario_runs_headless_with_a_real_restore(env, pg, tmp_p
     sc = builtin_scenarios()[scenario]
     assert [p.name for p in drill.phases] == [p.name for p in sc.phases]
     # The restore went into a drill database (never production) with the backup's rows, and is gone now.
-    if scenario == "data_deletion":
+    if scenario == "data_deletion":  # the whole backup, the deleted orders back, plus the row written since
         (name, rows), = seen.values()
-        assert rows == {"public.orders": source_rows["public.orders"]}
+        assert rows == {**source_rows, "public.orders": source_rows["public.orders"] + 1}
+        assert "deleted rows came back" in drill.phases[1].detail
     elif scenario != "performance_degradation":
         (name, rows), = seen.values()
         assert rows == source_rows
@@ -338,14 +339,15 @@ def test_export_sends_a_notification_and_never_fails_on_it(env, tmp_path):
     assert export_report(broken, runner.drill.id, tmp_path / "m.md").exists()
 
 
-def test_selective_restore_takes_all_tables_when_none_chosen(env, pg):
+def test_deletion_rehearsal_takes_the_largest_keyed_table_when_none_chosen(env, pg):
     settings, db, _backup, _root = env
     runner = start_drill(settings, "data_deletion", db, DrillOptions(keep_databases=True, unattended=True))
     drill = runner.run_unattended()
     assert drill.status == "passed" and drill.phases[0].status == "SKIP"
     kept = drill.phases[1].data["target_db"]
-    assert sorted(drill.phases[1].data["tables"]) == ["public.customers", "public.orders"]
-    assert table_rows(pg, kept) == table_rows(pg, db)
+    assert drill.phases[1].data["tables"] == ["public.orders"]
+    live = table_rows(pg, db)
+    assert table_rows(pg, kept) == {**live, "public.orders": live["public.orders"] + 1}  # + the row written since
     assert drill.extra["cleanup"] == {"kept": [kept]}
     with admin_conn(pg) as conn:
         conn.execute(f'DROP DATABASE "{kept}" WITH (FORCE)')
