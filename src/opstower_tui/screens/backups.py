@@ -53,6 +53,7 @@ class BackupsScreen(OpsScreen):
         Binding("d", "download", "Download", id="backups.download"),
         Binding("b", "backup_now", "Back up", id="backups.backup_now"),
         Binding("D", "drill", "Drill", show=False, id="backups.drill"),
+        Binding("T", "recover_tables", "Table recovery", show=False, id="backups.recover_tables"),
         Binding("s", "sort", "Sort", show=False, id="backups.sort"),
         Binding("S", "reverse_sort", "Reverse sort", show=False, id="backups.reverse_sort"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="backups.refresh"),
@@ -264,6 +265,19 @@ class BackupsScreen(OpsScreen):
             if self.refused_for_target(target, "Restore"):
                 return
             self.app.push_screen(RestoreScreen(entry, target))
+
+    def action_recover_tables(self) -> None:
+        """Bring back lost rows or whole tables from the selected backup, with a preview first."""
+        from opstower_tui.screens.recover import RecoverScreen
+
+        entry = self._selected()
+        if entry is None:
+            return
+        target = next((t.name for t in self.ops.settings.targets.values() if t.dbname == entry.database), None)
+        if self.refused_for_target(target, "Table recovery"):
+            return
+        self.stale = True
+        self.app.push_screen(RecoverScreen(entry, target))
 
     def action_download(self) -> None:
         from opstower_tui.jobs import download_job, download_summary

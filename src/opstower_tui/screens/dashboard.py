@@ -29,6 +29,7 @@ class DashboardScreen(OpsScreen):
         Binding("t", "full_test_latest", "Full test", id="dashboard.full_test"),
         Binding("r", "restore_latest", "Restore", id="dashboard.restore"),
         Binding("D", "drill", "Drill", id="dashboard.drill"),
+        Binding("T", "recover_tables", "Table recovery", show=False, id="dashboard.recover_tables"),
         Binding("2", "app.switch_mode('backups')", "Backups", id="dashboard.backups"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="dashboard.refresh"),
     ]
@@ -139,6 +140,17 @@ class DashboardScreen(OpsScreen):
         entry = self._latest()
         if status is not None and entry is not None:
             self.app.push_screen(RestoreScreen(entry, status.name))  # the focused card's target, never the default
+
+    def action_recover_tables(self) -> None:
+        """Lost rows or a dropped table of the focused database, from its latest backup."""
+        from opstower_tui.screens.recover import RecoverScreen
+
+        status = self._card_status()
+        if status is None or self.refused_for_target(status.name, "Table recovery"):
+            return
+        entry = self._latest()
+        if entry is not None:
+            self.app.push_screen(RecoverScreen(entry, status.name))
 
     def action_backup_now(self) -> None:
         if self.ops.read_only:
