@@ -28,7 +28,9 @@ COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "d
             "pitr", "base_backup", "wal", "replicate")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command, or of `only` (a module name): `opstower verify X` must not pay
+    for importing backup, restore and drill (psycopg, boto3, …) before its first check."""
     parser = argparse.ArgumentParser(
         prog="opstower",
         description="OpsTower DR Console: back up, verify and restore PostgreSQL. With no command, opens the console.",
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: $OPSTOWER_CONFIG or XDG config dir)")
     parser.add_argument("--read-only", action="store_true", help="console: offer no destructive action")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as exc:
@@ -50,13 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse; an unknown option is reported with the usage of its own sub-command."""
-    parser = build_parser()
+    parser = build_parser(_command_module(argv))
     args, extra = parser.parse_known_args(argv)
     if extra:
         subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         owner = subparsers.choices.get(args.command or "", parser)
         owner.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+def _command_module(argv: Sequence[str]) -> str | None:
+    """The module of the sub-command `argv` names, when it is one module's own command; else None (all)."""
+    it = iter(argv)
+    for token in it:
+        if token == "--config":
+            next(it, None)
+        elif not token.startswith("-"):
+            name = token.replace("-", "_")
+            return name if name in COMMANDS else None
+    return None
 
 
 def _console_only(argv: Sequence[str]) -> argparse.Namespace | None:

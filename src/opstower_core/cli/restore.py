@@ -98,6 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="restore without ownership and grants (when roles the backup needs are missing and are not "
                    "to be created); the result says what was left out")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel pg_restore jobs (custom format; default: automatic)")
+    p.add_argument("--reindex", action="store_true",
+                   help="REINDEX after the load (skipped by default: pg_restore has just built every index)")
     p.add_argument("--discard-old", metavar="NAME",
                    help="drop a database kept by an earlier swap (or an abandoned leftover of a killed run), then exit")
     p.add_argument("--list-old", action="store_true",
@@ -203,7 +205,7 @@ def _plan(args: argparse.Namespace, settings: Settings) -> RestorePlan:
     options = RestoreOptions(
         from_s3=args.from_s3, force=args.force, target_db=args.target_db, in_place=args.in_place,
         tables=args.tables.split(",") if args.tables else None, jobs=args.jobs, create_roles=args.create_roles,
-        no_acl=args.no_acl,
+        no_acl=args.no_acl, reindex=args.reindex,
     )
     try:
         return plan_restore(settings, args.artifact, args.database, options)
