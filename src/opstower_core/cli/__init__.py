@@ -86,6 +86,30 @@ def _console_only(argv: Sequence[str]) -> argparse.Namespace | None:
     return None if rest else args
 
 
+# Commands that never say it: PostgreSQL runs wal-push/wal-fetch per segment; the rest touch no database.
+_QUIET = frozenset({"demo", "wal-push", "wal-fetch", "schedule", "keygen"})
+
+
+def _warn_of_interrupted_restore(args: argparse.Namespace) -> None:
+    """One line before any command when a killed restore left a database blocked, renamed or missing."""
+    if args.command in _QUIET or getattr(args, "recover", False):
+        return
+    from opstower_core.config import load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except OpsError:
+        return  # the command itself reports a bad config
+    journals = settings.state_dir / "restore_journal"
+    if not journals.is_dir() or not any(journals.iterdir()):
+        return  # the common case costs one stat, not the restore engine's imports
+    from opstower_core.restore import interrupted_notice
+
+    line = interrupted_notice(settings.state_dir)
+    if line:
+        print(line, file=sys.stderr)
+
+
 # Opens the console on these settings (read_only) and returns its exit code.
 OpenConsole = Callable[["Settings", bool], int]
 
@@ -109,6 +133,7 @@ def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = N
                                "use the sub-commands (opstower --help)")
             return open_console(settings, bool(args.read_only))
         args.open_console = open_console
+        _warn_of_interrupted_restore(args)
         if args.command == "demo":  # the demo keeps its own handlers: they stop its servers under the console
             return int(args.func(args) or 0)
         with signals.installed():  # SIGTERM and SIGHUP unwind like Ctrl-C: same cleanup, 128+n
