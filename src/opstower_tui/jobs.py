@@ -152,3 +152,14 @@ def prune_summary(reports: Any) -> str:
         return (f"DRY RUN: {deletions} artifact(s) would be deleted, nothing was changed"
                 + ("; a to apply" if deletions else ""))
     return f"PASS: {deletions} artifact(s) deleted"
+
+
+def recover_job(settings: Any) -> Callable[[Callable[[Any], None], Any], Any]:
+    """`opstower restore --recover`: finish or undo every killed restore from its journal."""
+
+    def job(on_event: Callable[[Any], None], cancel: Any) -> Any:
+        from opstower_core.restore import recover_interrupted
+
+        return recover_interrupted(settings, on_event=on_event)
+
+    return job

@@ -6,6 +6,7 @@ No Textual here: `gather` only reads the catalog, the state file and S3.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SPARK_POINTS = 30
@@ -37,6 +38,7 @@ class Snapshot:
     total_backups: int
     catalog: list[Any] = field(default_factory=list)
     recent: list[Any] = field(default_factory=list)  # newest RunRecords of any kind
+    interrupted: str | None = None  # a killed restore's journal is left: what it may have left behind
 
 
 def gather(settings: Any, check_s3: bool = True) -> Snapshot:
@@ -72,5 +74,15 @@ def gather(settings: Any, check_s3: bool = True) -> Snapshot:
         status.forecast = forecast_target(settings, target.name, state=state, entries=entries)
         databases.append(status)
     return Snapshot(databases, settings.s3.enabled, s3_where, s3_status, s3_detail, len(catalog.entries),
-                    catalog.entries, state.runs(limit=RECENT_RUNS))
+                    catalog.entries, state.runs(limit=RECENT_RUNS), interrupted_restore(settings.state_dir))
+
+
+def interrupted_restore(state_dir: Path) -> str | None:
+    """The restore journal's warning, read only when a journal is there (the common case: one stat)."""
+    journals = state_dir / "restore_journal"
+    if not journals.is_dir() or not any(journals.iterdir()):
+        return None
+    from opstower_core.restore import interrupted_notice
+
+    return interrupted_notice(state_dir)
 

@@ -612,3 +612,29 @@ def test_table_recovery_from_the_console_merges_lost_rows_back_after_a_preview(e
         left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (db + "_recover%",)).fetchall()
         assert left == []  # the scratch database was dropped
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def test_an_interrupted_restore_is_shown_on_the_dashboard_and_r_recovers_it(env, tmp_path):
+    from support.journal import dead_restore_journal
+
+    settings = replace(env.settings, backup_dir=tmp_path / "backups", state_dir=tmp_path / "state",
+                       s3=replace(env.settings.s3, bucket=""))
+    target = settings.target()
+    journal = dead_restore_journal(settings.state_dir, live=target.dbname, target=target.name,
+                                   server=f"{target.display_host}:{target.display_port}")
+
+    async def scenario(pilot: Any) -> None:
+        dashboard = pilot.app.screen
+        line = dashboard.query_one("#interrupted-line")
+        await wait_for(pilot, lambda: line.display)
+        assert "interrupted restore" in str(line.content) and "press R" in str(line.content)
+        await pilot.press("R")
+        run = pilot.app.screen
+        assert isinstance(run, RunScreen)
+        await wait_for(pilot, lambda: run.finished, timeout=60)
+        assert str(run.query_one("#summary").content).startswith("PASS"), str(run.query_one("#summary").content)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not line.display)
+
+    drive(OpsTowerApp(settings, warm_up=False), scenario)
+    assert not journal.exists()

@@ -29,7 +29,7 @@ class Console(Protocol):
 # Actions that change a database, take a backup or run or advance a drill: never offered in read-only mode.
 DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "discard", "start_restore", "drill",
                                  "start_phase", "complete_phase", "skip_phase", "pause_resume", "apply_prune",
-                                 "recover_tables"})
+                                 "recover_tables", "recover_interrupted"})
 
 
 def strip_destructive(screen: Screen, actions: frozenset[str] = DESTRUCTIVE_ACTIONS) -> dict[str, str]:

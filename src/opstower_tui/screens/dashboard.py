@@ -30,6 +30,8 @@ class DashboardScreen(OpsScreen):
         Binding("r", "restore_latest", "Restore", id="dashboard.restore"),
         Binding("D", "drill", "Drill", id="dashboard.drill"),
         Binding("T", "recover_tables", "Table recovery", show=False, id="dashboard.recover_tables"),
+        Binding("R", "recover_interrupted", "Recover interrupted restore", show=False,
+                id="dashboard.recover_interrupted"),
         Binding("2", "app.switch_mode('backups')", "Backups", id="dashboard.backups"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="dashboard.refresh"),
     ]
@@ -40,6 +42,7 @@ class DashboardScreen(OpsScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static("", id="interrupted-line")
         yield Static("S3 …", id="s3-line")
         with VerticalScroll(id="cards"):
             for name, target in self.ops.settings.targets.items():
@@ -97,6 +100,11 @@ class DashboardScreen(OpsScreen):
         line = Text.assemble(("S3   ", "bold"), (word.ljust(4), STATUS_STYLE.get(word, "")), " ",
                              f"{snap.s3_where} {snap.s3_detail}".strip())
         self.query_one("#s3-line", Static).update(line)
+        alert = self.query_one("#interrupted-line", Static)
+        alert.display = bool(snap.interrupted)
+        if snap.interrupted:
+            alert.update(Text.assemble(("CRIT ", STATUS_STYLE["CRIT"]), snap.interrupted.removeprefix("WARNING: ")
+                                       .replace("run `opstower restore --recover`", "press R"), style="bold"))
         self.query_one(RecentRuns).show_runs(snap.recent, now)
 
     # -- actions ---------------------------------------------------------------------------
@@ -151,6 +159,18 @@ class DashboardScreen(OpsScreen):
         entry = self._latest()
         if entry is not None:
             self.app.push_screen(RecoverScreen(entry, status.name))
+
+    def action_recover_interrupted(self) -> None:
+        """Finish or undo a killed restore from its journal (what `opstower restore --recover` does)."""
+        if self.snapshot is None or not self.snapshot.interrupted:
+            self.notify("No interrupted restore: nothing to recover", severity="information")
+            return
+        from opstower_tui.jobs import recover_job
+        from opstower_tui.screens.run import RunScreen
+
+        self.app.push_screen(RunScreen("Recover the interrupted restore", recover_job(self.ops.settings),
+                                       summary=lambda sentence: f"PASS: {sentence}"),
+                             lambda _result: self.refresh_data())
 
     def action_backup_now(self) -> None:
         if self.ops.read_only:
