@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import subprocess
 import threading
 import time
@@ -47,22 +48,49 @@ GONE = "no backup was written; the temporary file was removed"
 
 
 class _Sink:
-    """Where compressed bytes go: the temp file, the running sha256 and the S3 stream."""
+    """Where compressed bytes go: the temp file, the running sha256 and the S3 stream.
+
+    A thread of its own does the three, so hashing and writing overlap the next read and
+    compression instead of queueing behind them (the compressor's thread only hands bytes over).
+    A failure there (a full disk, a dead upload) is raised in the producer at its next write."""
+
+    DEPTH = 8  # compressed chunks in flight: a few MiB, constant memory
 
     def __init__(self, fh: IO[bytes], upload: StreamingUpload | None) -> None:
         self.fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
         self.upload = upload
+        self._queue: queue.Queue[bytes | None] = queue.Queue(self.DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="dump-sink", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # keep taking, so the producer never blocks on a dead sink
+            try:
+                self.fh.write(data)
+                self.sha.update(data)
+                self.size += len(data)
+                if self.upload is not None:
+                    self.upload.write(data)
+            except BaseException as exc:  # noqa: BLE001 - raised in the producer
+                self._error = exc
 
     def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self.fh.write(data)
-        self.sha.update(data)
-        self.size += len(data)
-        if self.upload is not None:
-            self.upload.write(data)
+        if self._error is not None:
+            raise self._error
+        if data:
+            self._queue.put(data)
+
+    def close(self) -> None:
+        """Wait until every byte is written and hashed; raise what went wrong there."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class StreamingDump:
@@ -86,6 +114,7 @@ class StreamingDump:
         self.our_pids: list[int] = []
         self.holder: LockHolder | None = None  # named by the watcher while we waited
         self._last_byte = time.monotonic()
+        self._raw_bytes = 0  # pg_dump's output read so far
         self._done = threading.Event()
 
     # -- the pipeline ------------------------------------------------------------------
@@ -140,39 +169,47 @@ class StreamingDump:
         """Read pg_dump's output to its end; (compressed size, sha256, uncompressed bytes)."""
         assert self.proc is not None and self.proc.stdout is not None
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        raw_bytes = 0
         with os.fdopen(fd, "wb") as fh:
             sink = _Sink(fh, self.upload)
-            compress, finish = self._compressor()
-            # Encryption wraps the compressed stream in the same pass (age, constant memory).
-            encryptor = EncryptingWriter(sink.write, list(self.enc.recipients)) if self.enc.enabled else None
-            emit = encryptor.write if encryptor is not None else sink.write
-            read = self.proc.stdout.read
             try:
-                while chunk := read(CHUNK):
-                    self._last_byte = time.monotonic()
-                    raw_bytes += len(chunk)
-                    emit(compress(chunk))
-                    self.r.progress("dump", raw_bytes)
-                    if self.r.cancel.cancelled:
-                        break
-                if self.r.cancel.cancelled:  # also when the watcher stopped a waiting pg_dump
-                    raise Cancelled("the dump was stopped and its temporary file removed; no backup was written")
-                emit(finish())
-            except BaseException:
-                if encryptor is not None:
-                    encryptor.abort()
-                raise
-            if encryptor is not None:
-                encryptor.close()
+                self._stream(sink)
+            finally:
+                sink.close()  # every byte written and hashed (or the sink's error raised)
             fh.flush()
             os.fsync(fh.fileno())
-        self.r.progress("dump", raw_bytes, force=True)
-        return sink.size, sink.sha.hexdigest(), raw_bytes
+        return sink.size, sink.sha.hexdigest(), self._raw_bytes
+
+    def _stream(self, sink: _Sink) -> None:
+        """pg_dump's stdout → compressor (→ age) → the sink's thread."""
+        assert self.proc is not None and self.proc.stdout is not None
+        compress, finish = self._compressor()
+        # Encryption wraps the compressed stream in the same pass (age, constant memory).
+        encryptor = EncryptingWriter(sink.write, list(self.enc.recipients)) if self.enc.enabled else None
+        emit = encryptor.write if encryptor is not None else sink.write
+        read = self.proc.stdout.read
+        try:
+            while chunk := read(CHUNK):
+                self._last_byte = time.monotonic()
+                self._raw_bytes += len(chunk)
+                emit(compress(chunk))
+                self.r.progress("dump", self._raw_bytes)
+                if self.r.cancel.cancelled:
+                    break
+            if self.r.cancel.cancelled:  # also when the watcher stopped a waiting pg_dump
+                raise Cancelled("the dump was stopped and its temporary file removed; no backup was written")
+            emit(finish())
+        except BaseException:
+            if encryptor is not None:
+                encryptor.abort()
+            raise
+        if encryptor is not None:
+            encryptor.close()
+        self.r.progress("dump", self._raw_bytes, force=True)
 
     def _compressor(self) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:
         if self.options.fmt == "custom":
-            comp = zstandard.ZstdCompressor(level=self.options.zstd_level, threads=-1, write_checksum=True)
+            comp = zstandard.ZstdCompressor(level=self.options.zstd_level, threads=self.options.zstd_threads,
+                                            write_checksum=True)
             cobj = comp.compressobj()
             return cobj.compress, cobj.flush
         zobj = zlib.compressobj(self.options.gzip_level, zlib.DEFLATED, 31)  # 31: gzip container

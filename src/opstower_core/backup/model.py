@@ -29,6 +29,7 @@ class BackupOptions:
     # Level 1, measured on the 600 MB benchmark database: faster than 3 (2.5 vs 3.9 CPU-seconds),
     # smaller there (148 vs 157 MB), and its multi-threaded buffers are 40 MB instead of ~110 MB.
     zstd_level: int = 1
+    zstd_threads: int = -1  # zstd worker threads (-1: one per core; 0: in the caller's thread)
     gzip_level: int = 6
     # Seconds to wait for a table lock; None: the config's wait_for_locks_seconds, else DEFAULT_LOCK_WAIT.
     wait_for_locks: float | None = None
