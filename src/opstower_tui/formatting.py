@@ -80,3 +80,12 @@ def truncate(text: str, width: int) -> str:
     if width <= 0:
         return ""
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def truncate_middle(text: str, width: int) -> str:
+    """Cut in the middle, keeping the end: a backup's name ends in what tells it apart (its
+    timestamp), and "…232752.dump" must never read as another file."""
+    if len(text) <= width or width < 8:
+        return truncate(text, width)
+    head = (width - 1) // 3
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]

@@ -24,7 +24,7 @@ from textual.strip import Strip
 
 from opstower_core.fmt import duration, size
 from opstower_core.repo.catalog import where_short, where_words
-from opstower_tui.formatting import truncate
+from opstower_tui.formatting import truncate, truncate_middle
 
 # (key, header, width); width 0 = takes the rest.
 COLUMNS: list[tuple[str, str, int]] = [
@@ -272,7 +272,7 @@ class BackupTable(ScrollView, can_focus=True):
     def _cells(self, values: list[str], widths: list[int]) -> list[str]:
         cells = []
         for (key, _h, _w), value, width in zip(COLUMNS, values, widths, strict=True):
-            text = truncate(value, width)
+            text = truncate_middle(value, width) if key == "name" else truncate(value, width)
             cells.append(text.rjust(width) if key in ("age", "size") else text.ljust(width))
         return cells
 

@@ -42,7 +42,9 @@ class MetaPanel(Widget, can_focus=False):
         grid.add_row("Created", f"{e.created:%Y-%m-%d %H:%M:%S} ({age} ago)  {size(e.size)}  "
                                 f"{e.name.format}/{e.name.compression}{' +age' if e.name.encrypted else ''}")
         grid.add_row("Local", str(e.local_path) if e.local_path else Text("not here (S3 only)", style="dim"))
-        grid.add_row("S3", f"s3://{self.bucket}/{e.s3_key}" if e.s3_key else Text("no copy in S3", style="dim"))
+        # The whole key, folded over lines when it is long: its end tells one backup from another.
+        grid.add_row("S3", Text(f"s3://{self.bucket}/{e.s3_key}", no_wrap=False, overflow="fold") if e.s3_key
+                     else Text("no copy in S3", style="dim"))
         if meta:
             tables = meta.get("table_count", "?")
             grid.add_row("Content", f"db {meta.get('database_size', '?')}, {tables} tables, "
