@@ -4,7 +4,9 @@ Runs on the embedded PostgreSQL 18 + SeaweedFS (bench/.work/), builds the benchm
 database once (bench/benchdb.py), then times each contender as a separate process, the way
 an operator or cron runs it. Prints a markdown table and writes it to bench/.work/results.md.
 
-    make bench            # or: .venv/bin/python bench/run_all.py [--rows N] [--only backup,verify,...]
+    make bench            # issue 18's table at 0.6 GB: ours vs reference point vs ratio vs goal
+    .venv/bin/python bench/run_all.py --size 3          # the same at ~3 GB (generated into bench_3gb)
+    .venv/bin/python bench/run_all.py --only backup,verify,restore,encryption   # the detailed tables
 """
 
 from __future__ import annotations
@@ -79,13 +81,19 @@ def best_of(n: int, fn):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rows", type=int, default=None, help="rows of events (default: from --size)")
+    parser.add_argument("--size", type=float, default=0.6, help="database size in GB: 0.6 (bench) or e.g. 3")
+    parser.add_argument("--rounds", type=int, default=3, help="issue18: interleaved rounds; medians reported")
     parser.add_argument("--repeat", type=int, default=2, help="runs per contender; the fastest counts")
-    parser.add_argument("--only", default="backup,verify,restore,encryption")
+    parser.add_argument("--only", default="issue18", help="issue18 and/or backup,verify,restore,encryption")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
 
     from benchdb import build_bench_db, database_size
+    from issue18 import bench_issue18, db_name, size_rows
+
+    args.rows = args.rows or size_rows(args.size)
+    dbname = db_name(args.size)
     from opstower_core.devenv.embedded import EmbeddedPostgres, EmbeddedS3
 
     WORK.mkdir(exist_ok=True)
@@ -94,19 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir()
     rows: list[Row] = []
     with EmbeddedPostgres(WORK / "pg") as pg, EmbeddedS3(WORK / "s3") as s3:
-        build_bench_db(pg.conninfo("postgres"), "bench", args.rows)
-        db_bytes = database_size(pg.conninfo("postgres"), "bench")
-        env = {**os.environ, **pg.libpq_env(), **s3.env(), "PGDATABASE": "bench"}
+        build_bench_db(pg.conninfo("postgres"), dbname, args.rows)
+        db_bytes = database_size(pg.conninfo("postgres"), dbname)
+        env = {**os.environ, **pg.libpq_env(), **s3.env(), "PGDATABASE": dbname}
         config = WORK / "bench.toml"
         config.write_text(
             f'backup_dir = "{out / "backups"}"\nstate_dir = "{out / "state"}"\npg_bin = "{pg.bin_dir}"\n'
             f'min_free_gb = 0\n[s3]\nbucket = "{s3.bucket}"\nendpoint_url = "{s3.endpoint_url}"\n'
-            f'[targets.bench]\nhost = "{pg.host}"\nport = {pg.port}\nuser = "postgres"\n'
+            f'[targets.{dbname}]\nhost = "{pg.host}"\nport = {pg.port}\nuser = "postgres"\n'
         )
         env["OPSTOWER_CONFIG"] = str(config)
         tools = pg.bin_dir
         ctx = {"pg": pg, "s3": s3, "env": env, "out": out, "tools": tools, "repeat": args.repeat, "rows": rows,
                "config": config}
+        if "issue18" in only:
+            table = bench_issue18(ctx, dbname, args.rounds)
+            head = render([], db_bytes, args.rows).split("\n\n")[0]
+            print(head + "\n\n" + table)
+            (WORK / f"issue18_{dbname}.md").write_text(head + "\n\n" + table)
         if "backup" in only or "verify" in only or "restore" in only:
             bench_backup(ctx)
         if "encryption" in only:
@@ -115,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             bench_verify(ctx)
         if "restore" in only:
             bench_restore(ctx)
-    text = render(rows, db_bytes, args.rows)
-    print(text)
-    (WORK / "results.md").write_text(text)  # the curated, committed tables live in bench/results.md
+    if rows:
+        text = render(rows, db_bytes, args.rows)
+        print(text)
+        (WORK / "results.md").write_text(text)  # the curated, committed tables live in bench/results.md
     return 0
 
 

@@ -31,10 +31,12 @@ import struct
 import subprocess
 import zlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import psycopg
-from psycopg import pq, sql
+if TYPE_CHECKING:  # imported where a live table is read: an artifact's digest needs no psycopg
+    import psycopg
+    from psycopg import sql
+
 
 __all__ = [
     "ArchiveHeader",
@@ -719,6 +721,9 @@ def live_table_digest(
     environment `psql_env`) runs the COPY and hands over 1 MiB reads: the per-row protocol work
     happens in C, about 1.5x as fast on big tables. Default: through `conn`'s libpq connection.
     """
+    import psycopg
+    from psycopg import pq, sql
+
     if columns is None:
         columns = catalog_copy_columns(conn, schema, table)
     stmt = sql.SQL("COPY {}.{} ({}) TO STDOUT").format(
@@ -767,6 +772,9 @@ def live_table_digest(
 def _live_digest_psql(
     conn: psycopg.Connection, stmt: sql.Composable, settings: DumpSettings, psql: str, env: dict[str, str]
 ) -> TableDigest:
+    import psycopg
+    from psycopg import sql
+
     sets = sql.SQL(" ").join(
         sql.SQL("SET {} = {};").format(sql.Identifier(k), sql.Literal(v))
         for k, v in settings.gucs().items()

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from opstower_core.pg.digest import TocEntry
+
+if TYPE_CHECKING:  # only the live side connects; an artifact's inventory needs no psycopg
+    import psycopg
 
 Key = tuple[str, str, str]  # (pg_dump TOC type, schema or "", tag)
 

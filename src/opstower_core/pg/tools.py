@@ -15,12 +15,13 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError
+
+if TYPE_CHECKING:
+    import psycopg
 
 TOOLS = ("pg_dump", "pg_restore", "psql", "pg_dumpall")
 
@@ -131,6 +132,8 @@ def connect(target: Target, dbname: str | None = None, autocommit: bool = True, 
     info = target.conninfo(dbname)
     info.setdefault("application_name", "opstower")
     info.setdefault("connect_timeout", "10")
+    import psycopg  # here, not at the top: a checks-only verification starts without it
+
     try:
         return psycopg.connect(**info, autocommit=autocommit, **kw)
     except psycopg.OperationalError as exc:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from opstower_core.config import Target
 from opstower_core.errors import OpsError
@@ -32,6 +30,9 @@ from opstower_core.pg.digest import (
 )
 from opstower_core.pg.inventory import Inventory, artifact_inventory, compare_inventories, live_inventory
 from opstower_core.pg.tools import connect
+
+if TYPE_CHECKING:  # imported where the restored database is read: checks 1-7 start without it
+    import psycopg
 
 TableKey = tuple[str, str]
 
@@ -198,6 +199,8 @@ class _TableProver:
     def digest(self, key: TableKey, zone: str) -> TableDigest:
         settings = DumpSettings(timezone=zone, client_encoding=self.proof.encoding or "UTF8",
                                 bytea_output=self.proof.bytea_output)
+        import psycopg
+
         try:
             return live_table_digest(self.conn, *key, columns=self.proof.copy_columns.get(key), settings=settings,
                                      psql=self.proof.psql, psql_env=self.env)

@@ -1,0 +1,197 @@
+"""Issue 18's table: each piece of work against its reference point, medians of interleaved runs.
+
+Every contender runs as its own process, the way an operator or cron runs it; one round runs
+each contender once, rounds repeat (`--rounds`), and the median of each is reported with the
+load average seen before and after, because this machine is shared. Called by run_all.py
+(`make bench`): `--size 0.6` (default, 2 M rows) or `--size 3` (10 M rows, generated into its
+own database, not committed).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from run_all import OPSTOWER, newest, run_timed
+
+
+@dataclass
+class Pair:
+    work: str
+    ours: str  # contender key
+    reference: str  # contender key
+    goal: str  # e.g. "≤ 1.3×" or "≥ 4.5× faster"
+    faster: bool = False  # the ratio reads reference / ours
+
+
+PAIRS = [
+    Pair("whole restore plan into a new database", "restore_new", "bare_restore", "≤ 1.3×"),
+    Pair("whole restore plan, swap into the live database", "restore_swap", "bare_restore", "≤ 1.3×"),
+    Pair("backup --local-only", "backup_local", "floor", "≤ 1.3×"),
+    Pair("backup --local-only vs the reference's plain dump + gzip", "backup_local", "reference", "≥ 4.5× faster",
+         faster=True),
+    Pair("backup with S3", "backup_s3", "backup_local", "≤ 1.2×"),
+    Pair("verify checks 1–7 (whole process)", "verify", "zstd", "≤ 1.5×"),
+    Pair("verify --full-test", "full_test", "bare_restore", "≤ 1.1×"),
+]
+
+LABELS = {
+    "restore_new": "opstower restore --force --target-db NEW", "restore_swap": "opstower restore --force (swap)",
+    "bare_restore": "bare zstd -dc \\| pg_restore", "backup_local": "opstower backup --local-only",
+    "floor": "pg_dump -Fc -Z0 to a file", "reference": "pg_dump --format=plain > file && gzip",
+    "backup_s3": "opstower backup (local + S3)", "verify": "opstower verify ARTIFACT",
+    "zstd": "zstd -dc ARTIFACT > /dev/null", "full_test": "opstower verify --full-test",
+}
+
+
+@dataclass
+class Bench:
+    ctx: dict
+    db: str
+    times: dict[str, list[float]] = field(default_factory=dict)
+    steps: dict[str, list[dict]] = field(default_factory=dict)  # contender -> step tables of its runs
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.ctx["env"]
+
+    def admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(**self.ctx["pg"].conninfo("postgres"), autocommit=True) as c:
+            c.execute(sql)
+
+    def timed(self, key: str, fn: Callable[[], float]) -> None:
+        self.times.setdefault(key, []).append(fn())
+
+    # -- contenders ------------------------------------------------------------------------
+    def artifact(self) -> Path:
+        return newest(self.ctx["out"] / "backups", f"{self.db}_*.dump.zst")
+
+    def floor(self) -> float:
+        out = self.ctx["out"] / "floor.dump"
+        t, _ = run_timed([f"{self.ctx['tools']}/pg_dump", "-Fc", "-Z0", f"--dbname={self.db}", f"--file={out}"],
+                         self.env)
+        out.unlink()
+        return t
+
+    def reference(self) -> float:
+        ref = self.ctx["out"] / "ref"
+        ref.mkdir(exist_ok=True)
+        for p in ref.glob("*"):
+            p.unlink()
+        cmd = (f"{self.ctx['tools']}/pg_dump --format=plain --no-owner --no-acl --dbname={self.db} > {ref}/b.sql "
+               f"&& gzip {ref}/b.sql")
+        return run_timed(cmd, self.env, shell=True)[0]
+
+    def backup(self, local_only: bool) -> float:
+        return run_timed([OPSTOWER, "backup", "-d", self.db] + (["--local-only"] if local_only else []), self.env)[0]
+
+    def zstd(self) -> float:
+        return run_timed(f"zstd -d -c {self.artifact()} > /dev/null", self.env, shell=True)[0]
+
+    def verify(self, full: bool) -> float:
+        return run_timed([OPSTOWER, "verify", "-d", self.db, str(self.artifact())] + (["--full-test"] if full else []),
+                         self.env)[0]
+
+    def bare_restore(self) -> float:
+        self.admin('DROP DATABASE IF EXISTS "bench_bare" WITH (FORCE)')
+        self.admin('CREATE DATABASE "bench_bare"')
+        t = run_timed(f"zstd -d -c {self.artifact()} | {self.ctx['tools']}/pg_restore --exit-on-error "
+                      "--dbname=bench_bare", self.env, shell=True)[0]
+        self.admin('DROP DATABASE IF EXISTS "bench_bare" WITH (FORCE)')
+        return t
+
+    def restore(self, key: str, args: list[str]) -> float:
+        t0 = time.monotonic()
+        proc = subprocess.run([OPSTOWER, "restore", "-d", self.db, str(self.artifact()), "--force", "--json", *args],
+                              env=self.env, capture_output=True, text=True)
+        t = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"restore failed: {proc.stderr[-1500:]}")
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.steps.setdefault(key, []).append(summary)
+        return t
+
+    def restore_new(self) -> float:
+        self.admin('DROP DATABASE IF EXISTS "bench_new" WITH (FORCE)')
+        t = self.restore("restore_new", ["--target-db", "bench_new"])
+        self.admin('DROP DATABASE IF EXISTS "bench_new" WITH (FORCE)')
+        return t
+
+    def restore_swap(self) -> float:
+        # The live database: a copy of the benchmark database (made untimed), replaced by the restore.
+        self.admin('DROP DATABASE IF EXISTS "bench_live" WITH (FORCE)')
+        self.admin(f'CREATE DATABASE "bench_live" TEMPLATE "{self.db}"')
+        t = self.restore("restore_swap", ["--target-db", "bench_live"])
+        summary = self.steps["restore_swap"][-1]
+        for name in ("bench_live", summary.get("old_database") or ""):
+            if name:
+                self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return t
+
+    def round(self) -> None:
+        for key, fn in (("reference", self.reference), ("floor", self.floor),
+                        ("backup_local", lambda: self.backup(True)), ("backup_s3", lambda: self.backup(False)),
+                        ("zstd", self.zstd), ("verify", lambda: self.verify(False)),
+                        ("bare_restore", self.bare_restore), ("restore_new", self.restore_new),
+                        ("restore_swap", self.restore_swap), ("full_test", lambda: self.verify(True))):
+            self.timed(key, fn)
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def bench_issue18(ctx: dict, db: str, rounds: int) -> str:
+    b = Bench(ctx, db)
+    b.backup(False)  # an artifact in both places for check 7, before the rounds
+    before = loadavg()
+    for _ in range(rounds):
+        b.round()
+    return render(b, before, loadavg(), rounds)
+
+
+def render(b: Bench, before: str, after: str, rounds: int) -> str:
+    med = {k: statistics.median(v) for k, v in b.times.items()}
+    lines = [f"Medians of {rounds} interleaved rounds; load average {before} before, {after} after.", "",
+             "| work | ours | reference point | ratio | goal |", "|---|---|---|---|---|"]
+    for p in PAIRS:
+        ours, ref = med[p.ours], med[p.reference]
+        ratio = f"{ref / ours:.2f}× faster" if p.faster else f"{ours / ref:.2f}×"
+        lines.append(f"| {p.work} | {ours:.2f} s | {LABELS[p.reference]} {ref:.2f} s | {ratio} | {p.goal} |")
+    lines += ["", "Every run (s): " + "; ".join(f"{LABELS[k]}: {', '.join(f'{x:.2f}' for x in v)}"
+                                                 for k, v in b.times.items())]
+    for key in ("restore_new", "restore_swap"):
+        lines += ["", f"Steps of `{LABELS[key]}` (median s; `beside` = ran in parallel, the clock waited `waited`):"]
+        by_step: dict[str, list[float]] = {}
+        waited: dict[str, list[float]] = {}
+        for summary in b.steps.get(key, []):
+            for s in summary["steps"]:
+                by_step.setdefault(s["step"], []).append(s["seconds"])
+                if s.get("parallel_with"):
+                    waited.setdefault(s["step"], []).append(s.get("waited", 0.0))
+        lines.append(" · ".join(
+            f"{step} {statistics.median(v):.2f}" + (f" (beside; waited {statistics.median(waited[step]):.2f})"
+                                                      if step in waited else "")
+            for step, v in by_step.items() if statistics.median(v) >= 0.005))
+    return "\n".join(lines) + "\n"
+
+
+def size_rows(size: float) -> int:
+    """Rows of `events` for a database of about `size` GB (2 M rows ≈ 0.6 GB)."""
+    return int(round(size / 0.6 * 2_000_000, -5))
+
+
+def db_name(size: float) -> str:
+    return "bench" if abs(size - 0.6) < 1e-9 else f"bench_{str(size).replace('.', '_')}gb"
+
+
+if __name__ == "__main__":
+    raise SystemExit("run it through bench/run_all.py (make bench)")
+
