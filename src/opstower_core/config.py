@@ -113,6 +113,7 @@ class PitrSettings:
     scratch_dir: Path | None = None  # recovered clusters; None: <state_dir>/pitr-scratch
     credentials_file: Path | None = None  # AWS shared-credentials file the server's user reads (0600)
     os_user: str | None = None  # the server's OS user; None: the owner of its data directory
+    enabled: bool = False  # a [pitr] table is in the config (and not enabled = false): health, schedule, prune use it
 
 
 @dataclass(frozen=True)
@@ -362,10 +363,10 @@ def _replica_settings(raw: Mapping[str, Any], primary: S3Settings) -> S3Settings
 
 
 PITR_KEYS = {"server_name", "path", "window_days", "keep_last", "archive_timeout", "launcher_dir", "scratch_dir",
-             "credentials_file", "os_user"}
+             "credentials_file", "os_user", "enabled"}
 
 
-def _pitr_settings(raw: Any) -> PitrSettings:
+def _pitr_settings(raw: Any, present: bool = False) -> PitrSettings:
     table = _table("pitr", raw)
     for key in table:
         if key not in PITR_KEYS:
@@ -384,6 +385,7 @@ def _pitr_settings(raw: Any) -> PitrSettings:
         launcher_dir=path("launcher_dir"), scratch_dir=path("scratch_dir"),
         credentials_file=path("credentials_file"),
         os_user=_str("pitr.os_user", table["os_user"]) if table.get("os_user") else None,
+        enabled=present and table.get("enabled", True) is not False,
     )
 
 
@@ -428,7 +430,7 @@ def load_settings(path: Path | str | None = None, env: Mapping[str, str] | None 
                                 if "wait_for_locks_seconds" in raw else None),
         pg_bin=Path(_str("pg_bin", pg_bin)).expanduser() if pg_bin else None,
         s3=s3,
-        pitr=_pitr_settings(raw.get("pitr", {})),
+        pitr=_pitr_settings(raw.get("pitr", {}), present="pitr" in raw),
         targets=targets,
         default_target=default_target,
         backup_age_warn_hours=_float("health.backup_age_warn_hours", health.get("backup_age_warn_hours", 2.0)),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from opstower_core.config import load_settings
 from opstower_core.errors import OpsError
-from opstower_core.schedule import find_opstower, render_cron, render_systemd
+from opstower_core.schedule import find_opstower, jobs_for, render_cron, render_systemd
 
 CRONTAB_NAME = "opstower.crontab"
 
@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--user", metavar="NAME", help="systemd: User= for the services (default: the user running this command)"
     )
+    parser.add_argument("--no-base-backup", action="store_true",
+                        help="with [pitr]: leave out the daily base backup (01:30)")
+    parser.add_argument("--no-heartbeat", action="store_true",
+                        help="with [pitr]: leave out the minute heartbeat (measured RPO)")
     parser.set_defaults(func=run)
 
 
@@ -43,12 +47,13 @@ def run(args: argparse.Namespace) -> int:
     config_path = Path(args.config).expanduser().resolve() if args.config else settings.config_path
     config = str(config_path) if config_path else None
     exe = find_opstower()
+    jobs = jobs_for(settings.pitr.enabled, base_backup=not args.no_base_backup, heartbeat=not args.no_heartbeat)
 
     if args.format == "cron":
         log_dir = args.log_dir or str(settings.state_dir / "logs")
-        files = {CRONTAB_NAME: render_cron(exe, config, log_dir)}
+        files = {CRONTAB_NAME: render_cron(exe, config, log_dir, jobs)}
     else:
-        files = render_systemd(exe, config, user=args.user or getpass.getuser())
+        files = render_systemd(exe, config, user=args.user or getpass.getuser(), jobs=jobs)
 
     if args.output_dir is None:
         if args.format == "cron":

@@ -338,6 +338,28 @@ class _Doctor:
         return Finding(Status.PASS, f"alerts go to {where}")
 
 
+    def pitr_launcher(self) -> Finding:
+        """The archive command's launcher, run as the server's OS user: starts, reads the config, reaches S3."""
+        if not self.settings.pitr.enabled:
+            return Finding(Status.SKIP, "no [pitr] table: WAL archiving is not configured")
+        from opstower_core.pitr import check_launcher, server_os_user
+
+        datadir = None
+        if self.conn is not None:
+            try:
+                datadir = self.conn.execute("SELECT current_setting('data_directory')").fetchone()[0]
+            except Exception:  # noqa: BLE001 - needs superuser or pg_read_all_settings; fall back to [pitr] os_user
+                datadir = None
+        user = server_os_user(self.settings, datadir)
+        ok, detail = check_launcher(self.settings, user)
+        if ok:
+            return Finding(Status.PASS, f"archive/restore launcher runs {detail}", data={"os_user": user.name})
+        return Finding(Status.FAIL, f"the archive command cannot work {detail}: WAL is not archived",
+                       f"make the config file and [pitr] credentials_file readable by {user.name} "
+                       "(the config holds no secret; credentials 0600 owned by it), then `opstower pitr enable --apply`",
+                       {"os_user": user.name})
+
+
 CHECKS: list[tuple[str, str, Callable[[_Doctor], Finding]]] = [
     ("config", "Config file permissions", _Doctor.config),
     ("credentials", "Database credentials (.pgpass, PGPASSWORD)", _Doctor.credentials),
@@ -357,6 +379,7 @@ CHECKS: list[tuple[str, str, Callable[[_Doctor], Finding]]] = [
     ("s3_encryption", "S3 server-side encryption", lambda d: d.s3.encryption()),
     ("replica", "Replica copy ([s3.replica]), Object Lock", lambda d: Finding(*doctor_replica(d.settings))),
     ("notify", "Alert channels", _Doctor.notify),
+    ("pitr_launcher", "WAL archive command as the server's OS user", _Doctor.pitr_launcher),
 ]
 
 

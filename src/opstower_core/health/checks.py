@@ -19,6 +19,10 @@ connects to the database or writes anything. Checks, per target database unless 
 | free_space    | backup directory (once, not per target)       | < 2x latest or < 10 %   | < latest backup     |
 | future_dated  | catalog (only when one exists)                | name or metadata dated  | -                   |
 |               |                                               | > 5 min ahead of now    |                     |
+| pitr_archive  | [pitr] only, once: the WAL archive in S3      | no DONE base backup     | a gap in the WAL    |
+|               | (pitr.pitr_status)                            | / archive unreadable    | after the oldest one |
+| pitr_archiver | [pitr] only: the default target's             | archive lag > 5 min     | the archiver is     |
+|               | pg_stat_archiver (the one database read)      |                         | failing (last try)  |
 
 A backup dated in the future is left out of every other check: it must never pass for the
 latest backup and turn a stale-backup CRITICAL into "OK 0s old".
@@ -306,3 +310,50 @@ def check_free_space(settings: Settings, latest_size: int) -> HealthCheck:
                            f"{text}: under {FREE_RATIO_WARN * 100:.0f}% of the disk is free", metrics=metrics)
     return HealthCheck("free_space", str(d), HealthState.OK, text, metrics=metrics)
 
+
+PITR_LAG_WARN = 300.0  # seconds a closed WAL segment may wait for the archiver
+
+
+def check_pitr(settings: Settings, status: Any, error: str | None = None) -> list[HealthCheck]:
+    """The WAL archive (gaps, base backups) and the live archiver (failing, lag) from a `pitr.PitrStatus`.
+
+    A gap is CRITICAL: recovery stops at the first hole, so every moment after it is not
+    recoverable, whatever the window says.
+    """
+    subject = f"pitr:{settings.pitr.server_name}"
+    if status is None:
+        return [HealthCheck("pitr_archive", subject, HealthState.WARNING, f"WAL archive unreadable ({error})")]
+    metrics: dict[str, Any] = {"segments": status.segments, "gaps": len(status.gaps), "timelines": status.timelines}
+    if status.gaps:
+        holes = ", ".join(f"after {a} before {b}" for a, b in status.gaps[:3])
+        latest = status.latest.isoformat(timespec="seconds") if status.latest else "?"
+        archive = HealthCheck("pitr_archive", subject, HealthState.CRITICAL,
+                              f"{len(status.gaps)} gap(s) in the WAL archive ({holes}): recovery stops at {latest}; "
+                              "take a base backup now (opstower base-backup)", metrics=metrics)
+    elif not any(b.status == "DONE" for b in status.backups):
+        archive = HealthCheck("pitr_archive", subject, HealthState.WARNING,
+                              "no complete base backup: nothing is recoverable (opstower base-backup)", metrics=metrics)
+    else:
+        window = f"{status.earliest:%Y-%m-%d %H:%M} .. {status.latest:%Y-%m-%d %H:%M}" if status.latest else "?"
+        archive = HealthCheck("pitr_archive", subject, HealthState.OK,
+                              f"{status.segments} WAL segments, no gap, recoverable {window}", metrics=metrics)
+    return [archive, _check_archiver(subject, status)]
+
+
+def _check_archiver(subject: str, status: Any) -> HealthCheck:
+    a = status.archiver
+    if a is None:
+        return HealthCheck("pitr_archiver", subject, HealthState.UNKNOWN,
+                           f"pg_stat_archiver not read ({status.archiver_error or 'no server'})")
+    lag = status.lag_seconds or 0.0
+    metrics = {"lag_seconds": lag, "failed_count": a.get("failed_count"), "last_archived_wal": a.get("last_archived_wal")}
+    if a.get("failing"):
+        return HealthCheck("pitr_archiver", subject, HealthState.CRITICAL,
+                           f"archive_command is failing: {a.get('last_failed_wal')} last failed at "
+                           f"{a.get('last_failed_time')}, after the last success ({a.get('last_archived_wal')}); "
+                           "see the server log", metrics=metrics)
+    if lag > PITR_LAG_WARN:
+        return HealthCheck("pitr_archiver", subject, HealthState.WARNING,
+                           f"archive lag {span(lag)} (warning > {span(PITR_LAG_WARN)})", metrics=metrics)
+    return HealthCheck("pitr_archiver", subject, HealthState.OK,
+                       f"archiving: last {a.get('last_archived_wal')}, lag {span(lag)}", metrics=metrics)

@@ -32,6 +32,7 @@ from opstower_core.health.checks import (
     check_backup_age,
     check_free_space,
     check_future_dated,
+    check_pitr,
     check_replica,
     check_s3_upload,
     check_size_trend,
@@ -106,7 +107,7 @@ def open_state(settings: Settings) -> tuple[StateStore | None, str | None]:
 
 def check_health(settings: Settings, target_name: str | None = None, *, state: StateStore | None = None,
                  now: float | None = None, include_s3: bool = True) -> HealthReport:
-    """Evaluate every check; reads files and S3 only, never connects to the database, records nothing."""
+    """Evaluate every check; reads files and S3 (and, with [pitr], pg_stat_archiver), records nothing."""
     now = time.time() if now is None else now
     problem = None
     if state is None:
@@ -139,9 +140,22 @@ def check_health(settings: Settings, target_name: str | None = None, *, state: S
         if local:
             latest_size = max(latest_size, entry_size(local[0]))
     checks.append(check_free_space(settings, latest_size))
+    if settings.pitr.enabled and include_s3:
+        checks.extend(_pitr_checks(settings))
     counted = [c for c in checks if c.counts]
     overall = max((c.state for c in counted), key=_RANK.__getitem__, default=HealthState.UNKNOWN)
     return HealthReport(overall, _summary(overall, checks), checks, now)
+
+
+def _pitr_checks(settings: Settings) -> list[HealthCheck]:
+    """The archive and the archiver; the only database read health does (pg_stat_archiver, if reachable)."""
+    from opstower_core.pitr import pitr_status
+
+    try:
+        target = settings.target() if settings.targets else None
+        return check_pitr(settings, pitr_status(settings, target))
+    except Exception as exc:  # noqa: BLE001 - an unreadable archive is a finding, not a crash
+        return check_pitr(settings, None, getattr(exc, "sentence", None) or f"{type(exc).__name__}: {exc}")
 
 
 def _summary(overall: HealthState, checks: list[HealthCheck]) -> str:

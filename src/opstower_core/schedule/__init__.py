@@ -1,10 +1,11 @@
 """Schedules: cron lines and systemd units for backups, verifications and health checks."""
 
-from .units import JOBS, find_opstower, render_cron, render_systemd
+from .units import JOBS, find_opstower, jobs_for, render_cron, render_systemd
 
 __all__ = [
     "JOBS",
     "find_opstower",
+    "jobs_for",
     "render_cron",
     "render_systemd",
 ]

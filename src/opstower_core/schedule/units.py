@@ -6,6 +6,11 @@ Three jobs, as the reference scheduled them, now through the `opstower` command:
 * weekly full verification, Sunday 02:00    `opstower verify latest --full-test`
 * health check every 15 minutes             `opstower health`
 
+With a `[pitr]` table, two more (each can be left out): a daily base backup at 01:30
+(`opstower base-backup`, away from the hourly dump and the Sunday verification) and a heartbeat
+every minute (`opstower pitr heartbeat`), whose row a recovery to "latest" reads back to
+measure the data actually lost.
+
 Everything is spelled with absolute paths, because cron and systemd run with a minimal PATH
 and a different working directory. The only environment handed to the jobs is
 `OPSTOWER_CONFIG=<path>`: secrets stay in the config file's `*_env` / `*_file` sources and
@@ -18,6 +23,7 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +55,17 @@ JOBS: tuple[Job, ...] = (
     Job("health", "OpsTower backup health check", ("health",), "*/15 * * * *", "*:0/15"),
 )
 
+BASE_BACKUP_JOB = Job("base-backup", "OpsTower daily PITR base backup", ("base-backup",), "30 1 * * *",
+                      "*-*-* 01:30:00")
+HEARTBEAT_JOB = Job("heartbeat", "OpsTower PITR heartbeat (measured RPO)", ("pitr", "heartbeat"), "* * * * *",
+                    "minutely")
+
+
+def jobs_for(pitr: bool, *, base_backup: bool = True, heartbeat: bool = True) -> tuple[Job, ...]:
+    """The jobs to schedule: the three above, plus the PITR ones when `[pitr]` is configured."""
+    extra = [job for job, wanted in ((BASE_BACKUP_JOB, base_backup), (HEARTBEAT_JOB, heartbeat)) if pitr and wanted]
+    return (*JOBS, *extra)
+
 
 def find_opstower() -> str:
     """Absolute path of this installation's `opstower` script."""
@@ -76,8 +93,8 @@ def _cron_word(text: str) -> str:
     return shlex.quote(text).replace("%", "\\%")
 
 
-def render_cron(opstower_path: str, config_path: str | None, log_dir: str) -> str:
-    """A crontab fragment with the three jobs, each appending to `<log_dir>/<job>.log`."""
+def render_cron(opstower_path: str, config_path: str | None, log_dir: str, jobs: Sequence[Job] = JOBS) -> str:
+    """A crontab fragment with the jobs, each appending to `<log_dir>/<job>.log`."""
     exe = _abs(opstower_path)
     logs = _abs(log_dir)
     # Per line rather than a VAR= line at the top: works in every cron, and each line still
@@ -92,7 +109,7 @@ def render_cron(opstower_path: str, config_path: str | None, log_dir: str) -> st
     if not config_path:
         lines.append("# no config file found: the jobs read the default config of the user whose crontab this is")
     lines.append("")
-    for job in JOBS:
+    for job in jobs:
         command = " ".join(_cron_word(word) for word in (exe, *job.args))
         log = _cron_word(os.path.join(logs, f"{job.name}.log"))
         lines.append(f"# {job.description}")
@@ -113,7 +130,7 @@ def _systemd_word(text: str) -> str:
 
 
 def render_systemd(
-    opstower_path: str, config_path: str | None, user: str | None = None
+    opstower_path: str, config_path: str | None, user: str | None = None, jobs: Sequence[Job] = JOBS
 ) -> dict[str, str]:
     """Unit file name -> content: a oneshot service and a persistent timer per job.
 
@@ -122,7 +139,7 @@ def render_systemd(
     """
     exe = _abs(opstower_path)
     units: dict[str, str] = {}
-    for job in JOBS:
+    for job in jobs:
         stem = f"{UNIT_PREFIX}-{job.name}"
         after = ["postgresql.service", "network-online.target"]
         if job.name == "verify":
