@@ -6,10 +6,12 @@ events, so the CLI (text, progress bars or JSON lines) and the console render an
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -65,8 +67,58 @@ class StepFinished:
     kind: str = "step_finished"
 
 
-Event = StepStarted | StepProgress | StepLog | StepFinished
+@dataclass(frozen=True)
+class CommandRan:
+    """An external command or a server-changing SQL statement a step ran: the command log, so the
+    operator can tell the incident channel exactly what was done. Never holds a secret (passwords
+    are never in our argv or SQL; a PASSWORD literal or URL credentials are masked anyway)."""
+
+    step: str
+    command: str
+    started: float  # unix time
+    seconds: float
+    outcome: str  # "ok", "cancelled" or "failed: <first line>"
+    kind: str = "command_ran"
+
+
+Event = StepStarted | StepProgress | StepLog | StepFinished | CommandRan
 EventSink = Callable[[Event], None]
+
+# The reporter and step a thread is running now: commands run deep inside a step (a client tool,
+# a DDL statement on any connection) reach the command log without being passed a reporter.
+_CURRENT: ContextVar[tuple[Reporter, str] | None] = ContextVar("opstower_current_step", default=None)
+_SECRETS = (re.compile(r"(PASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE), re.compile(r"(://[^/\s:@]+:)[^@\s]+(@)"))
+
+
+def mask(command: str) -> str:
+    """The command as it may be shown and kept: password literals and URL credentials masked."""
+    command = _SECRETS[0].sub(r"\1'***'", command)
+    return _SECRETS[1].sub(r"\1***\2", command)
+
+
+def record_command(command: str, started: float, seconds: float, outcome: str) -> None:
+    """Put a command into the current step's log (nothing happens outside a run)."""
+    current = _CURRENT.get()
+    if current is not None:
+        reporter, step = current
+        reporter.emit(CommandRan(step, mask(command), started, seconds, outcome))
+
+
+@contextmanager
+def command(text: str) -> Iterator[None]:
+    """Time a command and record it with its outcome, whatever the outcome."""
+    started, t0, outcome = time.time(), time.monotonic(), "ok"
+    try:
+        yield
+    except Cancelled:
+        outcome = "cancelled"
+        raise
+    except BaseException as exc:
+        first = (getattr(exc, "sentence", None) or str(exc) or type(exc).__name__).strip().splitlines()
+        outcome = f"failed: {first[0] if first else type(exc).__name__}"
+        raise
+    finally:
+        record_command(text, started, time.monotonic() - t0, outcome)
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -122,15 +174,19 @@ class Reporter:
         self.on_event: EventSink = on_event or _ignore
         self.cancel = cancel or CancelToken()
         self.results: list[StepResult] = []
+        self.commands: list[CommandRan] = []  # the command log of this run
         self._titles: dict[str, str] = {}
         # Progress events are throttled: a UI does not need more than ~20 a second.
         self._last_progress: dict[str, float] = {}
 
     def emit(self, event: Event) -> None:
+        if isinstance(event, CommandRan):
+            self.commands.append(event)
         self.on_event(event)
 
     def started(self, step: str, title: str, index: int = 0, total: int = 0) -> None:
         self._titles[step] = title
+        _CURRENT.set((self, step))
         self.emit(StepStarted(step, title, index, total))
 
     def progress(self, step: str, done: int, total: int = 0, unit: str = "bytes", force: bool = False) -> None:

@@ -6,6 +6,7 @@ terminal: every status is a word, the emoji only repeat it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from opstower_core.fmt import MARK, duration
@@ -48,3 +49,12 @@ def signoff(people: list[tuple[str, str]], roles_needed: tuple[str, ...] = ("Dri
 
 
 # -- the incident report --------------------------------------------------------------------------
+
+
+def command_log(commands: list[dict[str, Any]]) -> list[str]:
+    """The commands and server-changing statements a run executed, in order (secrets masked)."""
+    if not commands:
+        return ["_No command was recorded._"]
+    rows = [[time.strftime("%H:%M:%S", time.localtime(c["started"])), duration(c["seconds"]), c["outcome"],
+             c["step"], f"`{c['command']}`"] for c in commands]
+    return table(["Started", "Took", "Outcome", "Step", "Command"], rows, "lrlll")

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import work
+from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 
 from opstower_tui.commands import OpsCommands
 from opstower_tui.dialogs.error import ErrorDialog, sentence_of
+from opstower_tui.messages import EngineEvent
 from opstower_tui.screens.backups import BackupsScreen
 from opstower_tui.screens.dashboard import DashboardScreen
 from opstower_tui.screens.help import HelpScreen
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 # Written with the wall-clock time of the first paint (for bench/tui_bench.py).
 FIRST_PAINT_ENV = "OPSTOWER_FIRST_PAINT_FILE"
 EXIT_AFTER_PAINT_ENV = "OPSTOWER_EXIT_AFTER_PAINT"
+COMMAND_LOG_SIZE = 10_000
 
 
 class OpsTowerApp(App[int]):
@@ -44,6 +47,7 @@ class OpsTowerApp(App[int]):
         Binding("H", "health", "Health", show=False, id="app.health"),
         Binding("O", "doctor", "Doctor (pre-flight)", show=False, id="app.doctor"),
         Binding("P", "prune", "Prune (dry run first)", show=False, id="app.prune"),
+        Binding("L", "command_log", "Command log", show=False, id="app.command_log"),
         Binding("q", "quit", "Quit", show=False, id="app.quit"),
     ]
 
@@ -57,6 +61,8 @@ class OpsTowerApp(App[int]):
         self._monotonic = monotonic or time.monotonic
         self._warm_up = warm_up
         self._painted = False
+        # What the console ran (events.CommandRan), newest last; bounded like a terminal's scrollback.
+        self.command_log: deque[Any] = deque(maxlen=COMMAND_LOG_SIZE)
 
     # -- clocks (frozen in snapshot tests) -------------------------------------------------
     def now(self) -> datetime:
@@ -129,6 +135,18 @@ class OpsTowerApp(App[int]):
         from opstower_tui.screens.run import RunScreen
 
         self.push_screen(RunScreen("Doctor: pre-flight checks", doctor_job(self.settings), summary=doctor_summary))
+
+    @on(EngineEvent)
+    def keep_command(self, message: EngineEvent) -> None:
+        """Every screen's run events bubble here: the commands go into the console's command log."""
+        if getattr(message.event, "kind", "") == "command_ran":
+            self.command_log.append(message.event)
+
+    def action_command_log(self) -> None:
+        from opstower_tui.screens.command_log import CommandLogScreen
+
+        if not isinstance(self.screen, CommandLogScreen):
+            self.push_screen(CommandLogScreen())
 
     def action_prune(self) -> None:
         from opstower_tui.screens.prune import PruneScreen

@@ -575,6 +575,7 @@ def test_production_and_read_only_targets_are_marked_and_guarded(env, tmp_path):
 
 def test_table_recovery_from_the_console_merges_lost_rows_back_after_a_preview(env, tmp_path):
     """T: pick a table, preview (missing / written since), type the name, the rows are back, newer rows kept."""
+    from opstower_tui.screens.command_log import CommandLogScreen
     from opstower_tui.screens.recover import RecoverScreen
 
     db = f"tui_rec_{uuid.uuid4().hex[:6]}"
@@ -604,6 +605,17 @@ def test_table_recovery_from_the_console_merges_lost_rows_back_after_a_preview(e
         await pilot.press(*db, "enter")
         await wait_for(pilot, lambda: screen.phase in ("done", "failed"), timeout=120)
         assert screen.phase == "done", str(screen.query_one("#recover-summary").content)
+        # L: what the console ran, for the incident channel; w writes it for the report.
+        await pilot.press("L")
+        log = pilot.app.screen
+        assert isinstance(log, CommandLogScreen)
+        commands = [str(log.query_one("#commands").get_row_at(i)[4]) for i in range(log.query_one("#commands").row_count)]
+        assert any(c.startswith("CREATE DATABASE") for c in commands)  # the scratch copy
+        assert any(c.startswith("INSERT INTO") for c in commands)  # the rows put back
+        assert any(c.startswith("DROP DATABASE") for c in commands)  # the scratch copy dropped
+        await pilot.press("w")
+        written = list((settings.state_dir / "reports").glob("commands-*.md"))
+        assert len(written) == 1 and "INSERT INTO" in written[0].read_text()
 
     drive(OpsTowerApp(settings, warm_up=False), scenario)
     with admin_conn(env.pg, db) as conn:

@@ -136,6 +136,8 @@ def _restores(d: Drill) -> list[str]:
         out += ["", f"Restore total {duration(r.get('total_seconds'))} of the {duration(r.get('rto_seconds'))} RTO "
                 f"budget. {r.get('sentence', '')}".rstrip()]
         out += _proof_lines(r.get("proof"))
+        if r.get("commands"):
+            out += ["", "Commands run:", "", *md.command_log(r["commands"])]
     return (["", "## Restore step timing", *out]) if out else []
 
 

@@ -11,6 +11,7 @@ directory (removed afterwards, whatever happens). Selective restores pass pg_res
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import threading
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from opstower_core.artifacts.names import ArtifactName
 from opstower_core.artifacts.scan import OUT_CHUNK, DumpReader, ScanError
 from opstower_core.config import Settings, Target
 from opstower_core.errors import Cancelled, OpsError
-from opstower_core.events import Reporter
+from opstower_core.events import Reporter, command
 from opstower_core.pg.tools import PgTools, connect, quote_ident, select_tools, server_info
 from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.storage.s3 import store_for
@@ -115,6 +116,13 @@ def _env(target: Target) -> dict[str, str]:
 
 def run_tool(argv: list[str], target: Target, r: Reporter, step: str,
              feed: Callable[[IO[bytes]], None] | None = None) -> list[str]:
+    """Run a client tool (see _run_tool), recorded in the command log with its outcome."""
+    with command(shlex.join(argv)):
+        return _run_tool(argv, target, r, step, feed)
+
+
+def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
+              feed: Callable[[IO[bytes]], None] | None = None) -> list[str]:
     """Run a client tool, optionally feeding its stdin from `feed` in a thread.
 
     Output lines become DEBUG logs (errors as ERROR); a cancel request kills the tool. Raises

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError
+from opstower_core.events import command
 
 if TYPE_CHECKING:
     import psycopg
@@ -134,6 +135,7 @@ def connect(target: Target, dbname: str | None = None, autocommit: bool = True, 
     info.setdefault("connect_timeout", "10")
     import psycopg  # here, not at the top: a checks-only verification starts without it
 
+    kw.setdefault("cursor_factory", _recording_cursor())
     try:
         return psycopg.connect(**info, autocommit=autocommit, **kw)
     except psycopg.OperationalError as exc:
@@ -153,6 +155,33 @@ def connect(target: Target, dbname: str | None = None, autocommit: bool = True, 
             f"Cannot connect to database {info['dbname']!r} on {target.display_host}:{target.display_port} ({reason})",
             "nothing was changed", nxt,
         ) from None
+
+
+# Statements that change the server go into the command log; reads do not.
+_CHANGES = re.compile(r"^\s*(CREATE|DROP|ALTER|GRANT|REVOKE|TRUNCATE|INSERT|UPDATE|DELETE|MERGE|VACUUM|ANALYZE|"
+                      r"REINDEX|LOCK|COMMENT|REFRESH|SELECT\s+(pg_catalog\.)?(pg_terminate_backend|setval))\b",
+                      re.IGNORECASE)
+_CURSOR: type | None = None
+
+
+def _recording_cursor() -> type:
+    """A psycopg cursor class that records every server-changing statement (events.command)."""
+    global _CURSOR
+    if _CURSOR is None:
+        import psycopg
+        from psycopg import sql
+
+        class RecordingCursor(psycopg.Cursor):
+            def execute(self, query: Any, params: Any = None, **kw: Any) -> Any:
+                text = query.as_string(self) if isinstance(query, sql.Composable) else (
+                    query.decode() if isinstance(query, bytes) else str(query))
+                if not _CHANGES.match(text):
+                    return super().execute(query, params, **kw)
+                with command(" ".join(text.split())):
+                    return super().execute(query, params, **kw)
+
+        _CURSOR = RecordingCursor
+    return _CURSOR
 
 
 def connect_reason(exc: BaseException) -> str:

@@ -158,6 +158,7 @@ class RestoreResult:
     database: str | None = None  # the database now holding the restored data
     left_out: str | None = None  # what was deliberately not restored (--no-acl)
     proof: Any = None  # verify's ProofResult: the restored database compared with the artifact
+    commands: list[Any] = field(default_factory=list)  # events.CommandRan: every command and changing statement
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +174,8 @@ class RestoreResult:
                           if s.data.get("parallel_with") else {})}
                       for s, (_, _, c) in zip(self.steps, timing_table(self), strict=True)],
             "sentence": self.sentence,
+            "commands": [{"step": c.step, "command": c.command, "started": c.started, "seconds": round(c.seconds, 3),
+                          "outcome": c.outcome} for c in self.commands],
         }
 
 

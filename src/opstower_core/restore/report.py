@@ -53,6 +53,7 @@ def render_incident_report(result: RestoreResult, started_at: float | None = Non
     lines += ["", "## Verification results", ""]
     lines += [f"- {s.title}: {s.status.value}: {s.detail}" for s in checks] or ["_No verification ran._"]
     lines += ["", "## Restore proof", ""] + _proof_lines(result)
+    lines += ["", "## Commands run", ""] + md.command_log(result.as_dict()["commands"])
     lines += ["", "## Notes", ""] + ([f"- {n}" for n in notes] if notes else ["_No notes._"])
     lines += ["", "## Lessons learned", "", "- _None recorded yet: add them before sign-off._"]
     lines += md.signoff([], ("Incident lead", "Database administrator", "Management"))

@@ -162,6 +162,7 @@ def _result(ctx: RunContext, status: str, error: BaseException | None, seconds: 
         status=status, rolled_back=bool(ctx.rollback_note) and not ctx.rollback_failed,
         database=(ctx.work_db if plan.mode == "tables" else ctx.live_db) if status == "success" else None,
         left_out=plan.left_out if status == "success" else None, proof=ctx.proof,
+        commands=list(ctx.reporter.commands),
     )
     result.sentence = _sentence(ctx, result, error)
     return result

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from opstower_core.events import Event, Status, StepFinished, StepLog, StepProgress, StepStarted
+from opstower_core.events import CommandRan, Event, Status, StepFinished, StepLog, StepProgress, StepStarted
 
 
 class RunLog:
@@ -54,6 +54,9 @@ class RunLog:
         elif isinstance(event, StepFinished):
             level = {Status.FAIL: "ERROR", Status.WARN: "WARN"}.get(event.status, "INFO")
             self.line(level, f"{event.status}: {event.detail} ({event.seconds:.1f}s)")
+        elif isinstance(event, CommandRan):
+            self.line("INFO" if event.outcome == "ok" else "WARN",
+                      f"ran: {event.command} ({event.seconds:.1f}s, {event.outcome})")
 
     def close(self) -> None:
         self._fh.close()

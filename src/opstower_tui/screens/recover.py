@@ -147,6 +147,7 @@ class RecoverScreen(OpsScreen):
 
         self.phase = "opening"
         self.query_one("#recover-pick").display = False
+        self.set_focus(None)  # the picker is gone: keys are the screen's (and the app's: L, ?) now
         self.query_one("#steps").display = True
         self.query_one("#recover-summary", Static).update("Restoring the backup into a scratch database… Esc cancels")
         self.cancel_token = CancelToken()
@@ -182,6 +183,7 @@ class RecoverScreen(OpsScreen):
         table = self.query_one("#recover-preview", DataTable)
         table.display = True
         table.clear()
+        table.focus()
 
         def n(value: int | None) -> Text:
             return Text("-" if value is None else f"{value:,}", justify="right")
