@@ -60,9 +60,9 @@ def start(ctx: RunContext, step: PlannedStep, run: Step, index: int, total: int)
     return beside
 
 
-def due(beside: Beside | None, next_step: str) -> bool:
+def due(beside: Beside, next_step: str) -> bool:
     """Whether the run must join `beside` before `next_step`."""
-    return beside is not None and next_step not in beside.step.parallel_with
+    return next_step not in beside.step.parallel_with
 
 
 def join(ctx: RunContext, beside: Beside) -> None:
@@ -80,9 +80,10 @@ def join(ctx: RunContext, beside: Beside) -> None:
         raise beside.error[0]
 
 
-def stop(ctx: RunContext, beside: Beside | None) -> None:
-    """After a failure elsewhere: stop the step and wait for it, so the rollback runs alone."""
-    if beside is None or not beside.thread.is_alive():
-        return
-    ctx.cancel.cancel()
-    beside.thread.join()
+def stop(ctx: RunContext, besides: list[Beside]) -> None:
+    """After a failure elsewhere: stop the steps still running and wait for them, so the rollback runs alone."""
+    running = [b for b in besides if b.thread.is_alive()]
+    if running:
+        ctx.cancel.cancel()
+    for b in running:
+        b.thread.join()

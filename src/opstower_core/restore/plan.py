@@ -482,7 +482,12 @@ def _maintenance_step(kind: str) -> Callable[[Settings, RestorePlan], PlannedSte
                          "this run created (--reindex rebuilds them anyway)")
         if kind == "analyze":
             return _step(kind, [f"ANALYZE <each table without statistics>  -- in {p.work_db}"], _analyze_detail(p))
-        return _step(kind, [f"{maintenance_sql(kind, p.work_db)}  -- in {p.work_db}"], "post-restore optimization")
+        step = _step(kind, [f"{maintenance_sql(kind, p.work_db)}  -- in {p.work_db}"], "post-restore optimization")
+        if kind == "vacuum":
+            # Visibility map and hint bits, not the data: it need not queue behind the proof's read.
+            step.parallel_with = ["verify_restored"]
+            step.detail += "; runs in parallel with the verification of the restored database"
+        return step
 
     return build
 
@@ -517,11 +522,13 @@ _BUILDERS: dict[str, Callable[[Settings, RestorePlan], PlannedStep]] = {
 
 def _order(mode: str) -> list[str]:
     """A swap keeps the live database in service until the switch: its sessions are cut off last."""
+    # ANALYZE (usually nothing left to do: the statistics came with the dump) before VACUUM, which
+    # then runs beside the verification of the restored database (the two would wait for each other).
     if mode == "swap":
-        return ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "verify_restored",
-                "analyze", "vacuum", "reindex", "terminate", "swap"]
+        return ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "analyze", "vacuum",
+                "verify_restored", "reindex", "terminate", "swap"]
     return ["verify", "download", "confirm", "roles", "pre_backup", "terminate", "drop_create", "restore",
-            "verify_restored", "analyze", "vacuum", "reindex", "swap"]
+            "analyze", "vacuum", "verify_restored", "reindex", "swap"]
 
 
 def _steps(settings: Settings, p: RestorePlan) -> list[PlannedStep]:

@@ -21,7 +21,7 @@ from typing import Any
 from opstower_core import fmt
 from opstower_core.config import Settings
 from opstower_core.errors import Cancelled, OpsError
-from opstower_core.events import CancelToken, EventSink, Reporter, Status
+from opstower_core.events import CancelToken, EventSink, Reporter, Status, StepResult
 from opstower_core.pg.admin import (
     admin,
     db_exists,
@@ -99,20 +99,20 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
     """Every step of the plan in order; on any failure or cancel, the rollback. (status, error)."""
     r, total = ctx.reporter, len(ctx.plan.steps)
     status, error = "success", None
-    beside: parallel.Beside | None = None  # a step running beside the others (parallel.py)
+    besides: list[parallel.Beside] = []  # steps running beside the others (parallel.py)
     try:
         ctx.lock(f"{ctx.live_db}.restore")
         if ctx.plan.mode in ("new_db", "tables"):
             ctx.lock(ctx.live_db)
         _refuse_if_interrupted(ctx)
         for index, step in enumerate(ctx.plan.steps, 1):
-            if beside is not None and parallel.due(beside, step.id):
+            for beside in [b for b in besides if parallel.due(b, step.id)]:
+                besides.remove(beside)
                 parallel.join(ctx, beside)
-                beside = None
             ctx.current_step = step.id
             if step.parallel_with and not step.skip:
                 ctx.cancel.check()
-                beside = parallel.start(ctx, step, STEPS[step.id], index, total)
+                besides.append(parallel.start(ctx, step, STEPS[step.id], index, total))
                 ctx.cancel.check()  # a cancel asked for as it started is this step's
                 continue
             if step.skip:
@@ -124,16 +124,16 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
                 if step.id in JOURNALED:
                     ctx.checkpoint(step.id)
                 STEPS[step.id](ctx, out)
-        if beside is not None:
-            parallel.join(ctx, beside)
+        while besides:
+            parallel.join(ctx, besides.pop(0))
         journal.remove(ctx.journal)
     except (Cancelled, KeyboardInterrupt) as exc:
         status, error = "cancelled", exc
-        parallel.stop(ctx, beside)
+        parallel.stop(ctx, besides)
         _rollback(ctx)
     except Exception as exc:  # noqa: BLE001 - every failure ends in a rollback and one sentence
         status, error = "failed", exc
-        parallel.stop(ctx, beside)
+        parallel.stop(ctx, besides)
         _rollback(ctx)
     finally:
         for lock in reversed(ctx.locks):
@@ -155,7 +155,7 @@ def _result(ctx: RunContext, status: str, error: BaseException | None, seconds: 
     plan = ctx.plan
     rto = plan.rto_minutes * 60.0
     result = RestoreResult(
-        ok=status == "success", plan=plan, steps=list(ctx.reporter.results), total_seconds=seconds, rto_seconds=rto,
+        ok=status == "success", plan=plan, steps=_in_plan_order(ctx), total_seconds=seconds, rto_seconds=rto,
         margin_seconds=rto - seconds,
         old_database=ctx.old_db if ctx.touched.done and plan.mode == "swap" else None,
         pre_restore_artifact=ctx.pre_restore.name.filename if ctx.pre_restore else None, sentence="",
@@ -166,6 +166,12 @@ def _result(ctx: RunContext, status: str, error: BaseException | None, seconds: 
     )
     result.sentence = _sentence(ctx, result, error)
     return result
+
+
+def _in_plan_order(ctx: RunContext) -> list[StepResult]:
+    """The steps as planned (one that ran beside others finishes out of order), then the rollback."""
+    order = {s.id: i for i, s in enumerate(ctx.plan.steps)}
+    return sorted(ctx.reporter.results, key=lambda s: order.get(s.step, len(order)))
 
 
 def _record(ctx: RunContext, result: RestoreResult, started: float) -> None:
