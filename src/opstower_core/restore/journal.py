@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opstower_core.artifacts.names import fsync_dir
+from opstower_core.artifacts.names import fsync_dir, write_private
 from opstower_core.pg.admin import ConnState, DbProps, open_state
 from opstower_core.repo.holds import process_alive, process_start
 
@@ -106,18 +106,7 @@ def save(ctx: Any, step: str, phase: str = "running") -> Path:
 
 def write(path: Path, j: Journal) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = json.dumps({"version": VERSION, **j.as_dict()}, indent=1, default=str).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps({"version": VERSION, **j.as_dict()}, indent=1, default=str).encode())
     fsync_dir(path.parent)
 
 
