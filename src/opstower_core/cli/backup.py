@@ -8,7 +8,7 @@ import sys
 import humanize
 
 from opstower_core.backup import DEFAULT_LOCK_WAIT, BackupOptions, run_backup
-from opstower_core.cli.common import add_json, add_target, settings_from
+from opstower_core.cli.common import add_json, add_target, seconds_arg, settings_from
 from opstower_core.cli.render import JsonRenderer, renderer
 from opstower_core.errors import OpsError
 from opstower_core.runs import signals
@@ -23,21 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("custom", "plain"), default="custom",
                    help="custom: pg_dump custom format + zstd (default); plain: SQL + gzip, as the reference scripts")
     p.add_argument("--dry-run-retention", action="store_true", help="list what retention would delete, delete nothing")
-    p.add_argument("--wait-for-locks", type=_seconds, metavar="SECONDS",
+    p.add_argument("--wait-for-locks", type=seconds_arg, metavar="SECONDS",
                    help="how long to wait for a table lock another session holds before failing and naming it "
-                   f"(default: wait_for_locks_seconds in the config, else {DEFAULT_LOCK_WAIT:g})")
+                   f"(default: wait_for_locksseconds_arg in the config, else {DEFAULT_LOCK_WAIT:g})")
     add_json(p)
     p.set_defaults(func=run)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

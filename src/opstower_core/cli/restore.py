@@ -11,7 +11,7 @@ from typing import TextIO
 
 import humanize
 
-from opstower_core.cli.common import add_json, add_target, settings_from
+from opstower_core.cli.common import add_json, add_target, seconds_arg, settings_from
 from opstower_core.cli.render import JsonRenderer, renderer
 from opstower_core.config import Settings
 from opstower_core.errors import OpsError, UsageError
@@ -106,9 +106,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="list the databases kept by earlier swaps and the leftovers of killed runs, then exit")
     p.add_argument("--recover", action="store_true",
                    help="finish or undo a restore that was killed (from its journal in the state directory), then exit")
-    p.add_argument("--wait-for-locks", type=_seconds, metavar="SECONDS",
+    p.add_argument("--wait-for-locks", type=seconds_arg, metavar="SECONDS",
                    help="how long any step may wait for a lock another session holds before failing, naming it, "
-                   "and rolling back (default: wait_for_locks_seconds in the config, else 60)")
+                   "and rolling back (default: wait_for_locksseconds_arg in the config, else 60)")
     p.add_argument("--report", metavar="FILE.md", help="write an incident report (markdown) of this restore")
     add_json(p)
     p.set_defaults(func=run)
@@ -117,20 +117,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_restore_args(p)  # --to-time / --to-lsn / --to-xid: point-in-time recovery (cli/pitr.py)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.wait_for_locks:
-        settings = settings.with_changes(wait_for_locks_seconds=args.wait_for_locks)
+        settings = settings.with_changes(wait_for_locksseconds_arg=args.wait_for_locks)
     if args.recover:
         sentence = recover_interrupted(settings, args.database)
         _emit(args, {"ok": True, "recovered": sentence}, sentence)
@@ -301,8 +293,8 @@ def print_result(result: RestoreResult, out: TextIO) -> None:
     out.write(f"\n{'STEP'.ljust(width)}  STATUS  SECONDS  CUMULATIVE\n")
     for step, (title, seconds, total) in zip(result.steps, rows, strict=True):
         out.write(f"{title.ljust(width)}  {step.status.value:<6}  {seconds:7.1f}  {total:10.1f}\n")
-    margin = result.margin_seconds
-    out.write(f"Total {result.total_seconds:.1f} s of the {result.plan.rto_minutes}-minute RTO budget: "
+    margin = result.marginseconds_arg
+    out.write(f"Total {result.totalseconds_arg:.1f} s of the {result.plan.rto_minutes}-minute RTO budget: "
               f"{'margin' if margin >= 0 else 'OVER by'} {humanize.precisedelta(abs(margin), minimum_unit='seconds', format='%0.0f')}\n")
     if result.ok:
         out.write(result.sentence + "\n")
