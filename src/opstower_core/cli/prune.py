@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "if too few can be proven good, nothing past retention is deleted. Held artifacts (a restore reading one) "
         "and pre-restore copies whose restore kept the old database are kept too. Pre-restore copies expire after "
         "pre_restore_retention_days. Leftovers of killed runs (temp files, multipart uploads older than a day) are "
-        "removed. `backup` does this after every run; prune does it alone.",
+        "removed. `backup` does this after every run; prune does it alone. With [pitr]: base backups in S3 by a "
+        "recovery window of pitr.window_days, the newest pitr.keep_last always kept (barman-cloud-backup-delete).",
     )
     add_target(p)
     p.add_argument("--dry-run", action="store_true", help="show each decision with its reason, delete nothing")
@@ -36,13 +37,18 @@ def run(args: argparse.Namespace) -> int:
     s3 = store_for(settings.s3) if settings.s3.enabled and not args.local_only else None
     kept, kept_note = _kept_databases(settings, args.database)
     report = apply_retention(settings, target.dbname, dry_run=args.dry_run, s3=s3, kept_databases=kept)
+    pitr = None
+    if settings.pitr.enabled and s3 is not None:
+        from opstower_core.pitr import prune_base_backups
+
+        pitr = prune_base_backups(settings, dry_run=args.dry_run)
     if args.json:
         print(json.dumps({"kind": "summary", "dry_run": args.dry_run, "deleted": report.deleted,
                           "kept_for_safety": report.kept_for_safety, "kept_unproven": report.kept_unproven,
                           "kept_held": report.kept_held, "s3_error": report.s3_error,
                           "decisions": [d.as_dict() for d in report.decisions],
                           "leftovers": [item.as_dict() for item in report.leftovers],
-                          "kept_databases_note": kept_note}))
+                          "kept_databases_note": kept_note, "pitr": pitr.as_dict() if pitr else None}))
     else:
         if args.dry_run:
             _print_decisions(report)
@@ -51,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         for name in report.deleted:
             print(f"{'would delete' if args.dry_run else 'deleted'}: {name}")
         print(report.summary)
+        for line in pitr.lines() if pitr else []:
+            print(line)
         if kept_note:
             print(f"note: {kept_note}", file=sys.stderr)
     if report.s3_error:

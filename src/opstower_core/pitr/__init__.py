@@ -13,6 +13,7 @@ from .enable import Check, EnableReport, enable, inspect
 from .heartbeat import beat, read_heartbeat
 from .launcher import archive_command, check_launcher, launcher_path, restore_command, server_os_user
 from .recover import PitrSource, RecoveryTarget, ScratchCluster, recover_to
+from .retention import PitrPruneReport, prune_base_backups
 from .status import PitrStatus, pitr_status
 from .wal import wal_fetch, wal_push
 
@@ -21,6 +22,8 @@ __all__ = [
     "BaseBackup",
     "PitrSource",
     "PitrStatus",
+    "PitrPruneReport",
+    "prune_base_backups",
     "RecoveryTarget",
     "ScratchCluster",
     "beat",

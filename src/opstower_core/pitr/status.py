@@ -33,6 +33,8 @@ class PitrStatus:
     earliest: datetime | None = None
     latest: datetime | None = None
     latest_segment: str = ""
+    # Timeline history (from the archived NNNNNNNN.history files): timeline, parent, switch LSN, reason.
+    history: list[dict[str, Any]] = field(default_factory=list)
     archiver: dict[str, Any] | None = None  # pg_stat_archiver, None when the server was not reached
     archiver_error: str = ""
     lag_seconds: float | None = None
@@ -43,7 +45,7 @@ class PitrStatus:
             "gaps": [{"after": a, "before": b} for a, b in self.gaps],
             "earliest": self.earliest.isoformat() if self.earliest else None,
             "latest": self.latest.isoformat() if self.latest else None, "latest_segment": self.latest_segment,
-            "archiver": self.archiver, "archiver_error": self.archiver_error, "lag_seconds": self.lag_seconds,
+            "history": self.history, "archiver": self.archiver, "archiver_error": self.archiver_error, "lag_seconds": self.lag_seconds,
         }
 
 
@@ -53,7 +55,14 @@ def segment_name(timeline: int, number: int) -> str:
 
 def archived_segments(settings: Settings) -> tuple[list[Segment], list[int]]:
     """Every archived WAL segment (ours or another writer's, barman-cloud layout) and the timelines seen."""
+    segments, timelines, _ = _scan(settings)
+    return segments, timelines
+
+
+def _scan(settings: Settings) -> tuple[list[Segment], list[int], dict[int, str]]:
+    """Segments, timelines and the keys of the timeline history files."""
     store = store_for(settings.s3)
+    history_keys: dict[int, str] = {}
     prefix = key_root(settings) + "wals/"
     segments: list[Segment] = []
     timelines: set[int] = set()
@@ -65,7 +74,57 @@ def archived_segments(settings: Settings) -> tuple[list[Segment], list[int]]:
             segments.append(Segment(base[:24], tli, log * 256 + seg, datetime.fromtimestamp(obj.last_modified, UTC)))
         elif m := HISTORY.match(base):
             timelines.add(int(m.group(1), 16))
-    return sorted(segments, key=lambda s: (s.number, s.timeline)), sorted(timelines)
+            history_keys[int(m.group(1), 16)] = obj.key
+    return sorted(segments, key=lambda s: (s.number, s.timeline)), sorted(timelines), history_keys
+
+
+def read_history(settings: Settings, keys: dict[int, str]) -> list[dict[str, Any]]:
+    """The newest timeline's history file, parsed: one entry per switch (parent timeline, switch LSN, reason)."""
+    if not keys:
+        return []
+    newest = max(keys)
+    data = store_for(settings.s3).get_bytes(keys[newest])
+    if keys[newest].endswith(".gz"):
+        import gzip
+
+        data = gzip.decompress(data)
+    out = []
+    for line in data.decode(errors="replace").splitlines():
+        parts = line.strip().split(None, 2)
+        if len(parts) >= 2 and parts[0].isdigit() and "/" in parts[1]:
+            out.append({"parent": int(parts[0]), "switch_lsn": parts[1], "reason": parts[2] if len(parts) > 2 else "",
+                        "timeline": newest})
+    # Each line's child is the next line's parent; the last one's child is the newest timeline.
+    for i, entry in enumerate(out[:-1]):
+        entry["timeline"] = out[i + 1]["parent"]
+    return out
+
+
+def timeline_path(segments: list[Segment], history: list[dict[str, Any]]) -> list[Segment]:
+    """The segments recovery along the newest timeline replays: each parent's up to its switch, then the child's."""
+    if not history:
+        return segments
+    bounds = []  # (timeline, first segment number on it)
+    start = 0
+    for entry in history:
+        bounds.append((entry["parent"], start))
+        start = _lsn_segment(entry["switch_lsn"])
+    bounds.append((history[-1]["timeline"], start))
+    path = []
+    for i, (tli, first) in enumerate(bounds):
+        end = bounds[i + 1][1] if i + 1 < len(bounds) else None
+        # The switch segment exists on both timelines; the child's copy is the one replayed.
+        path += [s for s in segments if s.timeline == tli and s.number >= first and (end is None or s.number < end)]
+    # Without the child's copy of a switch segment, recovery reads the parent's (same WAL up to the switch).
+    have = {s.number for s in path}
+    for (parent, _), (_, switch) in zip(bounds, bounds[1:], strict=False):
+        path += [s for s in segments if s.timeline == parent and s.number == switch and switch not in have]
+    return sorted(path, key=lambda s: (s.number, s.timeline))
+
+
+def _lsn_segment(lsn: str) -> int:
+    hi, lo = lsn.split("/")
+    return ((int(hi, 16) << 32) | int(lo, 16)) >> 24
 
 
 def find_gaps(segments: list[Segment], since: int = 0) -> list[tuple[str, str]]:
@@ -95,8 +154,11 @@ def archiver_stats(target: Target) -> dict[str, Any]:
 def pitr_status(settings: Settings, target: Target | None = None) -> PitrStatus:
     """The archive as it is in the bucket, plus the live server's archiver when `target` is reachable."""
     st = PitrStatus(backups=list_base_backups(settings))
-    segments, st.timelines = archived_segments(settings)
+    segments, st.timelines, history_keys = _scan(settings)
     st.segments = len(segments)
+    st.history = read_history(settings, history_keys)
+    # The window follows the newest timeline: an abandoned timeline's later segments are not recoverable.
+    segments = timeline_path(segments, st.history)
     done = [b for b in st.backups if b.status == "DONE"]
     if done:
         first = done[0]

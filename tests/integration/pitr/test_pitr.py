@@ -11,6 +11,10 @@ from datetime import datetime
 import pytest
 
 from opstower_core.cli import main
+from opstower_core.doctor import run_doctor
+from opstower_core.events import Status
+from opstower_core.health import check_health
+from opstower_core.health.checks import HealthState
 from opstower_core.pitr import (
     RecoveryTarget,
     beat,
@@ -23,7 +27,9 @@ from opstower_core.pitr import (
 )
 from opstower_core.pitr.barman import client_argv, cloud_options, destination_url
 from opstower_core.pitr.launcher import launcher_path
-from opstower_core.pitr.wal import archived_copy
+from opstower_core.pitr.status import archived_segments
+from opstower_core.pitr.wal import archived_copy, wal_key
+from opstower_core.storage.s3 import store_for
 
 
 @dataclass
@@ -147,3 +153,131 @@ def test_secrets_absent_from_argv_launcher_and_config(pitr_env, history):
     creds = s.pitr.credentials_file
     info = creds.stat()
     assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid != os.geteuid()  # owned by the server's user
+
+# --- PITR in the operations commands: health, doctor, schedule, prune ---------------------------
+
+
+def _pitr_checks(report):
+    return {c.check: c for c in report.checks if c.check.startswith("pitr_")}
+
+
+def test_deleted_segment_is_a_gap_in_status_and_critical_in_health(pitr_env, history):
+    s = pitr_env.settings
+    assert s.pitr.enabled
+    before = _pitr_checks(check_health(s))
+    assert before["pitr_archive"].state == HealthState.OK, before["pitr_archive"].line()
+    assert before["pitr_archiver"].state == HealthState.OK, before["pitr_archiver"].line()
+
+    for _ in range(2):  # two more closed segments: the one deleted below has archived WAL after it
+        with pitr_env.conn("app") as c:
+            c.execute("CREATE TABLE IF NOT EXISTS filler (n int); INSERT INTO filler VALUES (1)")
+        pitr_env.switch_wal()
+    st = pitr_status(s)
+    segments, _ = archived_segments(s)
+    first = int(st.backups[0].begin_wal[8:16], 16) * 256 + int(st.backups[0].begin_wal[16:24], 16)
+    inside = [g for g in segments if g.number > first and g.number < segments[-1].number]
+    assert inside, [g.name for g in segments]
+    victim = inside[0]
+    store = store_for(s.s3)
+    key = wal_key(s, victim.name)
+    data = store.get_bytes(key)
+    store.client.delete_object(Bucket=store.bucket, Key=key)
+    try:
+        st = pitr_status(s, s.target())
+        assert len(st.gaps) == 1 and victim.name not in {n for gap in st.gaps for n in gap}
+        report = check_health(s)
+        archive = _pitr_checks(report)["pitr_archive"]
+        assert archive.state == HealthState.CRITICAL and "gap" in archive.detail, archive.line()
+        assert report.state == HealthState.CRITICAL and "gap" in report.summary
+    finally:
+        store.client.put_object(Bucket=store.bucket, Key=key, Body=data)
+    assert not pitr_status(s).gaps
+
+
+def test_doctor_runs_the_launcher_as_the_server_user_and_fails_on_an_unreadable_config(pitr_env):
+    s = pitr_env.settings
+    steps = {r.step: r for r in run_doctor(s)}
+    assert steps["pitr_launcher"].status == Status.PASS, steps["pitr_launcher"].detail
+    assert "as pgserver" in steps["pitr_launcher"].detail
+    pitr_env.config.chmod(0o600)  # root's only: the server's user can no longer read it
+    try:
+        launcher = {r.step: r for r in run_doctor(s)}["pitr_launcher"]
+    finally:
+        pitr_env.config.chmod(0o644)
+    assert launcher.status == Status.FAIL and "pgserver" in launcher.detail, launcher.detail
+
+
+def test_schedule_adds_daily_base_backup_and_minute_heartbeat_beside_the_hourly_dump(pitr_env, capsys):
+    cfg = str(pitr_env.config)
+    assert main(["--config", cfg, "schedule", "--print", "cron"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln and not ln.startswith("#")]
+    by_job = {ln.rsplit("/", 1)[-1].split(".log")[0]: ln for ln in lines}
+    assert by_job["backup"].startswith("0 * * * * ")
+    assert by_job["base-backup"].startswith("30 1 * * * ") and "base-backup >>" in by_job["base-backup"]
+    assert by_job["heartbeat"].startswith("* * * * * ") and "pitr heartbeat >>" in by_job["heartbeat"]
+    assert main(["--config", cfg, "schedule", "--print", "systemd", "--no-heartbeat"]) == 0
+    out = capsys.readouterr().out
+    assert "opstower-base-backup.timer" in out and "OnCalendar=*-*-* 01:30:00" in out
+    assert "heartbeat" not in out
+
+
+def test_second_timeline_after_a_recovery_is_listed_and_the_window_follows_it(pitr_env, history):
+    """The recovered cluster made the service (replacement steps): it archives timeline 2 into the same place."""
+    import psycopg
+
+    from opstower_core.pg.admin import literal
+    from opstower_core.pitr import archive_command
+
+    s = pitr_env.settings
+    cluster = recover_to(s, s.target(), RecoveryTarget())
+    try:
+        assert "timeline 2" in cluster.reached
+        cluster.stop()
+        with open(cluster.pgdata / "postgresql.auto.conf", "a") as fh:
+            fh.write(f"archive_mode = 'on'\narchive_command = {literal(archive_command(s))}\n")
+        assert cluster.pg_ctl("start", "-w", "-t", "60", "-l", str(cluster.directory / "postgres.log"))[0] == 0
+        # Promotion happened with archiving off, so the history file is pushed by hand (replacement step 3).
+        assert wal_push(s, cluster.pgdata / "pg_wal" / "00000002.history") == 0
+        with psycopg.connect(**cluster.target("app").conninfo(), autocommit=True) as c:
+            c.execute("CREATE TABLE after_failover (n int)")
+            c.execute("INSERT INTO after_failover VALUES (1)")
+            c.execute("SELECT pg_switch_wal()")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                last = c.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+                if last and last.startswith("00000002"):
+                    break
+                time.sleep(0.2)
+        pitr_env.switch_wal()  # the old server keeps archiving timeline 1 past the switch point
+        st = pitr_status(s)
+        assert st.timelines == [1, 2]
+        assert [(h["parent"], h["timeline"]) for h in st.history] == [(1, 2)]
+        assert st.latest_segment == last and not st.gaps
+        assert st.as_dict()["history"][0]["switch_lsn"]
+    finally:
+        cluster.discard()
+
+
+def test_prune_applies_the_recovery_window_keeping_the_newest_base_backups(pitr_env, history, capsys):
+    """Runs last: it deletes the first base backup (and the WAL only it needed)."""
+    import dataclasses
+
+    from opstower_core.pitr import prune_base_backups
+
+    s = pitr_env.settings
+    take_base_backup(s, s.target())
+    ids = [b.backup_id for b in pitr_status(s).backups]
+    assert len(ids) == 2
+    # The configured window (7 days) covers both: prune --dry-run would delete nothing.
+    assert main(["--config", str(pitr_env.config), "prune", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "pitr: base backups by RECOVERY WINDOW OF 7 DAYS, keep_last 2: 2 kept, 0 would delete" in out, out
+    # A window of 0 days with keep_last 1: only the newest is needed; dry run first, then for real.
+    narrow = dataclasses.replace(s, pitr=dataclasses.replace(s.pitr, window_days=0, keep_last=1))
+    dry = prune_base_backups(narrow, dry_run=True)
+    assert dry.deleted == [ids[0]] and dry.kept == [ids[1]]
+    assert [b.backup_id for b in pitr_status(s).backups] == ids  # nothing deleted by the dry run
+    done = prune_base_backups(narrow)
+    assert done.deleted == [ids[0]]
+    st = pitr_status(s)
+    assert [b.backup_id for b in st.backups] == [ids[1]] and not st.gaps
