@@ -60,3 +60,13 @@ def test_size_now_projects_the_growth_of_the_last_backups():
     dump, art, growth = size_now(entries, now.timestamp())
     assert abs(growth - 10 * MIB) < MIB / 100  # 10 MiB a day
     assert abs(dump - 1000 * MIB) < MIB / 10 and abs(art - dump / 3) < 2
+
+
+def test_full_tests_stand_in_when_no_restore_was_measured():
+    test = RunRecord(7, "verify", "app", "a7", "PASS", 1000.0, None, 30 * MIB, 9.0, None,
+                     {"full_test": True, "uncompressed_bytes": 100 * MIB,
+                      "seconds": {"exists": 0.01, "compression": 0.5, "content": 0.49, "full_restore": 8.0}})
+    fc = forecast_restore([], "app", dump_bytes=200 * MIB, artifact_bytes=60 * MIB, rto_minutes=240, mode="new_db",
+                          tests=[test])
+    assert fc.known and "full tests" in fc.reason
+    assert {s.step: round(s.seconds, 2) for s in fc.steps} == {"restore": 16.0, "verify": 2.0}

@@ -152,10 +152,28 @@ def _basis(n: int, a: float, b: float, fixed: bool) -> str:
     return f"fit of {runs} ({a:.1f} s + {rate})" if a > 0 else f"{runs} at {rate}"
 
 
+def full_tests(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """Full-test verifications as restores: check 8 (a scratch load + proof) as the load step, checks 1-7
+    as the artifact's verification. Used only for steps no restore has measured."""
+    out = []
+    for rec in records:
+        secs = rec.details.get("seconds")
+        if (rec.kind != "verify" or not rec.details.get("full_test") or rec.status not in ("PASS", "WARN")
+                or not isinstance(secs, dict) or "full_restore" not in secs):
+            continue
+        checks = sum(v for k, v in secs.items() if k != "full_restore" and isinstance(v, int | float))
+        steps = [{"step": "restore", "status": "PASS", "seconds": secs["full_restore"]},
+                 {"step": "verify", "status": "PASS", "seconds": checks}]
+        details = {"mode": "full_test", "uncompressed_bytes": rec.details.get("uncompressed_bytes"), "steps": steps}
+        out.append(RunRecord(rec.id, "restore", rec.database, rec.artifact, "success", rec.started_at,
+                             rec.finished_at, rec.size_bytes, rec.duration_seconds, None, details))
+    return out
+
+
 def forecast_restore(records: Sequence[RunRecord], database: str, *, dump_bytes: int | None,
                      artifact_bytes: int | None, rto_minutes: int, mode: str = "swap",
                      steps: Sequence[str] | None = None, backup_seconds_per_byte: float | None = None,
-                     growth_bytes_per_day: float | None = None) -> RestoreForecast:
+                     growth_bytes_per_day: float | None = None, tests: Sequence[RunRecord] = ()) -> RestoreForecast:
     """The forecast for a restore of `dump_bytes` (uncompressed) from the restore `records` (newest first).
 
     `records` of `database` are used when there are any, else those of the other databases.
@@ -164,10 +182,16 @@ def forecast_restore(records: Sequence[RunRecord], database: str, *, dump_bytes:
     """
     own = _runs([r for r in records if r.database == database])[:MAX_RUNS]
     runs = own or _runs(records)[:MAX_RUNS]
+    tested = _runs(full_tests(tests))[:MAX_RUNS]
+    if not runs and tested:
+        runs, own = tested, []
+        kind = "full tests"
+    else:
+        kind = "restores"
     fc = RestoreForecast(database, mode, dump_bytes, artifact_bytes, None, rto_minutes, runs=len(runs),
                          growth_bytes_per_day=growth_bytes_per_day)
     if not runs:
-        fc.reason = "no restore, drill or test restore has been recorded yet (run a drill)"
+        fc.reason = "no restore, drill or full test has been recorded yet (run a drill)"
         return fc
     if not dump_bytes:
         fc.reason = "the database's size is not known (no backup with metadata)"
@@ -184,6 +208,9 @@ def forecast_restore(records: Sequence[RunRecord], database: str, *, dump_bytes:
         x = art if step in ARTIFACT_STEPS else float(dump_bytes)
         points = [(r.artifact_bytes if step in ARTIFACT_STEPS else r.dump_bytes, r.steps[step])
                   for r in runs if step in r.steps]
+        if not points:  # a full test's load stands in for a step no restore has measured
+            points = [(r.artifact_bytes if step in ARTIFACT_STEPS else r.dump_bytes, r.steps[step])
+                      for r in tested if step in r.steps]
         if points:
             fixed = step in FIXED_STEPS
             a, b = _fit(points, fixed)
@@ -198,8 +225,8 @@ def forecast_restore(records: Sequence[RunRecord], database: str, *, dump_bytes:
         pre.basis = f"backups at {1 / backup_seconds_per_byte / 2**20:,.0f} MiB/s, beside the load"
     total = sum(s.seconds for s in fc.steps)
     fc.seconds = total
-    who = "its own" if own else "other databases'"
-    fc.reason = f"from {len(runs)} of {who} past restores, for a {dump_bytes / 2**20:,.0f} MiB dump"
+    who = "its own" if own else "other databases'" if kind == "restores" else "its"
+    fc.reason = f"from {len(runs)} of {who} past {kind}, for a {dump_bytes / 2**20:,.0f} MiB dump"
     return fc
 
 
@@ -259,4 +286,4 @@ def forecast_target(settings: Settings, target_name: str | None = None, *, state
     records = state.runs("restore", limit=200)
     return forecast_restore(records, db, dump_bytes=dump, artifact_bytes=art, rto_minutes=target.rto_minutes,
                             mode=mode, backup_seconds_per_byte=backup_seconds_per_byte(entries),
-                            growth_bytes_per_day=growth)
+                            growth_bytes_per_day=growth, tests=state.runs("verify", db, limit=50))

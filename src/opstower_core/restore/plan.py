@@ -189,7 +189,8 @@ def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: 
 def _forecast(settings: Settings, p: RestorePlan) -> RestoreForecast | None:
     """This plan's time from past restores (None when the state file cannot be read: never blocks a restore)."""
     try:
-        records = StateStore(settings.state_dir).runs("restore", limit=200)
+        store = StateStore(settings.state_dir)
+        records, tests = store.runs("restore", limit=200), store.runs("verify", limit=50)
     except Exception:  # noqa: BLE001 - a forecast is advice; the restore does not depend on it
         return None
     meta = p.entry.meta or {}
@@ -199,7 +200,7 @@ def _forecast(settings: Settings, p: RestorePlan) -> RestoreForecast | None:
     per_byte = float(rate) / dump if dump and isinstance(rate, int | float) and rate > 0 else None
     return forecast_restore(records, p.live_db, dump_bytes=dump or p.live_size, artifact_bytes=p.artifact_size,
                             rto_minutes=p.rto_minutes, mode=p.mode, steps=[s.id for s in p.steps if not s.skip],
-                            backup_seconds_per_byte=per_byte)
+                            backup_seconds_per_byte=per_byte, tests=tests)
 
 
 def _check_identity(entry: CatalogEntry, facts: ArtifactFacts, live: str, o: RestoreOptions) -> tuple[str, str]:

@@ -453,4 +453,7 @@ def verify(
                          duration_seconds=verifier.result.seconds, size_bytes=verifier.size or None,
                          error="; ".join(r.detail for r in verifier.result.failed) or None,
                          details={"full_test": full_test, "upto": upto,
-                                  "checks": {r.step: r.status.value for r in reporter.results}})
+                                  "checks": {r.step: r.status.value for r in reporter.results},
+                                  # For the restore-time forecast: a full test is a measured load.
+                                  "seconds": {r.step: round(r.seconds, 3) for r in reporter.results},
+                                  "uncompressed_bytes": (entry.meta or {}).get("uncompressed_bytes")})
