@@ -293,6 +293,10 @@ def print_result(result: RestoreResult, out: TextIO) -> None:
     out.write(f"\n{'STEP'.ljust(width)}  STATUS  SECONDS  CUMULATIVE\n")
     for step, (title, seconds, total) in zip(result.steps, rows, strict=True):
         out.write(f"{title.ljust(width)}  {step.status.value:<6}  {seconds:7.1f}  {total:10.1f}\n")
+    for step in result.steps:
+        if step.data.get("parallel_with"):  # its seconds overlap others': the clock counts only the wait
+            out.write(f"  {step.title}: ran in parallel with {', '.join(step.data['parallel_with'])}; the run "
+                      f"waited {step.data.get('waited', 0.0):.1f} s for it\n")
     margin = result.marginseconds_arg
     out.write(f"Total {result.totalseconds_arg:.1f} s of the {result.plan.rto_minutes}-minute RTO budget: "
               f"{'margin' if margin >= 0 else 'OVER by'} {humanize.precisedelta(abs(margin), minimum_unit='seconds', format='%0.0f')}\n")
