@@ -117,17 +117,6 @@ def test_accident_found_and_recovered_to_just_before_it(pitr_env, history):
         cluster.discard()
 
 
-def test_recover_to_latest_reads_back_the_heartbeat(pitr_env, history):
-    written = beat(pitr_env.settings.target())
-    pitr_env.switch_wal()
-    cluster = recover_to(pitr_env.settings, pitr_env.settings.target(), RecoveryTarget())
-    try:
-        assert read_heartbeat(cluster.target("app")) == written
-        assert "timeline 2" in cluster.reached
-    finally:
-        cluster.discard()
-
-
 def test_wal_push_refuses_different_bytes_and_accepts_identical(pitr_env, history, tmp_path):
     st = pitr_status(pitr_env.settings)
     name = st.latest_segment
@@ -221,16 +210,22 @@ def test_schedule_adds_daily_base_backup_and_minute_heartbeat_beside_the_hourly_
     assert "heartbeat" not in out
 
 
-def test_second_timeline_after_a_recovery_is_listed_and_the_window_follows_it(pitr_env, history):
-    """The recovered cluster made the service (replacement steps): it archives timeline 2 into the same place."""
+def test_recover_to_latest_reads_back_the_heartbeat_then_its_timeline_2_is_followed(pitr_env, history):
+    """Recovery to latest; then that cluster made the service archives timeline 2 into the same place.
+
+    After the gap test on purpose: from here on the archive holds two timelines.
+    """
     import psycopg
 
     from opstower_core.pg.admin import literal
     from opstower_core.pitr import archive_command
 
     s = pitr_env.settings
+    written = beat(s.target())
+    pitr_env.switch_wal()
     cluster = recover_to(s, s.target(), RecoveryTarget())
     try:
+        assert read_heartbeat(cluster.target("app")) == written
         assert "timeline 2" in cluster.reached
         cluster.stop()
         with open(cluster.pgdata / "postgresql.auto.conf", "a") as fh:
