@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run-retention", action="store_true", help="list what retention would delete, delete nothing")
     p.add_argument("--wait-for-locks", type=seconds_arg, metavar="SECONDS",
                    help="how long to wait for a table lock another session holds before failing and naming it "
-                   f"(default: wait_for_locksseconds_arg in the config, else {DEFAULT_LOCK_WAIT:g})")
+                   f"(default: wait_for_locks_seconds in the config, else {DEFAULT_LOCK_WAIT:g})")
     add_json(p)
     p.set_defaults(func=run)
 

@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="finish or undo a restore that was killed (from its journal in the state directory), then exit")
     p.add_argument("--wait-for-locks", type=seconds_arg, metavar="SECONDS",
                    help="how long any step may wait for a lock another session holds before failing, naming it, "
-                   "and rolling back (default: wait_for_locksseconds_arg in the config, else 60)")
+                   "and rolling back (default: wait_for_locks_seconds in the config, else 60)")
     p.add_argument("--report", metavar="FILE.md", help="write an incident report (markdown) of this restore")
     add_json(p)
     p.set_defaults(func=run)
@@ -122,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.wait_for_locks:
-        settings = settings.with_changes(wait_for_locksseconds_arg=args.wait_for_locks)
+        settings = settings.with_changes(wait_for_locks_seconds=args.wait_for_locks)
     if args.recover:
         sentence = recover_interrupted(settings, args.database)
         _emit(args, {"ok": True, "recovered": sentence}, sentence)
@@ -297,8 +297,8 @@ def print_result(result: RestoreResult, out: TextIO) -> None:
         if step.data.get("parallel_with"):  # its seconds overlap others': the clock counts only the wait
             out.write(f"  {step.title}: ran in parallel with {', '.join(step.data['parallel_with'])}; the run "
                       f"waited {step.data.get('waited', 0.0):.1f} s for it\n")
-    margin = result.marginseconds_arg
-    out.write(f"Total {result.totalseconds_arg:.1f} s of the {result.plan.rto_minutes}-minute RTO budget: "
+    margin = result.margin_seconds
+    out.write(f"Total {result.total_seconds:.1f} s of the {result.plan.rto_minutes}-minute RTO budget: "
               f"{'margin' if margin >= 0 else 'OVER by'} {humanize.precisedelta(abs(margin), minimum_unit='seconds', format='%0.0f')}\n")
     if result.ok:
         out.write(result.sentence + "\n")
