@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -101,7 +101,10 @@ def record_command(command: str, started: float, seconds: float, outcome: str) -
     current = _CURRENT.get()
     if current is not None:
         reporter, step = current
-        reporter.emit(CommandRan(step, mask(command), started, seconds, outcome))
+        try:
+            reporter.emit(CommandRan(step, mask(command), started, seconds, outcome))
+        except Exception:  # noqa: BLE001 - the log of a command never changes what the command did
+            pass
 
 
 @contextmanager
@@ -175,6 +178,7 @@ class Reporter:
         self.cancel = cancel or CancelToken()
         self.results: list[StepResult] = []
         self.commands: list[CommandRan] = []  # the command log of this run
+        self._tokens: dict[str, Token[tuple[Reporter, str] | None]] = {}
         self._titles: dict[str, str] = {}
         # Progress events are throttled: a UI does not need more than ~20 a second.
         self._last_progress: dict[str, float] = {}
@@ -186,7 +190,7 @@ class Reporter:
 
     def started(self, step: str, title: str, index: int = 0, total: int = 0) -> None:
         self._titles[step] = title
-        _CURRENT.set((self, step))
+        self._tokens[step] = _CURRENT.set((self, step))
         self.emit(StepStarted(step, title, index, total))
 
     def progress(self, step: str, done: int, total: int = 0, unit: str = "bytes", force: bool = False) -> None:
@@ -202,6 +206,12 @@ class Reporter:
     def finished(
         self, step: str, status: Status, detail: str, seconds: float, data: dict[str, Any] | None = None
     ) -> StepResult:
+        token = self._tokens.pop(step, None)
+        if token is not None:
+            try:
+                _CURRENT.reset(token)  # back to the enclosing step (a run inside a run), or to none
+            except ValueError:
+                pass  # finished in another thread than it started: that thread's context is its own
         result = StepResult(step, self._titles.get(step, step), status, detail, seconds, dict(data or {}))
         self.results.append(result)
         self.emit(StepFinished(step, status, detail, seconds, result.data))
