@@ -106,6 +106,31 @@ def _scenarios(backups: list[str], database: str) -> list[tuple[str, Callable[[A
         await pilot.press("ctrl+s")  # start the proposed drill (scenario, database, newest good backup)
         await _wait(pilot, lambda: getattr(pilot.app.screen, "drill_id", None) is not None)
 
+    async def command_log(pilot: Any) -> None:
+        await restore_done(pilot)
+        await pilot.press("L")
+        await pilot.pause(0.3)
+
+    async def table_recovery(pilot: Any) -> None:
+        await _dashboard(pilot)
+        await pilot.press("T")
+        screen = pilot.app.screen
+        await pilot.pause(0.3)
+        await pilot.press("space", "enter")  # the first table of the backup
+        await _wait(pilot, lambda: screen.phase in ("preview", "failed"))
+
+    async def health(pilot: Any) -> None:
+        await _dashboard(pilot)
+        await pilot.press("H")
+        run = pilot.app.screen
+        await _wait(pilot, lambda: run.finished)
+
+    async def prune(pilot: Any) -> None:
+        await _dashboard(pilot)
+        await pilot.press("P")
+        run = pilot.app.screen
+        await _wait(pilot, lambda: run.finished)
+
     return [
         ("dashboard", dashboard, False),
         ("dashboard-read-only", dashboard, True),
@@ -118,6 +143,10 @@ def _scenarios(backups: list[str], database: str) -> list[tuple[str, Callable[[A
         ("help", help_screen, False),
         ("command-palette", palette, False),
         ("drill", drill, False),
+        ("command-log", command_log, False),
+        ("table-recovery-preview", table_recovery, False),
+        ("health", health, False),
+        ("prune-dry-run", prune, False),
     ]
 
 
@@ -130,8 +159,13 @@ async def take_all(settings: Any, backups: list[str], out: Path) -> list[Path]:
         async with app.run_test(size=SIZE) as pilot:
             await scenario(pilot)
             written.append(Path(app.save_screenshot(f"{name}.svg", str(out))))
-            if name == "restore-done":
+            if name in ("restore-done", "command-log"):
+                if name == "command-log":
+                    await pilot.press("escape")
                 await _discard_old(pilot)
+            if name == "table-recovery-preview":
+                await pilot.press("escape")  # walked away: the scratch database is dropped
+                await pilot.pause(2)
             if name == "drill":
                 _abort_drill(settings, pilot.app.screen.drill_id)
         print(f"  {out / (name + '.svg')}", file=sys.stderr)
