@@ -53,7 +53,7 @@ class OpsTowerApp(App[int]):
 
     def __init__(self, settings: Settings, read_only: bool = False, *,
                  now: Callable[[], datetime] | None = None, monotonic: Callable[[], float] | None = None,
-                 warm_up: bool = True) -> None:
+                 warm_up: bool = True, notice: str | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.read_only = read_only
@@ -61,6 +61,7 @@ class OpsTowerApp(App[int]):
         self._monotonic = monotonic or time.monotonic
         self._warm_up = warm_up
         self._painted = False
+        self._notice = notice
         # What the console ran (events.CommandRan), newest last; bounded like a terminal's scrollback.
         self.command_log: deque[Any] = deque(maxlen=COMMAND_LOG_SIZE)
 
@@ -77,6 +78,8 @@ class OpsTowerApp(App[int]):
         if keys:
             # [keys] in the config: binding id = "key", e.g. "backups.verify" = "V".
             self.set_keymap({str(k): str(v) for k, v in keys.items()})
+        if self._notice:
+            self.notify(self._notice, title="Demo", timeout=60)
 
     def note_first_paint(self, screen: Any) -> None:
         if self._painted:
@@ -159,8 +162,9 @@ class OpsTowerApp(App[int]):
         self.push_screen(HelpScreen(self.screen))
 
 
-def run_console(settings: Settings, read_only: bool = False) -> int:
-    """Run the console until the operator quits; returns the exit code."""
-    app = OpsTowerApp(settings, read_only=read_only)
+def run_console(settings: Settings, read_only: bool = False, notice: str | None = None) -> int:
+    """Run the console until the operator quits; returns the exit code. `notice` is shown at start
+    (the demo's lines for driving it from another shell: the console covers the terminal)."""
+    app = OpsTowerApp(settings, read_only=read_only, notice=notice)
     result = app.run()
     return int(result or app.return_code or 0)

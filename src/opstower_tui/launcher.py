@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     from opstower_core.config import Settings
 
 
-def open_console(settings: Settings, read_only: bool) -> int:
+def open_console(settings: Settings, read_only: bool, notice: str | None = None) -> int:
     try:
         from opstower_tui.app import run_console
     except ImportError as exc:
         raise OpsError("The console is not available", f"import failed: {exc}",
                        "use the sub-commands (opstower --help)") from None
-    return run_console(settings, read_only=read_only)
+    return run_console(settings, read_only=read_only, notice=notice)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

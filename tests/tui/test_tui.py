@@ -650,3 +650,13 @@ def test_an_interrupted_restore_is_shown_on_the_dashboard_and_r_recovers_it(env,
 
     drive(OpsTowerApp(settings, warm_up=False), scenario)
     assert not journal.exists()
+
+
+def test_the_demo_notice_is_shown_inside_the_console(env):
+    notice = "CLI against this demo (another shell):\nexport OPSTOWER_CONFIG=/x/config.toml"
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.pause(0.2)
+        assert [n.message for n in pilot.app._notifications] == [notice]
+
+    drive(OpsTowerApp(env.settings, warm_up=False, notice=notice), scenario)

@@ -14,14 +14,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from opstower_core import __version__
 from opstower_core.errors import OpsError
 from opstower_core.runs import signals
-
-if TYPE_CHECKING:
-    from opstower_core.config import Settings
 
 # Sub-command modules, in help order.
 COMMANDS = ("demo", "backup", "list", "verify", "restore", "drill", "health", "doctor", "schedule", "prune", "keygen",
@@ -110,8 +106,8 @@ def _warn_of_interrupted_restore(args: argparse.Namespace) -> None:
         print(line, file=sys.stderr)
 
 
-# Opens the console on these settings (read_only) and returns its exit code.
-OpenConsole = Callable[["Settings", bool], int]
+# Opens the console on these settings (read_only; an optional notice shown at start) and returns its exit code.
+OpenConsole = Callable[..., int]
 
 
 def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = None) -> int:

@@ -72,12 +72,18 @@ def run(args: argparse.Namespace) -> int:
             say("Reusing the demo data from an earlier run")
         settings = env.settings()
         # How to drive the same demo from another shell (loopback-only demo keys, not secrets).
-        say("CLI against this demo while it runs: export OPSTOWER_CONFIG="
-            f"{env.config_path} AWS_ACCESS_KEY_ID={DEMO_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={DEMO_SECRET_KEY}")
+        # One short line each, so nothing wraps at 80 columns.
+        hint = [f"export OPSTOWER_CONFIG={env.config_path}",
+                f"export AWS_ACCESS_KEY_ID={DEMO_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={DEMO_SECRET_KEY}"]
+        say("CLI against this demo while it runs (another shell):")
+        for line in hint:
+            say(f"  {line}")
         if args.no_console or args.open_console is None:
             _print_backups(settings)
             return 0
-        return args.open_console(settings, bool(getattr(args, "read_only", False)))
+        # The console covers the terminal: it shows the same lines itself (Textual hides stderr).
+        return args.open_console(settings, bool(getattr(args, "read_only", False)),
+                                 "CLI against this demo (another shell):\n" + "\n".join(hint))
     finally:
         try:
             say("Stopping PostgreSQL and S3")
