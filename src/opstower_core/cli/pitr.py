@@ -127,6 +127,8 @@ def _status(args: argparse.Namespace) -> int:
             print(f"  {b.backup_id}  {b.status:<6} ended {b.end_time}  WAL {b.begin_wal}..{b.end_wal}  {b.size} bytes")
         print(f"Recoverable window: {st.earliest or '-'} .. {st.latest or '-'} (newest segment {st.latest_segment or '-'})")
         print(f"Archived segments: {st.segments}; timelines: {', '.join(map(str, st.timelines)) or '-'}")
+        for h in st.history:  # the window follows the newest timeline
+            print(f"  timeline {h['timeline']} branched from {h['parent']} at {h['switch_lsn']} ({h['reason']})")
         for a, b in st.gaps:
             print(f"  GAP: segments missing after {a} up to {b}: recovery cannot pass it")
         if st.archiver:

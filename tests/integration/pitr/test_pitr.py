@@ -210,7 +210,7 @@ def test_schedule_adds_daily_base_backup_and_minute_heartbeat_beside_the_hourly_
     assert "heartbeat" not in out
 
 
-def test_recover_to_latest_reads_back_the_heartbeat_then_its_timeline_2_is_followed(pitr_env, history):
+def test_recover_to_latest_reads_back_the_heartbeat_then_its_timeline_2_is_followed(pitr_env, history, capsys):
     """Recovery to latest; then that cluster made the service archives timeline 2 into the same place.
 
     After the gap test on purpose: from here on the archive holds two timelines.
@@ -249,6 +249,9 @@ def test_recover_to_latest_reads_back_the_heartbeat_then_its_timeline_2_is_follo
         assert [(h["parent"], h["timeline"]) for h in st.history] == [(1, 2)]
         assert st.latest_segment == last and not st.gaps
         assert st.as_dict()["history"][0]["switch_lsn"]
+        capsys.readouterr()
+        assert main(["--config", str(pitr_env.config), "pitr", "status"]) == 0
+        assert "timeline 2 branched from 1 at" in capsys.readouterr().out
     finally:
         cluster.discard()
 
