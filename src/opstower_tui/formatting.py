@@ -7,6 +7,7 @@ colour only repeats what the word says (16-colour terminals, NO_COLOR).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from opstower_core.fmt import duration
 
@@ -89,3 +90,22 @@ def truncate_middle(text: str, width: int) -> str:
         return truncate(text, width)
     head = (width - 1) // 3
     return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def pitr_bar(earliest: datetime | None, latest: datetime | None, dumps: list[datetime], now: datetime,
+             width: int = 40) -> str:
+    """The recoverable window on a line: `=` where any moment can be recovered (WAL), `|` where a
+    logical dump sits, `.` where only the dumps reach; the right end is now."""
+    start = min([t for t in [earliest, *dumps] if t is not None], default=now)
+    span = max((now - start).total_seconds(), 1.0)
+    cells = ["."] * width
+
+    def cell(t: datetime) -> int:
+        return min(width - 1, max(0, int((t - start).total_seconds() / span * (width - 1))))
+
+    if earliest is not None and latest is not None:
+        for i in range(cell(earliest), cell(latest) + 1):
+            cells[i] = "="
+    for t in dumps:
+        cells[cell(t)] = "|"
+    return "".join(cells)

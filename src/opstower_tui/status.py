@@ -39,6 +39,8 @@ class Snapshot:
     catalog: list[Any] = field(default_factory=list)
     recent: list[Any] = field(default_factory=list)  # newest RunRecords of any kind
     interrupted: str | None = None  # a killed restore's journal is left: what it may have left behind
+    pitr: Any | None = None  # pitr.PitrStatus when [pitr] is configured and S3 was asked
+    pitr_error: str | None = None
 
 
 def gather(settings: Any, check_s3: bool = True) -> Snapshot:
@@ -73,8 +75,22 @@ def gather(settings: Any, check_s3: bool = True) -> Snapshot:
         status.last_backup_run = state.last("backup", target.dbname)
         status.forecast = forecast_target(settings, target.name, state=state, entries=entries)
         databases.append(status)
-    return Snapshot(databases, settings.s3.enabled, s3_where, s3_status, s3_detail, len(catalog.entries),
+    snap = Snapshot(databases, settings.s3.enabled, s3_where, s3_status, s3_detail, len(catalog.entries),
                     catalog.entries, state.runs(limit=RECENT_RUNS), interrupted_restore(settings.state_dir))
+    if check_s3 and "pitr" in settings.raw:
+        snap.pitr, snap.pitr_error = point_in_time(settings)
+    return snap
+
+
+def point_in_time(settings: Any) -> tuple[Any | None, str | None]:
+    """The recoverable window (base backups + archived WAL), or why it could not be read."""
+    from opstower_core.errors import OpsError
+    from opstower_core.pitr import pitr_status
+
+    try:
+        return pitr_status(settings), None
+    except OpsError as exc:
+        return None, exc.sentence
 
 
 def interrupted_restore(state_dir: Path) -> str | None:

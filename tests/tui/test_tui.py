@@ -660,3 +660,16 @@ def test_the_demo_notice_is_shown_inside_the_console(env):
         assert [n.message for n in pilot.app._notifications] == [notice]
 
     drive(OpsTowerApp(env.settings, warm_up=False, notice=notice), scenario)
+
+
+def test_the_pitr_bar_shows_the_window_and_each_logical_dump():
+    from opstower_tui.formatting import pitr_bar
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    dumps = [now - timedelta(hours=h) for h in (10, 5, 1)]
+    bar = pitr_bar(now - timedelta(hours=6), now - timedelta(minutes=1), dumps, now, width=21)
+    assert len(bar) == 21 and bar[0] == "|"  # the oldest dump starts the line, before the window
+    # then only dumps, then WAL from 6 h ago to a minute ago; the last cell is "now", past the window
+    assert bar[1:8] == "......." and bar[8:20].replace("|", "=") == "=" * 12 and bar[20] == "."
+    assert bar.count("|") == 3
+    assert pitr_bar(None, None, [], now, width=5) == "....."  # nothing recoverable: dots only

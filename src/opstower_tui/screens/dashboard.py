@@ -44,6 +44,7 @@ class DashboardScreen(OpsScreen):
         yield Header()
         yield Static("", id="interrupted-line")
         yield Static("S3 …", id="s3-line")
+        yield Static("", id="pitr-line")
         with VerticalScroll(id="cards"):
             for name, target in self.ops.settings.targets.items():
                 yield DbCard(name, production=target.production, read_only=target.read_only)
@@ -100,12 +101,36 @@ class DashboardScreen(OpsScreen):
         line = Text.assemble(("S3   ", "bold"), (word.ljust(4), STATUS_STYLE.get(word, "")), " ",
                              f"{snap.s3_where} {snap.s3_detail}".strip())
         self.query_one("#s3-line", Static).update(line)
+        self._show_pitr(snap, previous)
         alert = self.query_one("#interrupted-line", Static)
         alert.display = bool(snap.interrupted)
         if snap.interrupted:
             alert.update(Text.assemble(("CRIT ", STATUS_STYLE["CRIT"]), snap.interrupted.removeprefix("WARNING: ")
                                        .replace("run `opstower restore --recover`", "press R"), style="bold"))
         self.query_one(RecentRuns).show_runs(snap.recent, now)
+
+    def _show_pitr(self, snap: Any, previous: Any | None) -> None:
+        """Point-in-time recovery: the window and where each logical dump sits on it (S3 refreshes only)."""
+        from opstower_tui.formatting import pitr_bar
+
+        line = self.query_one("#pitr-line", Static)
+        if snap.pitr is None and snap.pitr_error is None and previous is not None:
+            snap.pitr, snap.pitr_error = previous.pitr, previous.pitr_error  # a local-only refresh
+        line.display = snap.pitr is not None or snap.pitr_error is not None
+        if snap.pitr_error:
+            line.update(Text.assemble(("PITR ", "bold"), ("FAIL", STATUS_STYLE["FAIL"]), f" {snap.pitr_error}"))
+            return
+        st = snap.pitr
+        if st is None:
+            return
+        word = "CRIT" if st.gaps or (st.archiver or {}).get("failing") else (
+            "WARN" if st.lag_seconds is not None and st.lag_seconds > 300 else "OK")
+        dumps = [e.created for e in snap.catalog if not e.name.pre_restore]
+        now = self.ops.now()
+        bar = pitr_bar(st.earliest, st.latest, dumps, now, width=30)
+        window = (f"{st.earliest:%m-%d %H:%M} → {st.latest:%H:%M}" if st.earliest and st.latest else "no window yet")
+        line.update(Text.assemble(("PITR ", "bold"), (word.ljust(4), STATUS_STYLE.get(word, "")),
+                                  f" {bar} {window}", (f" {len(st.gaps)} gap(s)" if st.gaps else "", "bold red")))
 
     # -- actions ---------------------------------------------------------------------------
     def _card_status(self) -> Any | None:
