@@ -25,6 +25,7 @@ from typing import Any
 
 from opstower_core.config import Settings
 from opstower_core.health.checks import (
+    PITR_LAG_WARN,
     SUCCESS_RATE_WARN,
     WEEK,
     HealthCheck,
@@ -78,6 +79,8 @@ class HealthReport:
                 parts.append(f"'{label}_success_rate'={m['success_rate']:.1f}%;{SUCCESS_RATE_WARN:g};;0;100")
             if "size_bytes" in m and c.check == "size_trend":
                 parts.append(f"'{label}_backup_size'={m['size_bytes']}B")
+            if c.check == "pitr_archiver" and "lag_seconds" in m:
+                parts.append(f"'{label}_archive_lag'=%ds;%d;" % (m["lag_seconds"], PITR_LAG_WARN))
             if "free_bytes" in m:  # "N:" = alert below N, in Nagios range syntax
                 warn_crit = f";{m['warn_bytes']}:;{m['crit_bytes']}:" if "warn_bytes" in m else ""
                 parts.append(f"'{label}_free'={m['free_bytes']}B{warn_crit}")

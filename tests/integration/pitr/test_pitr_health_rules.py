@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from opstower_core.config import PitrSettings, Settings
 from opstower_core.health.checks import HealthState, check_pitr
+from opstower_core.health.run import HealthReport
 from opstower_core.pitr import BaseBackup, PitrStatus
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -30,6 +31,8 @@ def test_lag_over_five_minutes_warns_and_a_failing_archiver_is_critical():
     lagging = _status()
     lagging.lag_seconds = 301
     assert _states(lagging)["pitr_archiver"] == HealthState.WARNING
+    report = HealthReport(HealthState.WARNING, "WARNING", check_pitr(SETTINGS, lagging), 0.0)
+    assert "'pitr:srv_archive_lag'=301s;300;" in report.perfdata()
     lagging.lag_seconds = 299
     assert _states(lagging)["pitr_archiver"] == HealthState.OK
     failing = _status(failing=True, failed_count=3, last_failed_wal="00000001000000000000000A",
