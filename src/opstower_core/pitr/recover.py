@@ -143,6 +143,10 @@ class ScratchCluster:
             f"owned by {self.os_user.name}, mode 0700",
             "3. in postgresql.auto.conf remove port, listen_addresses, unix_socket_directories and archive_mode, "
             "then run `opstower pitr enable --apply` and restart (a new timeline starts; take a base backup)",
+            # Promoted with archiving off, the new timeline's history file was never archived; without it
+            # a later recovery cannot follow this timeline and `pitr status` cannot place its segments.
+            "3b. archive the new timeline's history file: opstower wal-push <data>/pg_wal/<NNNNNNNN>.history "
+            "(the newest one there)",
             "4. start the service and point clients at it",
         ]
 
