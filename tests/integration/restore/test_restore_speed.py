@@ -63,7 +63,8 @@ def test_new_database_skips_reindex_and_analyze_when_the_dump_carries_statistics
 def test_analyze_runs_where_the_dump_brought_no_statistics_and_reindex_when_asked(pg, make_settings):
     db, settings, backup = _database(pg, make_settings, 500)
     with admin_conn(pg, db) as c:  # a table created after the last ANALYZE: no statistics in the next dump
-        c.execute("CREATE TABLE fresh AS SELECT g AS id FROM generate_series(1, 100) g")
+        # autovacuum off: its ANALYZE must not give the table statistics before the backup
+        c.execute("CREATE TABLE fresh WITH (autovacuum_enabled = off) AS SELECT g AS id FROM generate_series(1, 100) g")
     backup = run_backup(settings, options=BackupOptions(local_only=True))
     target = f"{db}_new"
     plan = plan_restore(settings, str(backup.path), options=RestoreOptions(target_db=target, reindex=True))
