@@ -4,6 +4,7 @@ operator, create missing roles, take the pre-restore backup."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import humanize
 
@@ -11,9 +12,11 @@ from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Status, StepOutcome
 from opstower_core.pg.admin import admin
+from opstower_core.repo.catalog import CatalogEntry, fetch_s3_metadata
 from opstower_core.repo.download import download
 from opstower_core.restore.context import RunContext
 from opstower_core.restore.roles import create_roles
+from opstower_core.storage.s3 import store_for
 
 
 class ConfirmDeclined(Cancelled):
@@ -46,27 +49,76 @@ def verify_artifact(ctx: RunContext, out: StepOutcome) -> None:
             r.log("verify", f"S3 copy check failed ({f.detail}); restoring the verified local copy", "WARN")
         else:
             blocking.append(f)
+    replica, replica_note = None, None
+    if blocking and ctx.plan.download_key:
+        # Issue 17: the primary S3 copy fails its checks; a replica copy that passes stands in.
+        replica, replica_note = _replica_instead(ctx, blocking[0])
+        if replica is not None:
+            res, blocking = replica, []
     if blocking:
         f = blocking[0]
         hint = ""
         s3_copy_ok = any(x.step == "s3" and x.status == Status.PASS for x in res.results)
         if ctx.entry.local_path is not None and s3_copy_ok:
-            hint = " (or add --from-s3 to restore the S3 copy, which checked out)"
-        raise OpsError(f"Backup verification failed: {f.title}: {f.detail}", "nothing was changed",
+            hint += " (or add --from-s3 to restore the S3 copy, which checked out)"
+        also = f"; {replica_note}" if replica_note else ""
+        raise OpsError(f"Backup verification failed: {f.title}: {f.detail}{also}", "nothing was changed",
                        f"pick another backup (`opstower list`){hint}")
     counts = {s: sum(1 for x in res.results if x.status == s) for s in Status}
     warned = counts[Status.WARN] + len(res.failed)
     out.status = Status.WARN if warned else Status.PASS
-    out.detail = (f"Backup file verified: {counts[Status.PASS]} checks passed, {warned} warnings, "
+    which = " (the replica copy: the primary copy failed its checks)" if replica is not None else ""
+    out.detail = (f"Backup file verified{which}: {counts[Status.PASS]} checks passed, {warned} warnings, "
                   f"{counts[Status.SKIP]} skipped ({humanize.naturalsize(ctx.plan.artifact_size, binary=True)})")
+
+
+def _replica_instead(ctx: RunContext, failed: Any) -> tuple[Any | None, str | None]:
+    """Verify the replica's copy of the artifact; when it passes, the run restores it (ctx.entry then
+    names only the replica copy, so the download reads it) and its verification is returned; else
+    (None, why the replica copy could not stand in, or None when no replica is configured)."""
+    from opstower_core.storage.replica import as_primary, replica_settings
+    from opstower_core.verify import verify
+
+    settings, r = ctx.settings, ctx.reporter
+    if replica_settings(settings) is None or settings.s3.role == "replica" or not ctx.entry.name.conventional:
+        return None, None
+    rep = as_primary(settings)
+    key = ctx.entry.replica_key or ctx.entry.name.s3_key(rep.s3.prefix)
+    r.log("verify", f"The primary copy failed its checks ({failed.title}: {failed.detail}); "
+          f"verifying the replica copy s3://{rep.s3.bucket}/{key}", "WARN")
+    try:
+        head = store_for(rep.s3).head(key)
+    except OpsError as exc:
+        return None, _said(r, f"the replica copy could not be checked ({exc.what})")
+    if head is None:
+        return None, _said(r, f"the replica holds no copy (s3://{rep.s3.bucket}/{key})")
+    size = int(head["ContentLength"])
+    entry = CatalogEntry(ctx.entry.name, size, s3_key=key, s3_size=size)
+    fetch_s3_metadata(rep, entry)
+    res = verify(rep, entry, on_event=ctx.forward("verify"), cancel=ctx.cancel, state=ctx.state, upto=7)
+    if not res.ok:
+        bad = res.failed[0]
+        return None, _said(r, f"the replica copy fails its checks too ({bad.title}: {bad.detail})")
+    ctx.artifact_proof = res.proof
+    # The download reads the replica only: an entry whose one off-site copy is the replica's.
+    ctx.entry = dataclasses.replace(entry, s3_key=None, s3_size=None, replica_key=key, replica_size=size)
+    r.log("verify", f"Restoring the replica copy (s3://{rep.s3.bucket}/{key}): it passed the checks the primary "
+          f"copy (s3://{settings.s3.bucket}/{ctx.plan.download_key}) failed; the primary copy is bad", "WARN")
+    return res, None
+
+
+def _said(r: Any, sentence: str) -> str:
+    r.log("verify", sentence[0].upper() + sentence[1:], "ERROR")
+    return sentence
 
 
 def download_artifact(ctx: RunContext, out: StepOutcome) -> None:
     got = download(ctx.settings, ctx.entry, reporter=ctx.reporter, step="download")
     ctx.entry = got.entry
     ctx.reporter.log("download", "Download completed successfully")
-    out.detail = (f"Downloaded {humanize.naturalsize(got.path.stat().st_size, binary=True)} to {got.path} "
-                  "(sha256 checked)")
+    which = " from the replica" if got.source == "replica" else ""
+    out.detail = (f"Downloaded {humanize.naturalsize(got.path.stat().st_size, binary=True)}{which} to {got.path} "
+                  "(sha256 checked)" + (f"; the primary copy was not used ({got.fallback})" if got.fallback else ""))
 
 
 def confirm_with_operator(ctx: RunContext, out: StepOutcome) -> None:

@@ -159,6 +159,44 @@ def test_download_falls_back_to_the_replica_when_the_primary_copy_fails_its_chec
     assert download(settings, entry, source="replica").source == "replica"
 
 
+def test_restore_falls_back_to_the_replica_when_the_primary_copy_fails_its_checks(pg, s3, other, db, make_settings,
+                                                                                  tmp_path, capsys) -> None:
+    """The primary is reachable but its copy is damaged: restore verifies the replica's copy, restores
+    it, and says which copy was used and that the primary's is bad."""
+    settings = with_replica(make_settings(db, s3=s3), side(other))
+    result = run_backup(settings)
+    assert result.ok and result.replica
+    rep = settings.s3.replica
+    cfg = settings_toml(settings, tmp_path / "c.toml", extra=(
+        f'[s3.replica]\nbucket = "{rep.bucket}"\nprefix = "{rep.prefix}"\nendpoint_url = "{rep.endpoint_url}"\n'
+        'region = "us-east-1"\n'))
+    # Other bytes of the same size, its recorded sha256 kept: only reading it can tell.
+    client = s3.client()
+    head = client.head_object(Bucket=settings.s3.bucket, Key=result.s3_key)
+    data = bytearray(result.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    client.put_object(Bucket=settings.s3.bucket, Key=result.s3_key, Body=bytes(data), Metadata=head["Metadata"])
+    result.path.unlink()  # no local copy: the S3 copies are all there is
+    target = unique("rep_fallback")
+    code = main(["--config", str(cfg), "restore", result.name.filename, "--from-s3", "--target-db", target,
+                 "--force", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    said = captured.err + captured.out
+    assert "Restoring the replica copy" in said and "the primary copy is bad" in said
+    assert "from the replica" in said
+    with admin_conn(pg, target) as conn:
+        assert conn.execute("SELECT count(*), sum(length(v)) FROM t").fetchone() == (500, 500 * 32)
+    # Both copies damaged: refused, nothing restored, both named.
+    rclient = other.client()
+    rclient.put_object(Bucket=rep.bucket, Key=result.replica["key"], Body=bytes(data),
+                       Metadata={"sha256": result.meta["sha256"]})
+    code = main(["--config", str(cfg), "restore", result.name.filename, "--from-s3", "--target-db", unique("rep_no"),
+                 "--force"])
+    err = capsys.readouterr().err
+    assert code != 0 and "verification failed" in err and "replica copy fails its checks too" in err
+
+
 def test_retention_applies_to_both_and_never_deletes_the_last_good_replica_copy(pg, s3, other, db,
                                                                                 make_settings) -> None:
     settings = with_replica(make_settings(db, s3=s3, keep_last=1, retention_days=1), side(other))
