@@ -398,6 +398,162 @@ def _primary_meta(primary: S3Store | None, key: str, name: ArtifactName) -> dict
     return data if isinstance(data, dict) else None
 
 
+# -- point-in-time recovery: barman-cloud's base backups and WAL -----------------------------------
+
+@dataclass
+class PitrCopyReport:
+    """`catch_up_pitr`'s outcome: objects under the PITR root copied, already there, failed."""
+
+    root: str = ""  # the replica's key root ("<prefix><pitr.path>/<server_name>/")
+    copied: list[str] = field(default_factory=list)  # keys relative to the root
+    present: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (relative key, why)
+    bytes_copied: int = 0
+    md5_checked: int = 0  # copies whose MD5 ETag matched the primary's (the rest: size only)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def summary(self) -> str:
+        text = (f"PITR: {len(self.copied)} object(s) copied to the replica ({self.bytes_copied:,} bytes), "
+                f"{self.present} already there")
+        if self.copied:
+            text += f" ({self.md5_checked} checked by size and MD5, the rest by size: multipart ETags are not MD5s)"
+        if self.failed:
+            text += f", {len(self.failed)} failed ({self.failed[0][0]}: {self.failed[0][1]})"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "root": self.root, "copied": self.copied, "present": self.present,
+                "bytes_copied": self.bytes_copied, "md5_checked": self.md5_checked,
+                "failed": [{"key": k, "error": e} for k, e in self.failed]}
+
+
+def pitr_root(s3: S3Settings, settings: Settings) -> str:
+    """The key root of this server's base backups and WAL in a store (pitr/barman.py's key_root)."""
+    return f"{s3.prefix}{settings.pitr.path}/{settings.pitr.server_name}/"
+
+
+def _listing(store: S3Store, prefix: str) -> dict[str, tuple[int, str]]:
+    """{key relative to prefix: (size, ETag)} for every object under prefix."""
+    out: dict[str, tuple[int, str]] = {}
+    for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            out[obj["Key"][len(prefix):]] = (int(obj["Size"]), str(obj.get("ETag", "")).strip('"'))
+    return out
+
+
+def _md5_etag(etag: str, s3: S3Settings) -> str | None:
+    """The ETag when it is the object's MD5: single-part upload, no SSE-KMS (whose ETags are not MD5s)."""
+    return etag.lower() if etag and "-" not in etag and s3.sse != "aws:kms" and len(etag) == 32 else None
+
+
+def _same(src: tuple[int, str], dst: tuple[int, str] | None, primary: S3Settings, replica: S3Settings) -> bool:
+    if dst is None or dst[0] != src[0]:
+        return False
+    a, b = _md5_etag(src[1], primary), _md5_etag(dst[1], replica)
+    return a is None or b is None or a == b
+
+
+def catch_up_pitr(settings: Settings, log: Log | None = None, cancel: Callable[[], bool] | None = None,
+                  workers: int = 4) -> PitrCopyReport | None:
+    """Copy the objects under the primary's PITR root (barman-cloud's base backups and WAL) that the
+    replica lacks or holds with another size (or another MD5 ETag, where both are MD5s). None when
+    no replica or no [pitr] is configured. Raises OpsError when either store cannot be listed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rep = replica_settings(settings)
+    if rep is None or not settings.pitr.enabled or not settings.s3.enabled:
+        return None
+    log = log or (lambda _line: None)
+    primary, store = store_for(settings.s3), store_for(rep)
+    src_root, dst_root = pitr_root(settings.s3, settings), pitr_root(rep, settings)
+    report = PitrCopyReport(root=f"s3://{store.bucket}/{dst_root}")
+    try:
+        source, have = _listing(primary, src_root), _listing(store, dst_root)
+    except Exception as exc:  # noqa: BLE001
+        raise OpsError(f"The PITR objects could not be listed ({s3_error_text(exc)})",
+                       "nothing was copied to the replica", "check both buckets' endpoints and credentials") from None
+    todo = []
+    for rel, src in sorted(source.items()):
+        if _same(src, have.get(rel), settings.s3, rep):
+            report.present += 1
+        else:
+            todo.append((rel, src))
+
+    def one(item: tuple[str, tuple[int, str]]) -> tuple[str, int, str | None, bool]:
+        rel, src = item
+        if cancel and cancel():
+            return rel, 0, "cancelled", False
+        try:
+            return (rel, src[0], *_copy_pitr_object(settings, primary, store, src_root + rel, dst_root + rel, src))
+        except Exception as exc:  # noqa: BLE001 - one object's failure is reported, the others go on
+            return rel, 0, exc.what if isinstance(exc, OpsError) else s3_error_text(exc), False
+
+    # Many small WAL objects: a few at a time, each bounded in memory by boto3's multipart chunks.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for rel, size, problem, md5 in pool.map(one, todo):
+            if problem:
+                report.failed.append((rel, problem))
+                log(f"PITR object not copied to the replica: {rel} ({problem})")
+            else:
+                report.copied.append(rel)
+                report.bytes_copied += size
+                report.md5_checked += md5
+    if report.copied or report.failed:
+        log(report.summary)
+    return report
+
+
+def _copy_pitr_object(settings: Settings, primary: S3Store, store: S3Store, src_key: str, dst_key: str,
+                      src: tuple[int, str]) -> tuple[str | None, bool]:
+    """Copy one object (server-side on the same account, else streamed) and check it:
+    (problem or None, whether the MD5 was compared)."""
+    from boto3.s3.transfer import TransferConfig
+
+    rep = store.settings
+    cfg = TransferConfig(multipart_threshold=rep.part_size_mb * MiB, multipart_chunksize=rep.part_size_mb * MiB,
+                         max_concurrency=2)
+    args = {**store.extra_args(), "ContentType": "application/octet-stream"}
+    want = _md5_etag(src[1], settings.s3)
+    streamed_md5 = None
+    if same_account(settings.s3, rep):
+        store.client.copy({"Bucket": primary.bucket, "Key": src_key}, store.bucket, dst_key, ExtraArgs=args, Config=cfg)
+    else:
+        body = primary.client.get_object(Bucket=primary.bucket, Key=src_key)["Body"]
+        reader = _Md5Reader(body)
+        try:
+            store.client.upload_fileobj(reader, store.bucket, dst_key, ExtraArgs=args, Config=cfg)
+        finally:
+            body.close()
+        streamed_md5 = reader.h.hexdigest()
+        if reader.size != src[0]:
+            return f"{reader.size:,} bytes read, {src[0]:,} listed on the primary", False
+    head = store.head(dst_key)
+    if head is None or int(head["ContentLength"]) != src[0]:
+        got = "missing" if head is None else f"{int(head['ContentLength']):,} bytes"
+        return f"the replica copy is {got}, {src[0]:,} bytes on the primary", False
+    if want is None:
+        return None, False
+    # The bytes sent (streamed) or the copy's own ETag (server-side) against the primary's MD5.
+    got_md5 = streamed_md5 or _md5_etag(str(head.get("ETag", "")).strip('"'), rep)
+    if got_md5 is None:
+        return None, False
+    if got_md5 != want:
+        return f"MD5 {got_md5} copied, {want} on the primary", False
+    return None, True
+
+
+class _Md5Reader(_Hashing):
+    """A `_Hashing` stream with MD5: what S3 reports as the ETag of a single-part object."""
+
+    def __init__(self, raw: IO[bytes] | Any) -> None:
+        super().__init__(raw)
+        self.h = hashlib.md5(usedforsecurity=False)
+
+
 _RANK = {Status.SKIP: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3}
 
 
@@ -485,6 +641,6 @@ def is_reachable(settings: Settings) -> tuple[bool, str]:
     return True, f"replica bucket {settings.s3.replica.bucket} reachable"  # type: ignore[union-attr]
 
 
-__all__ = ["CatchUpReport", "ReplicaCopy", "as_primary", "catch_up", "check_copy", "copy_backup", "is_reachable",
+__all__ = ["CatchUpReport", "PitrCopyReport", "ReplicaCopy", "as_primary", "catch_up", "catch_up_pitr", "check_copy", "copy_backup", "is_reachable",
            "doctor_replica", "every_copy", "lock_support", "replica_settings", "replica_store", "replica_verdict", "same_account", "settings_for_copy"]
 

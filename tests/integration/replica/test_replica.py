@@ -8,6 +8,7 @@ the session's store other tests use. Tests that stop `other` run last in this mo
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 import uuid
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from boto3.s3.transfer import TransferConfig
 
 from opstower_core.backup import run_backup
 from opstower_core.cli import main
@@ -195,6 +197,47 @@ def test_restore_falls_back_to_the_replica_when_the_primary_copy_fails_its_check
                  "--force"])
     err = capsys.readouterr().err
     assert code != 0 and "verification failed" in err and "replica copy fails its checks too" in err
+
+
+def test_replicate_copies_the_pitr_base_backups_and_wal(s3, other, db, make_settings, tmp_path, capsys) -> None:
+    """Objects under barman-cloud's root (<prefix><pitr.path>/<server_name>/) the replica lacks are
+    copied (streamed: another store), checked by size and MD5 where the ETag is one; a second run copies none."""
+    rep = side(other)
+    server = unique("srv")
+    settings = with_replica(make_settings(db, s3=s3), rep)
+    cfg = settings_toml(settings, tmp_path / "c.toml", extra=(
+        f'[s3.replica]\nbucket = "{rep.bucket}"\nprefix = "{rep.prefix}"\nendpoint_url = "{rep.endpoint_url}"\n'
+        f'region = "us-east-1"\n[pitr]\nserver_name = "{server}"\n'))
+    root = f"{settings.s3.prefix}pitr/{server}/"
+    client = s3.client()
+    wal = {f"wals/0000000100000000/00000001000000000000000{i}": bytes([i]) * (64 * 1024 + i) for i in range(1, 4)}
+    for rel, body in wal.items():
+        client.put_object(Bucket=settings.s3.bucket, Key=root + rel, Body=body)
+    client.put_object(Bucket=settings.s3.bucket, Key=root + "base/20261130T000000/backup.info", Body=b"status=DONE\n")
+    big = bytes(range(256)) * (24 * 1024)  # 6 MiB, uploaded in parts: its ETag is no MD5, size is the check
+    client.upload_fileobj(io.BytesIO(big), settings.s3.bucket, root + "base/20261130T000000/data.tar",
+                          Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024))
+    client.put_object(Bucket=settings.s3.bucket, Key=f"{settings.s3.prefix}pitr/other-server/x", Body=b"not ours")
+    assert main(["--config", str(cfg), "replicate", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    pitr = out["pitr"]
+    assert sorted(pitr["copied"]) == sorted([*wal, "base/20261130T000000/backup.info", "base/20261130T000000/data.tar"])
+    assert pitr["md5_checked"] == 4 and pitr["failed"] == [] and out["ok"]
+    rclient = other.client()
+    dst = f"{rep.prefix}pitr/{server}/"
+    for rel, body in [*wal.items(), ("base/20261130T000000/data.tar", big)]:
+        assert rclient.get_object(Bucket=rep.bucket, Key=dst + rel)["Body"].read() == body
+    assert "Contents" not in rclient.list_objects_v2(Bucket=rep.bucket, Prefix=f"{rep.prefix}pitr/other-server/")
+    assert main(["--config", str(cfg), "replicate", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pitr"]
+    assert again["copied"] == [] and again["present"] == 5
+    # A WAL object changed on the primary (same size, other bytes) and one lost on the replica: both copied again.
+    first = next(iter(wal))
+    client.put_object(Bucket=settings.s3.bucket, Key=root + first, Body=b"\xee" * len(wal[first]))
+    rclient.delete_object(Bucket=rep.bucket, Key=dst + "base/20261130T000000/backup.info")
+    assert main(["--config", str(cfg), "replicate"]) == 0
+    assert "PITR: 2 object(s) copied" in capsys.readouterr().out
+    assert rclient.get_object(Bucket=rep.bucket, Key=dst + first)["Body"].read() == b"\xee" * len(wal[first])
 
 
 def test_retention_applies_to_both_and_never_deletes_the_last_good_replica_copy(pg, s3, other, db,
