@@ -83,7 +83,11 @@ def test_plan_json_then_forced_json_run(live, cfg, capsys, monkeypatch):
 
     assert main(["--config", cfg, "restore", str(live.backup.path), "--force", "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert {ln["kind"] for ln in lines[:-1]} <= {"step_started", "step_progress", "step_log", "step_finished"}
+    kinds = {ln["kind"] for ln in lines[:-1]}
+    assert kinds <= {"step_started", "step_progress", "step_log", "step_finished", "command_ran"}
+    # The command log travels in the JSON stream too: what ran, when, how long, with what outcome.
+    commands = [ln for ln in lines if ln["kind"] == "command_ran"]
+    assert any("RENAME TO" in c["command"] for c in commands) and all(c["outcome"] == "ok" for c in commands)
     summary = lines[-1]
     assert summary["kind"] == "summary" and summary["ok"] is True and summary["rto_seconds"] == 1800
     assert [s["step"] for s in summary["steps"]] == [s["id"] for s in plan["steps"]]
