@@ -319,7 +319,10 @@ def test_signal_mid_dump_cleans_up_like_ctrl_c(pg, s3, noisy_db, tmp_path, sig: 
         assert proc.poll() is None and time.monotonic() < deadline, "the dump never started"
         time.sleep(0.01)
     client = s3.client()
-    assert len(client.list_multipart_uploads(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("Uploads", [])) == 1
+    # The upload is opened a moment after the temp file: wait for it (a loaded machine is slow to get there).
+    while len(client.list_multipart_uploads(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("Uploads", [])) != 1:
+        assert proc.poll() is None and time.monotonic() < deadline, "the multipart upload never opened"
+        time.sleep(0.02)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
