@@ -98,9 +98,10 @@ class StreamingDump:
 
     def __init__(self, target: Target, tools: PgTools, options: BackupOptions, enc: EncryptionSettings,
                  reporter: Reporter, lock_wait: float, upload: StreamingUpload | None,
-                 statistics: bool = False) -> None:
+                 statistics: bool = False, server_major: int = 0) -> None:
         self.target = target
         self.statistics = statistics
+        self.server_major = server_major
         self.tools = tools
         self.options = options
         self.enc = enc
@@ -162,6 +163,10 @@ class StreamingDump:
         # UTC: timestamptz values in the dump's text do not depend on the server's or the host's
         # zone, so content digests of two dumps of the same data compare equal.
         env = {**self.target.libpq_env(), "PGTZ": "UTC"}
+        if self.server_major >= 14:
+            # A killed pg_dump's server session waiting for a lock would wait on until the lock is free
+            # (it notices its dead client only then): let it check its client every second.
+            env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c client_connection_check_interval=1000").strip()
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, env=env)
 

@@ -103,6 +103,7 @@ class BackupRun:
         # pg_dump --statistics: the optimizer statistics travel with the dump (PostgreSQL 18 on both
         # sides), so a restore need not ANALYZE every table before the database is fast again.
         self.statistics = False
+        self.server_major = 0
         self.database_size = 0
         self.database_size_pretty = ""
         self.s3: S3Store | None = None
@@ -178,6 +179,7 @@ class BackupRun:
                 ).fetchone()
             self.tools = select_tools(self.settings, info.major)
             self.statistics = self.options.fmt == "custom" and info.major >= 18 and self.tools.major >= 18
+            self.server_major = info.major
             self.r.log("prerequisites", f"Server {info.version}; using pg_dump {self.tools.version} from {self.tools.bin_dir}")
             free = self._check_free_space()
             self._connect_s3()
@@ -234,7 +236,8 @@ class BackupRun:
             self.r.log("dump", f"Dumping database to: {self.settings.backup_dir / self.name.filename}")
             self._start_upload()
             dumped = StreamingDump(self.target, self.tools, self.options, self.enc, self.r, self.lock_wait,
-                                   self.upload, statistics=self.statistics).run(self.tmp)
+                                   self.upload, statistics=self.statistics,
+                                   server_major=self.server_major).run(self.tmp)
             log_sizes(self.r, dumped)
             out.detail = (f"Database dump completed successfully: {len(dumped.row_counts)} tables, "
                           f"{humanize.naturalsize(dumped.size_bytes, binary=True)}")

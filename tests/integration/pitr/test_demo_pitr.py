@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from opstower_core.config import load_settings
@@ -24,6 +25,12 @@ def test_demo_with_pitr_shows_a_recoverable_window_and_reuses_it():
         env.use_environment()
         env.seed()
         st = pitr_status(env.settings(), env.target())
+        deadline = time.monotonic() + 60
+        while st.latest is None and time.monotonic() < deadline:
+            # The segment that ends the base backup is archived asynchronously: on a loaded machine it
+            # can land a few seconds after the backup returns, and the window needs it.
+            time.sleep(1)
+            st = pitr_status(env.settings(), env.target())
         assert [b.status for b in st.backups] == ["DONE"] and not st.gaps
         assert st.earliest is not None and st.latest is not None and st.earliest <= st.latest
         assert st.archiver and st.archiver["failed_count"] == 0
