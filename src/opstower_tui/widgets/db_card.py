@@ -89,6 +89,12 @@ class DbCard(Vertical, can_focus=True):
         else:
             ago = duration(now.timestamp() - (verify.finished_at or verify.started_at))
             grid.add_row("Verified", _word(verify.status), _line(f"{ago} ago, {verify.artifact}"))
+        forecast = getattr(status, "forecast", None)
+        if forecast is not None:
+            # Against the RTO: past half of it is a warning, past it a failure waiting to happen.
+            frac = forecast.rto_fraction if forecast.known else None
+            word = "-" if frac is None else "CRIT" if frac > 1 else "WARN" if frac > 0.5 else "OK"
+            grid.add_row("Restore", _word(word), _line(forecast.sentence()))
         drill = status.last_drill
         if drill is None:
             grid.add_row("Last drill", _word("-"), _line("none yet"))
