@@ -61,7 +61,8 @@ def run_pitr_restore(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from opstower_core.errors import UsageError
-    from opstower_core.pitr import RecoveryTarget, copy_database, read_heartbeat, recover_to
+    from opstower_core.pitr import RecoveryTarget, read_heartbeat, recover_to
+    from opstower_core.restore import copy_from_cluster
 
     settings = settings_from(args)
     when = None
@@ -87,8 +88,9 @@ def run_pitr_restore(args: argparse.Namespace) -> int:
             print(f"Heartbeat in the recovered data: {beat.isoformat(sep=' ', timespec='seconds')}"
                   f" (data-loss window: {(datetime.now(beat.tzinfo) - beat).total_seconds():.0f}s before now)")
         if args.copy_db:
-            name = copy_database(settings, cluster, args.copy_db, live, args.copy_as, show)
-            print(f"Copied {args.copy_db} as it was {target.describe()} into {name} on {live.display_host}")
+            copied = copy_from_cluster(settings, cluster, args.copy_db, live, args.copy_as, show)
+            print(f"Copied {args.copy_db} as it was {target.describe()} into {copied.database} on {live.display_host}"
+                  f" in {copied.seconds:.1f}s: {copied.proof}")
         if args.keep:
             for line in cluster.replacement_steps():
                 print(line)

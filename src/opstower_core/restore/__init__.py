@@ -22,6 +22,7 @@ Modes (the live database is never dropped before its replacement is restored and
 - tables (`--tables`): chosen tables of a custom-format backup into `<db>_tables_<ts>`.
 """
 
+from .from_cluster import CopyOutResult, copy_from_cluster
 from .journal import interrupted_notice
 from .model import (
     MODE_TEXT,
@@ -40,6 +41,7 @@ from .report import render_incident_report
 from .run import run_restore
 
 __all__ = [
+    "CopyOutResult",
     "LeftoverDatabase",
     "MODE_TEXT",
     "MissingRoles",
@@ -47,6 +49,7 @@ __all__ = [
     "RestoreOptions",
     "RestorePlan",
     "RestoreResult",
+    "copy_from_cluster",
     "discard_old",
     "interrupted_notice",
     "list_leftover_databases",
