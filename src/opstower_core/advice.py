@@ -1,0 +1,114 @@
+"""What to do next, said in the words of the face the operator is using.
+
+An engine sentence that ends with a next step reaches two faces: the CLI, where the step is a
+command (`opstower verify latest --full-test`), and the console, where it is a key on a screen
+("press t on the Dashboard"). The sentence names the remedy (`say("full_test")`); this module
+says it for the face. The console's launcher sets the face once at start, process-wide: the
+console's engine calls run in worker threads, which a context variable would not follow.
+
+A leaf: it imports nothing of the engine, so any layer may use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Face = Literal["cli", "console"]
+FACES: tuple[Face, ...] = ("cli", "console")
+
+_face: Face = "cli"
+
+
+def set_face(face: Face) -> None:
+    """Make every later sentence of this process speak to `face` (the console sets it once)."""
+    global _face
+    if face not in FACES:
+        raise ValueError(f"unknown face {face!r}; one of {', '.join(FACES)}")
+    _face = face
+
+
+def current_face() -> Face:
+    return _face
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One next step, as each face offers it. Both texts are `str.format` templates over the
+    same names ({db}, {artifact}, …) and read as the end of a sentence ("…: <remedy>")."""
+
+    cli: str
+    console: str
+
+    def text(self, face: Face) -> str:
+        return self.cli if face == "cli" else self.console
+
+
+# Console keys are the defaults of the screens' bindings (remappable under [keys]); the screen is
+# named with its key where it has one (1 Dashboard, 2 Backups).
+REMEDIES: dict[str, Remedy] = {
+    # -- backups ---------------------------------------------------------------------------
+    "backup_now": Remedy("run `opstower backup`",
+                         "press b (Back up) on the Dashboard (1)"),
+    "backup_offsite": Remedy("run `opstower backup` without --local-only",
+                             "press b (Back up) on the Dashboard (1): the console's backups go to S3 as well"),
+    "replicate": Remedy("run `opstower replicate`",
+                        "run `opstower replicate` on the backup host (the console has no replicate action)"),
+    "list_backups": Remedy("pick another backup (`opstower list`)",
+                           "pick another backup in Backups (2)"),
+    # -- verify ----------------------------------------------------------------------------
+    "full_test": Remedy("run `opstower verify latest --full-test`",
+                        "press t (Full test) on the Dashboard (1)"),
+    "full_test_of": Remedy("run `opstower verify {artifact} --full-test`",
+                           "select {artifact} in Backups (2) and press t (Full test)"),
+    "verify_of": Remedy("see `opstower verify {artifact}`",
+                        "select {artifact} in Backups (2) and press v (Verify)"),
+    "verify_any": Remedy("verify the older ones (`opstower verify NAME`)",
+                         "verify the older ones (v on each in Backups (2))"),
+    # -- restore ---------------------------------------------------------------------------
+    "restore_latest": Remedy("restore the newest backup of {db} with `opstower restore latest -d {db} --force`",
+                             "restore the newest backup of {db}: r (Restore) on its card on the Dashboard (1)"),
+    "restore_other": Remedy("restore another backup of {db} with --force",
+                            "restore another backup of {db}: select it in Backups (2) and press r (Restore)"),
+    "restore_artifact": Remedy("restore it now with `opstower restore {artifact} --force`",
+                               "restore it now: select {artifact} in Backups (2) and press r (Restore)"),
+    "in_place": Remedy("restore with --in-place",
+                       "restore in place (m on the Restore screen switches swap / in place)"),
+    "create_roles": Remedy("add --create-roles to create them from the backup's globals file",
+                           "choose c (create them from the backup's globals file) when the Restore screen asks"),
+    "no_acl": Remedy("restore with --no-acl (without ownership and grants)",
+                     "choose n (restore without ownership and grants) when the Restore screen asks"),
+    "discard_old": Remedy("`opstower restore --discard-old {db}`",
+                          "x (Discard old db) on the Restore screen when the restore ends"),
+    "keep_old": Remedy("it stays until `opstower restore --discard-old {db}`",
+                       "k (Keep old db) on the Restore screen when the restore ends keeps it"),
+    "list_old": Remedy("list them with `opstower restore --list-old`",
+                       "the Restore screen names the one it kept when it ends"),
+    "recover_interrupted": Remedy("run `opstower restore --recover`",
+                                  "press R (Recover interrupted restore) on the Dashboard (1)"),
+    "recover_same_config": Remedy("run --recover with the configuration that restore used",
+                                  "open the console with the configuration that restore used and press R on the "
+                                  "Dashboard (1)"),
+    # -- table recovery --------------------------------------------------------------------
+    "table_recovery": Remedy("`opstower restore {artifact} --tables …`",
+                             "T (Table recovery) on {artifact} in Backups (2)"),
+    "recover_mode_copy": Remedy("recover with --mode copy and compare by hand",
+                                "recover in copy mode (m on the Table recovery screen) and compare by hand"),
+    "recover_mode_replace": Remedy("--mode replace", "Mode replace (m)"),
+    "recover_mode_change": Remedy("change --mode", "change the mode (m)"),
+    "recover_with_parents": Remedy("--with-parents", "With parents (p)"),
+    "recover_put_back": Remedy("`opstower restore {artifact} --tables … --mode replace` puts them back",
+                               "Table recovery (T) on {artifact} in Backups (2), mode replace, puts them back"),
+    # -- the rest --------------------------------------------------------------------------
+    "doctor": Remedy("`opstower doctor`", "the doctor: O"),
+    "health": Remedy("run `opstower health`", "press H (Health)"),
+    "prune_dry_run": Remedy("`opstower prune --dry-run`", "Prune (P), which shows its dry run first"),
+    "pitr_enable": Remedy("run `opstower pitr enable --apply`",
+                          "enable archiving with `opstower pitr enable` on the backup host (the console has no "
+                          "PITR set-up action)"),
+}
+
+
+def say(name: str, face: Face | None = None, **values: object) -> str:
+    """The remedy `name` for `face` (default: the process's face), its {names} filled from `values`."""
+    return REMEDIES[name].text(face or _face).format(**values)

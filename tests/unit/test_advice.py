@@ -1,0 +1,57 @@
+"""advice: one named remedy, said as a command for the CLI and as a key for the console."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+
+from opstower_core import advice
+
+# A value for every {name} a remedy template uses.
+VALUES = {"db": "shop", "artifact": "shop_20260101_000000.dump"}
+
+
+@pytest.fixture
+def face():
+    """Restore the process-wide face after a test that changes it."""
+    before = advice.current_face()
+    yield advice.set_face
+    advice.set_face(before)
+
+
+def test_cli_face_names_the_command(face) -> None:
+    face("cli")
+    assert advice.say("full_test") == "run `opstower verify latest --full-test`"
+    assert advice.say("discard_old", db="shop_old_1") == "`opstower restore --discard-old shop_old_1`"
+    assert advice.say("recover_interrupted") == "run `opstower restore --recover`"
+    assert advice.say("backup_offsite") == "run `opstower backup` without --local-only"
+
+
+def test_console_face_names_the_key_and_screen(face) -> None:
+    face("console")
+    assert advice.say("full_test") == "press t (Full test) on the Dashboard (1)"
+    assert advice.say("discard_old", db="shop_old_1") == "x (Discard old db) on the Restore screen when the restore ends"
+    assert advice.say("recover_interrupted") == "press R (Recover interrupted restore) on the Dashboard (1)"
+    assert "Restore screen" in advice.say("in_place")
+    assert advice.say("full_test_of", **VALUES).startswith("select shop_20260101_000000.dump in Backups (2)")
+
+
+def test_an_explicit_face_wins_over_the_process_face(face) -> None:
+    face("console")
+    assert "--full-test" in advice.say("full_test", "cli")
+
+
+def test_unknown_face_is_refused() -> None:
+    with pytest.raises(ValueError):
+        advice.set_face("web")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(advice.REMEDIES))
+def test_every_remedy_renders_on_both_faces_with_the_same_names(name: str) -> None:
+    remedy = advice.REMEDIES[name]
+    fields = [{f for _, f, _, _ in string.Formatter().parse(t) if f} for t in (remedy.cli, remedy.console)]
+    assert fields[1] <= fields[0], f"{name}: the console text needs a value the CLI sentence does not give"
+    for face_name in advice.FACES:
+        text = advice.say(name, face_name, **VALUES)
+        assert text and "{" not in text
