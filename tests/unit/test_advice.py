@@ -9,7 +9,7 @@ import pytest
 from opstower_core import advice
 
 # A value for every {name} a remedy template uses.
-VALUES = {"db": "shop", "artifact": "shop_20260101_000000.dump"}
+VALUES = {"db": "shop", "artifact": "shop_20260101_000000.dump", "table": "public.orders", "mode": "merge"}
 
 
 @pytest.fixture

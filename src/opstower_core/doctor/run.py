@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from opstower_core import fmt
+from opstower_core.advice import say
 from opstower_core.config import SECRET_KEY, Settings, Target, secret_keys
 from opstower_core.doctor.finding import Finding
 from opstower_core.doctor.s3 import S3Checks
@@ -210,8 +211,9 @@ class _Doctor:
         user = self.role["user"]
         if self.role["superuser"] or self.role["createdb"]:
             return Finding(Status.PASS, f"{user} can create the scratch and staging databases")
-        return Finding(Status.WARN, f"{user} lacks CREATEDB: disables verify --full-test, drills and every restore "
-                       "that creates a database (staging swap, in place, --target-db); backups still work",
+        return Finding(Status.WARN, f"{user} lacks CREATEDB: disables {say('full_test_name')}, drills and every "
+                       f"restore that creates a database (staging swap, in place, {say('target_db_name')}); backups "
+                       "still work",
                        f"ALTER ROLE {user} CREATEDB;")
 
     def privilege_owner(self) -> Finding:
@@ -356,7 +358,7 @@ class _Doctor:
             return Finding(Status.PASS, f"archive/restore launcher runs {detail}", data={"os_user": user.name})
         return Finding(Status.FAIL, f"the archive command cannot work {detail}: WAL is not archived",
                        f"make the config file and [pitr] credentials_file readable by {user.name} "
-                       "(the config holds no secret; credentials 0600 owned by it), then `opstower pitr enable --apply`",
+                       f"(the config holds no secret; credentials 0600 owned by it), then {say('pitr_enable')}",
                        {"os_user": user.name})
 
 

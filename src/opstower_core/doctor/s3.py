@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+from opstower_core.advice import say
 from opstower_core.config import S3Settings
 from opstower_core.doctor.finding import Finding
 from opstower_core.errors import OpsError
@@ -80,7 +81,7 @@ class S3Checks:
             self._cleanup(client, bucket, [small, big], big, upload_id)
             return Finding(Status.FAIL, f"S3 {op} failed on s3://{bucket}/{base}/ ({reason})"
                            + (f" after {', '.join(done)} worked" if done else "")
-                           + ": backups are local only and restores --from-s3 fail", fixes[op])
+                           + f": backups are local only and {say('from_s3_restores')} fail", fixes[op])
         left = self._cleanup(client, bucket, [small, big], big, None)
         seconds = time.monotonic() - t0
         if left:

@@ -37,6 +37,7 @@ from enum import IntEnum
 from typing import Any
 
 from opstower_core import fmt
+from opstower_core.advice import say
 from opstower_core.config import Settings
 from opstower_core.repo.catalog import Catalog, CatalogEntry
 from opstower_core.runs.history import RunRecord
@@ -122,7 +123,7 @@ def check_backup_age(settings: Settings, db: str, entries: list[CatalogEntry], r
             # No directory at all is more likely a wrong config: say UNKNOWN.
             looked = settings.backup_dir.is_dir() and not catalog.s3_error
             return HealthCheck("backup_age", db, HealthState.CRITICAL if looked else HealthState.UNKNOWN,
-                               f"has no backup that can be found ({'; '.join(why)}): run `opstower backup`",
+                               f"has no backup that can be found ({'; '.join(why)}): {say('backup_now')}",
                                essential=True)
         taken = ok_runs[0].started_at  # like an artifact name: when the backup started
         what = f"{ok_runs[0].artifact or 'artifact'} per the state file, not found in the stores"
@@ -209,12 +210,12 @@ def check_s3_upload(settings: Settings, db: str, entries: list[CatalogEntry], ru
     if listed and entries and not catalog.s3_error and entries[0].s3_key is None:
         if (entries[0].meta or {}).get("s3_planned") is False and not problems:
             return HealthCheck("s3_upload", db, HealthState.WARNING,
-                               f"latest backup {entries[0].filename} was taken --local-only: no off-site copy; "
-                               "run `opstower backup` without --local-only")
+                               f"latest backup {entries[0].filename} was taken {say('local_only_taken')}: no off-site copy; "
+                               + say("backup_offsite"))
         problems.append(f"latest backup {entries[0].filename} has no S3 copy")
     if problems:
         return HealthCheck("s3_upload", db, HealthState.WARNING,
-                           "; ".join(problems) + "; fix S3 access (opstower doctor), then run `opstower backup`")
+                           "; ".join(problems) + f"; fix S3 access ({say('doctor')}), then {say('backup_now')}")
     if last_ok is None:
         if entries and entries[0].s3_key:
             return HealthCheck("s3_upload", db, HealthState.OK, f"latest backup {entries[0].filename} is in S3")
@@ -229,8 +230,8 @@ def check_replica(settings: Settings, db: str, entries: list[CatalogEntry], cata
     assert rep is not None
     if catalog.replica_error:
         return HealthCheck("replica", db, HealthState.WARNING,
-                           f"replica not reachable: {catalog.replica_error}; fix access (opstower doctor), then "
-                           "run `opstower replicate`")
+                           f"replica not reachable: {catalog.replica_error}; fix access ({say('doctor')}), then "
+                           + say("replicate"))
     offsite = [e for e in entries if (e.meta or {}).get("s3_planned") is not False]
     if not offsite:
         return HealthCheck("replica", db, HealthState.OK, f"replica s3://{rep.bucket}/{rep.prefix} reachable; "
@@ -245,7 +246,7 @@ def check_replica(settings: Settings, db: str, entries: list[CatalogEntry], cata
     if lag > rep.max_lag_minutes * 60:
         return HealthCheck("replica", db, HealthState.WARNING,
                            f"latest backup {newest.filename} not on the replica after {span(lag)} "
-                           f"(limit {rep.max_lag_minutes}m){since}; run `opstower replicate`",
+                           f"(limit {rep.max_lag_minutes}m){since}; {say('replicate')}",
                            metrics={"replica_lag_seconds": round(lag)})
     return HealthCheck("replica", db, HealthState.OK,
                        f"latest backup {newest.filename} not on the replica yet ({span(lag)} old, "
@@ -259,17 +260,17 @@ def check_verification(db: str, verifies: list[RunRecord] | None, now: float, st
     last = next((r for r in verifies if r.status in ("PASS", "WARN", "FAIL")), None)
     if last is None:
         return HealthCheck("verification", db, HealthState.UNKNOWN,
-                           "no backup was ever verified: run `opstower verify latest --full-test`")
+                           f"no backup was ever verified: {say('full_test')}")
     kind = "full test" if last.details.get("full_test") else f"checks 1-{last.details.get('upto', 7)}"
     text = f"last verification {last.status} {span(now - (last.finished_at or last.started_at))} ago ({last.artifact}, {kind})"
     metrics = {"verified_at": last.finished_at, "artifact": last.artifact, "result": last.status}
     if last.status == "FAIL":
         return HealthCheck("verification", db, HealthState.CRITICAL,
-                           f"{text}: {(last.error or 'a check failed').rstrip('.')}; run `opstower verify latest "
-                           "--full-test` and fix the cause", metrics=metrics)
+                           f"{text}: {(last.error or 'a check failed').rstrip('.')}; {say('full_test')} and fix "
+                           "the cause", metrics=metrics)
     if last.status == "WARN":
         return HealthCheck("verification", db, HealthState.WARNING,
-                           f"{text}: see `opstower verify {last.artifact}`", metrics=metrics)
+                           f"{text}: {say('verify_of', artifact=last.artifact)}", metrics=metrics)
     return HealthCheck("verification", db, HealthState.OK, text, metrics=metrics)
 
 
@@ -329,10 +330,11 @@ def check_pitr(settings: Settings, status: Any, error: str | None = None) -> lis
         latest = status.latest.isoformat(timespec="seconds") if status.latest else "?"
         archive = HealthCheck("pitr_archive", subject, HealthState.CRITICAL,
                               f"{len(status.gaps)} gap(s) in the WAL archive ({holes}): recovery stops at {latest}; "
-                              "take a base backup now (opstower base-backup)", metrics=metrics)
+                              f"take a base backup now ({say('base_backup')})", metrics=metrics)
     elif not any(b.status == "DONE" for b in status.backups):
         archive = HealthCheck("pitr_archive", subject, HealthState.WARNING,
-                              "no complete base backup: nothing is recoverable (opstower base-backup)", metrics=metrics)
+                              f"no complete base backup: nothing is recoverable ({say('base_backup')})",
+                              metrics=metrics)
     else:
         window = f"{status.earliest:%Y-%m-%d %H:%M} .. {status.latest:%Y-%m-%d %H:%M}" if status.latest else "?"
         archive = HealthCheck("pitr_archive", subject, HealthState.OK,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from opstower_core.advice import say
 from opstower_core.events import StepResult
 
 MODES = ("merge", "replace", "copy")
@@ -89,7 +90,7 @@ class TablePlan:
             parts.append(f"update {self.update:,}")
         if self.action == "replace":
             parts.append(f"delete {self.delete:,}")
-        return f"{self.table}: {', '.join(parts)} row(s)" + ("" if self.requested else " (parent rows, --with-parents)")
+        return f"{self.table}: {', '.join(parts)} row(s)" + ("" if self.requested else f" (parent rows, {say('opt_with_parents')})")
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
+from opstower_core.advice import say
 from opstower_core.errors import UsageError
 from opstower_core.recover.model import MODES, RecoverOptions, TablePlan
 from opstower_core.recover.stage import Work
@@ -23,13 +24,14 @@ _ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL"
 
 def check_options(o: RecoverOptions) -> RecoverOptions:
     if o.mode not in MODES:
-        raise UsageError(f"--mode {o.mode} is not one of {', '.join(MODES)}", "nothing was changed", "")
+        raise UsageError(f"{say('opt_mode', mode=o.mode)} is not one of {', '.join(MODES)}", "nothing was changed", "")
     if o.mode != "merge" and (o.overwrite_changed or o.with_parents):
-        raise UsageError("--overwrite-changed and --with-parents belong to --mode merge", "nothing was changed", "")
+        raise UsageError(f"{say('opt_overwrite')} and {say('opt_with_parents')} belong to "
+                         f"{say('opt_mode', mode='merge')}", "nothing was changed", "")
     if o.into and o.mode != "copy":
-        raise UsageError("--into belongs to --mode copy", "nothing was changed", "")
+        raise UsageError(f"{say('opt_into')} belongs to {say('opt_mode', mode='copy')}", "nothing was changed", "")
     if o.mode == "copy" and len([t for t in o.tables if t.strip()]) != 1:
-        raise UsageError("--mode copy takes one table at a time", "nothing was changed", "")
+        raise UsageError(f"{say('opt_mode', mode='copy')} takes one table at a time", "nothing was changed", "")
     return o
 
 
@@ -76,8 +78,8 @@ def _add_parents(src: psycopg.Connection, live: psycopg.Connection, src_tables: 
                 notes.append(f"{label(p)} (parent of {info.name}) is not in the backup: its rows cannot be pulled in")
                 continue
             if p not in live_tables:
-                notes.append(f"{label(p)} (parent of {info.name}) does not exist live: recover it with "
-                             f"--tables {label(p)}")
+                notes.append(f"{label(p)} (parent of {info.name}) does not exist live: "
+                             + say("recover_parent", table=label(p)))
                 continue
             srcs[p] = read_table(src, p, src_tables[p])
             lives[p] = read_table(live, p, live_tables[p])
@@ -94,7 +96,7 @@ def _decide(w: Work, o: RecoverOptions, live_tables: dict[TableKey, str]) -> Non
         p.action, p.into = "copy", into
         schema, _, name = into.partition(".")
         if (schema, name) in live_tables:
-            _block(w, f"{into} exists live; choose another --into name")
+            _block(w, f"{into} exists live; {say('recover_into_other')}")
         return
     if live is None:
         p.action = "restore"
@@ -119,7 +121,7 @@ def _decide(w: Work, o: RecoverOptions, live_tables: dict[TableKey, str]) -> Non
     if live.key_columns is None:
         if o.mode == "merge":
             _block(w, "no primary key or unique key of NOT NULL columns: rows cannot be matched, so this table can "
-                      "only be replaced (--mode replace)")
+                      f"only be replaced ({say('opt_mode', mode='replace')})")
             return
         p.notes.append("no primary key or unique key of NOT NULL columns: every live row is replaced")
     elif not set(live.key_columns) <= set(w.columns):
@@ -143,11 +145,11 @@ def _triggers(w: Work, o: RecoverOptions) -> None:
     if not firing:
         return
     if o.disable_triggers:
-        w.plan.notes.append(f"triggers disabled for the load (--disable-triggers): {', '.join(firing)}")
+        w.plan.notes.append(f"triggers disabled for the load ({say('opt_disable_triggers')}): {', '.join(firing)}")
     else:
         w.plan.triggers = firing
         w.plan.notes.append(f"triggers that fire for the recovered rows: {', '.join(firing)} "
-                            "(--disable-triggers keeps them from firing)")
+                            f"({say('opt_disable_triggers')} keeps them from firing)")
 
 
 def _block(w: Work, why: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from opstower_core import fmt
+from opstower_core.advice import say
 from opstower_core.artifacts.names import new_stamp
 from opstower_core.config import Settings
 from opstower_core.errors import Cancelled, OpsError
@@ -97,7 +98,7 @@ class RecoverySession:
             out.status, out.detail = self.source.prove(self.artifact_proof, self.cancel)
             if out.status == Status.FAIL:
                 raise OpsError(f"The scratch copy differs from the backup: {out.detail}", "the live tables were not "
-                               "touched", "pick another backup (`opstower list`)")
+                               "touched", say("list_backups"))
 
     def _check_identity(self) -> None:
         assert self.entry is not None
@@ -105,8 +106,7 @@ class RecoverySession:
                                                           else None)
         if db and db != self.live_db and not self.options.target_db:
             raise OpsError(f"{self.entry.filename} is a backup of database {db}, not of {self.live_db}",
-                           "nothing was changed", f"to recover its tables into {self.live_db} anyway, add "
-                           f"--target-db {self.live_db}")
+                           "nothing was changed", say("recover_other_db", db=self.live_db))
 
     def _verify(self, out: StepOutcome) -> None:
         from opstower_core.verify import verify
@@ -118,7 +118,7 @@ class RecoverySession:
         blocking = [f for f in res.failed if f.step != "s3"]
         if blocking:
             raise OpsError(f"Backup verification failed: {blocking[0].title}: {blocking[0].detail}",
-                           "nothing was changed", "pick another backup (`opstower list`)")
+                           "nothing was changed", say("list_backups"))
         out.status = Status.WARN if res.failed else Status.PASS
         out.detail = f"{self.entry.filename} verified ({sum(1 for r in res.results if r.status == Status.PASS)} " \
                      "checks passed)"
@@ -167,7 +167,7 @@ class RecoverySession:
         if plan.blocked:
             t = plan.blocked[0]
             raise OpsError(f"Table {t.table} cannot be recovered this way: {'; '.join(t.notes)}",
-                           "nothing was changed", "change --mode, or leave the table out")
+                           "nothing was changed", say("recover_mode_change"))
         self._confirm(plan, confirm)
         self._pre_change_copy(plan)
         with connect(self.target, dbname=self.live_db, autocommit=False) as conn:
@@ -188,7 +188,7 @@ class RecoverySession:
                         if bad:
                             raise OpsError(f"The proof failed for {bad[0].table}: {bad[0].proof}",
                                            "the transaction was rolled back; the live tables were not changed",
-                                           "report this; recover with --mode copy and compare by hand")
+                                           f"report this; {say('recover_mode_copy')}")
                         conn.commit()
                         out.detail = "Committed. " + "; ".join(f"{t.table}: {t.proof}" for t in outcomes)
             except BaseException:
@@ -198,12 +198,12 @@ class RecoverySession:
 
     def _confirm(self, plan: RecoveryPlan, confirm: Confirm | None) -> None:
         if self.options.force:
-            self._skip("confirm", "--force given")
+            self._skip("confirm", say("force_given"))
             return
         with self._step("confirm") as out:
             if confirm is None:
                 raise OpsError(f"Changing tables of {self.live_db} needs the operator to type its name",
-                               "nothing was changed", "run it on a terminal, or pass --force")
+                               "nothing was changed", say("confirm_on_terminal"))
             try:
                 typed = confirm(plan)
             except KeyboardInterrupt:
@@ -270,7 +270,7 @@ def _resolve(settings: Settings, ref: str, live: str) -> CatalogEntry:
             if not e.name.pre_restore and e.database == live and e.name.format in ("custom", "plain"):
                 return e
         raise OpsError(f"No backup of {live} in {settings.backup_dir}" + (" or S3" if settings.s3.enabled else ""),
-                       "nothing was changed", "take one with `opstower backup`")
+                       "nothing was changed", say("take_backup"))
     return resolve(settings, ref)
 
 
@@ -351,8 +351,8 @@ def _sentence(s: RecoverySession, result: RecoveryResult, error: BaseException |
         rto = (f"{fmt.duration(margin)} left of the {s.target.rto_minutes}-minute RTO" if margin >= 0 else
                f"{fmt.duration(-margin)} OVER the {s.target.rto_minutes}-minute RTO")
         what = "; ".join(t.describe() for t in result.tables)
-        pre = (f" The live tables as they were before are in {s.pre_change} (`opstower restore {s.pre_change} "
-               f"--tables … --mode replace` puts them back)." if s.pre_change else "")
+        pre = (f" The live tables as they were before are in {s.pre_change} "
+               f"({say('recover_put_back', artifact=s.pre_change)})." if s.pre_change else "")
         return f"Recovered from {result.plan.artifact if result.plan else '?'} into {s.live_db} in {took} ({rto}): " \
                f"{what}; proven.{pre}{tail}"
     if isinstance(error, Cancelled | KeyboardInterrupt):

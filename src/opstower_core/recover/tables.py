@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from opstower_core.advice import say
 from opstower_core.errors import UsageError
 
 TableKey = tuple[str, str]
@@ -177,14 +178,15 @@ def resolve_names(requested: list[str], source: dict[TableKey, str], live: dict[
         found = sorted(set(found))
         if not found:
             raise UsageError(f"Table {name} is neither in the backup nor in the live database", "nothing was changed",
-                             "check the name (schema.table), e.g. with `opstower verify ARTIFACT`'s table list")
+                             f"check the name (schema.table), {say('table_list')}")
         if len(found) > 1:
             raise UsageError(f"Table name {name} is ambiguous: {', '.join(label(k) for k in found)}",
                              "nothing was changed", "name it with its schema")
         if found[0] not in out:
             out.append(found[0])
     if not out:
-        raise UsageError("--tables needs at least one table name", "nothing was changed", "e.g. --tables public.orders")
+        raise UsageError(f"{say('opt_tables')} needs at least one table name", "nothing was changed",
+                         say("tables_example"))
     return out
 
 

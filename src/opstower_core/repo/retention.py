@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opstower_core import fmt
+from opstower_core.advice import say
 from opstower_core.artifacts.names import (
     FUTURE_TOLERANCE,
     ArtifactName,
@@ -173,7 +174,7 @@ def _local_retention(settings: Settings, database: str, now: datetime, report: R
         def protect(c: _Candidate) -> str | None:
             db = links.get(c.name.filename) or _kept_db_for(c, kept_dbs)
             return (f"the restore that made it kept the old database {db}; it stays until that database is "
-                    f"discarded (`opstower restore --discard-old {db}`)") if db else None
+                    f"discarded ({say('discard_old', db=db)})") if db else None
 
         days = settings.pre_restore_retention_days if pre else settings.retention_days
         decided = _decide(cands, now, days, 1 if pre else settings.keep_last, holds, protect if pre else None,
@@ -277,7 +278,7 @@ def _decide(cands: list[_Candidate], now: datetime, days: int, keep_last: int, h
             v = _Verdict("keep", f"{fmt.duration(age)} old, past retention ({days} days), but only {len(good)} of the "
                          f"newest {keep_last} {kind}s could be proven good, so none is redundant"
                          + (f" (this one: {bad[c.label]})" if c.label in bad else "")
-                         + "; take a new backup or verify the older ones (`opstower verify NAME`)")
+                         + f"; take a new backup or {say('verify_any')}")
         else:
             v = _Verdict("delete", f"{fmt.duration(age)} old, past retention ({days} days); the newest {keep_last} "
                          f"good {kind}s are kept" + (f"; this one: {bad[c.label]}" if c.label in bad else ""))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opstower_core.advice import say
 from opstower_core.artifacts.names import fsync_dir, write_private
 from opstower_core.pg.admin import ConnState, DbProps, open_state
 from opstower_core.repo.holds import process_alive, process_start
@@ -173,4 +174,4 @@ def interrupted_notice(state_dir: Path) -> str | None:
     j = found[0]
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     return (f"WARNING: an interrupted {j.describe()}{more} may have left {j.live} blocked, renamed or missing; "
-            f"run `opstower restore --recover` to finish or undo it.")
+            f"{say('recover_interrupted')} to finish or undo it.")

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from opstower_core.advice import say
 from opstower_core.config import Settings
 from opstower_core.errors import OpsError, UsageError
 from opstower_core.pg.admin import admin, db_exists, drop_sql
@@ -113,14 +114,14 @@ def discard_old(settings: Settings, name: str, target_name: str | None = None) -
         return
     if not re.search(r"_pre_restore_\d{8}_\d{6}(_\d+)?$", name):
         raise UsageError(f"{name} is not a database kept by a restore (<db>_pre_restore_<YYYYMMDD_HHMMSS>)",
-                         "nothing was dropped", "list them with `opstower restore --list-old`")
+                         "nothing was dropped", say("list_old"))
     target = settings.target(target_name)
     if name in {t.dbname for t in settings.targets.values()}:
         raise UsageError(f"{name} is a configured live database", "nothing was dropped", "")
     with admin(target, name) as conn:
         if not db_exists(conn, name):
             raise OpsError(f"Database {name} does not exist", "nothing was dropped",
-                           "list the kept databases with `opstower restore --list-old`")
+                           say("list_old"))
         conn.execute(drop_sql(name))
     from opstower_core.runs.history import StateStore
 
@@ -134,8 +135,7 @@ def _discard_leftover(settings: Settings, name: str, target_name: str | None) ->
     with admin(target, name) as conn:
         found = next((lo for lo in _leftovers(conn, settings) if lo.name == name), None)
         if found is None:
-            raise OpsError(f"Database {name} does not exist", "nothing was dropped",
-                           "list them with `opstower restore --list-old`")
+            raise OpsError(f"Database {name} does not exist", "nothing was dropped", say("list_old"))
         if not found.removable:
             raise OpsError(f"{name} is not proven abandoned ({found.evidence})", "nothing was dropped",
                            "wait for its run to end, or stop that run first")

@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 
+from opstower_core.advice import say
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError
 from opstower_core.events import EventSink, Reporter, Status
@@ -74,7 +75,7 @@ def recover_interrupted(settings: Settings, target_name: str | None = None,
     if running and not done:
         j = running[0]
         raise OpsError(f"The {j.describe()} is still running", "nothing was changed",
-                       f"wait for it to finish, or stop it (kill {j.pid}) and run `opstower restore --recover` again")
+                       f"wait for it to finish, or stop it (kill {j.pid}) and {say('recover_interrupted')} again")
     tail = [f"(the {j.describe()} is still running and was left alone)" for j in running]
     return " ".join(done + tail)
 
@@ -85,7 +86,7 @@ def _recover_one(settings: Settings, j: Journal, r: Reporter) -> str:
         target = settings.target(j.target)
     except OpsError:
         raise OpsError(f"The interrupted restore of {j.live} used target {j.target!r}, which is not configured",
-                       "nothing was changed", "run --recover with the configuration that restore used") from None
+                       "nothing was changed", say("recover_same_config")) from None
     r.started(STEP, f"Recovering the interrupted restore of {j.live}")
     t0 = time.monotonic()
     from opstower_core.backup import DEFAULT_LOCK_WAIT
@@ -102,8 +103,8 @@ def _recover_one(settings: Settings, j: Journal, r: Reporter) -> str:
                                               error=detail, details=j.as_dict())
         if isinstance(exc, OpsError):
             raise OpsError(f"Recovering the interrupted restore of {j.live} failed: {exc.what.rstrip('.')}",
-                           f"the journal {j.path} is kept", exc.next_step or "fix the cause, then run "
-                           "`opstower restore --recover` again") from None
+                           f"the journal {j.path} is kept",
+                           exc.next_step or f"fix the cause, then {say('recover_interrupted')} again") from None
         raise
     journal.remove(j.path)
     StateStore(settings.state_dir).record("restore_recover", j.live, "success", artifact=j.artifact,
@@ -120,7 +121,7 @@ def _decide(settings: Settings, target: Target, conn: psycopg.Connection, j: Jou
         _open(conn, live, j.before, r)
         return (f"The interrupted restore of {live} had switched: {live} holds the restored data from {j.artifact} "
                 f"and accepts connections; the previous database is kept as {old} (discard it with "
-                f"`opstower restore --discard-old {old}` once checked).")
+                f"{say('discard_old', db=old)} once checked).")
     if j.mode == "new_db" and j.step == "swap" and has[live] and not has[work]:
         return f"The interrupted restore had created {live} from {j.artifact}: it is complete; nothing to undo."
     if j.mode == "in_place" and not has[live]:
@@ -186,12 +187,12 @@ def _reload(settings: Settings, target: Target, conn: psycopg.Connection, j: Jou
     """In place, live missing: load the pre-restore backup into it, as the run's own rollback does."""
     if not j.pre_restore:
         raise OpsError(f"{j.live} is missing and the journal names no pre-restore backup", f"{j.live} does not exist",
-                       f"restore the newest backup of {j.live} with `opstower restore latest -d {j.live} --force`")
+                       say("restore_latest", db=j.live))
     try:
         entry = resolve(settings, j.pre_restore)
     except OpsError as exc:
         raise OpsError(f"{j.live} is missing and its pre-restore backup cannot be read ({exc.what})",
-                       f"{j.live} does not exist", f"restore another backup of {j.live} with --force") from None
+                       f"{j.live} does not exist", say("restore_other", db=j.live)) from None
     tools = select_tools(settings, server_info(conn).major)
     note = reload_pre_restore(settings, target, conn, tools, entry, j.live, j.props, j.stamp, r, STEP)
     return f"The interrupted in-place restore of {j.live} was rolled back: {note}."
