@@ -31,7 +31,7 @@ def test_cli_face_names_the_command(face) -> None:
 def test_console_face_names_the_key_and_screen(face) -> None:
     face("console")
     assert advice.say("full_test") == "press t (Full test) on the Dashboard (1)"
-    assert advice.say("discard_old", db="shop_old_1") == "x (Discard old db) on the Restore screen when the restore ends"
+    assert advice.say("discard_old", db="shop_old_1").startswith("x (Discard old db) as the console's restore ends")
     assert advice.say("recover_interrupted") == "press R (Recover interrupted restore) on the Dashboard (1)"
     assert "Restore screen" in advice.say("in_place")
     assert advice.say("full_test_of", **VALUES).startswith("select shop_20260101_000000.dump in Backups (2)")
