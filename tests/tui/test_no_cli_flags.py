@@ -1,0 +1,105 @@
+"""No console screen names a CLI flag as the way to do something (issue 16).
+
+The engine's next steps come from `opstower_core.advice`: the console's face says them as a key
+on a screen. Checked three ways: every remedy's console text, the engine sentences of the
+modules that speak through it (no flag or `opstower …` command written around it), and the
+health screen at 80×24 with findings whose next step is a key.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import RichLog
+
+from opstower_core import advice
+from opstower_core.config import Settings, Target
+from opstower_tui.app import OpsTowerApp
+from opstower_tui.screens.run import RunScreen
+
+SIZE = (80, 24)
+SRC = Path(__file__).resolve().parents[2] / "src" / "opstower_core"
+VALUES = {"db": "shop", "artifact": "shop_20260101_000000.dump", "table": "public.orders", "mode": "merge"}
+FLAG = re.compile(r"(?<![\w-])--?[a-z]")  # --full-test, -d
+# Sentences the console can show, in the modules that say their next steps through advice.
+SPEAKING = [*SRC.glob("health/*.py"), *SRC.glob("doctor/*.py"), SRC / "repo" / "retention.py",
+            *(SRC / "restore" / f"{n}.py" for n in ("checks", "identity", "roles", "old", "recover", "journal")),
+            *SRC.glob("recover/*.py")]
+# Read outside the console, where a shell is at hand: the health alert sent to Slack / e-mail.
+OUTSIDE = {"\nRun `opstower health` on the backup host for every check."}
+
+
+@pytest.fixture
+def console_face():
+    before = advice.current_face()
+    advice.set_face("console")
+    yield
+    advice.set_face(before)
+
+
+@pytest.mark.parametrize("name", sorted(advice.REMEDIES))
+def test_no_console_remedy_names_a_flag(name: str) -> None:
+    text = advice.say(name, "console", **VALUES)
+    assert not FLAG.search(text), f"{name}: {text!r}"
+
+
+def _sentences(path: Path) -> list[tuple[int, str]]:
+    """String constants that are not docstrings and read as words (argv items like '--list' do not)."""
+    tree = ast.parse(path.read_text())
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+            and " " in node.value.strip()]
+
+
+def test_engine_sentences_say_their_next_step_through_advice() -> None:
+    found = []
+    for path in SPEAKING:
+        for line, text in _sentences(path):
+            if text not in OUTSIDE and (re.search(r"(?<![\w-])--[a-z]", text) or "`opstower " in text):
+                found.append(f"{path.relative_to(SRC)}:{line}: {text!r}")
+    assert not found, "a flag or command written into a sentence instead of advice.say():\n" + "\n".join(found)
+
+
+def test_health_screen_names_the_console_keys(console_face, tmp_path: Path) -> None:
+    """No backup and none verified: the findings' next steps are b and t on the Dashboard, no flag on screen."""
+    # Nothing here reaches a server: health reads the (empty) backup directory and state only.
+    target = Target(name="shop", dbname="shop", host="127.0.0.1", port=1, user="nobody")
+    settings = Settings(backup_dir=tmp_path / "backups", state_dir=tmp_path / "state", targets={"shop": target},
+                        default_target="shop", min_free_gb=0.0)
+    (tmp_path / "backups").mkdir()
+    app = OpsTowerApp(settings, warm_up=False)
+    shown: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("H")
+            deadline = time.monotonic() + 60
+            while not (isinstance(app.screen, RunScreen) and app.screen.finished):
+                assert time.monotonic() < deadline, "the health run did not finish"
+                await pilot.pause(0.05)
+            steps = app.screen.query_one("#steps").rows
+            shown["details"] = {row.step.split(":")[0]: row.detail for row in steps.values()}
+            # The step list cuts the sentence at 80 columns; the log below it wraps it whole. Scroll the
+            # log to the verification finding, as the operator would, and read the screen.
+            log = app.screen.query_one("#log", RichLog)
+            line = next(i for i, strip in enumerate(log.lines) if "ever verified" in strip.text)
+            log.scroll_to(y=line, animate=False, immediate=True)
+            await pilot.pause()
+            shown["screen"] = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+    asyncio.run(scenario())
+    details, screen = shown["details"], shown["screen"]
+    assert details["verification"] == "no backup was ever verified: press t (Full test) on the Dashboard (1)"
+    assert details["backup_age"].endswith(": press b (Back up) on the Dashboard (1)")
+    # What the 80×24 screen shows (the log wraps the full sentences): keys, no flag, no command.
+    assert "no backup was ever verified: press t (Full test) on the Dashboard (1)" in screen, screen
+    assert not re.search(r"(?<![\w-])--[a-z]", screen) and "opstower verify" not in screen, screen
