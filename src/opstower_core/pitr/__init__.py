@@ -8,7 +8,6 @@ OS user can run (launcher.py).
 
 from .accident import Accident, find_accidents
 from .base import BaseBackup, list_base_backups, take_base_backup
-from .copyout import copy_database, row_counts
 from .enable import Check, EnableReport, enable, inspect
 from .heartbeat import beat, read_heartbeat
 from .launcher import archive_command, check_launcher, launcher_path, restore_command, server_os_user
@@ -27,8 +26,6 @@ __all__ = [
     "RecoveryTarget",
     "ScratchCluster",
     "beat",
-    "copy_database",
-    "row_counts",
     "find_accidents",
     "list_base_backups",
     "pitr_status",

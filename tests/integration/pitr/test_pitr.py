@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass
@@ -31,6 +32,15 @@ from opstower_core.pitr.status import archived_segments
 from opstower_core.pitr.wal import archived_copy, wal_key
 from opstower_core.storage.s3 import store_for
 
+UGLY = """
+CREATE SCHEMA "Ünïcode Schema";
+CREATE TABLE "Ünïcode Schema"."Tab ""quoted"" é" ("Id" int PRIMARY KEY, "select" text, at timestamptz);
+INSERT INTO "Ünïcode Schema"."Tab ""quoted"" é" VALUES (1, 'Zürich', '2026-01-01 12:00+01'), (2, '東京 🚀', NULL);
+CREATE VIEW "Ünïcode Schema"."Vüe" AS SELECT "Id" FROM "Ünïcode Schema"."Tab ""quoted"" é";
+"""
+UGLY_TABLE = '"Ünïcode Schema"."Tab ""quoted"" é"'
+PROOF = re.compile(r"(\d+) tables, ([\d,]+) rows, digests equal, inventory equal \((\d+) objects\)")
+
 
 @dataclass
 class History:
@@ -48,6 +58,7 @@ def history(pitr_env) -> History:
         c.execute("CREATE TABLE rows_t (batch int, n int)")
         c.execute("CREATE TABLE keep (id int primary key, v text)")
         c.execute("INSERT INTO keep SELECT g, 'v' || g FROM generate_series(1, 50) g")
+        c.execute(UGLY)  # what a copy-out must carry through dump, load and proof
         c.execute("INSERT INTO rows_t SELECT 1, g FROM generate_series(1, 100) g")
         time.sleep(1.1)
         after_b1 = c.execute("SELECT clock_timestamp()").fetchone()[0]
@@ -91,7 +102,20 @@ def test_recover_to_time_between_batches_copies_exactly_batch_1(pitr_env, histor
     with pitr_env.conn("app_at_b1") as c:
         assert c.execute("SELECT batch, count(*) FROM rows_t GROUP BY 1 ORDER BY 1").fetchall() == [(1, 100)]
         assert c.execute("SELECT count(*) FROM keep").fetchone()[0] == 50
-    assert "Copied app" in out
+        assert c.execute(f'SELECT "select" FROM {UGLY_TABLE} ORDER BY "Id"').fetchall() == [("Zürich",), ("東京 🚀",)]
+    # Through the restore engine: its verification, load and proof, each a timed step.
+    for title in ("Dumping app from the recovered cluster", "Verifying backup file", "Restoring database from backup",
+                  "Verifying restored database", "Removing the temporary artifact"):
+        assert title in out, out
+    proved = PROOF.search(out.split("Copied app", 1)[1])
+    assert proved, out
+    # rows_t, keep and the ugly table: 100 + 50 + 2 rows, digests and inventory equal.
+    assert (int(proved[1]), proved[2]) == (3, "152"), proved[0]
+    assert int(proved[3]) >= 6  # tables, the view, the schema, the primary keys
+    with pitr_env.conn() as c:  # no staging database left beside the copy
+        assert c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'app_at_b1%' ORDER BY 1").fetchall() \
+            == [("app_at_b1",)]
+    assert not list((pitr_env.root / "state" / "pitr-copy").iterdir())  # the temporary artifact was removed
     assert not list((pitr_env.root / "scratch").iterdir())  # the scratch cluster was removed
 
 
@@ -113,8 +137,63 @@ def test_accident_found_and_recovered_to_just_before_it(pitr_env, history):
         auto = (cluster.pgdata / "postgresql.auto.conf").read_text()
         assert "archive_mode = 'off'" in auto
         assert pitr_env.s3.secret_key not in auto and pitr_env.s3.access_key not in auto
+        _copy_out_whose_proof_fails_leaves_nothing_then_the_same_name_copies(pitr_env, cluster)
     finally:
         cluster.discard()
+
+
+def _copy_out_whose_proof_fails_leaves_nothing_then_the_same_name_copies(pitr_env, cluster) -> None:
+    """A copy-out is proven like a logical restore: a change to the staging copy between the load and
+    the proof (a concurrent session here) fails it; nothing is left and the cluster is as it was."""
+    import psycopg
+
+    from opstower_core.errors import OpsError
+    from opstower_core.events import StepFinished, StepStarted
+    from opstower_core.restore import copy_from_cluster
+
+    s, live = pitr_env.settings, pitr_env.settings.target()
+    source = cluster.target("app")
+
+    def state_of_cluster() -> list:
+        with psycopg.connect(**source.conninfo(), autocommit=True) as c:
+            return c.execute("SELECT batch, count(*), sum(n) FROM rows_t GROUP BY 1 ORDER BY 1").fetchall()
+
+    before = state_of_cluster()
+
+    def tamper(event) -> None:
+        if isinstance(event, StepFinished) and event.step == "restore":
+            with pitr_env.conn() as c:
+                staging = c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'app_fix_restore_%'"
+                                    ).fetchone()[0]
+            with pitr_env.conn(staging) as c:  # same row count, other content: only the digests see it
+                c.execute("UPDATE rows_t SET n = n + 1000 WHERE batch = 2 AND n = 7")
+
+    with pytest.raises(OpsError) as failed:
+        copy_from_cluster(s, cluster, "app", live, "app_fix", tamper)
+    assert "differs from the artifact" in failed.value.what + failed.value.state, failed.value.sentence
+    assert "table public.rows_t" in failed.value.sentence and "was dropped" in failed.value.sentence
+    with pitr_env.conn() as c:
+        assert c.execute("SELECT datname FROM pg_database WHERE datname LIKE 'app_fix%'").fetchall() == []
+    assert state_of_cluster() == before
+    assert not list((pitr_env.root / "state" / "pitr-copy").iterdir())
+
+    events: list = []
+    done = copy_from_cluster(s, cluster, "app", live, "app_fix", events.append)
+    assert done.database == "app_fix" and done.source == "app" and done.proof_status == "PASS"
+    assert PROOF.match(done.proof) and (done.tables, done.rows) == (3, 352), done.proof  # before the DROP: keep too
+    assert done.seconds > 0 and done.artifact_bytes > 0
+    started = [e.step for e in events if isinstance(e, StepStarted)]
+    finished = {e.step: e for e in events if isinstance(e, StepFinished)}
+    assert started[0] == "copy_dump" and started[-1] == "copy_cleanup"
+    assert {"verify", "drop_create", "restore", "verify_restored", "swap"} <= set(started)
+    assert all(finished[step].seconds >= 0 for step in started)
+    assert done.proof in finished["verify_restored"].detail
+    assert [t for t, _, _ in done.phases][0].startswith("Dumping app") and len(done.phases) == len(started)
+    with pitr_env.conn("app_fix") as c:
+        assert c.execute(f"SELECT count(*) FROM {UGLY_TABLE}").fetchone()[0] == 2
+    with pitr_env.conn() as c:
+        c.execute("DROP DATABASE app_fix")
+    assert state_of_cluster() == before
 
 
 def test_wal_push_refuses_different_bytes_and_accepts_identical(pitr_env, history, tmp_path):
