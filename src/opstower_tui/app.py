@@ -48,6 +48,8 @@ class OpsTowerApp(App[int]):
         Binding("O", "doctor", "Doctor (pre-flight)", show=False, id="app.doctor"),
         Binding("P", "prune", "Prune (dry run first)", show=False, id="app.prune"),
         Binding("L", "command_log", "Command log", show=False, id="app.command_log"),
+        Binding("M", "pitr_recover", "Recover to a moment (PITR)", show=False, id="app.pitr_recover"),
+        Binding("A", "pitr_accidents", "Find the accident (PITR)", show=False, id="app.pitr_accidents"),
         Binding("q", "quit", "Quit", show=False, id="app.quit"),
     ]
 
@@ -126,6 +128,33 @@ class OpsTowerApp(App[int]):
         from opstower_tui.screens.drill import DrillScreen
 
         self.push_screen(DrillScreen(self.settings, None))
+
+    def _pitr_configured(self) -> bool:
+        if self.settings.pitr.enabled:
+            return True
+        self.notify("Point-in-time recovery is not set up: add a [pitr] table to the config (WAL archiving "
+                    "and base backups to S3)", title="PITR", severity="warning")
+        return False
+
+    def open_pitr_recovery(self, target_name: str | None = None) -> None:
+        """Recover to a moment (the server's WAL archive), for `target_name`'s server."""
+        if self._pitr_configured():
+            from opstower_tui.screens.pitr import PitrScreen
+
+            self.push_screen(PitrScreen(target_name))
+
+    def open_accidents(self, target_name: str | None = None) -> None:
+        """Find the accident: destructive commits in the archived WAL, Enter recovers to just before one."""
+        if self._pitr_configured():
+            from opstower_tui.screens.pitr_accidents import AccidentsScreen
+
+            self.push_screen(AccidentsScreen(target_name))
+
+    def action_pitr_recover(self) -> None:
+        self.open_pitr_recovery()
+
+    def action_pitr_accidents(self) -> None:
+        self.open_accidents()
 
     def action_health(self) -> None:
         from opstower_tui.jobs import health_job, health_summary

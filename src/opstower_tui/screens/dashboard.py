@@ -32,6 +32,9 @@ class DashboardScreen(OpsScreen):
         Binding("T", "recover_tables", "Table recovery", show=False, id="dashboard.recover_tables"),
         Binding("R", "recover_interrupted", "Recover interrupted restore", show=False,
                 id="dashboard.recover_interrupted"),
+        # The PITR line's keys: the app's M and A, for the focused card's server.
+        Binding("M", "pitr_recover", "Recover to a moment (PITR)", show=False, id="dashboard.pitr_recover"),
+        Binding("A", "pitr_accidents", "Find the accident (PITR)", show=False, id="dashboard.pitr_accidents"),
         Binding("2", "app.switch_mode('backups')", "Backups", id="dashboard.backups"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="dashboard.refresh"),
     ]
@@ -127,10 +130,11 @@ class DashboardScreen(OpsScreen):
             "WARN" if st.lag_seconds is not None and st.lag_seconds > 300 else "OK")
         dumps = [e.created for e in snap.catalog if not e.name.pre_restore]
         now = self.ops.now()
-        bar = pitr_bar(st.earliest, st.latest, dumps, now, width=30)
+        bar = pitr_bar(st.earliest, st.latest, dumps, now, width=22)
         window = (f"{st.earliest:%m-%d %H:%M} → {st.latest:%H:%M}" if st.earliest and st.latest else "no window yet")
         line.update(Text.assemble(("PITR ", "bold"), (word.ljust(4), STATUS_STYLE.get(word, "")),
-                                  f" {bar} {window}", (f" {len(st.gaps)} gap(s)" if st.gaps else "", "bold red")))
+                                  f" {bar} {window}", (f" {len(st.gaps)} gap(s)" if st.gaps else "", "bold red"),
+                                  ("  M", "bold"), " moment ", ("A", "bold"), " accident"))
 
     # -- actions ---------------------------------------------------------------------------
     def _card_status(self) -> Any | None:
@@ -184,6 +188,16 @@ class DashboardScreen(OpsScreen):
         entry = self._latest()
         if entry is not None:
             self.app.push_screen(RecoverScreen(entry, status.name))
+
+    def _focused_target(self) -> str | None:
+        focused = self.focused if isinstance(self.focused, DbCard) else None
+        return focused.target_name if focused is not None else None
+
+    def action_pitr_recover(self) -> None:
+        self.app.open_pitr_recovery(self._focused_target())  # type: ignore[attr-defined]
+
+    def action_pitr_accidents(self) -> None:
+        self.app.open_accidents(self._focused_target())  # type: ignore[attr-defined]
 
     def action_recover_interrupted(self) -> None:
         """Finish or undo a killed restore from its journal (what `opstower restore --recover` does)."""
