@@ -2,7 +2,8 @@
 
 One pass, constant memory: pg_dump writes the custom format uncompressed on stdout; we
 compress (multi-threaded zstd with a content checksum), optionally encrypt, hash, write
-the temporary file and feed the multipart upload from the same bytes. Row counts are taken
+the temporary file and feed the multipart uploads (the primary's, and the replica's when
+its copy is streamed) from the same bytes. Row counts are taken
 at the same time in the dump's exported snapshot, on their own connection.
 
 Waiting is bounded: pg_dump gets `--lock-wait-timeout` and the counting session
@@ -20,9 +21,9 @@ import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import humanize
 import psycopg
@@ -38,7 +39,6 @@ from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Reporter
 from opstower_core.pg.rowcounts import count_rows
 from opstower_core.pg.tools import PgTools, connect
-from opstower_core.storage.s3 import StreamingUpload
 
 CHUNK = 1024 * 1024
 # No byte from pg_dump for this long: look for a session holding a lock we wait for.
@@ -47,8 +47,16 @@ WATCH_TICK = 0.2  # how often the watcher looks at the cancel flag
 GONE = "no backup was written; the temporary file was removed"
 
 
+class ByteSink(Protocol):
+    """An upload fed as the artifact is written (the primary's StreamingUpload, the replica's feed).
+
+    `write` must not raise for an upload failure: it records it for its own completion step."""
+
+    def write(self, data: bytes) -> None: ...
+
+
 class _Sink:
-    """Where compressed bytes go: the temp file, the running sha256 and the S3 stream.
+    """Where compressed bytes go: the temp file, the running sha256 and the S3 streams.
 
     A thread of its own does the three, so hashing and writing overlap the next read and
     compression instead of queueing behind them (the compressor's thread only hands bytes over).
@@ -56,11 +64,11 @@ class _Sink:
 
     DEPTH = 8  # compressed chunks in flight: a few MiB, constant memory
 
-    def __init__(self, fh: IO[bytes], upload: StreamingUpload | None) -> None:
+    def __init__(self, fh: IO[bytes], uploads: Sequence[ByteSink]) -> None:
         self.fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
-        self.upload = upload
+        self.uploads = uploads
         self._queue: queue.Queue[bytes | None] = queue.Queue(self.DEPTH)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="dump-sink", daemon=True)
@@ -74,8 +82,8 @@ class _Sink:
                 self.fh.write(data)
                 self.sha.update(data)
                 self.size += len(data)
-                if self.upload is not None:
-                    self.upload.write(data)
+                for upload in self.uploads:
+                    upload.write(data)
             except BaseException as exc:  # noqa: BLE001 - raised in the producer
                 self._error = exc
 
@@ -97,7 +105,7 @@ class StreamingDump:
     """One pg_dump of `target` into `tmp`. `run()` returns a DumpResult or raises with nothing left running."""
 
     def __init__(self, target: Target, tools: PgTools, options: BackupOptions, enc: EncryptionSettings,
-                 reporter: Reporter, lock_wait: float, upload: StreamingUpload | None,
+                 reporter: Reporter, lock_wait: float, uploads: Sequence[ByteSink] = (),
                  statistics: bool = False, server_major: int = 0) -> None:
         self.target = target
         self.statistics = statistics
@@ -107,7 +115,7 @@ class StreamingDump:
         self.enc = enc
         self.r = reporter
         self.lock_wait = lock_wait
-        self.upload = upload
+        self.uploads = uploads
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_tail: list[str] = []
         self.counts: dict[str, Any] = {}
@@ -175,7 +183,7 @@ class StreamingDump:
         assert self.proc is not None and self.proc.stdout is not None
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            sink = _Sink(fh, self.upload)
+            sink = _Sink(fh, self.uploads)
             try:
                 self._stream(sink)
             finally:

@@ -49,8 +49,9 @@ class UploadLedger:
     in it when the next backup (holding the lock) starts belongs to a killed run.
     """
 
-    def __init__(self, state_dir: Path, database: str) -> None:
-        self.path = Path(state_dir) / "uploads" / f"{database}.json"
+    def __init__(self, state_dir: Path, database: str, copy: str = "primary") -> None:
+        # The replica's uploads ([s3.replica]) have a ledger of their own: they live in another store.
+        self.path = Path(state_dir) / "uploads" / (f"{database}.json" if copy == "primary" else f"{database}@{copy}.json")
         self._lock = threading.Lock()
 
     def entries(self) -> dict[str, dict]:
@@ -86,17 +87,17 @@ class UploadLedger:
                 self._write(entries)
 
 
-def abort_stale_uploads(s3: S3Store, ledger: UploadLedger, r: Reporter) -> None:
+def abort_stale_uploads(s3: S3Store, ledger: UploadLedger, r: Reporter, step: str = "prerequisites") -> None:
     """Abort the uploads killed backups of the ledger's database left open (call holding the run lock)."""
     for upload_id, entry in ledger.entries().items():
         try:
             was_open = s3.abort_upload(entry.get("key", ""), upload_id)
         except OpsError as exc:
-            r.log("prerequisites", f"{exc.what}; it stays recorded for the next run", "WARN")
+            r.log(step, f"{exc.what}; it stays recorded for the next run", "WARN")
             continue
         ledger.closed(upload_id)
         if was_open:
-            r.log("prerequisites", f"Aborted the S3 upload of {entry.get('key')} left open by an interrupted "
+            r.log(step, f"Aborted the {s3.settings.label} upload of {entry.get('key')} left open by an interrupted "
                   f"run (pid {entry.get('pid', '?')})", "WARN")
 
 

@@ -2,7 +2,8 @@
 
 One streaming pipeline: pg_dump (custom format, no internal compression) → zstd with
 content checksum (multi-threaded) → sha256 on the fly → temporary file (and, unless
---local-only, S3 multipart parts at the same time) → fsync → read back once → rename.
+--local-only, S3 multipart parts at the same time; with a replica on another endpoint or
+account, its multipart parts too) → fsync → read back once → rename.
 Nothing half-written is ever listed: a failed or interrupted run removes its temporary
 file and aborts the multipart upload; one killed outright has both removed by the next.
 
@@ -17,6 +18,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,15 @@ from opstower_core.runs.lock import RunLock
 from opstower_core.runs.runlog import RunLog, tee
 from opstower_core.runs.signals import signal_name
 from opstower_core.storage.local import LocalStore
-from opstower_core.storage.replica import catch_up, copy_backup, replica_settings, replica_store
+from opstower_core.storage.replica import (
+    ReplicaCopy,
+    ReplicaFeed,
+    catch_up,
+    copy_backup,
+    replica_settings,
+    replica_store,
+    same_account,
+)
 from opstower_core.storage.s3 import S3Store, StreamingUpload, s3_error_text, store_for
 
 
@@ -92,6 +102,7 @@ class BackupRun:
         self.local = LocalStore(settings.backup_dir)
         self.enc = encryption_settings(settings)
         self.ledger = UploadLedger(settings.state_dir, self.database)
+        self.replica_ledger = UploadLedger(settings.state_dir, self.database, "replica")
         self.lock_wait = (self.options.wait_for_locks or settings.wait_for_locks_seconds or DEFAULT_LOCK_WAIT)
         self.t0 = time.monotonic()
         self.started = time.time()
@@ -109,6 +120,7 @@ class BackupRun:
         self.s3: S3Store | None = None
         self.s3_problem: str | None = None  # why this run is local only although S3 is configured
         self.upload: StreamingUpload | None = None
+        self.feed: ReplicaFeed | None = None  # the replica's copy, streamed alongside the dump
         self.name: ArtifactName | None = None
         self.tmp: Path | None = None  # the temporary artifact, until renamed
 
@@ -235,8 +247,10 @@ class BackupRun:
                          f"{'zstd' if fmt == 'custom' else 'gzip'})") as out:
             self.r.log("dump", f"Dumping database to: {self.settings.backup_dir / self.name.filename}")
             self._start_upload()
+            self._start_feed()
+            uploads = [u for u in (self.upload, self.feed) if u is not None]
             dumped = StreamingDump(self.target, self.tools, self.options, self.enc, self.r, self.lock_wait,
-                                   self.upload, statistics=self.statistics,
+                                   uploads, statistics=self.statistics,
                                    server_major=self.server_major).run(self.tmp)
             log_sizes(self.r, dumped)
             out.detail = (f"Database dump completed successfully: {len(dumped.row_counts)} tables, "
@@ -261,11 +275,26 @@ class BackupRun:
         # Recorded until completed or aborted: a SIGKILL'ed run's upload is aborted by the next run.
         self.ledger.opened(self.upload.upload_id, self.upload.key)
 
+    def _start_feed(self) -> None:
+        """A streamed replica copy overlaps the dump like the primary's upload; a server-side copy
+        (same endpoint and account) needs the primary's object, so it waits until that exists."""
+        rep = replica_settings(self.settings)
+        if not self.wants_s3 or rep is None or (self.s3 is not None and same_account(self.settings.s3, rep)):
+            return
+        assert self.name is not None
+        # No network here: the feed opens its upload on a thread of its own, so an unreachable
+        # or hung replica never holds the dump's start.
+        self.feed = ReplicaFeed(self.settings, self.name, self.replica_ledger.opened, self.replica_ledger.closed)
+        self.r.log("dump", f"Streaming the replica copy alongside: {self.feed.note.where}")
+
     def _abort_upload(self) -> None:
         upload, self.upload = self.upload, None
         if upload is not None:
             upload.abort()
             self.ledger.closed(upload.upload_id)
+        feed, self.feed = self.feed, None
+        if feed is not None:
+            feed.abort()  # bounded; an upload it could not abort stays in the ledger for the next run
 
     # -- 1.4 metadata, rename ------------------------------------------------------------
     def store_artifact(self, dumped: DumpResult) -> dict[str, Any]:
@@ -389,12 +418,13 @@ class BackupRun:
             r.log("replica", line)
 
         try:
-            copy = copy_backup(self.settings, self.name, meta, result.s3_key, log)
+            copy = self._replica_copy(meta, result, log)
         except OpsError as exc:
             result.replica_error = f"Failed to copy the backup to the replica ({exc.what})"
             r.finished("replica", Status.FAIL, f"{result.replica_error}; the local backup {self.name.filename} is "
                        "good; the next backup or `opstower replicate` copies it", time.monotonic() - t0)
             return
+        abort_stale_uploads(replica_store(self.settings), self.replica_ledger, r, "replica")
         result.replica = copy.as_dict()
         detail = f"Replica copy verified ({copy.where}, {copy.how}; size and sha256 match)"
         status = Status.WARN if copy.lock_note else Status.PASS
@@ -411,6 +441,24 @@ class BackupRun:
             detail += f"; older backups not checked ({exc.what})"
             status = Status.WARN
         r.finished("replica", status, detail, time.monotonic() - t0, {"key": copy.key, "where": copy.where})
+
+    def _replica_copy(self, meta: dict[str, Any], result: BackupResult, log: Callable[[str], None]) -> ReplicaCopy:
+        """The overlapped copy finished, else a copy now (server-side, or streamed from the local file).
+
+        A feed that failed after its upload had started (a part refused) is retried once from the
+        local file; one that never reached the replica, or fell behind, is not: the replica is down
+        or slow, and trying again now would only hold the run longer."""
+        assert self.name is not None
+        feed, self.feed = self.feed, None
+        if feed is None:
+            return copy_backup(self.settings, self.name, meta, result.s3_key, log)
+        try:
+            return feed.finish(meta, log)
+        except OpsError as exc:
+            if not feed.retryable:
+                raise
+            log(f"{exc.what}; copying it again from the local file")
+            return copy_backup(self.settings, self.name, meta, result.s3_key, log)
 
     # -- 1.7 retention -------------------------------------------------------------------
     def retention(self, result: BackupResult) -> None:

@@ -18,8 +18,10 @@ lacks, so a failed copy is made good by the next run or by `opstower replicate`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -156,22 +158,30 @@ def lock_support(store: S3Store) -> tuple[bool | None, str]:
     return answer
 
 
+def _lock_args(store: S3Store, note: ReplicaCopy) -> dict[str, Any]:
+    """Object Lock arguments for a write when lock_days is set and the bucket supports it (noted in `note`)."""
+    days = store.settings.lock_days
+    if not days:
+        return {}
+    ok, sentence = lock_support(store)
+    if not ok:
+        note.lock_note = f"not locked: {sentence}"
+        return {}
+    until = datetime.now(UTC) + timedelta(days=days)
+    note.locked_until = until.isoformat(timespec="seconds")
+    return {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
+
+
+def _object_metadata(name: ArtifactName) -> dict[str, str]:
+    return {"database": name.database, "timestamp": name.timestamp, "format": name.format,
+            "opstower-version": __version__}
+
+
 def _write_args(store: S3Store, meta: dict[str, Any], name: ArtifactName) -> tuple[dict[str, Any], ReplicaCopy]:
     """ExtraArgs for the artifact: storage class, SSE, sha256 in the object metadata, Object Lock."""
-    args = store.extra_args()
-    args["Metadata"] = {"sha256": str(meta["sha256"]), "database": name.database, "timestamp": name.timestamp,
-                        "format": name.format, "opstower-version": __version__}
     note = ReplicaCopy(name.filename, "", store.bucket, "", int(meta["size_bytes"]))
-    days = store.settings.lock_days
-    if days:
-        ok, sentence = lock_support(store)
-        if ok:
-            until = datetime.now(UTC) + timedelta(days=days)
-            args["ObjectLockMode"] = "COMPLIANCE"
-            args["ObjectLockRetainUntilDate"] = until
-            note.locked_until = until.isoformat(timespec="seconds")
-        else:
-            note.lock_note = f"not locked: {sentence}"
+    args = {**store.extra_args(), **_lock_args(store, note),
+            "Metadata": {"sha256": str(meta["sha256"]), **_object_metadata(name)}}
     return args, note
 
 
@@ -301,6 +311,233 @@ def check_copy(store: S3Store, name: ArtifactName, meta: dict[str, Any]) -> str 
     if not isinstance(stored, dict) or stored.get("sha256") != meta["sha256"]:
         return "its metadata object differs"
     return None
+
+
+# -- the copy overlapped with the dump ------------------------------------------------------------
+
+# How long, in all, the dump may wait for the replica's overlapped upload (its queue of parts
+# full) before that copy is given up for this run: a slow or hung replica never holds a backup
+# back longer than this. The next run's catch-up or `opstower replicate` copies it then.
+FEED_WAIT_BUDGET = 20.0
+# After the dump, finishing the overlapped upload gives up when no part completes for this long.
+FEED_STALL = 60.0
+FEED_ABORT_WAIT = 5.0  # an abort is best effort: the next run's ledger check or lifecycle rules end it
+
+
+class ReplicaFeed:
+    """The replica's multipart upload, fed the same compressed bytes as the primary's, as they come.
+
+    For a streamed copy (another endpoint or account): the replica gets its bytes while the
+    dump runs instead of after it. Everything that talks to the replica runs on daemon threads
+    of its own, so the dump only ever hands bytes over: `write` never raises, and waits for a
+    free slot (a full queue: the replica slower than the dump) FEED_WAIT_BUDGET seconds in all
+    before it gives this copy up. Memory is bounded: at most `concurrency` parts queued and
+    `concurrency` parts being sent, each part_size_mb.
+
+    The bytes sent are hashed on the way; `finish` completes the upload only when their size
+    and sha256 are the backup's (a wrong copy never appears), records the sha256 as an object
+    tag (unknown when the upload started), copies the sidecars and checks the copy.
+    """
+
+    def __init__(self, settings: Settings, name: ArtifactName,
+                 on_open: Callable[[str, str], None] | None = None,
+                 on_close: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.store = replica_store(settings)
+        self.name = name
+        self.key = name.s3_key(self.store.prefix)
+        self.note = ReplicaCopy(name.filename, self.key, self.store.bucket, "streamed with the dump", 0)
+        self.part_size = self.store.settings.part_size_mb * MiB
+        self.concurrency = max(1, self.store.settings.multipart_concurrency)
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.upload_id: str | None = None
+        self.problem: str | None = None  # why this copy was given up (None: still going)
+        self.waited = 0.0  # seconds the dump spent waiting for a free slot
+        self.stalled = False  # given up because the replica was too slow (not because it refused)
+        self._on_open, self._on_close = on_open, on_close
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._next_part = 1
+        self._etags: dict[int, str] = {}
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(self.concurrency)
+        self._opened = threading.Event()
+        self._last_progress = time.monotonic()
+        self._guard = threading.Lock()
+        self._t0 = time.monotonic()
+        self._threads = [threading.Thread(target=self._open, name="replica-open", daemon=True)]
+        self._threads += [threading.Thread(target=self._work, name=f"replica-part-{i}", daemon=True)
+                          for i in range(self.concurrency)]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def failed(self) -> bool:
+        return self.problem is not None
+
+    @property
+    def retryable(self) -> bool:
+        """Worth one more try from the local file: the replica answered (the upload started) and kept up."""
+        return self.upload_id is not None and not self.stalled
+
+    # -- the dump's side: hand bytes over --------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self.problem is not None:
+            self._chunks, self._buffered = [], 0  # free the memory at once
+            return
+        if not data:
+            return
+        self.sha.update(data)
+        self.size += len(data)
+        self._chunks.append(bytes(data))
+        self._buffered += len(data)
+        while self._buffered >= self.part_size and self.problem is None:
+            buf = b"".join(self._chunks)
+            self._put(buf[: self.part_size])
+            rest = buf[self.part_size:]
+            self._chunks = [rest] if rest else []
+            self._buffered = len(rest)
+
+    def _put(self, part: bytes) -> None:
+        number, self._next_part = self._next_part, self._next_part + 1
+        t0 = time.monotonic()
+        try:
+            self._queue.put((number, part), timeout=max(0.0, FEED_WAIT_BUDGET - self.waited))
+        except queue.Full:
+            self.stalled = True
+            self._give_up(f"The replica fell behind the dump ({FEED_WAIT_BUDGET:g} s of waiting in all)")
+        finally:
+            self.waited += time.monotonic() - t0
+
+    def _give_up(self, why: str) -> None:
+        with self._guard:
+            if self.problem is None:
+                self.problem = why
+
+    # -- the replica's side: daemon threads -------------------------------------------------
+    def _open(self) -> None:
+        try:
+            args = {**self.store.extra_args(), **_lock_args(self.store, self.note)}
+            resp = self.store.client.create_multipart_upload(
+                Bucket=self.store.bucket, Key=self.key, Metadata=_object_metadata(self.name),
+                ContentType="application/octet-stream", **args)
+            self.upload_id = resp["UploadId"]
+            if self._on_open is not None:
+                self._on_open(self.upload_id, self.key)
+        except Exception as exc:  # noqa: BLE001 - reported by finish(); the dump goes on
+            self._give_up(exc.what if isinstance(exc, OpsError) else
+                          f"Replica bucket {self.store.bucket} is not reachable ({s3_error_text(exc)})")
+        finally:
+            self._last_progress = time.monotonic()
+            self._opened.set()
+
+    def _work(self) -> None:
+        self._opened.wait()
+        while (item := self._queue.get()) is not None:
+            if self.problem is not None or self.upload_id is None:
+                continue  # keep taking: the dump never waits on a dead copy
+            number, part = item
+            # A write under an Object Lock retention must carry its MD5 (AWS refuses it otherwise).
+            md5 = ({"ContentMD5": base64.b64encode(hashlib.md5(part, usedforsecurity=False).digest()).decode()}
+                   if self.note.locked_until else {})
+            try:
+                resp = self.store.client.upload_part(Bucket=self.store.bucket, Key=self.key,
+                                                     UploadId=self.upload_id, PartNumber=number, Body=part, **md5)
+                with self._guard:
+                    self._etags[number] = resp["ETag"]
+                self._last_progress = time.monotonic()
+            except Exception as exc:  # noqa: BLE001
+                self._give_up(f"A part of the replica upload failed ({s3_error_text(exc)})")
+
+    # -- after the dump ----------------------------------------------------------------
+    def finish(self, meta: dict[str, Any], log: Log | None = None) -> ReplicaCopy:
+        """Send the rest, complete the upload when its bytes are the backup's, add the sidecars, check.
+
+        Raises OpsError (the upload aborted) when the copy was given up or does not check out."""
+        log = log or (lambda _line: None)
+        if self.problem is None:
+            if self._chunks or self._next_part == 1:  # S3 wants one part at least, even an empty one
+                self._put(b"".join(self._chunks))
+                self._chunks, self._buffered = [], 0
+            self._drain()
+        if self.problem is None and (self.size != int(meta["size_bytes"]) or self.sha.hexdigest() != meta["sha256"]):
+            self._give_up(f"The bytes streamed to the replica ({self.size:,}) do not match the recorded size and sha256")
+        if self.problem is not None:
+            self.abort()
+            raise OpsError(self.problem, "the backup itself is good; the replica copy is missing",
+                           "the next backup or `opstower replicate` retries it")
+        assert self.upload_id is not None
+        try:
+            parts = [{"PartNumber": n, "ETag": self._etags[n]} for n in sorted(self._etags)]
+            self.store.client.complete_multipart_upload(Bucket=self.store.bucket, Key=self.key,
+                                                        UploadId=self.upload_id, MultipartUpload={"Parts": parts})
+            self._closed()
+            self.store.set_tags(self.key, {"sha256": str(meta["sha256"]), "database": self.name.database,
+                                           "timestamp": self.name.timestamp})
+            _copy_sidecars(self.settings, self.store, self.name, meta, None)
+            problem = check_copy(self.store, self.name, meta)
+        except Exception as exc:  # noqa: BLE001 - boto3's many exception types
+            self.abort()
+            raise OpsError(f"Copy of {self.name.filename} to the replica failed ({s3_error_text(exc)})",
+                           "the backup itself is good; the replica copy is missing or unfinished",
+                           "the next backup or `opstower replicate` copies it again") from None
+        if problem:
+            raise OpsError(f"The replica copy of {self.name.filename} does not check out ({problem})",
+                           "the backup itself is good", "run `opstower replicate` to copy it again")
+        copy = replace(self.note, size=self.size, seconds=time.monotonic() - self._t0)
+        log(f"Copied to the replica ({copy.how}): {copy.where}"
+            + (f", locked until {copy.locked_until}" if copy.locked_until else "")
+            + (f"; {copy.lock_note}" if copy.lock_note else ""))
+        return copy
+
+    def _drain(self) -> None:
+        """Wait until every part is sent; give up when none completes for FEED_STALL seconds."""
+        pending = [None] * self.concurrency
+        self._last_progress = time.monotonic()
+        while self.problem is None:
+            if pending:
+                try:
+                    self._queue.put(pending[0], timeout=0.2)
+                    pending.pop()
+                except queue.Full:
+                    pass
+            elif not any(t.is_alive() for t in self._threads):
+                return
+            else:
+                for t in self._threads:
+                    t.join(0.2 / len(self._threads))
+            if time.monotonic() - self._last_progress > FEED_STALL:
+                self.stalled = True
+                self._give_up(f"No part of the replica upload completed for {FEED_STALL:g} s")
+
+    def _closed(self) -> None:
+        if self.upload_id is not None and self._on_close is not None:
+            self._on_close(self.upload_id)
+
+    def abort(self) -> None:
+        """Give the copy up and abort its multipart upload (best effort, bounded: FEED_ABORT_WAIT)."""
+        self._give_up(self.problem or "aborted")
+        for _ in self._threads[1:]:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                break  # workers blocked on a hung replica: they are daemons and end with the process
+
+        def abort() -> None:
+            if self.upload_id is None:
+                return
+            try:
+                self.store.client.abort_multipart_upload(Bucket=self.store.bucket, Key=self.key,
+                                                         UploadId=self.upload_id)
+                self._closed()
+            except Exception:  # noqa: BLE001 - the ledger lets the next run abort it
+                pass
+
+        if self._threads[0].is_alive():
+            self._threads[0].join(FEED_ABORT_WAIT)
+        t = threading.Thread(target=abort, name="replica-abort", daemon=True)
+        t.start()
+        t.join(FEED_ABORT_WAIT)
 
 
 # -- catching up -----------------------------------------------------------------------------------
@@ -641,6 +878,6 @@ def is_reachable(settings: Settings) -> tuple[bool, str]:
     return True, f"replica bucket {settings.s3.replica.bucket} reachable"  # type: ignore[union-attr]
 
 
-__all__ = ["CatchUpReport", "PitrCopyReport", "ReplicaCopy", "as_primary", "catch_up", "catch_up_pitr", "check_copy", "copy_backup", "is_reachable",
+__all__ = ["CatchUpReport", "PitrCopyReport", "ReplicaCopy", "ReplicaFeed", "as_primary", "catch_up", "catch_up_pitr", "check_copy", "copy_backup", "is_reachable",
            "doctor_replica", "every_copy", "lock_support", "replica_settings", "replica_store", "replica_verdict", "same_account", "settings_for_copy"]
 
