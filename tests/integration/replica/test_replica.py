@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import socket
 import time
 import uuid
 from dataclasses import replace
@@ -25,12 +27,13 @@ from opstower_core.cli.list import _fit
 from opstower_core.config import S3Settings, Settings, load_settings
 from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.errors import ConfigError
-from opstower_core.events import Reporter, Status, StepFinished
+from opstower_core.events import Reporter, Status, StepFinished, StepProgress
 from opstower_core.health import HealthState, check_health
 from opstower_core.repo.catalog import list_catalog, where_short, where_words
 from opstower_core.repo.download import download
 from opstower_core.repo.retention import apply_retention
 from opstower_core.runs.history import StateStore
+from opstower_core.storage import replica as replica_mod
 from opstower_core.storage.replica import check_copy, doctor_replica
 from opstower_core.storage.s3 import store_for
 from opstower_core.verify import verify
@@ -323,6 +326,74 @@ def test_object_lock_on_the_replica_and_doctor(pg, s3, other, db, make_settings)
     assert events_of(sink)["replica"].status == Status.WARN
     status, detail, fix = doctor_replica(plain)
     assert status == Status.WARN and "Object Lock is not enabled" in detail and "without a lock" in detail
+
+
+@pytest.fixture(scope="module")
+def noisy_db(pg) -> str:
+    """10 MiB of random bytes: a dump of several 5 MiB parts, long enough to stop a store in its middle."""
+    name = unique("rep_big")
+    create_database(pg, name, "CREATE TABLE public.noise (id integer PRIMARY KEY, data bytea NOT NULL);")
+    with admin_conn(pg, name) as conn, conn.cursor() as cur, cur.copy("COPY public.noise FROM STDIN") as copy:
+        for i in range(40):
+            copy.write_row((i, os.urandom(256 * 1024)))
+    return name
+
+
+def test_a_hung_replica_holds_the_backup_a_bounded_time(pg, s3, noisy_db, make_settings, monkeypatch) -> None:
+    """A replica that accepts connections and never answers: the dump waits for its overlapped copy
+    FEED_WAIT_BUDGET seconds in all, the rest FEED_STALL; the backup is good, the copy reported missing."""
+    monkeypatch.setattr(replica_mod, "FEED_WAIT_BUDGET", 1.0)
+    monkeypatch.setattr(replica_mod, "FEED_STALL", 2.0)
+    monkeypatch.setattr(replica_mod, "FEED_ABORT_WAIT", 0.5)
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)  # the kernel completes the handshakes; nothing ever reads or answers
+        rep = S3Settings(bucket="hung", prefix="h/", endpoint_url=f"http://127.0.0.1:{hole.getsockname()[1]}",
+                         region="us-east-1", part_size_mb=5, multipart_concurrency=1, role="replica")
+        settings = with_replica(make_settings(noisy_db, s3=s3), rep)
+        sink: list = []
+        t0 = time.monotonic()
+        result = run_backup(settings, on_event=sink.append)
+        took = time.monotonic() - t0
+    steps = events_of(sink)
+    assert result.s3_key and result.s3_error is None and result.path.exists() and not result.ok
+    assert result.replica is None and "fell behind the dump (1 s" in result.replica_error
+    assert steps["upload"].status == Status.PASS and steps["replica"].status == Status.FAIL
+    # The hung replica cost the dump 1 s of waiting and the end 0.5 s (abort), not its 60 s timeouts.
+    assert steps["replica"].seconds < 5 and took < 45, (steps["replica"].seconds, took)
+
+
+def test_replica_stopped_in_the_middle_of_the_dump(pg, s3, other, noisy_db, make_settings) -> None:
+    """The replica's overlapped upload is open, then its store stops: the backup is good (local and
+    primary), the copy reported missing; back, the next run copies it, and aborts the upload left open."""
+    rep = side(other)
+    settings = with_replica(make_settings(noisy_db, s3=s3), rep)
+    ledger = settings.state_dir / "uploads" / f"{noisy_db}@replica.json"
+    stopped: list[float] = []
+
+    def stop_when_open(event) -> None:
+        if not stopped and isinstance(event, StepProgress) and event.step == "dump" and ledger.exists():
+            other.stop()
+            stopped.append(time.monotonic())
+
+    sink: list = []
+    try:
+        result = run_backup(settings, on_event=lambda e: (stop_when_open(e), sink.append(e)))
+        assert stopped, "the replica's upload never opened during the dump"
+        assert result.s3_key and result.s3_error is None and result.path.exists() and not result.ok
+        assert result.replica is None and "replica" in result.replica_error.lower()
+        assert events_of(sink)["replica"].status == Status.FAIL
+        assert StateStore(settings.state_dir).runs("backup", limit=1)[0].status == "failed"
+        assert json.loads(ledger.read_text())  # the upload it could not abort, for the next run
+    finally:
+        other.start()
+    moved = with_replica(settings, replace(rep, endpoint_url=other.endpoint_url))
+    second = run_backup(moved)
+    assert second.ok and second.replica["how"] == "streamed with the dump"
+    store = store_for(moved.s3.replica)
+    assert check_copy(store, result.name, result.meta) is None  # caught up
+    assert not ledger.exists()
+    assert not store.client.list_multipart_uploads(Bucket=rep.bucket, Prefix=rep.prefix).get("Uploads")
 
 
 def test_replica_stopped_during_a_backup_then_caught_up(pg, s3, other, db, make_settings, tmp_path, capsys) -> None:
