@@ -48,6 +48,12 @@ class HelpScreen(ModalScreen[None]):
                     continue
                 seen.update((action, key))
                 table.add_row(key, binding.description)
+        # Keys a screen's widgets handle (a choice picked with Space, Tab between fields) are no bindings:
+        # the screen names them in HELP_KEYS.
+        for key, meaning in getattr(self.under, "HELP_KEYS", ()):
+            if key not in seen:
+                seen.add(key)
+                table.add_row(key, meaning)
         table.add_row(self.app.get_key_display(Binding("ctrl+p", "")), "Command palette: every action by name")
         return table
 

@@ -162,21 +162,25 @@ class PitrScreen(OpsScreen):
     PitrScreen #pitr-value:focus { background: $accent 30%; }
     PitrScreen #pitr-problem { height: auto; padding: 0 1; }
     PitrScreen #pitr-plan { height: 1fr; padding: 0 1; border-top: solid $primary-darken-1; }
-    PitrScreen #pitr-run { height: 1fr; }
+    PitrScreen #pitr-run { height: auto; }
+    PitrScreen #log { height: 1fr; border-top: solid $primary-darken-1; }
     PitrScreen #pitr-run #steps { margin: 0; }
     PitrScreen #replay { height: 1; padding: 0 1; }
-    PitrScreen #pitr-done { height: 1fr; padding: 0 1; }
+    PitrScreen #pitr-done { height: 1fr; padding: 0 1; border-top: solid $primary-darken-1; }
     PitrScreen #pitr-summary { height: auto; max-height: 3; padding: 0 1; text-style: bold; }
     """
     BINDINGS: ClassVar = [
         # priority: Enter starts from any field (the value box would take it as "submit").
         Binding("enter", "start_recovery", "Recover", priority=True, id="pitr.start"),
-        Binding("c", "copy_out", "Copy a db out", id="pitr.copy_out"),
-        Binding("t", "tables", "Table recovery", id="pitr.tables"),
+        Binding("c", "copy_out", "Copy db out", id="pitr.copy_out"),
+        Binding("t", "tables", "Tables", id="pitr.tables"),
         Binding("k", "keep_cluster", "Keep as server", id="pitr.keep"),
-        Binding("x", "discard_cluster", "Discard cluster", id="pitr.discard"),
+        Binding("x", "discard_cluster", "Discard", id="pitr.discard"),
         Binding("escape", "close", "Back", id="pitr.close"),
     ]
+
+    HELP_KEYS: ClassVar = [("space", "pick: latest / a time / an LSN / a transaction; just before / including"),
+                           ("tab", "next field (shift+tab: back)")]
 
     def __init__(self, target_name: str | None = None, *, kind: str = "latest", value: str = "",
                  exclusive: bool = True, note: str = "", autostart: bool = True) -> None:
@@ -226,7 +230,7 @@ class PitrScreen(OpsScreen):
             yield Static("", id="replay")
             yield BudgetBar(id="budget")
             yield TransferBar(id="transfer")
-            yield RichLog(id="log", max_lines=2000, wrap=True, markup=False, highlight=False)
+        yield RichLog(id="log", max_lines=2000, wrap=True, markup=False, highlight=False)
         with VerticalScroll(id="pitr-done"):
             yield Static("", id="pitr-done-text")
         yield Static("", id="pitr-summary")
@@ -262,10 +266,12 @@ class PitrScreen(OpsScreen):
             self.read_archive()
 
     def _show(self, phase: str) -> None:
-        views = {"choose": ("pitr-form", "pitr-problem", "pitr-plan"), "run": ("pitr-run",), "done": ("pitr-done",)}
+        # After the recovery the steps and the RTO clock stay in view above the outcomes: each phase timed.
+        views = {"choose": ("pitr-form", "pitr-problem", "pitr-plan"), "run": ("pitr-run", "log"),
+                 "done": ("pitr-run", "pitr-done")}
         shown = views["choose" if phase == "choose" else "run" if phase in ("recovering", "failed", "copying")
                       else "done"]
-        for name in ("pitr-form", "pitr-problem", "pitr-plan", "pitr-run", "pitr-done"):
+        for name in ("pitr-form", "pitr-problem", "pitr-plan", "pitr-run", "log", "pitr-done"):
             self.query_one(f"#{name}").display = name in shown
 
     def _set_phase(self, phase: str) -> None:
@@ -431,6 +437,11 @@ class PitrScreen(OpsScreen):
         self._begin(target)
 
     def _begin(self, target: Any) -> None:
+        self.enter_run_view(target)
+        self.recover()
+
+    def enter_run_view(self, target: Any) -> None:
+        """The steps as WAIT, the replay line and the RTO clock running: what the operator watches."""
         self.target = target
         steps = self.query_one("#steps", StepList)
         steps.set_steps(STEPS)
@@ -441,7 +452,6 @@ class PitrScreen(OpsScreen):
         self._replay_line()
         self._summary(f"Recovering to {target.describe()}… it cannot be interrupted safely; the live server is "
                       "not touched")
-        self.recover()
 
     @work(thread=True, exclusive=True, group="pitr-run", exit_on_error=False)
     def recover(self) -> Any:
@@ -471,25 +481,20 @@ class PitrScreen(OpsScreen):
                    self.query_one("#transfer", TransferBar), self.ops.monotonic())
 
     def _replay_line(self) -> None:
-        """`Replay LSN 0/5000060 reached · target …`: where WAL replay is, against where it stops."""
+        """`Replay  LSN 0/B000190 reached / 0/C000000 archive end  ███░ 92%`: LSN reached / target."""
         line = self.query_one("#replay", Static)
         if self.target is None:
             return
         reached = lsn_text(self.reached) if self.reached else "-"
         goal = lsn_int(self.target.lsn) if self.target.lsn else self._archive_end()
-        head = f"Replay  LSN {reached} reached · "
-        if self.target.lsn:
-            tail = f"target LSN {self.target.lsn}"
-        elif goal:
-            tail = f"{self.target.describe()} (archive ends near {lsn_text(goal)})"
-        else:
-            tail = self.target.describe()
+        # A time or a transaction has no LSN before replay finds it: the end of the archive bounds it.
+        what = "target" if self.target.lsn else "archive end"
+        head = f"Replay  LSN {reached} reached" + (f" / {lsn_text(goal)} {what}" if goal else "")
         if goal and self.reached:
-            width = 12
             share = min(self.reached / goal, 1.0)
-            line.update(Text.assemble(head, (bar(share, width), "cyan"), f" {share * 100:3.0f}% ", tail))
+            line.update(Text.assemble(head, "  ", (bar(share, 10), "cyan"), f" {share * 100:3.0f}%"))
         else:
-            line.update(head + tail)
+            line.update(head)
 
     def _archive_end(self) -> int:
         st = self.status
@@ -507,10 +512,6 @@ class PitrScreen(OpsScreen):
         elapsed = (self.ended_at or self.ops.monotonic()) - (self.started_at or 0)
         lines.append(Text.assemble(("PASS ", STATUS_STYLE["PASS"]), f"Recovered {self.target.describe()}: "
                                    f"{cluster.reached or 'promoted'} (base {cluster.backup_id}) in {clock(elapsed)}"))
-        if self.heartbeat is not None:
-            lines.append(Text(f"Heartbeat in the recovered data: {self.heartbeat:%Y-%m-%d %H:%M:%S %z}"))
-        lines.append(Text(f"Scratch cluster on 127.0.0.1:{cluster.port}, data {cluster.pgdata}; databases: "
-                          f"{', '.join(self.databases) or '-'}"))
         for copy in self.copies:
             lines.append(Text.assemble(("PASS ", STATUS_STYLE["PASS"]), f"Copied into {copy.database} on "
                                        f"{live.display_host}:{live.display_port} in {copy.seconds:.1f}s: {copy.proof}"))
@@ -518,17 +519,19 @@ class PitrScreen(OpsScreen):
             lines.append(Text("Kept as the replacement server:", style="bold"))
             lines += [Text(step) for step in cluster.replacement_steps()]
         else:
-            lines.append(Text(""))
-            lines.append(Text("What is the recovered data for?", style="bold"))
-            lines.append(Text("c  copy one database out into the live server under a new name (with its proof)"))
+            lines.append(Text("c  copy a database out into the live server, new name, with its proof"))
             lines.append(Text("t  take tables back from it (table recovery)"))
             lines.append(Text("k  keep this cluster as the replacement server (complete server failure)"))
-            lines.append(Text("x  discard the cluster (stop it, delete its directory) when you are done"))
+            lines.append(Text("x  discard it (stop it, delete its directory) when you are done"))
+            lines.append(Text(f"The cluster: 127.0.0.1:{cluster.port}, data {cluster.pgdata}; databases: "
+                              f"{', '.join(self.databases) or '-'}", style="dim"))
+        if self.heartbeat is not None:
+            lines.append(Text(f"Heartbeat in the recovered data: {self.heartbeat:%Y-%m-%d %H:%M:%S %z}", style="dim"))
         self.query_one("#pitr-done-text", Static).update(Text("\n").join(lines))
         if self.kept:
-            self._summary(f"The cluster keeps running on port {cluster.port} · x discard it · Esc back (it stays)")
+            self._summary(f"Kept: running on port {cluster.port} · x discard it · Esc back (it stays)")
         else:
-            self._summary("c copy a database out · k keep as server · x discard · Esc asks what to do with it")
+            self._summary("What next? c copy a db out · k keep as server · x discard it")
 
     # -- outcomes --------------------------------------------------------------------------
     def _copy_name(self, dbname: str) -> str:

@@ -53,6 +53,8 @@ class AccidentsScreen(OpsScreen):
         Binding("escape", "close", "Back", id="accidents.close"),
     ]
 
+    HELP_KEYS: ClassVar = [("↑/↓", "move between commits (the lines under the table show the whole of one)")]
+
     def __init__(self, target_name: str | None = None, *, min_rows: int = DEFAULT_MIN_ROWS,
                  autostart: bool = True) -> None:
         super().__init__()
