@@ -155,7 +155,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     print(d.id)
     first = d.phases[0]
     print(f"Drill {d.id} started: {d.scenario.name} on {d.database}, backup {d.backup} "
-          f"({duration(d.rpo_seconds)} old). Next: opstower drill phase {d.id} start   ({first.name})")
+          f"({duration(d.backup_age_seconds)} old). Next: opstower drill phase {d.id} start   ({first.name})")
     return 0
 
 
@@ -188,8 +188,9 @@ def _status_text(d: Drill, now: float | None = None) -> str:
     lines = [f"Drill {d.id}: {d.scenario.name} on {d.database} - {head}",
              f"Started {when(d.started_at)}; drill clock {duration(d.clock(now))} of the "
              f"{minutes(d.rto_minutes)} RTO",
-             f"Backup {d.backup}, {duration(d.rpo_seconds)} old at the incident "
-             f"(RPO {minutes(d.rpo_minutes)}: {'MET' if d.rpo_met else 'MISSED'})",
+             f"Backup {d.backup}, {duration(d.backup_age_seconds)} old at the incident",
+             f"RPO {duration(d.rpo_seconds)} of {minutes(d.rpo_minutes)}: {'MET' if d.rpo_met else 'MISSED'}",
+             f"  {d.rpo_basis}",
              "",
              f" #  {'Phase':<26} {'Target':>8} {'Actual':>8} {'Cumul.':>8}  Status"]
     for p in d.phases:

@@ -8,7 +8,10 @@ Automated phases run the real engine and are timed by it:
 - selective_restore: the deletion rehearsal: the backup restored into a drill database, 30% of the
   rows of the tables chosen at drill start (the largest keyed table when none) deleted there, and
   brought back by the table recovery engine (merge), proven row for row;
-- verify: the eight verification checks with the full restoration test.
+- verify: the eight verification checks with the full restoration test;
+- pitr_latest: the WAL archive recovered to its end in a scratch cluster (then discarded); the
+  heartbeat read back there is the drill's measured RPO (drill/pitr_phase.py). Without [pitr]
+  the phase is skipped and the RPO is the logical dump's age, said to be assumed.
 
 Drill databases are dropped when the drill ends unless the operator asks to keep them.
 Every change is saved (drill_state.DrillStore) before the call returns, so a drill is
@@ -93,7 +96,8 @@ def start_drill(settings: Settings, scenario: str | Scenario, database: str | No
         participants=list(o.participants),
         options={"backup_ref": ref, "tables": o.tables, "keep_databases": o.keep_databases,
                  "into_production": o.into_production, "unattended": o.unattended,
-                 "backup_format": entry.name.format, "backup_size": entry.size},
+                 "backup_format": entry.name.format, "backup_size": entry.size,
+                 "pitr_configured": settings.pitr.enabled},
     )
     store = DrillStore(settings.state_dir)
     store.create(drill)
@@ -219,6 +223,8 @@ class DrillRunner:
                 d.notes.append({"at": self.clock(), "phase": q.idx, "text": f"cancelled: {detail}"})
             else:
                 q.status, q.finished_at, q.clock_at_end = status, self.clock(), d.clock(self.clock())
+                if status == "SKIP":  # the engine found nothing to run (pitr_latest without [pitr])
+                    q.reason = detail
             seconds = d.phase_seconds(q, self.clock()) or 0.0
             return q
 
@@ -348,10 +354,13 @@ class DrillRunner:
                     cancel: CancelToken) -> tuple[str | None, str, dict[str, Any]]:
         """(status word or None when cancelled, one-line detail, data for the report)."""
         from opstower_core.drill.engine import run_restore_phase, run_verify_phase
+        from opstower_core.drill.pitr_phase import run_pitr_phase
 
         try:
             if p.kind == "verify":
                 return run_verify_phase(self.settings, self.drill, on_event, cancel, self.store.state)
+            if p.kind == "pitr_latest":
+                return run_pitr_phase(self.settings, self.drill, on_event, cancel)
             return run_restore_phase(self.settings, self.drill, p, on_event, cancel, self.store.state)
         except Cancelled as exc:
             return None, exc.sentence, {}

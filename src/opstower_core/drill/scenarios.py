@@ -22,8 +22,10 @@ from typing import Any
 from opstower_core.config import Settings, default_config_path
 from opstower_core.errors import ConfigError
 
-KINDS = ("manual", "restore", "selective_restore", "verify")
-AUTOMATED = ("restore", "selective_restore", "verify")
+# pitr_latest: the PITR archive recovered to its end in a scratch cluster; the heartbeat read back there
+# is the measured RPO (drill/pitr_phase.py).
+KINDS = ("manual", "restore", "selective_restore", "verify", "pitr_latest")
+AUTOMATED = ("restore", "selective_restore", "verify", "pitr_latest")
 BUILTIN = "built-in"
 
 _SCENARIO_KEYS = {"name", "description", "phases"}

@@ -204,9 +204,62 @@ class Drill:
         return self.clock(now) + self.skipped_target_seconds()
 
     @property
-    def rpo_seconds(self) -> float:
-        """Achieved RPO: incident (drill start) time minus the restored backup's timestamp."""
+    def backup_age_seconds(self) -> float:
+        """The logical dump's age at the incident (drill start): the data a restore of it loses, assumed."""
         return max(0.0, self.started_at - self.backup_created)
+
+    @property
+    def rpo_measurement(self) -> dict[str, Any] | None:
+        """What the last point-in-time recovery phase measured: the heartbeat it read back and its age."""
+        for p in reversed(self.phases):
+            m = p.data.get("pitr") or {}
+            if p.status in ("PASS", "WARN") and m.get("window_seconds") is not None:
+                return m
+        return None
+
+    @property
+    def rpo_measured(self) -> bool:
+        return self.rpo_measurement is not None
+
+    @property
+    def rpo_seconds(self) -> float:
+        """Achieved RPO: the data-loss window measured by a recovery to latest when one read a heartbeat
+        back, else the restored logical dump's age at the incident (assumed, not measured)."""
+        m = self.rpo_measurement
+        return max(0.0, float(m["window_seconds"])) if m else self.backup_age_seconds
+
+    def _rpo_unmeasured_reason(self) -> str:
+        pitr = [p for p in self.phases if p.kind == "pitr_latest"]
+        ran = [p for p in pitr if p.done]
+        if any((p.data.get("pitr") or {}).get("configured") is False for p in ran) \
+                or self.options.get("pitr_configured") is False:
+            return "point-in-time recovery not configured"
+        if any(p.status == "FAIL" for p in ran):
+            return "the recovery to latest failed"
+        if any((p.data.get("pitr") or {}).get("heartbeat") is None and p.status in ("PASS", "WARN") for p in ran):
+            return "no heartbeat in the recovered database (schedule the minute heartbeat for it)"
+        if pitr and not ran:
+            return "the recovery to latest has not run yet"
+        if pitr:
+            return "the recovery to latest was skipped"
+        if self.options.get("pitr_configured"):
+            return "this scenario has no recovery to latest (a pitr_latest phase)"
+        return "no recovery to latest ran"
+
+    @property
+    def rpo_basis(self) -> str:
+        """One sentence: what the RPO figure is based on (a measurement, or the dump age assumed)."""
+        from opstower_core.fmt import duration
+
+        m = self.rpo_measurement
+        if m:
+            live = m.get("live_age_seconds")
+            return (f"RPO measured: the newest heartbeat recovered from the WAL archive ({m['heartbeat']}) was "
+                    f"{duration(m['window_seconds'])} old when read back"
+                    + (f"; the live server's heartbeat was {duration(live)} old at that moment" if live is not None
+                       else f"; the live server's heartbeat could not be read ({m.get('live_note') or 'none'})"))
+        return (f"RPO not measured: {self._rpo_unmeasured_reason()}; assumed from the age of the logical dump "
+                f"{self.backup} at the incident ({duration(self.backup_age_seconds)})")
 
     def rto_met(self, now: float | None = None) -> bool:
         """Recovered within the target. A failed automated phase means nothing was recovered:
@@ -235,7 +288,8 @@ class Drill:
             "rto_seconds": round(self.rto_seconds(now), 3), "measured_seconds": round(self.clock(now), 3),
             "rto_target_seconds": self.rto_seconds_target, "rto_met": self.rto_met(now),
             "rpo_seconds": round(self.rpo_seconds, 3), "rpo_target_seconds": self.rpo_seconds_target,
-            "rpo_met": self.rpo_met, "failed_phases": [p.name for p in self.failed_phases],
+            "rpo_met": self.rpo_met, "rpo_measured": self.rpo_measured, "rpo_basis": self.rpo_basis,
+            "backup_age_seconds": round(self.backup_age_seconds, 3), "failed_phases": [p.name for p in self.failed_phases],
             "skipped_phases": [p.name for p in self.phases if p.status == "SKIP"],
             "over_budget_phases": [p.name for p in self.phases if self.over_budget(p, now)],
         }
