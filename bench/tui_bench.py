@@ -6,8 +6,11 @@
    (OPSTOWER_EXIT_AFTER_PAINT); we subtract the time just before spawning. Target ≤ 1 s.
 2. Filter keystrokes on the backups screen holding 10,000 backups, in-process with
    `run_test`: the time around `pilot.press(key)` + `pilot.pause()`. Target ≤ 50 ms.
+   The console's command log holds 10,000 entries meanwhile (as after a long incident), and
+   opening it (`L`) and scrolling it are measured the same way: key event → painted frame.
+   (The command log lives in the console's memory, so a fresh start, the first paint, is empty.)
 
-    .venv/bin/python bench/tui_bench.py [--runs 7] [--rows 10000]
+    .venv/bin/python bench/tui_bench.py [--runs 7] [--rows 10000] [--log-entries 10000]
 
 Prints markdown table rows.
 """
@@ -114,7 +117,23 @@ def _make_backups(directory: Path, count: int) -> None:
         (directory / f"{db}_{stamp}.{ext}").write_bytes(b"x" * (1000 + i % 977))
 
 
-async def _keystrokes(settings, rows: int) -> dict[str, list[float] | float]:
+def _command_log(count: int) -> list:
+    """`count` entries like a long incident's: client tools with their arguments, DDL, some failures."""
+    from opstower_core.events import CommandRan
+
+    start = time.time() - count * 3
+    kinds = [("load", "pg_restore --dbname=opstower_restore_20261130_031500 --jobs=4 --no-owner "
+                      "/var/backups/opstower/opstower_20261130_030000.dump"),
+             ("create", 'CREATE DATABASE "opstower_restore_20261130_031500" TEMPLATE template0'),
+             ("swap", 'ALTER DATABASE "opstower" RENAME TO "opstower_pre_restore_20261130_031500"'),
+             ("dump", "pg_dump --format=custom --compress=0 --dbname=billing --file=-"),
+             ("analyze", "vacuumdb --analyze-only --jobs=2 --dbname=opstower")]
+    return [CommandRan(step, command, start + i * 3, 0.2 + (i % 40) * 0.7,
+                       "ok" if i % 97 else "failed: exit 1: pg_restore: error: could not connect")
+            for i, (step, command) in ((i, kinds[i % len(kinds)]) for i in range(count))]
+
+
+async def _keystrokes(settings, rows: int, log_entries: int = 0) -> dict[str, list[float] | float]:
     """Latencies of filter and cursor keys: through the pilot, and from key event to painted frame."""
     from textual import events
 
@@ -122,8 +141,10 @@ async def _keystrokes(settings, rows: int) -> dict[str, list[float] | float]:
     from opstower_tui.widgets.backup_table import BackupTable
 
     app = OpsTowerApp(settings, warm_up=False)
+    app.command_log.extend(_command_log(log_entries))
     out: dict[str, list[float] | float] = {k: [] for k in ("pilot_filter", "pilot_move", "pilot_noop",
-                                                          "paint_filter", "paint_move")}
+                                                          "paint_filter", "paint_move", "log_open",
+                                                          "log_move", "log_page")}
     paints: list[tuple[float, str, int]] = []
     async with app.run_test(size=(80, 24)) as pilot:
         t0 = time.perf_counter()
@@ -186,10 +207,61 @@ async def _keystrokes(settings, rows: int) -> dict[str, list[float] | float]:
         for key in ["down"] * 10:
             want = table.cursor + 1
             out["paint_move"].append(await painted(key, lambda _t, cursor, want=want: cursor == want))
+        if log_entries:
+            await _command_log_keys(app, pilot, log_entries, out)
     return out
 
 
-def bench_keystrokes(rows: int) -> list[str]:
+async def _command_log_keys(app, pilot, entries: int, out: dict) -> None:  # noqa: ANN001
+    """`L` from the backups screen until a frame shows the log's newest entries; then cursor and page keys."""
+    from textual import events
+
+    from opstower_tui.screens.command_log import CommandLogScreen
+    from opstower_tui.widgets.command_table import CommandTable
+
+    frames: list[tuple[float, object]] = []
+    display = app._display
+
+    def spy(screen, renderable):  # noqa: ANN001 - Textual's signature
+        frames.append((time.perf_counter(), screen))
+        return display(screen, renderable)
+
+    app._display = spy
+
+    async def until(key: str, done) -> float:  # noqa: ANN001
+        await pilot.pause(0.05)
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(app)
+        n = len(frames)
+        t = time.perf_counter()
+        app._driver.send_message(event)
+        while True:
+            for stamp, screen in frames[n:]:
+                if done(screen):
+                    return stamp - t
+            if time.perf_counter() - t > 10:
+                raise RuntimeError(f"no frame showed {key!r}")
+            await asyncio.sleep(0.0005)
+
+    def log_shown(screen) -> bool:  # noqa: ANN001
+        if not isinstance(screen, CommandLogScreen) or not screen.is_mounted:
+            return False
+        table = screen.query_one("#commands", CommandTable)
+        return table.row_count == entries and table.cursor_row == entries - 1
+
+    for _ in range(5):
+        out["log_open"].append(await until("L", log_shown))
+        table = app.screen.query_one("#commands", CommandTable)
+        for key in ["up"] * 4:
+            want = table.cursor_row - 1
+            out["log_move"].append(await until(key, lambda _s, want=want, t=table: t.cursor_row == want))
+        for key in ["pageup"] * 2:
+            before = table.cursor_row
+            out["log_page"].append(await until(key, lambda _s, before=before, t=table: t.cursor_row < before))
+        await until("escape", lambda screen: not isinstance(screen, CommandLogScreen))
+
+
+def bench_keystrokes(rows: int, log_entries: int) -> list[str]:
     from opstower_core.config import Settings, Target
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,7 +269,7 @@ def bench_keystrokes(rows: int) -> list[str]:
         _make_backups(backups, rows)
         settings = Settings(backup_dir=backups, state_dir=Path(tmp) / "state",
                             targets={"opstower": Target(name="opstower", dbname="opstower")})
-        r = asyncio.run(_keystrokes(settings, rows))
+        r = asyncio.run(_keystrokes(settings, rows, log_entries))
 
     def line(what: str, times, target: str) -> str:  # noqa: ANN001
         times = sorted(times)
@@ -213,7 +285,13 @@ def bench_keystrokes(rows: int) -> list[str]:
         line("unbound key: `pilot.press` + `pilot.pause()` (the pilot's fixed cost)", r["pilot_noop"], "-"),
         f"| list {rows:,} local backups into the table (worker, then rows drawn) | {r['loaded'] * 1000:.0f} ms "
         f"| | | 1 run |",
-    ]
+    ] + ([
+        line(f"`L`: key event → the command log painted, {log_entries:,} entries", r["log_open"], "≤ 50 ms"),
+        line(f"command log cursor key: key event → painted frame, {log_entries:,} entries", r["log_move"],
+             "≤ 50 ms"),
+        line(f"command log page key: key event → painted frame, {log_entries:,} entries", r["log_page"],
+             "≤ 50 ms"),
+    ] if log_entries else [])
 
 
 def _fill_bucket(s3, prefix: str, count: int) -> None:
@@ -319,6 +397,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--log-entries", type=int, default=10_000, help="entries in the console's command log")
     parser.add_argument("--only", choices=("paint", "keys", "s3"))
     args = parser.parse_args()
     import warnings
@@ -330,7 +409,7 @@ def main() -> int:
         for row in bench_first_paint(args.runs):
             print(row, flush=True)
     if args.only in (None, "keys"):
-        for row in bench_keystrokes(args.rows):
+        for row in bench_keystrokes(args.rows, args.log_entries):
             print(row, flush=True)
     if args.only in (None, "s3"):
         for row in bench_s3_paging(args.rows):

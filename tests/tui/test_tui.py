@@ -613,7 +613,8 @@ def test_table_recovery_from_the_console_merges_lost_rows_back_after_a_preview(e
         assert any(c.startswith("CREATE DATABASE") for c in commands)  # the scratch copy
         assert any(c.startswith("INSERT INTO") for c in commands)  # the rows put back
         assert any(c.startswith("DROP DATABASE") for c in commands)  # the scratch copy dropped
-        await pilot.press("w")
+        await pilot.press("w")  # written by a worker: the event loop does no file I/O
+        await wait_for(pilot, lambda: list((settings.state_dir / "reports").glob("commands-*.md")))
         written = list((settings.state_dir / "reports").glob("commands-*.md"))
         assert len(written) == 1 and "INSERT INTO" in written[0].read_text()
 

@@ -8,14 +8,15 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import Footer, Header, Static
 
-from opstower_core.fmt import duration
-from opstower_tui.formatting import STATUS_STYLE
 from opstower_tui.screens.base import OpsScreen
+from opstower_tui.widgets.command_table import CommandTable
+
+FOLLOW_SECONDS = 1.0  # commands a screen underneath runs meanwhile appear within a second
 
 
 class CommandLogScreen(OpsScreen):
@@ -25,41 +26,64 @@ class CommandLogScreen(OpsScreen):
         Binding("escape,L", "close", "Back", id="commands.back"),
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: tuple[int, Any] = (0, None)  # (length, newest entry) of the log as last shown
+
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="commands-count")
-        table: DataTable = DataTable(id="commands", cursor_type="row", zebra_stripes=False)
-        table.add_columns("WHEN", "TOOK", "OUTCOME", "STEP", "COMMAND")
-        yield table
+        yield CommandTable(id="commands")
+        yield Static("", id="command-detail")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self._show_log(follow=True)
+        self.query_one("#commands", CommandTable).focus()
+        self.set_interval(FOLLOW_SECONDS, self._follow)
+
+    def _show_log(self, follow: bool) -> None:
         log = self.ops.command_log
-        table = self.query_one("#commands", DataTable)
-        for c in log:
-            word = "ok" if c.outcome == "ok" else c.outcome.split(":")[0]
-            table.add_row(time.strftime("%H:%M:%S", time.localtime(c.started)), duration(c.seconds),
-                          Text(word, STATUS_STYLE["PASS"] if word == "ok" else STATUS_STYLE["FAIL"]), c.step,
-                          c.command)
-        if log:
-            table.move_cursor(row=len(log) - 1)
+        table = self.query_one("#commands", CommandTable)
+        # A copy: the log is a deque that the app appends to (and trims at its size) meanwhile.
+        entries = list(log)
+        table.set_entries(entries, cursor=None if follow else table.cursor_row)
+        self._shown = (len(entries), entries[-1] if entries else None)
         self.query_one("#commands-count", Static).update(
-            f"{len(log)} command(s) this console ran, oldest first" if log else
+            f"{len(entries):,} command(s) this console ran, oldest first" if entries else
             "Nothing run yet: restores, recoveries, backups and drills add their commands here")
 
+    def _follow(self) -> None:
+        log = self.ops.command_log
+        if (len(log), log[-1] if log else None) == self._shown:
+            return
+        table = self.query_one("#commands", CommandTable)
+        self._show_log(follow=table.cursor_row >= table.row_count - 1)
+
+    @on(CommandTable.Highlighted)
+    def _detail(self, message: CommandTable.Highlighted) -> None:
+        """The cursor's command whole (the table cuts it at the screen's width), and why it failed."""
+        entry = message.entry
+        text = "" if entry is None else entry.command + ("" if entry.outcome == "ok" else f"  [{entry.outcome}]")
+        self.query_one("#command-detail", Static).update(text)
+
     def action_write(self) -> None:
+        self.write_markdown(list(self.ops.command_log))
+
+    @work(thread=True, exclusive=True, group="command-log-write", exit_on_error=False)
+    def write_markdown(self, log: list[Any]) -> Path:
         from opstower_core.markdown import command_log
 
-        log = self.ops.command_log
         path = Path(self.ops.settings.state_dir) / "reports" / f"commands-{time.strftime('%Y%m%d_%H%M%S')}.md"
         rows = [{"started": c.started, "seconds": c.seconds, "outcome": c.outcome, "step": c.step,
                  "command": c.command} for c in log]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("# Commands run from the console\n\n" + "\n".join(command_log(rows)) + "\n")
-        self.notify(f"Written to {path}", title="Command log")
+        return path
 
     def action_close(self) -> None:
         self.dismiss(None)
 
-    def work_done(self, name: str, result: Any) -> None:  # no workers here
-        pass
+    def work_done(self, name: str, result: Any) -> None:
+        if name == "write_markdown":
+            self.notify(f"Written to {result}", title="Command log")
