@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from opstower_core.drill.remedies import say
 from opstower_core.errors import OpsError
 
 # Every row whose rank by primary key ends in 1, 4 or 7: 30%, the same rows on every run.
@@ -63,7 +64,7 @@ def _resolve(conn: psycopg.Connection, names: list[str] | None) -> list[str]:
                 (n,)).fetchone()
             if row is None:
                 raise OpsError(f"Table {n} is not in the restored backup", "nothing was deleted",
-                               "choose tables the backup holds (opstower drill start --table)")
+                               say("choose_tables"))
             out.append(row[0])
         return sorted(set(out))
     row = conn.execute(
@@ -77,7 +78,7 @@ def _resolve(conn: psycopg.Connection, names: list[str] | None) -> list[str]:
         "LIMIT 1").fetchone()
     if row is None:
         raise OpsError("The backup holds no table with a primary key to delete rows from", "nothing was deleted",
-                       "choose the tables with --table")
+                       say("choose_other_tables"))
     return [row[0]]
 
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from opstower_core import markdown as md
+from opstower_core.drill.remedies import say
 from opstower_core.drill.state import RUNNING, Drill, PhaseRun
 from opstower_core.fmt import MARK, duration, minutes, when
 
@@ -240,7 +241,7 @@ def _notes(d: Drill) -> list[str]:
         if p.data.get("old_database"):
             old = p.data["old_database"]
             rows.append(["", p.name, f"the production database was replaced; its previous copy is kept as {old} "
-                         f"(discard it with `opstower restore --discard-old {old}`)"])
+                         f"({say('discard_old', db=old)})"])
     cleanup = d.extra.get("cleanup") or {}
     if cleanup.get("dropped"):
         rows.append(["end", "(drill)", "drill databases dropped: " + ", ".join(cleanup["dropped"])])

@@ -30,6 +30,7 @@ from typing import Any
 
 from opstower_core.config import Settings
 from opstower_core.drill.engine import drill_database_name
+from opstower_core.drill.remedies import say
 from opstower_core.drill.scenarios import Scenario, find_scenario, load_scenarios
 from opstower_core.drill.state import PENDING, RUNNING, Drill, DrillStore, Participant, PhaseRun
 from opstower_core.errors import Cancelled, OpsError, UsageError
@@ -67,7 +68,7 @@ def _pick_backup(settings: Settings, database: str, ref: str | None) -> tuple[Ca
             return entry, entry.filename
     hint = f" ({catalog.s3_error})" if catalog.s3_error else ""
     raise OpsError(f"No backup of {database} to restore in the drill{hint}", "no drill was started",
-                   f"take one with `opstower backup -d {database}` or pass --backup NAME")
+                   say("backup_or_choose", db=database))
 
 
 def start_drill(settings: Settings, scenario: str | Scenario, database: str | None = None,
@@ -79,11 +80,11 @@ def start_drill(settings: Settings, scenario: str | Scenario, database: str | No
     entry, ref = _pick_backup(settings, target.dbname, o.backup)
     if entry.name.pre_restore:
         raise UsageError(f"{entry.filename} is a pre-restore safety copy", "no drill was started",
-                         "drill with a regular backup (opstower list)")
+                         say("regular_backup"))
     if any(p.kind == "selective_restore" for p in sc.phases) and entry.name.format != "custom":
         raise UsageError(f"Scenario {sc.name} restores single tables, which needs a custom-format backup; "
                          f"{entry.filename} is plain SQL", "no drill was started",
-                         "pass --backup with a .dump.zst backup")
+                         say("custom_format_backup"))
     for label, value in (("RTO", o.rto_minutes), ("RPO", o.rpo_minutes)):
         if value is not None and not value > 0:
             raise UsageError(f"The {label} budget must be above 0 minutes", "no drill was started", "")
@@ -171,9 +172,9 @@ class DrillRunner:
     def _require_open(self, d: Drill) -> PhaseRun:
         if not d.open:
             raise OpsError(f"Drill {d.id} has ended ({d.status})", "nothing was changed",
-                           f"export its report with `opstower drill export {d.id} -o drill-{d.id}.md`")
+                           say("export_report", id=d.id))
         if d.paused:
-            raise OpsError(f"Drill {d.id} is paused", "nothing was changed", f"resume it: opstower drill resume {d.id}")
+            raise OpsError(f"Drill {d.id} is paused", "nothing was changed", say("resume", id=d.id))
         p = d.current
         if p is None:  # pragma: no cover - an open drill always has a phase left
             raise OpsError(f"Drill {d.id} has no phase left", "nothing was changed", "")
@@ -240,10 +241,10 @@ class DrillRunner:
             p = self._require_open(d)
             if p.automated:
                 raise OpsError(f"Phase {p.name} is automated and completes by itself", "nothing was changed",
-                               f"start it (opstower drill phase {d.id} start) or skip it with a reason")
+                               say("start_or_skip", id=d.id))
             if p.status != RUNNING:
                 raise OpsError(f"Phase {p.name} has not been started", "nothing was changed",
-                               f"start it first (opstower drill phase {d.id} start) or skip it with a reason")
+                               say("start_first", id=d.id))
             now = self.clock()
             p.status, p.finished_at, p.clock_at_end = "PASS", now, d.clock(now)
             if note:
@@ -257,7 +258,7 @@ class DrillRunner:
     def skip_phase(self, reason: str, note: str | None = None) -> PhaseRun:
         """Skip the current phase; its target time still counts in the projected RTO."""
         if not reason or not reason.strip():
-            raise UsageError("A skipped phase needs a reason", "nothing was changed", "pass --reason TEXT")
+            raise UsageError("A skipped phase needs a reason", "nothing was changed", say("skip_reason"))
 
         def skip(d: Drill) -> PhaseRun:
             p = self._require_open(d)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from opstower_core.config import Settings, default_config_path
+from opstower_core.drill.remedies import say
 from opstower_core.errors import ConfigError
 
 # pitr_latest: the PITR archive recovered to its end in a scratch cluster; the heartbeat read back there
@@ -80,7 +81,7 @@ class ScenarioError(ConfigError):
         self.problem = problem
         where = f"{path} line {line}" if line else path
         super().__init__(f"Scenario file {where}: {problem}", "no drill was started",
-                         "fix the file (see `opstower drill scenarios --help` for the format)")
+                         say("scenario_format"))
 
 
 # -- locating keys in the text -------------------------------------------------------------
@@ -280,5 +281,5 @@ def find_scenario(scenarios: dict[str, Scenario], ref: str) -> Scenario:
         return matches[0]
     known = ", ".join(sorted(scenarios))
     what = "matches several scenarios" if matches else "is not a scenario"
-    raise ConfigError(f"{ref!r} {what}", f"known scenarios: {known}", "run `opstower drill scenarios`")
+    raise ConfigError(f"{ref!r} {what}", f"known scenarios: {known}", say("scenario_list"))
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opstower_core.drill.remedies import say
 from opstower_core.drill.scenarios import Scenario
 from opstower_core.errors import OpsError
 from opstower_core.runs.history import StateStore
@@ -341,7 +342,7 @@ class DrillStore:
             )
             if cur.rowcount != 1:
                 raise OpsError(f"Drill {drill.id} was changed by another console or command meanwhile",
-                               "this change was not saved", f"look at `opstower drill status {drill.id}` and repeat it")
+                               "this change was not saved", say("look_again", id=drill.id))
             for p in drill.phases:
                 db.execute(
                     "INSERT INTO drill_phases(drill_id, idx, name, kind, target_minutes, activities, status, started_at,"
@@ -362,12 +363,12 @@ class DrillStore:
             key = int(str(drill_id).lstrip("#"))
         except ValueError:
             raise OpsError(f"{drill_id!r} is not a drill id", "nothing was changed",
-                           "drill ids are numbers: see `opstower drill list`") from None
+                           "drill ids are numbers: " + say("drill_list")) from None
         with self._connect() as db:
             row = db.execute("SELECT * FROM drills WHERE id = ?", (key,)).fetchone()
             phases = db.execute("SELECT * FROM drill_phases WHERE drill_id = ? ORDER BY idx", (key,)).fetchall()
         if row is None:
-            raise OpsError(f"No drill {key} in {self.path}", "nothing was changed", "see `opstower drill list`")
+            raise OpsError(f"No drill {key} in {self.path}", "nothing was changed", say("drill_list"))
         return _from_rows(row, phases)
 
     def version(self, drill_id: int) -> int | None:

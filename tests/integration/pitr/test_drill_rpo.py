@@ -113,3 +113,33 @@ def test_recovery_to_latest_measures_the_data_loss_window_from_the_recovered_hea
     assert main(["--config", str(env.config), "drill", "status", str(drill.id)]) == 0
     out = capsys.readouterr().out
     assert "MET\n  RPO measured: the newest heartbeat" in out, out
+
+
+def test_drill_sentences_name_no_cli_flag_in_the_console(drill_env):
+    """Issue 16: the drill's next steps are said for the face in use (a flag in the CLI, a key in the console)."""
+    from opstower_core import advice
+    from opstower_core.drill import DrillStore, parse_scenarios
+    from opstower_core.errors import OpsError
+
+    env, _dump = drill_env
+    runner = start_drill(env.settings, MANUAL_ONLY)
+
+    def sentences() -> list[str]:
+        out = []
+        for attempt in (lambda: runner.skip_phase(" "), lambda: parse_scenarios("[scenarios.x]\nname = 1\n", "f.toml"),
+                        lambda: DrillStore(env.settings.state_dir).load(99999)):
+            with pytest.raises(OpsError) as caught:
+                attempt()
+            out.append(caught.value.sentence)
+        return out
+
+    cli = sentences()
+    assert "pass --reason TEXT" in cli[0] and "--help" in cli[1] and "opstower drill list" in cli[2]
+    advice.set_face("console")
+    try:
+        console = sentences()
+    finally:
+        advice.set_face("cli")
+    assert not [s for s in console if "--" in s or "opstower " in s], console
+    assert "k (Skip)" in console[0] and "drill screen (D)" in console[2]
+    runner.abort("test done")
