@@ -10,6 +10,7 @@ from opstower_core.cli.common import add_json, add_target, settings_from
 from opstower_core.config import Settings
 from opstower_core.errors import OpsError
 from opstower_core.repo.retention import RetentionReport, apply_retention
+from opstower_core.storage.replica import replica_settings, replica_store
 from opstower_core.storage.s3 import store_for
 
 
@@ -22,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and pre-restore copies whose restore kept the old database are kept too. Pre-restore copies expire after "
         "pre_restore_retention_days. Leftovers of killed runs (temp files, multipart uploads older than a day) are "
         "removed. `backup` does this after every run; prune does it alone. With [pitr]: base backups in S3 by a "
-        "recovery window of pitr.window_days, the newest pitr.keep_last always kept (barman-cloud-backup-delete).",
+        "recovery window of pitr.window_days, the newest pitr.keep_last always kept (barman-cloud-backup-delete). "
+        "With [s3.replica]: the same rules on the replica's backups, base backups and WAL.",
     )
     add_target(p)
     p.add_argument("--dry-run", action="store_true", help="show each decision with its reason, delete nothing")
@@ -35,20 +37,32 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     target = settings.target(args.database)
     s3 = store_for(settings.s3) if settings.s3.enabled and not args.local_only else None
+    replica = replica_store(settings) if s3 is not None and replica_settings(settings) is not None else None
     kept, kept_note = _kept_databases(settings, args.database)
-    report = apply_retention(settings, target.dbname, dry_run=args.dry_run, s3=s3, kept_databases=kept)
-    pitr = None
+    report = apply_retention(settings, target.dbname, dry_run=args.dry_run, s3=s3, kept_databases=kept,
+                             replica=replica)
+    pitr = pitr_replica = None
+    pitr_replica_error: str | None = None
     if settings.pitr.enabled and s3 is not None:
         from opstower_core.pitr import prune_base_backups
 
         pitr = prune_base_backups(settings, dry_run=args.dry_run)
+        if replica is not None:
+            # The same recovery window on the replica's base backups and WAL; its failure is said after
+            # the rest (the primary's pruning stands).
+            try:
+                pitr_replica = prune_base_backups(settings, dry_run=args.dry_run, copy="replica")
+            except OpsError as exc:
+                pitr_replica_error = exc.sentence
     if args.json:
         print(json.dumps({"kind": "summary", "dry_run": args.dry_run, "deleted": report.deleted,
                           "kept_for_safety": report.kept_for_safety, "kept_unproven": report.kept_unproven,
                           "kept_held": report.kept_held, "s3_error": report.s3_error,
                           "decisions": [d.as_dict() for d in report.decisions],
                           "leftovers": [item.as_dict() for item in report.leftovers],
-                          "kept_databases_note": kept_note, "pitr": pitr.as_dict() if pitr else None}))
+                          "kept_databases_note": kept_note, "pitr": pitr.as_dict() if pitr else None,
+                          "pitr_replica": pitr_replica.as_dict() if pitr_replica else None,
+                          "pitr_replica_error": pitr_replica_error}))
     else:
         if args.dry_run:
             _print_decisions(report)
@@ -57,13 +71,17 @@ def run(args: argparse.Namespace) -> int:
         for name in report.deleted:
             print(f"{'would delete' if args.dry_run else 'deleted'}: {name}")
         print(report.summary)
-        for line in pitr.lines() if pitr else []:
+        for line in [*(pitr.lines() if pitr else []), *(pitr_replica.lines() if pitr_replica else [])]:
             print(line)
         if kept_note:
             print(f"note: {kept_note}", file=sys.stderr)
     if report.s3_error:
+        untouched = "S3 was not touched" if report.s3_error.startswith("S3 ") else "the replica was not pruned"
         raise OpsError(report.s3_error, f"local retention was applied ({len(report.deleted)} listed above); "
-                       "S3 was not touched", "fix S3 access (opstower doctor), then run prune again")
+                       f"{untouched}", "fix S3 access (opstower doctor), then run prune again")
+    if pitr_replica_error:
+        print(f"ERROR: {pitr_replica_error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,6 +4,13 @@ Exit codes follow PostgreSQL's contract: 0 only when the segment is safely archi
 (or restored); non-zero makes the archiver retry, and makes recovery treat the segment
 as absent (barman-cloud-wal-restore exits 1 for "not found", which ends archive recovery
 normally at the end of the archive, never a crash: codes above 125 would be fatal).
+
+With a replica ([s3.replica]), a segment archived on the primary is then put on the
+replica under the same relative key, within REPLICA_WAL_TIMEOUT seconds. Its outcome never
+changes the exit code: PostgreSQL's contract is about the primary archive, and a replica
+down must not stop archiving (WAL piling up in pg_wal). A segment whose copy failed is
+named in the server log and copied by the next `base-backup` or `replicate`;
+`storage.replica.pitr_replica_lag` measures what is missing meanwhile.
 """
 
 from __future__ import annotations
@@ -14,9 +21,13 @@ import hashlib
 import lzma
 import os
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import TextIO
 
 from opstower_core.config import Settings
+from opstower_core.errors import OpsError
 from opstower_core.pitr.barman import (
     call_in_process,
     cloud_options,
@@ -24,14 +35,28 @@ from opstower_core.pitr.barman import (
     key_root,
     upload_options,
 )
-from opstower_core.storage.s3 import store_for
+from opstower_core.storage.replica import put_pitr_object, replica_settings
+from opstower_core.storage.s3 import s3_error_text, store_for
 
 _DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
 
 
+# How long wal-push gives the replica's copy of a segment (PostgreSQL waits for archive_command).
+REPLICA_WAL_TIMEOUT = 10.0
+
+
+def wal_rel(name: str) -> str:
+    """A WAL file's key under the server's root, as barman-cloud writes it uncompressed:
+    wals/<timeline+log>/<name>, history files directly under wals/."""
+    from barman.xlog import hash_dir
+
+    folder = hash_dir(name)
+    return f"wals/{folder}/{name}" if folder else f"wals/{name}"
+
+
 def wal_key(settings: Settings, name: str) -> str:
-    """barman-cloud's key of an uncompressed WAL file: …/wals/<timeline+log>/<name>."""
-    return f"{key_root(settings)}wals/{name[:16]}/{name}"
+    """barman-cloud's key of an uncompressed WAL file in the primary bucket."""
+    return key_root(settings) + wal_rel(name)
 
 
 def archived_copy(settings: Settings, name: str) -> tuple[str, bytes] | None:
@@ -48,9 +73,47 @@ def archived_copy(settings: Settings, name: str) -> tuple[str, bytes] | None:
     return None
 
 
-def wal_push(settings: Settings, path: str | Path, *, err=sys.stderr) -> int:
-    """Archive one WAL file (PostgreSQL's %p). Refuses to replace an archived copy with different bytes."""
-    path = Path(path)
+def wal_push(settings: Settings, path: str | Path, *, err: TextIO = sys.stderr) -> int:
+    """Archive one WAL file (PostgreSQL's %p). Refuses to replace an archived copy with different bytes.
+
+    Then, with a replica, copies it there (bounded; never changes the exit code)."""
+    rc = _archive(settings, Path(path), err)
+    if rc == 0 and replica_settings(settings) is not None:
+        copy_to_replica(settings, Path(path), err)
+    return rc
+
+
+def copy_to_replica(settings: Settings, path: Path, err: TextIO = sys.stderr,
+                    timeout: float | None = None) -> str | None:
+    """Put an archived WAL file on the replica within `timeout` seconds (REPLICA_WAL_TIMEOUT);
+    its URL, or None with a WARNING line in the server log. Runs on a daemon thread: a hung
+    replica is left behind when the archive command exits, never waited for."""
+    name = path.name
+    limit = REPLICA_WAL_TIMEOUT if timeout is None else timeout
+    outcome: dict[str, str] = {}
+
+    def run() -> None:
+        try:
+            outcome["where"] = put_pitr_object(settings, wal_rel(name), path.read_bytes())
+        except OpsError as exc:
+            outcome["error"] = exc.what
+        except Exception as exc:  # noqa: BLE001 - credentials, a file gone: said in the log, never raised
+            outcome["error"] = s3_error_text(exc)
+
+    t0 = time.monotonic()
+    worker = threading.Thread(target=run, name="wal-replica", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if "where" in outcome:
+        return outcome["where"]
+    why = outcome.get("error") or f"no answer within {limit:g} s"
+    print(f"opstower wal-push: WARNING: {name} is archived on the primary but not copied to the replica ({why}, "
+          f"{time.monotonic() - t0:.1f} s); the next `opstower base-backup` or `opstower replicate` copies it",
+          file=err)
+    return None
+
+
+def _archive(settings: Settings, path: Path, err: TextIO) -> int:
     name = path.name
     try:
         existing = archived_copy(settings, name)

@@ -783,6 +783,83 @@ def _copy_pitr_object(settings: Settings, primary: S3Store, store: S3Store, src_
     return None, True
 
 
+def put_pitr_object(settings: Settings, rel: str, data: bytes) -> str:
+    """Put one PITR object (a WAL segment as barman-cloud archived it) under the replica's PITR root,
+    checked by the store against its MD5 (Content-MD5) and by the ETag it answers. Returns its URL;
+    raises OpsError. Not locked (lock_days): prune's barman-cloud-backup-delete must remove old WAL."""
+    rep = replica_settings(settings)
+    if rep is None:
+        raise OpsError("No replica is configured", "nothing was copied", "add an [s3.replica] table")
+    store = store_for(rep)
+    key = pitr_root(rep, settings) + rel
+    digest = hashlib.md5(data, usedforsecurity=False)
+    try:
+        resp = store.client.put_object(Bucket=store.bucket, Key=key, Body=data, ContentType="application/octet-stream",
+                                       ContentMD5=base64.b64encode(digest.digest()).decode(), **store.extra_args())
+    except Exception as exc:  # noqa: BLE001
+        raise OpsError(f"Copy of {rel} to the replica failed ({s3_error_text(exc)})",
+                       "it is archived on the primary only", "the next base-backup or `opstower replicate` copies it") from None
+    etag = _md5_etag(str(resp.get("ETag", "")).strip('"'), rep)
+    if etag is not None and etag != digest.hexdigest():
+        raise OpsError(f"The replica's copy of {rel} has MD5 {etag}, {digest.hexdigest()} was sent",
+                       "it is archived on the primary only", "run `opstower replicate` to copy it again")
+    return f"s3://{store.bucket}/{key}"
+
+
+@dataclass
+class PitrLag:
+    """How far the replica's PITR objects are behind the primary's (`pitr_replica_lag`)."""
+
+    missing: int = 0  # objects on the primary the replica lacks (or holds with another size)
+    missing_bytes: int = 0
+    oldest_missing_age: float = 0.0  # seconds since the oldest missing object was written on the primary
+    newest_missing: str | None = None  # its key relative to the root
+
+    @property
+    def sentence(self) -> str:
+        if not self.missing:
+            return "the replica holds every base backup and WAL object of the primary"
+        return (f"{self.missing} PITR object(s) ({self.missing_bytes:,} bytes) not on the replica, the oldest "
+                f"written {self.oldest_missing_age / 60:.0f} min ago (newest: {self.newest_missing}); "
+                "run `opstower replicate`")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"missing": self.missing, "missing_bytes": self.missing_bytes,
+                "oldest_missing_age_seconds": round(self.oldest_missing_age), "newest_missing": self.newest_missing}
+
+
+def pitr_replica_lag(settings: Settings, now: float | None = None) -> PitrLag | None:
+    """Compare the PITR roots of both stores (one listing each): what a WAL segment whose replica copy
+    failed (wal-push never fails for it) leaves until the next base-backup or `replicate`.
+    None without a replica or [pitr]. Raises OpsError when either store cannot be listed."""
+    rep = replica_settings(settings)
+    if rep is None or not settings.pitr.enabled or not settings.s3.enabled:
+        return None
+    primary, store = store_for(settings.s3), store_for(rep)
+    src_root, dst_root = pitr_root(settings.s3, settings), pitr_root(rep, settings)
+    try:
+        have = _listing(store, dst_root)
+        lag = PitrLag()
+        now = time.time() if now is None else now
+        newest = 0.0
+        for page in primary.client.get_paginator("list_objects_v2").paginate(Bucket=primary.bucket, Prefix=src_root):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(src_root):]
+                src = (int(obj["Size"]), str(obj.get("ETag", "")).strip('"'))
+                if _same(src, have.get(rel), settings.s3, rep):
+                    continue
+                written = obj["LastModified"].timestamp()
+                lag.missing += 1
+                lag.missing_bytes += src[0]
+                lag.oldest_missing_age = max(lag.oldest_missing_age, now - written)
+                if written >= newest:
+                    newest, lag.newest_missing = written, rel
+    except Exception as exc:  # noqa: BLE001
+        raise OpsError(f"The PITR objects could not be listed ({s3_error_text(exc)})", "nothing was changed",
+                       "check both buckets' endpoints and credentials (opstower doctor)") from None
+    return lag
+
+
 class _Md5Reader(_Hashing):
     """A `_Hashing` stream with MD5: what S3 reports as the ETag of a single-part object."""
 
@@ -878,6 +955,6 @@ def is_reachable(settings: Settings) -> tuple[bool, str]:
     return True, f"replica bucket {settings.s3.replica.bucket} reachable"  # type: ignore[union-attr]
 
 
-__all__ = ["CatchUpReport", "PitrCopyReport", "ReplicaCopy", "ReplicaFeed", "as_primary", "catch_up", "catch_up_pitr", "check_copy", "copy_backup", "is_reachable",
-           "doctor_replica", "every_copy", "lock_support", "replica_settings", "replica_store", "replica_verdict", "same_account", "settings_for_copy"]
+__all__ = ["CatchUpReport", "PitrCopyReport", "PitrLag", "ReplicaCopy", "ReplicaFeed", "as_primary", "catch_up", "catch_up_pitr", "check_copy", "copy_backup", "is_reachable",
+           "doctor_replica", "every_copy", "lock_support", "pitr_replica_lag", "put_pitr_object", "replica_settings", "replica_store", "replica_verdict", "same_account", "settings_for_copy"]
 
