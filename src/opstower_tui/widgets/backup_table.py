@@ -213,7 +213,7 @@ class BackupTable(ScrollView, can_focus=True):
                 if row.name == keep:
                     index = i
                     break
-        self.virtual_size = Size(self.size.width, len(self.view) + 1)
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self.view) + 1)
         self.set_reactive(BackupTable.cursor, min(index, max(len(self.view) - 1, 0)))
         self._scroll_to_cursor()
         self.refresh()
@@ -261,7 +261,7 @@ class BackupTable(ScrollView, can_focus=True):
             self.move_cursor(int(self.scroll_y) + event.y - 1)
 
     def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self.view) + 1)
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self.view) + 1)
         self._scroll_to_cursor()
 
     # -- drawing -------------------------------------------------------------------------
@@ -277,7 +277,7 @@ class BackupTable(ScrollView, can_focus=True):
         return cells
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.scrollable_content_region.width  # without the scroll bar: the last column keeps its end
         widths = self._widths(width)
         if y == 0:
             arrow = "▼" if not self.sort_reverse else "▲"
