@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="issue18: interleaved rounds; medians reported")
     parser.add_argument("--repeat", type=int, default=2, help="runs per contender; the fastest counts")
     parser.add_argument("--only", default="issue18", help="issue18 and/or backup,verify,restore,encryption")
+    parser.add_argument("--contenders", default=None,
+                        help="issue18: only these contenders (comma-separated keys, e.g. "
+                        "zstd,verify,bare_restore,restore_new,restore_swap,full_test); rows need both of a pair")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
 
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = {"pg": pg, "s3": s3, "env": env, "out": out, "tools": tools, "repeat": args.repeat, "rows": rows,
                "config": config}
         if "issue18" in only:
-            table = bench_issue18(ctx, dbname, args.rounds)
+            table = bench_issue18(ctx, dbname, args.rounds,
+                                  args.contenders.split(",") if args.contenders else None)
             head = render([], db_bytes, args.rows).split("\n\n")[0]
             print(head + "\n\n" + table)
             (WORK / f"issue18_{dbname}.md").write_text(head + "\n\n" + table)

@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
         if args.database:
             # "latest" and bare names resolve within this database's backups, never another target's.
             settings = settings.with_changes(default_target=settings.target(args.database).name)
+        # Without --full-test nothing is proven against a restore: the per-table digests are not made.
         result = verify(settings, args.artifact, full_test=args.full_test, on_event=render, cancel=CancelToken(),
-                        state=StateStore(settings.state_dir))
+                        state=StateStore(settings.state_dir), digest=args.full_test)
     except OpsError as exc:
         if isinstance(render, JsonRenderer):
             render.summary({"ok": False, "error": exc.sentence})

@@ -11,6 +11,7 @@ directory (removed afterwards, whatever happens). Selective restores pass pg_res
 from __future__ import annotations
 
 import os
+import queue
 import shlex
 import subprocess
 import threading
@@ -29,6 +30,16 @@ from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.storage.s3 import store_for
 
 APP_NAME = "opstower-restore"  # sessions we open show under this name (and are never "other sessions")
+
+Sink = Callable[[memoryview], object]
+# Reads the artifact once and hands each decompressed chunk to the sink (e.g. verification's
+# streaming pass with the loader as its tee); raises to stop the load.
+Reader = Callable[[Sink], None]
+
+
+class FeedRefused(OpsError):
+    """The reader decided the stream must not be loaded (a failed verification): raised as is,
+    after the tool was killed before its stdin was closed, so it never saw a complete dump."""
 
 
 @dataclass
@@ -175,6 +186,12 @@ def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
                     proc.kill()
                     proc.wait()
                     raise Cancelled() from None
+        # The tool may finish before the feed does (pg_restore leaves after the last data block):
+        # a feed that verifies the stream must reach its verdict before the load counts as done.
+        while writer is not None and writer.is_alive():
+            writer.join(0.1)
+            if r.cancel.cancelled:
+                raise Cancelled()
     finally:
         if writer:
             writer.join(10)
@@ -182,7 +199,7 @@ def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
     tool = os.path.basename(argv[0])
     if feed_error:
         exc = feed_error[0]
-        if isinstance(exc, Cancelled):
+        if isinstance(exc, Cancelled | FeedRefused):
             raise exc
         raise OpsError(f"{tool} was stopped: reading the artifact failed ({getattr(exc, 'what', None) or exc})", "", "")
     if rc != 0:
@@ -332,13 +349,21 @@ def resolve_tables(toc: list[str], tables: list[str]) -> list[str]:
 
 
 def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry, spec: LoadSpec,
-         r: Reporter, step: str) -> None:
-    """Load `entry` into `spec.dbname` (which exists and is empty) as `spec` says."""
+         r: Reporter, step: str, reader: Reader | None = None) -> None:
+    """Load `entry` into `spec.dbname` (which exists and is empty) as `spec` says.
+
+    `reader`: reads the artifact instead of the plain decompression (verification's pass, so
+    the artifact is read once); the tool's stdin is then written by a thread of its own, so
+    the reader's work on a chunk overlaps the tool's on the one before."""
     name = entry.name
     identities = identities_for(settings, name)
     total = entry.size or (entry.local_path.stat().st_size if entry.local_path else 0)
 
     def stream(stdin: IO[bytes]) -> None:
+        if reader is not None:
+            with _PipeWriter(stdin) as put:
+                reader(put)
+            return
         with open_artifact(settings, entry) as raw:
             _decompressed(raw, name.compression, r, step, total, stdin.write, identities)
 
@@ -378,12 +403,60 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
     try:
         r.log(step, f"Decompressing to {tmp} (parallel pg_restore needs a seekable file)")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh, open_artifact(settings, entry) as raw:
-            _decompressed(raw, name.compression, r, step, total, fh.write, identities)
+        with os.fdopen(fd, "wb") as fh:
+            if reader is not None:
+                reader(fh.write)
+            else:
+                with open_artifact(settings, entry) as raw:
+                    _decompressed(raw, name.compression, r, step, total, fh.write, identities)
         r.log(step, f"Restoring with pg_restore --jobs={spec.jobs} into {spec.dbname}")
         run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner, jobs=spec.jobs, file=str(tmp)), target, r, step)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class _PipeWriter:
+    """Writes chunks to a tool's stdin from a thread: `put` copies the chunk (the reader reuses its
+    buffer) and returns at once unless 8 chunks wait. When the tool stops reading (pg_restore
+    leaves after the last data block, or fails), the rest is discarded, not raised: the reader
+    still reads to the end for its verdict, and the tool's exit status says whether the load
+    worked."""
+
+    def __init__(self, stdin: IO[bytes]) -> None:
+        self.stdin = stdin
+        self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.closed = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="load-writer", daemon=True)
+
+    def _run(self) -> None:
+        while (chunk := self.q.get()) is not None:
+            if self.closed:
+                continue
+            try:
+                self.stdin.write(chunk)
+            except (BrokenPipeError, ValueError):
+                self.closed = True
+            except BaseException as exc:  # noqa: BLE001 - raised to the reader at its next put
+                self.error, self.closed = exc, True
+
+    def put(self, data: memoryview) -> None:
+        if self.error is not None:
+            raise self.error
+        if not self.closed:
+            self.q.put(bytes(data))
+
+    def __enter__(self) -> Callable[[memoryview], None]:
+        self.thread.start()
+        return self.put
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self.closed = True  # a failed read: the tool gets nothing more (it is killed next)
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
 
 
 def restore_into(settings: Settings, target: Target, entry_or_path: CatalogEntry | str | Path, dbname: str,

@@ -117,6 +117,9 @@ class RestorePlan:
     left_out: str | None = None  # what --no-acl leaves out, said in the result
     statistics: int | None = None  # optimizer statistics entries the archive carries (None: not known / plain)
     forecast: Any = None  # forecast.RestoreForecast: this restore's time predicted from past restores
+    # The artifact is verified in the same read as the load (new-database and swap modes, issue 18):
+    # the verify step runs inside the restore step; a failed check drops the staging/new database.
+    verify_in_load: bool = False
 
     @property
     def needs_confirmation(self) -> bool:
@@ -136,6 +139,7 @@ class RestorePlan:
             "artifact_database": self.artifact_database, "identity_source": self.identity_source,
             "rto_minutes": self.rto_minutes, "sessions": self.sessions, "missing_roles": self.missing_roles,
             "needs_confirmation": self.needs_confirmation, "notes": self.notes,
+            "verify_in_load": self.verify_in_load,
             "options": asdict(self.options),
             "forecast": self.forecast.as_dict() if self.forecast is not None else None,
             "steps": [asdict(s) for s in self.steps],

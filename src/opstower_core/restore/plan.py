@@ -177,6 +177,7 @@ def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: 
                        server_version=srv.version, tools=srv.tools, notes=notes, stamp=stamp,
                        live_props=srv.live_props, artifact_database=identity, identity_source=source,
                        left_out=left_out, statistics=facts.statistics)
+    plan.verify_in_load = _verify_in_load(plan)
     notes.extend(_notes(plan))
     plan.steps = _steps(settings, plan)
     plan.forecast = _forecast(settings, plan)
@@ -390,12 +391,38 @@ def _jobs(settings: Settings, o: RestoreOptions, fmt: str, size: int, uncompress
     return jobs
 
 
+def _verify_in_load(p: RestorePlan) -> bool:
+    """Whether the artifact is verified in the same read as the load instead of a read of its own first.
+
+    Only where the load goes into a database this run creates and nothing else changes before
+    it: a new database, or the staging copy of a swap (the live database is touched only after
+    the verification passed, the load and the proof). Not in place (the live database is dropped
+    before the load), not for a selective restore, not when roles are created first, not when
+    the artifact comes from S3 (the download and the replica fallback verify first), and not
+    when pg_restore reads an uncompressed file itself (there is no read of ours to share)."""
+    if p.mode not in ("new_db", "swap") or p.download_key:
+        return False
+    if p.options.create_roles and p.missing_roles and not p.options.no_acl:
+        return False
+    spec = p.load_spec
+    return not (spec.via_file and p.entry.name.compression == "none" and not p.entry.name.encrypted)
+
+
 def _verify_step(settings: Settings, p: RestorePlan) -> PlannedStep:
     e = p.entry
     where = f"s3://{settings.s3.bucket}/{p.download_key}" if p.download_key else str(e.local_path)
+    checks = (f"exists, readable, not empty, {e.name.compression} integrity, dump content, metadata, S3 copy; "
+              f"{_size(p.artifact_size)}")
+    if p.verify_in_load:
+        into = "the new database" if p.mode == "new_db" else f"the staging database {p.work_db}"
+        step = _step("verify", [f"opstower verify {where} (checks 1-7), in the same read as the load"],
+                     f"{checks}; runs in parallel with the restore step: the artifact is read once, verified "
+                     f"while it streams into {into}; a failed check stops the load and drops {p.work_db}"
+                     + (f", and {p.live_db} is never touched" if p.mode == "swap" else ""))
+        step.parallel_with = ["restore"]
+        return step
     return _step("verify", [f"opstower verify {where} (checks 1-7)"],
-                 f"exists, readable, not empty, {e.name.compression} integrity, dump content, metadata, S3 copy; "
-                 f"{_size(p.artifact_size)}; a failed check stops here, before anything is touched")
+                 f"{checks}; a failed check stops here, before anything is touched")
 
 
 def _download_step(settings: Settings, p: RestorePlan) -> PlannedStep:

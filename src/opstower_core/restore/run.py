@@ -110,6 +110,8 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
                 besides.remove(beside)
                 parallel.join(ctx, beside)
             ctx.current_step = step.id
+            if step.id == "verify" and ctx.plan.verify_in_load:
+                continue  # run by the restore step, in the same read as the load (server.load_artifact)
             if step.parallel_with and not step.skip:
                 ctx.cancel.check()
                 besides.append(parallel.start(ctx, step, STEPS[step.id], index, total))

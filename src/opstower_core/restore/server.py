@@ -5,13 +5,15 @@ the rollback (run.py) always knows what to undo."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import humanize
 
-from opstower_core.errors import OpsError
+from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Status, StepOutcome
 from opstower_core.pg.admin import (
     DbProps,
@@ -43,6 +45,7 @@ from opstower_core.restore.checks import (
 )
 from opstower_core.restore.context import RunContext
 from opstower_core.restore.old import drop_abandoned
+from opstower_core.restore.source import judge_verification
 
 
 def _live_props(ctx: RunContext, conn: Any) -> DbProps:
@@ -137,21 +140,98 @@ def load_artifact(ctx: RunContext, out: StepOutcome) -> None:
     assert plan.tools is not None
     spec = LoadSpec(entry.name, ctx.work_db, plan.jobs, plan.options.tables, ctx.no_owner)
     ctx.reporter.log("restore", "Restoring data from backup...")
-    load(ctx.settings, ctx.target, plan.tools, entry, spec, ctx.reporter, "restore")
+    if plan.verify_in_load:
+        _load_verified(ctx, spec)
+    else:
+        load(ctx.settings, ctx.target, plan.tools, entry, spec, ctx.reporter, "restore")
     ctx.reporter.log("restore", "Database restore completed successfully")
     out.detail = (f"Restored {entry.filename} into {ctx.work_db} ({entry.name.format} format, "
-                  f"{spec.jobs if spec.via_file else 1} job(s))")
+                  f"{spec.jobs if spec.via_file else 1} job(s))"
+                  + ("; verified in the same read" if plan.verify_in_load else ""))
+
+
+def _load_verified(ctx: RunContext, spec: LoadSpec) -> None:
+    """The load fed by the verification's own read (checks 1-7): the artifact is read once.
+
+    A failed check raises FeedRefused from the reader before pg_restore / psql gets the end of
+    its input (it is killed first), so the load fails and the rollback drops the database this
+    run created; the live database has not been touched (a swap touches it only at the switch),
+    which keeps "a failed check never touches live" true. The verify step is reported here, as
+    a step that ran in parallel with this one; `waited` is how long the load waited for its
+    verdict after pg_restore was done."""
+    from opstower_core.verify import verify
+
+    plan, r = ctx.plan, ctx.reporter
+    index = next(i for i, s in enumerate(plan.steps, 1) if s.id == "verify")
+    title = next(s.title for s in plan.steps if s.id == "verify")
+    verdict = StepOutcome()
+    times: dict[str, float] = {}
+
+    def reader(sink: Any) -> None:
+        t0 = time.monotonic()
+        r.started("verify", title, index, len(plan.steps))
+        try:
+            res = verify(ctx.settings, ctx.entry, on_event=ctx.forward("verify"), cancel=ctx.cancel, state=ctx.state,
+                         upto=7, tee=sink)
+            judge_verification(ctx, res, verdict, in_load=True)
+        except BaseException as exc:
+            ctx.current_step = "verify"  # the sentence names the verification, not the load
+            detail = getattr(exc, "what", None) or str(exc) or type(exc).__name__
+            r.finished("verify", Status.SKIP if isinstance(exc, Cancelled) else Status.FAIL, detail,
+                       time.monotonic() - t0, {"parallel_with": ["restore"], "waited": 0.0})
+            raise
+        times["verify"] = time.monotonic() - t0
+
+    assert plan.tools is not None
+    load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader)
+    # Inside the restore step, whose time already holds any wait for the verdict: nothing more on the clock.
+    r.finished("verify", verdict.status, f"{verdict.detail} (ran in parallel with: restore, in the same read)",
+               times["verify"], {"parallel_with": ["restore"], "waited": 0.0})
 
 
 def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
     """Row counts against the metadata, index integrity, then the proof: per-table digests and the
-    object inventory of the restored database against the artifact's own."""
+    object inventory of the restored database against the artifact's own.
+
+    The checks (row counts, amcheck) run on a connection of their own beside the proof's table
+    digests (both are mostly server work: two backends on two cores); the proof's inventory is read
+    after them, since amcheck may create and drop its extension meanwhile."""
     from opstower_core.verify import prove_restored
 
     r = ctx.reporter
-    check = check_restored(ctx.target, ctx.work_db, ctx.entry.meta, ctx.plan.options.tables, r, "verify_restored")
-    if check.status == Status.FAIL:
-        raise OpsError(f"The restored database failed its checks: {check.detail}", "", "")
+    prove = ctx.plan.mode != "tables" and ctx.artifact_proof is not None
+    checked: list[Any] = []
+    failed: list[BaseException] = []
+
+    def run_checks() -> None:
+        try:
+            checked.append(check_restored(ctx.target, ctx.work_db, ctx.entry.meta, ctx.plan.options.tables, r,
+                                          "verify_restored"))
+        except BaseException as exc:  # noqa: BLE001 - raised in the step's thread below
+            failed.append(exc)
+
+    checks = threading.Thread(target=run_checks, name="restore-checks", daemon=True)
+    checks.start()
+
+    def checks_done() -> None:
+        while checks.is_alive():
+            checks.join(0.1)  # the checks' statements are short; a cancel is honoured after them
+        if failed:
+            raise failed[0]
+        if checked[0].status == Status.FAIL:
+            raise OpsError(f"The restored database failed its checks: {checked[0].detail}", "", "")
+
+    if prove:
+        r.log("verify_restored", "Comparing table digests and the object inventory with the artifact")
+        # Database-level settings come from the live database here (apply_props_sql), not from the dump.
+        try:
+            ctx.proof = prove_restored(ctx.target, ctx.work_db, ctx.artifact_proof, tables=ctx.plan.options.tables,
+                                       cancel=ctx.cancel, no_acl=ctx.no_owner, database_settings=False,
+                                       before_inventory=checks_done)
+        finally:
+            checks.join()
+    checks_done()
+    check = checked[0]
     detail = check.detail
     if ctx.plan.mode == "tables":
         # A selective load leaves out FK constraints (their other table may not be restored) while the
@@ -161,10 +241,6 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
         out.status = Status.WARN
         detail += "; restore proof not made (the verification could not digest the artifact)"
     else:
-        r.log("verify_restored", "Comparing table digests and the object inventory with the artifact")
-        # Database-level settings come from the live database here (apply_props_sql), not from the dump.
-        ctx.proof = prove_restored(ctx.target, ctx.work_db, ctx.artifact_proof, tables=ctx.plan.options.tables,
-                                   cancel=ctx.cancel, no_acl=ctx.no_owner, database_settings=False)
         if ctx.proof.status == Status.FAIL:
             shown = "; ".join(ctx.proof.differences[:5])
             more = f" (+{len(ctx.proof.differences) - 5} more)" if len(ctx.proof.differences) > 5 else ""

@@ -39,8 +39,15 @@ class Interrupted(Cancelled):
 def verify_artifact(ctx: RunContext, out: StepOutcome) -> None:
     from opstower_core.verify import verify
 
-    r = ctx.reporter
     res = verify(ctx.settings, ctx.entry, on_event=ctx.forward("verify"), cancel=ctx.cancel, state=ctx.state, upto=7)
+    judge_verification(ctx, res, out)
+
+
+def judge_verification(ctx: RunContext, res: Any, out: StepOutcome, in_load: bool = False) -> None:
+    """The verification's verdict for the restore: raises OpsError on a failed check (before the
+    server is touched, or, `in_load`, before the staging/new database is used: the run drops
+    it); else fills `out`. An off-site copy check failure does not block a local restore."""
+    r = ctx.reporter
     ctx.artifact_proof = res.proof  # digests and inventory of the artifact's own bytes, for verify_restored
     blocking = []
     for f in res.failed:
@@ -50,7 +57,7 @@ def verify_artifact(ctx: RunContext, out: StepOutcome) -> None:
         else:
             blocking.append(f)
     replica, replica_note = None, None
-    if blocking and ctx.plan.download_key:
+    if blocking and ctx.plan.download_key and not in_load:
         # Issue 17: the primary S3 copy fails its checks; a replica copy that passes stands in.
         replica, replica_note = _replica_instead(ctx, blocking[0])
         if replica is not None:
@@ -62,8 +69,12 @@ def verify_artifact(ctx: RunContext, out: StepOutcome) -> None:
         if ctx.entry.local_path is not None and s3_copy_ok:
             hint += " (or add --from-s3 to restore the S3 copy, which checked out)"
         also = f"; {replica_note}" if replica_note else ""
-        raise OpsError(f"Backup verification failed: {f.title}: {f.detail}{also}", "nothing was changed",
-                       f"pick another backup (`opstower list`){hint}")
+        what = f"Backup verification failed: {f.title}: {f.detail}{also}"
+        if in_load:
+            from opstower_core.pg.load import FeedRefused
+
+            raise FeedRefused(what, "", f"pick another backup (`opstower list`){hint}")
+        raise OpsError(what, "nothing was changed", f"pick another backup (`opstower list`){hint}")
     counts = {s: sum(1 for x in res.results if x.status == s) for s in Status}
     warned = counts[Status.WARN] + len(res.failed)
     out.status = Status.WARN if warned else Status.PASS

@@ -34,7 +34,7 @@ class ContentProbe:
     COPY/INSERT statements across the whole stream.
     """
 
-    def __init__(self, fmt: str, tools: PgTools | None) -> None:
+    def __init__(self, fmt: str, tools: PgTools | None, digest: bool = True) -> None:
         self.fmt = fmt
         self.counts = {"create": 0, "copy": 0, "insert": 0}
         self._tails: dict[str, bytes] = {}
@@ -43,7 +43,7 @@ class ContentProbe:
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._stderr = b""
-        self.proof = ProofBuilder()
+        self.proof = ProofBuilder(digest)
         if fmt == "custom" and tools is not None:
             self._proc = subprocess.Popen([tools.pg_restore, "--list"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)

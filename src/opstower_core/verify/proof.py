@@ -13,6 +13,7 @@ pg_dump's session settings) and compares them and the inventory with the artifac
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +29,20 @@ from opstower_core.pg.digest import (
     live_table_digest,
     timezone_sensitive_tables,
 )
-from opstower_core.pg.inventory import Inventory, artifact_inventory, compare_inventories, live_inventory
 from opstower_core.pg.tools import connect
 
-if TYPE_CHECKING:  # imported where the restored database is read: checks 1-7 start without it
+if TYPE_CHECKING:  # imported where the restored database is read: checks 1-7 start without them
     import psycopg
 
+    from opstower_core.pg.inventory import Inventory
+
 TableKey = tuple[str, str]
+DigestKey = tuple[TableKey, tuple[str, ...] | None, DumpSettings]
+
+
+def digest_key(key: TableKey, columns: list[str] | None, settings: DumpSettings) -> DigestKey:
+    """What a restored table's dump-order digest depends on: the table, the COPY columns, the settings."""
+    return key, tuple(columns) if columns is not None else None, settings
 
 
 @dataclass
@@ -51,9 +59,12 @@ class ArtifactProof:
     bytea_output: str = "hex"
     blob_count: int = 0
     psql: str | None = None  # psql for the restored side's COPY (faster than libpq in Python)
+    digested: bool = True  # False: header and TOC only (checks 1-7 alone): nothing to prove a restore with
 
     @functools.cached_property
     def inventory(self) -> Inventory:
+        from opstower_core.pg.inventory import artifact_inventory
+
         return artifact_inventory(self.toc)
 
     @property
@@ -68,8 +79,10 @@ class ArtifactProof:
 class ProofBuilder:
     """Fed the dump's decompressed bytes during the verification pass; `finish()` gives the proof."""
 
-    def __init__(self) -> None:
-        self.digester = DumpDigester()
+    def __init__(self, digest: bool = True) -> None:
+        # digest=False: a custom archive's header and TOC only (its identity for check 6); the
+        # data blocks are not read, which makes checks 1-7 alone cost about one decompression.
+        self.digester = DumpDigester(toc_only=not digest)
         self.error: str | None = None
 
     def feed(self, data: Any) -> None:
@@ -95,6 +108,7 @@ class ProofBuilder:
             format=d.format or "plain", dbname=d.dbname, tables=dict(d.tables), copy_columns=dict(d.copy_columns),
             toc=list(d.toc), encoding=d.encoding, dump_timezone=meta.get("dump_timezone") or None,
             bytea_output=meta.get("dump_bytea_output") or "hex", blob_count=d.blob_count, psql=psql,
+            digested=not (d.toc_only and d.format == "custom"),
         )
 
 
@@ -122,6 +136,8 @@ def prove_restored(
     cancel: CancelToken | None = None,
     no_acl: bool = False,
     database_settings: bool = True,
+    before_inventory: Callable[[], object] | None = None,
+    pre: dict[DigestKey, TableDigest] | None = None,
 ) -> ProofResult:
     """Compare the restored database `dbname` on `target`'s server with the artifact.
 
@@ -129,7 +145,16 @@ def prove_restored(
     compared. `no_acl`: the restore left out owners and grants (`--no-owner --no-acl`), so
     they are named as not compared. `database_settings=False`: the restore did not apply the
     dump's database-level settings (pg_restore applies them only with --create).
+    `before_inventory`: called after the table digests, before the catalog is read (a caller's
+    check running beside the digests that may change the catalog meanwhile, e.g. amcheck's
+    CREATE/DROP EXTENSION, is waited for there).
+    `pre`: restored tables' digests taken earlier (`digest_key`), e.g. while pg_restore built
+    the indexes; one is used only where table, columns and settings are exactly the proof's.
     """
+    from opstower_core.pg.inventory import compare_inventories, live_inventory
+
+    if not proof.digested:
+        raise ValueError("the artifact was read without its table digests (verify(..., digest=False))")
     cancel = cancel or CancelToken()
     keys = _selected(proof, tables)
     env = target.libpq_env()
@@ -140,7 +165,7 @@ def prove_restored(
         present = {(s, t) for s, t in conn.execute(
             "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
             "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'm', 'f')")}
-        digests = _TableProver(conn, proof, env, cancel)
+        digests = _TableProver(conn, proof, env, cancel, pre or {})
         for key in keys:
             cancel.check("the restored database was left as it is")
             want = proof.tables[key]
@@ -153,6 +178,8 @@ def prove_restored(
                 continue
             (not_compared if problem.startswith("~") else differences).append(problem.lstrip("~"))
         cancel.check("the restored database was left as it is")
+        if before_inventory is not None:
+            before_inventory()
         inv = compare_inventories(proof.inventory, live_inventory(conn), owners=not no_acl, grants=not no_acl,
                                   settings=database_settings,
                                   tables=None if tables is None else set(keys) | _parents(proof, tables))
@@ -187,8 +214,8 @@ class _TableProver:
     """Digests restored tables under the dump's settings; finds the dump's zone when unknown."""
 
     def __init__(self, conn: psycopg.Connection, proof: ArtifactProof, env: dict[str, str],
-                 cancel: CancelToken) -> None:
-        self.conn, self.proof, self.env = conn, proof, env
+                 cancel: CancelToken, pre: dict[DigestKey, TableDigest]) -> None:
+        self.conn, self.proof, self.env, self.pre = conn, proof, env, pre
         self.notes: list[str] = []
         self.unverified = 0
         zone = proof.dump_timezone
@@ -196,34 +223,47 @@ class _TableProver:
         # Tables whose COPY text depends on the zone: only they need the candidates.
         self.tz_tables = {} if zone else timezone_sensitive_tables(conn)
 
-    def digest(self, key: TableKey, zone: str) -> TableDigest:
+    def digest(self, key: TableKey, zone: str, multiset: bool = False) -> TableDigest:
         settings = DumpSettings(timezone=zone, client_encoding=self.proof.encoding or "UTF8",
                                 bytea_output=self.proof.bytea_output)
+        columns = self.proof.copy_columns.get(key)
+        early = self.pre.get(digest_key(key, columns, settings)) if not multiset else None
+        if early is not None:
+            return early
         import psycopg
 
         try:
-            return live_table_digest(self.conn, *key, columns=self.proof.copy_columns.get(key), settings=settings,
-                                     psql=self.proof.psql, psql_env=self.env)
+            return live_table_digest(self.conn, *key, columns=columns, settings=settings,
+                                     psql=self.proof.psql, psql_env=self.env, multiset=multiset)
         except (psycopg.Error, DumpFormatError) as exc:
             raise OpsError(f"Reading table {_name(key)} of the restored database failed ({exc})",
                            "the restored database was left as it is", "check the server log") from None
 
     def compare(self, key: TableKey, want: TableDigest) -> str | None:
-        """None when equal; else a difference, or a "~"-prefixed note of what was not compared."""
+        """None when equal; else a difference, or a "~"-prefixed note of what was not compared.
+
+        First pass: rows and the dump-order sha256 only (C speed; a freshly loaded table returns
+        its rows in load order, so this settles it). Only when no zone gives the dump's order is
+        the table read again with the order-independent sum: same rows in another order pass
+        (noted), anything else is a difference."""
         zones = self.zones if key in self.tz_tables else self.zones[:1]
         got = None
         for zone in zones:
             got = self.digest(key, zone)
-            verdict = got.compare(want)
-            if verdict != "different":
-                if zone != self.zones[0]:  # the dump's zone, found: try it first from now on
-                    self.zones.remove(zone)
-                    self.zones.insert(0, zone)
-                if verdict == "equal-reordered":
-                    self.notes.append(f"row order of {_name(key)} (same rows in another order: compared by "
-                                      "a 64-bit checksum)")
+            if got.rows != want.rows:
+                break  # the count does not depend on the zone
+            if got.ordered == want.ordered:
+                self._found(zone)
                 return None
         assert got is not None
+        if got.rows == want.rows and want.multiset is not None:
+            for zone in zones:
+                full = self.digest(key, zone, multiset=True)
+                if full.compare(want) != "different":
+                    self._found(zone)
+                    self.notes.append(f"row order of {_name(key)} (same rows in another order: compared by "
+                                      "a 64-bit checksum)")
+                    return None
         if got.rows != want.rows:
             return (f"table {_name(key)}: {want.rows:,} rows in the artifact, {got.rows:,} restored, "
                     "content differs")
@@ -233,6 +273,11 @@ class _TableProver:
             return (f"~table {_name(key)} ({want.rows:,} rows, counts equal): its {cols} text depends on the "
                     f"dump's time zone, which the metadata does not record (tried {', '.join(zones)})")
         return f"table {_name(key)}: {want.rows:,} rows in the artifact and restored, content differs"
+
+    def _found(self, zone: str) -> None:
+        if zone != self.zones[0]:  # the dump's zone, found: try it first from now on
+            self.zones.remove(zone)
+            self.zones.insert(0, zone)
 
 
 def _candidate_zones(conn: psycopg.Connection) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,8 +68,11 @@ class VerifyResult:
 
 
 class _Verifier:
-    def __init__(self, settings: Settings, entry: CatalogEntry, reporter: Reporter, full_test: bool, upto: int) -> None:
+    def __init__(self, settings: Settings, entry: CatalogEntry, reporter: Reporter, full_test: bool, upto: int,
+                 tee: Callable[[memoryview], object] | None = None, digest: bool = True) -> None:
         self.settings = settings
+        self.tee = tee
+        self.digest = digest or full_test  # check 8 proves the scratch restore with the digests
         self.entry = entry
         self.r = reporter
         self.full_test = full_test
@@ -178,10 +182,17 @@ class _Verifier:
                 self._hash_only(t4, exc.what)
                 return
         tools = pick_tools(self.settings)
-        self.probe = ContentProbe(e.name.format, tools)
+        self.probe = ContentProbe(e.name.format, tools, self.digest)
+        on_data = self.probe.feed
+        if self.tee is not None:
+            tee, probe_feed = self.tee, self.probe.feed
+
+            def on_data(data: memoryview) -> None:  # the loader's copy first: it overlaps our digest
+                tee(data)
+                probe_feed(data)
         try:
             with open_artifact(self.settings, e) as raw:
-                self.scan = scan_stream(raw, e.name.compression, on_data=self.probe.feed,
+                self.scan = scan_stream(raw, e.name.compression, on_data=on_data,
                                         on_progress=lambda n: self.r.progress("compression", n, self.size),
                                         cancel=self.r.cancel, identities=identities)
         finally:
@@ -423,13 +434,24 @@ def verify(
     cancel: CancelToken | None = None,
     state: StateStore | None = None,
     upto: int = 8,
+    tee: Callable[[memoryview], object] | None = None,
+    digest: bool = True,
 ) -> VerifyResult:
-    """Run checks 1..upto on an artifact (a path, catalog name, S3 key, "latest" or entry)."""
+    """Run checks 1..upto on an artifact (a path, catalog name, S3 key, "latest" or entry).
+
+    `tee`: also handed every decompressed chunk of the streaming pass (checks 4-6), in order,
+    so a loader can consume the same read (the restore's verification in the load, issue 18).
+    The chunk is a reused buffer: copy what is kept. Only a result without failed checks 4-6
+    means the tee saw the whole dump, intact.
+
+    `digest=False`: checks 1-7 without the per-table digests of a custom archive (its header and
+    table of contents are still read for checks 5 and 6); `result.proof` is then not digested
+    and cannot prove a restore. The checks' verdicts are the same either way."""
     entry = artifact if isinstance(artifact, CatalogEntry) else resolve(settings, os.fspath(artifact))
     reporter = Reporter(on_event, cancel)
     t0 = time.monotonic()
     started = time.time()
-    verifier = _Verifier(settings, entry, reporter, full_test, upto)
+    verifier = _Verifier(settings, entry, reporter, full_test, upto, tee, digest)
     status = "cancelled"
     try:
         result = verifier.run()

@@ -90,7 +90,9 @@ def test_round_trip_with_connected_sessions(live, pg, source):
     assert run is not None and run.status == "success" and run.artifact == live.backup.name.filename
     assert [s["step"] for s in run.details["steps"]] == SWAP_ORDER
     started = [e.step for e in events if isinstance(e, StepStarted)]
-    assert started == SWAP_ORDER
+    # The artifact is verified in the same read as the staging load: its step starts inside the restore step.
+    assert plan.verify_in_load and result.steps[0].data["parallel_with"] == ["restore"]
+    assert started == [s for s in SWAP_ORDER if s != "verify"][:6] + ["verify"] + SWAP_ORDER[7:]
     assert "discard-old" in result.sentence and result.old_database in result.sentence
     # The operator discards the old database when satisfied.
     assert (result.old_database, ) == tuple(n for n, _ in list_old_databases(live.settings) if n.startswith(live.db))

@@ -170,16 +170,37 @@ def test_metadata_row_counts_that_do_not_match_fail_verification_and_roll_back(l
 
 
 def test_a_failed_verification_check_stops_before_anything_is_touched(live):
+    """In place, the artifact is verified before anything else: nothing is touched at all."""
     data = bytearray(live.backup.path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     live.backup.path.write_bytes(bytes(data))
     events: list = []
     result = run_restore(live.settings, plan_restore(live.settings, str(live.backup.path),
-                                                     options=RestoreOptions(force=True)), on_event=events.append)
+                                                     options=RestoreOptions(force=True, in_place=True)),
+                         on_event=events.append)
     assert_intact(live, result)
     assert [e.step for e in events if isinstance(e, StepStarted)] == ["verify"]
     assert "nothing was changed" in result.sentence and "verification failed" in result.sentence
     assert not list(live.settings.backup_dir.glob("pre_restore_*"))
+
+
+def test_a_check_failing_in_the_load_drops_the_staging_database_and_never_touches_live(live):
+    """A swap verifies the artifact in the same read as the staging load: a failed check stops the load,
+    the staging database is dropped and the live database was never touched (its sessions neither)."""
+    data = bytearray(live.backup.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    live.backup.path.write_bytes(bytes(data))
+    apps = client_sessions(live.pg, live.db, 1)
+    plan = plan_restore(live.settings, str(live.backup.path), options=RestoreOptions(force=True))
+    assert plan.verify_in_load and "never touched" in plan.steps[0].detail
+    result = run_restore(live.settings, plan)
+    assert_intact(live, result)
+    st = {s.step: s for s in result.steps}
+    assert st["verify"].status == Status.FAIL and st["restore"].status == Status.FAIL
+    assert st["rollback"].status == Status.PASS and "terminate" not in st and "swap" not in st
+    assert "verification failed" in result.sentence and f"{live.db} is unchanged and in service" in result.sentence
+    assert "Verifying backup file" in result.sentence  # the failed step named is the verification
+    apps[0].execute("SELECT 1")  # never disconnected
 
 
 def test_staging_and_old_names_already_taken_are_left_alone(live, pg):
