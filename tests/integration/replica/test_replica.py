@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
 
 from opstower_core.backup import run_backup
 from opstower_core.cli import main
@@ -318,6 +319,23 @@ def test_object_lock_on_the_replica_and_doctor(pg, s3, other, db, make_settings)
     assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=2)
     status, detail, _fix = doctor_replica(settings)
     assert status == Status.PASS and "Object Lock is enabled" in detail and "locked 3 days" in detail
+    # The copy cannot be deleted before its retention date (SeaweedFS enforces it as AWS does): deleting
+    # its version is refused, shortening its retention too; a plain delete only hides it behind a delete
+    # marker, the locked version stays readable (a restore can name it).
+    version = head["VersionId"]
+    for attempt in (lambda: client.delete_object(Bucket="opstower-locked", Key=result.replica["key"], VersionId=version),
+                    lambda: client.delete_object(Bucket="opstower-locked", Key=result.replica["key"], VersionId=version,
+                                                 BypassGovernanceRetention=True),
+                    lambda: client.put_object_retention(Bucket="opstower-locked", Key=result.replica["key"],
+                                                        VersionId=version, Retention={
+                                                            "Mode": "COMPLIANCE",
+                                                            "RetainUntilDate": datetime.now(UTC) + timedelta(seconds=5)})):
+        with pytest.raises(ClientError, match="AccessDenied"):
+            attempt()
+    assert check_copy(store_for(locked), result.name, result.meta) is None
+    assert client.delete_object(Bucket="opstower-locked", Key=result.replica["key"])["DeleteMarker"]
+    kept = client.get_object(Bucket="opstower-locked", Key=result.replica["key"], VersionId=version)["Body"].read()
+    assert hashlib.sha256(kept).hexdigest() == result.meta["sha256"]
 
     plain = with_replica(make_settings(db, s3=s3), side(other, lock_days=3))
     sink: list = []
