@@ -347,3 +347,44 @@ def test_snapshot_recovered_outcomes(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def _recovered_screen(directory: Path) -> tuple[PitrScreen, ScratchCluster]:
+    screen = PitrScreen("app", kind="latest", autostart=False)
+    cluster = ScratchCluster(directory, 45123, OsUser("postgres", 999, 999), ROOT / "bin", "20261130T010000",
+                             "LSN 0/B000190 on timeline 2")
+    return screen, cluster
+
+
+def test_leaving_asks_keep_or_discard_never_silently_running(tmp_path):
+    """Esc with a recovered cluster: k keeps it (the replacement steps are shown, and leaving says it still
+    runs), x discards it (its directory is gone). No real cluster: a stopped one's directory."""
+    from opstower_tui.dialogs.confirm import ChoiceDialog
+
+    async def scenario(pilot: Any) -> None:
+        app = pilot.app
+        for choice in ("k", "x"):
+            directory = tmp_path / f"cluster-{choice}"
+            (directory / "sock").mkdir(parents=True)
+            screen, cluster = _recovered_screen(directory)
+            await app.push_screen(screen)
+            screen.show_status(snap_status())
+            screen.enter_run_view(parse_target("latest", "", True, UTC))
+            screen.cluster, screen.databases = cluster, ["app"]
+            screen.work_done("recover", cluster)
+            await pilot.press("escape")
+            assert isinstance(app.screen, ChoiceDialog)
+            await pilot.press(choice)
+            if choice == "k":
+                assert screen.kept and app.screen is screen
+                assert str(cluster.pgdata) in plain(screen.query_one("#pitr-done-text"))  # the replacement steps
+                await pilot.press("escape")
+                assert app.screen is not screen
+                assert any("keeps running on 127.0.0.1:45123" in m for m in said(app))
+                assert directory.exists()
+            else:
+                await wait_for(pilot, lambda s=screen: app.screen is not s, timeout=30)
+                assert not directory.exists() and screen.cluster is None
+                assert any("stopped and deleted" in m for m in said(app))
+
+    drive(snap_app(), scenario)
