@@ -89,8 +89,11 @@ def run_pitr_restore(args: argparse.Namespace) -> int:
                   f" (data-loss window: {(datetime.now(beat.tzinfo) - beat).total_seconds():.0f}s before now)")
         if args.copy_db:
             copied = copy_from_cluster(settings, cluster, args.copy_db, live, args.copy_as, show)
-            print(f"Copied {args.copy_db} as it was {target.describe()} into {copied.database} on {live.display_host}"
-                  f" in {copied.seconds:.1f}s: {copied.proof}")
+            if getattr(args, "json", False):
+                print(json.dumps({"copied": {**copied.as_dict(), "as_it_was": target.describe()}}), flush=True)
+            else:
+                print(f"Copied {args.copy_db} as it was {target.describe()} into {copied.database} on "
+                      f"{live.display_host} in {copied.seconds:.1f}s: {copied.proof}")
         if args.keep:
             for line in cluster.replacement_steps():
                 print(line)

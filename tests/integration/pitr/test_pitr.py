@@ -95,6 +95,8 @@ def test_status_shows_backup_window_and_archiver(pitr_env, history):
 
 
 def test_recover_to_time_between_batches_copies_exactly_batch_1(pitr_env, history, capsys):
+    killed = pitr_env.root / "state" / "pitr-copy" / "copy-999999999-x"  # a killed copy-out's temporary artifact
+    killed.mkdir(parents=True)
     code = main(["--config", str(pitr_env.config), "restore", "--to-time", history.after_b1.isoformat(sep=" "),
                  "--copy-db", "app", "--as", "app_at_b1"])
     out = capsys.readouterr().out
@@ -159,6 +161,8 @@ def _copy_out_whose_proof_fails_leaves_nothing_then_the_same_name_copies(pitr_en
             return c.execute("SELECT batch, count(*), sum(n) FROM rows_t GROUP BY 1 ORDER BY 1").fetchall()
 
     before = state_of_cluster()
+    with pytest.raises(OpsError, match="Database app already exists"):  # never into an existing database
+        copy_from_cluster(s, cluster, "app", live, "app")
 
     def tamper(event) -> None:
         if isinstance(event, StepFinished) and event.step == "restore":
