@@ -25,6 +25,8 @@ class CommandLogScreen(OpsScreen):
         Binding("w", "write", "Write as markdown", id="commands.write"),
         Binding("escape,L", "close", "Back", id="commands.back"),
     ]
+    HELP_KEYS: ClassVar = [("↑/↓ PgUp/PgDn", "move through the log; the line under the table shows the whole command"),
+                           ("Home/End", "the oldest / the newest command")]
 
     def __init__(self) -> None:
         super().__init__()
