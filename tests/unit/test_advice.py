@@ -55,3 +55,16 @@ def test_every_remedy_renders_on_both_faces_with_the_same_names(name: str) -> No
     for face_name in advice.FACES:
         text = advice.say(name, face_name, **VALUES)
         assert text and "{" not in text
+
+
+def test_the_console_speaks_in_keys_while_it_is_open(face, monkeypatch) -> None:
+    """The launcher sets the console's face for the console's run and gives the CLI its face back."""
+    import opstower_tui.app as console
+    from opstower_tui.launcher import open_console
+
+    face("cli")
+    during: list[str] = []
+    monkeypatch.setattr(console, "run_console", lambda *_a, **_k: during.append(advice.say("full_test")) or 0)
+    assert open_console(object(), False) == 0  # type: ignore[arg-type]
+    assert during == ["press t (Full test) on the Dashboard (1)"]
+    assert advice.current_face() == "cli"
