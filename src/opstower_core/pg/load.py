@@ -126,14 +126,16 @@ def _env(target: Target) -> dict[str, str]:
 
 
 def run_tool(argv: list[str], target: Target, r: Reporter, step: str,
-             feed: Callable[[IO[bytes]], None] | None = None) -> list[str]:
+             feed: Callable[[IO[bytes]], None] | None = None,
+             on_line: Callable[[str], object] | None = None) -> list[str]:
     """Run a client tool (see _run_tool), recorded in the command log with its outcome."""
     with command(shlex.join(argv)):
-        return _run_tool(argv, target, r, step, feed)
+        return _run_tool(argv, target, r, step, feed, on_line)
 
 
 def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
-              feed: Callable[[IO[bytes]], None] | None = None) -> list[str]:
+              feed: Callable[[IO[bytes]], None] | None = None,
+              on_line: Callable[[str], object] | None = None) -> list[str]:
     """Run a client tool, optionally feeding its stdin from `feed` in a thread.
 
     Output lines become DEBUG logs (errors as ERROR); a cancel request kills the tool. Raises
@@ -154,6 +156,8 @@ def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
                 tail.append(text)
                 del tail[:-30]
                 r.log(step, text, "ERROR" if "error" in text.lower() else "DEBUG")
+                if on_line is not None:
+                    on_line(text)  # e.g. pg_restore --verbose's progress, which the restore follows
 
     def feeder() -> None:
         assert proc.stdin is not None
@@ -349,12 +353,14 @@ def resolve_tables(toc: list[str], tables: list[str]) -> list[str]:
 
 
 def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry, spec: LoadSpec,
-         r: Reporter, step: str, reader: Reader | None = None) -> None:
+         r: Reporter, step: str, reader: Reader | None = None,
+         on_line: Callable[[str], object] | None = None) -> None:
     """Load `entry` into `spec.dbname` (which exists and is empty) as `spec` says.
 
     `reader`: reads the artifact instead of the plain decompression (verification's pass, so
     the artifact is read once); the tool's stdin is then written by a thread of its own, so
-    the reader's work on a chunk overlaps the tool's on the one before."""
+    the reader's work on a chunk overlaps the tool's on the one before. `on_line`: each line the
+    streamed one-job pg_restore prints (--verbose: the TOC entry it is restoring)."""
     name = entry.name
     identities = identities_for(settings, name)
     total = entry.size or (entry.local_path.stat().st_size if entry.local_path else 0)
@@ -392,7 +398,7 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
         return
     if not spec.via_file:
         r.log(step, f"Restoring with pg_restore (one job, streamed) into {spec.dbname}")
-        run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner), target, r, step, stream)
+        run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner), target, r, step, stream, on_line)
         return
     if name.compression == "none" and not name.encrypted and entry.local_path is not None:
         r.log(step, f"Restoring with pg_restore --jobs={spec.jobs} into {spec.dbname}")
@@ -460,7 +466,8 @@ class _PipeWriter:
 
 
 def restore_into(settings: Settings, target: Target, entry_or_path: CatalogEntry | str | Path, dbname: str,
-                 reporter: Reporter, step_id: str, jobs: int | None = None, tables: list[str] | None = None) -> None:
+                 reporter: Reporter, step_id: str, jobs: int | None = None, tables: list[str] | None = None,
+                 reader: Reader | None = None, on_line: Callable[[str], object] | None = None) -> None:
     """Load an artifact into the existing, empty database `dbname` (for verify's check 8 and drills).
 
     Owners and privileges are not restored (`--no-owner --no-acl`): a scratch database
@@ -473,4 +480,4 @@ def restore_into(settings: Settings, target: Target, entry_or_path: CatalogEntry
         tools = select_tools(settings, server_info(conn).major)
     spec = LoadSpec(entry.name, dbname, jobs=max(1, jobs or 1) if entry.local_path else 1, tables=tables,
                     no_owner=True)
-    load(settings, target, tools, entry, spec, reporter, step_id)
+    load(settings, target, tools, entry, spec, reporter, step_id, reader=reader, on_line=on_line)

@@ -66,6 +66,7 @@ class RunContext:
     rollback_failed: str | None = None
     artifact_proof: Any = None  # verify's ArtifactProof, from the verification read of the artifact
     proof: Any = None  # verify's ProofResult: the restored database compared with that proof
+    early_digests: Any = None  # server._EarlyDigests: restored tables read beside the index builds
     journal: Path | None = None  # the restore journal (journal.py) once the run first changes the server
     journal_started: float | None = None
 

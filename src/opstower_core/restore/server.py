@@ -140,17 +140,20 @@ def load_artifact(ctx: RunContext, out: StepOutcome) -> None:
     assert plan.tools is not None
     spec = LoadSpec(entry.name, ctx.work_db, plan.jobs, plan.options.tables, ctx.no_owner)
     ctx.reporter.log("restore", "Restoring data from backup...")
+    early = _early_digests(ctx, spec)
+    ctx.early_digests = early
+    on_line = early.on_line if early is not None else None
     if plan.verify_in_load:
-        _load_verified(ctx, spec)
+        _load_verified(ctx, spec, on_line)
     else:
-        load(ctx.settings, ctx.target, plan.tools, entry, spec, ctx.reporter, "restore")
+        load(ctx.settings, ctx.target, plan.tools, entry, spec, ctx.reporter, "restore", on_line=on_line)
     ctx.reporter.log("restore", "Database restore completed successfully")
     out.detail = (f"Restored {entry.filename} into {ctx.work_db} ({entry.name.format} format, "
                   f"{spec.jobs if spec.via_file else 1} job(s))"
                   + ("; verified in the same read" if plan.verify_in_load else ""))
 
 
-def _load_verified(ctx: RunContext, spec: LoadSpec) -> None:
+def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any) -> None:
     """The load fed by the verification's own read (checks 1-7): the artifact is read once.
 
     A failed check raises FeedRefused from the reader before pg_restore / psql gets the end of
@@ -183,10 +186,22 @@ def _load_verified(ctx: RunContext, spec: LoadSpec) -> None:
         times["verify"] = time.monotonic() - t0
 
     assert plan.tools is not None
-    load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader)
+    load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader, on_line=on_line)
     # Inside the restore step, whose time already holds any wait for the verdict: nothing more on the clock.
     r.finished("verify", verdict.status, f"{verdict.detail} (ran in parallel with: restore, in the same read)",
                times["verify"], {"parallel_with": ["restore"], "waited": 0.0})
+
+
+def _early_digests(ctx: RunContext, spec: LoadSpec) -> Any:
+    """verify.EarlyDigests for a whole custom archive streamed into one pg_restore (its order is the
+    archive's), when the dump's zone is recorded; else None (the proof reads every table after the load)."""
+    from opstower_core.verify import EarlyDigests
+
+    tools = ctx.plan.tools
+    if spec.name.format != "custom" or spec.via_file or spec.tables or tools is None or ctx.plan.mode == "tables":
+        return None
+    return EarlyDigests.for_load(ctx.target, ctx.work_db, ctx.entry.meta, tools.psql, ctx.cancel,
+                                 lambda line: ctx.reporter.log("restore", line, "DEBUG"))
 
 
 def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
@@ -221,13 +236,17 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
         if checked[0].status == Status.FAIL:
             raise OpsError(f"The restored database failed its checks: {checked[0].detail}", "", "")
 
+    early = ctx.early_digests.result() if ctx.early_digests is not None else {}
+    if early:
+        r.log("verify_restored", f"{len(early)} restored table(s) were read beside the index builds "
+              f"({ctx.early_digests.seconds:.1f} s)")
     if prove:
         r.log("verify_restored", "Comparing table digests and the object inventory with the artifact")
         # Database-level settings come from the live database here (apply_props_sql), not from the dump.
         try:
             ctx.proof = prove_restored(ctx.target, ctx.work_db, ctx.artifact_proof, tables=ctx.plan.options.tables,
                                        cancel=ctx.cancel, no_acl=ctx.no_owner, database_settings=False,
-                                       before_inventory=checks_done)
+                                       before_inventory=checks_done, pre=early)
         finally:
             checks.join()
     checks_done()

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 from .checks import CHECKS
 
 if TYPE_CHECKING:
-    from .proof import ArtifactProof, ProofResult, digest_key, prove_restored
+    from .proof import ArtifactProof, EarlyDigests, ProofResult, digest_key, prove_restored
     from .run import VerifyResult, verify
 
-__all__ = ["CHECKS", "ArtifactProof", "ProofResult", "VerifyResult", "digest_key", "prove_restored", "verify"]
+__all__ = ["CHECKS", "ArtifactProof", "EarlyDigests", "ProofResult", "VerifyResult", "digest_key", "prove_restored",
+           "verify"]
 
 
 def __getattr__(name: str) -> Any:
@@ -23,7 +24,7 @@ def __getattr__(name: str) -> Any:
         from . import run
 
         return getattr(run, name)
-    if name in ("ArtifactProof", "ProofResult", "digest_key", "prove_restored"):
+    if name in ("ArtifactProof", "EarlyDigests", "ProofResult", "digest_key", "prove_restored"):
         from . import proof
 
         return getattr(proof, name)

@@ -13,6 +13,8 @@ pg_dump's session settings) and compares them and the inventory with the artifac
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -137,7 +139,7 @@ def prove_restored(
     no_acl: bool = False,
     database_settings: bool = True,
     before_inventory: Callable[[], object] | None = None,
-    pre: dict[DigestKey, TableDigest] | None = None,
+    pre: dict[DigestKey, tuple[TableDigest, int]] | None = None,
 ) -> ProofResult:
     """Compare the restored database `dbname` on `target`'s server with the artifact.
 
@@ -148,8 +150,11 @@ def prove_restored(
     `before_inventory`: called after the table digests, before the catalog is read (a caller's
     check running beside the digests that may change the catalog meanwhile, e.g. amcheck's
     CREATE/DROP EXTENSION, is waited for there).
-    `pre`: restored tables' digests taken earlier (`digest_key`), e.g. while pg_restore built
-    the indexes; one is used only where table, columns and settings are exactly the proof's.
+    `pre`: restored tables' digests taken earlier (`digest_key` -> (digest, the oldest running
+    xid when it was taken)), e.g. while pg_restore built the indexes; one is used only where
+    table, columns and settings are exactly the proof's and the table has not changed since
+    (same row count, no row version from a transaction at or after that xid); else the table is
+    read again.
     """
     from opstower_core.pg.inventory import compare_inventories, live_inventory
 
@@ -192,6 +197,87 @@ def prove_restored(
     return _result(keys, proof, differences, not_compared, inv.compared, digests.unverified)
 
 
+class EarlyDigests:
+    """The restored tables' dump-order digests, taken while pg_restore still builds the indexes.
+
+    A streamed one-job pg_restore follows the archive's order: every table's data (each COPY
+    committed), then the PRIMARY KEY / UNIQUE constraints, then the other indexes. From its
+    first "creating INDEX" line (`on_line`) every table holds its data, and what the load still
+    does either does not conflict with a COPY TO's ACCESS SHARE lock or waits for it (nothing in
+    post-data changes table rows). So the proof's reading of the tables runs beside the index
+    builds instead of after the load (issue 18). `prove_restored(pre=result())` uses a digest
+    only where table, columns and settings are exactly the proof's (`digest_key`); any other
+    table is read there as before, so the proof is unchanged. A failure here is only logged.
+    """
+
+    TRIGGER = "pg_restore: creating INDEX "
+
+    def __init__(self, target: Target, dbname: str, zone: str, bytea_output: str, psql: str | None,
+                 cancel: CancelToken, log: Callable[[str], object]) -> None:
+        self.target, self.dbname, self.zone, self.bytea, self.psql = target, dbname, zone, bytea_output, psql
+        self.cancel, self.log = cancel, log
+        self.digests: dict[DigestKey, tuple[TableDigest, int]] = {}
+        self.thread: threading.Thread | None = None
+        self.seconds = 0.0
+
+    @classmethod
+    def for_load(cls, target: Target, dbname: str, meta: dict[str, Any] | None, psql: str | None,
+                 cancel: CancelToken, log: Callable[[str], object]) -> EarlyDigests | None:
+        """None for a dump whose zone is not recorded (the proof then tries candidate zones itself)."""
+        meta = meta or {}
+        zone = meta.get("dump_timezone")
+        if not zone:
+            return None
+        return cls(target, dbname, str(zone), meta.get("dump_bytea_output") or "hex", psql, cancel, log)
+
+    def on_line(self, text: str) -> None:
+        if self.thread is None and text.startswith(self.TRIGGER):
+            self.thread = threading.Thread(target=self._run, name="early-digests", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        from opstower_core.pg.digest import catalog_copy_columns
+
+        t0 = time.monotonic()
+        env = self.target.libpq_env()
+        env["PGDATABASE"] = self.dbname
+        try:
+            with connect(self.target, dbname=self.dbname) as conn:
+                enc = conn.execute("SELECT pg_catalog.pg_encoding_to_char(encoding) FROM pg_catalog.pg_database "
+                                   "WHERE datname = pg_catalog.current_database()").fetchone()[0]
+                settings = DumpSettings(timezone=self.zone, client_encoding=enc, bytea_output=self.bytea)
+                tables = conn.execute(
+                    "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
+                    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                    "AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1, 2").fetchall()
+                for key in tables:
+                    if self.cancel.cancelled:
+                        return
+                    cols = catalog_copy_columns(conn, *key)
+                    # The oldest running xid before the COPY's snapshot: row versions from it or later
+                    # may not be in the digest (see _unchanged_since).
+                    xmin = conn.execute("SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())"
+                                        "::text::bigint % 4294967296").fetchone()[0]
+                    digest = live_table_digest(conn, *key, columns=cols, settings=settings, psql=self.psql,
+                                               psql_env=env, multiset=False)
+                    self.digests[digest_key(key, cols, settings)] = (digest, int(xmin))
+        except Exception as exc:  # noqa: BLE001 - the proof reads whatever is missing after the load
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.log(f"Reading the restored tables beside the index builds stopped ({first}); the proof reads "
+                     "them after the load")
+        finally:
+            self.seconds = time.monotonic() - t0
+
+    def result(self) -> dict[DigestKey, tuple[TableDigest, int]]:
+        """The digests taken (waits for a reading still going on: the proof would do it anyway)."""
+        if self.thread is None:
+            return {}
+        while self.thread.is_alive():
+            self.thread.join(0.1)
+        return self.digests
+
+
 def _selected(proof: ArtifactProof, tables: list[str] | None) -> list[TableKey]:
     if tables is None:
         return sorted(proof.tables)
@@ -214,7 +300,7 @@ class _TableProver:
     """Digests restored tables under the dump's settings; finds the dump's zone when unknown."""
 
     def __init__(self, conn: psycopg.Connection, proof: ArtifactProof, env: dict[str, str],
-                 cancel: CancelToken, pre: dict[DigestKey, TableDigest]) -> None:
+                 cancel: CancelToken, pre: dict[DigestKey, tuple[TableDigest, int]]) -> None:
         self.conn, self.proof, self.env, self.pre = conn, proof, env, pre
         self.notes: list[str] = []
         self.unverified = 0
@@ -228,8 +314,8 @@ class _TableProver:
                                 bytea_output=self.proof.bytea_output)
         columns = self.proof.copy_columns.get(key)
         early = self.pre.get(digest_key(key, columns, settings)) if not multiset else None
-        if early is not None:
-            return early
+        if early is not None and _unchanged_since(self.conn, key, *early):
+            return early[0]
         import psycopg
 
         try:
@@ -278,6 +364,20 @@ class _TableProver:
         if zone != self.zones[0]:  # the dump's zone, found: try it first from now on
             self.zones.remove(zone)
             self.zones.insert(0, zone)
+
+
+def _unchanged_since(conn: psycopg.Connection, key: TableKey, digest: TableDigest, xmin: int) -> bool:
+    """Whether a table digested earlier is still as it was: as many rows, and none written by a
+    transaction that was running or not yet started when the digest began (an INSERT or UPDATE
+    leaves a row version with a newer xmin; a DELETE alone changes the count). One scan, no COPY."""
+    from psycopg import sql
+
+    if xmin < 3:  # a special xid: no usable horizon
+        return False
+    row = conn.execute(sql.SQL(
+        "SELECT count(*), count(*) FILTER (WHERE pg_catalog.age(xmin) <= pg_catalog.age({}::text::xid)) "
+        "FROM ONLY {}.{}").format(sql.Literal(str(xmin)), sql.Identifier(key[0]), sql.Identifier(key[1]))).fetchone()
+    return row is not None and row[0] == digest.rows and row[1] == 0
 
 
 def _candidate_zones(conn: psycopg.Connection) -> list[str]:

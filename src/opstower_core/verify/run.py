@@ -40,7 +40,7 @@ from opstower_core.verify.content import (
     metadata_verdict,
     pick_tools,
 )
-from opstower_core.verify.proof import ArtifactProof, ProofResult, prove_restored
+from opstower_core.verify.proof import ArtifactProof, EarlyDigests, ProofResult, prove_restored
 
 
 @dataclass
@@ -153,15 +153,23 @@ class _Verifier:
         # The S3 look-up (client set-up, HEAD, tags) is network-bound: start it now so it
         # overlaps the streaming checks 4-6 instead of following them.
         s3_lookup = self._start_s3_lookup() if self.upto >= 7 else None
-        self._single_pass(fatal)
-        if self.upto >= 7:
-            self._s3_check(s3_lookup)
-        if self.upto >= 8:
-            if self.full_test:
-                self._full_restore()
-            else:
-                t = self.start(8)
-                self.check(8, Status.SKIP, "Full restoration test not requested (use --full-test)", t)
+        loaded = None
+        if self.upto >= 8 and self.full_test and not fatal and self._can_load_in_read():
+            loaded = self._single_pass_loading()
+        else:
+            self._single_pass(fatal)
+        try:
+            if self.upto >= 7:
+                self._s3_check(s3_lookup)
+            if self.upto >= 8:
+                if self.full_test:
+                    self._full_restore(loaded)
+                else:
+                    t = self.start(8)
+                    self.check(8, Status.SKIP, "Full restoration test not requested (use --full-test)", t)
+        finally:
+            if loaded is not None:
+                loaded.drop(self.r)  # e.g. cancelled at check 7: the test database never outlives the run
         return self.result
 
     # 4–6 -------------------------------------------------------------------------------
@@ -320,43 +328,112 @@ class _Verifier:
                    f"{', sha256 matches' if remote_sha and local_sha else ''})", t, {"key": key})
 
     # 8 ---------------------------------------------------------------------------------
-    def _full_restore(self) -> None:
+    def _can_load_in_read(self) -> bool:
+        """Check 8's test restore can be fed by the checks' own read (an encrypted artifact needs its identity)."""
+        if self.entry.name.encrypted:
+            try:
+                self._identities()
+            except OpsError:
+                return False
+        return True
+
+    def _single_pass_loading(self) -> _Scratch:
+        """Checks 4-6 with check 8's test restore fed by the same read (issue 18): the artifact is read
+        once. The scratch database is made first; when check 4 or 5 fails, the load is stopped before
+        pg_restore / psql sees the end of its input, and check 8 says the artifact failed (the scratch
+        database is dropped in any case)."""
+        from opstower_core.pg.load import FeedRefused
+
+        scratch = self._create_scratch()
+        if scratch.problem is not None:
+            self._single_pass(False)
+            return scratch
+        early = EarlyDigests.for_load(scratch.target, scratch.name, self.entry.meta, self._psql(), self.r.cancel,
+                                      lambda line: self.r.log("compression", line, "DEBUG"))
+        scratch.early = early
+        t0 = time.monotonic()
+
+        def reader(sink: Callable[[memoryview], object]) -> None:
+            self.tee = sink
+            try:
+                self._single_pass(False)
+            finally:
+                self.tee = None
+            if any(r.status == Status.FAIL and r.step in ("compression", "content") for r in self.r.results):
+                raise FeedRefused("the artifact failed an earlier check", "", "")
+
+        try:
+            self.r.log("compression", f"Restoring into the test database {scratch.name} in the same read")
+            restore_into(self.settings, scratch.target, self.entry, scratch.name, self.r, "compression", reader=reader,
+                         on_line=early.on_line if early is not None else None)
+        except Cancelled:
+            scratch.drop(self.r)
+            raise
+        except OpsError as exc:
+            scratch.error = exc
+        scratch.load_seconds = time.monotonic() - t0
+        return scratch
+
+    def _psql(self) -> str | None:
+        tools = pick_tools(self.settings)
+        return tools.psql if tools else None
+
+    def _create_scratch(self) -> _Scratch:
+        e = self.entry
+        target = _target_for(self.settings, e.database)
+        name = f"{e.database[:30]}_verify_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
+        scratch = _Scratch(target, name)
+        try:
+            scratch.conn = connect(target, dbname="postgres")
+            self.r.log("full_restore", f"Creating test database: {name}")
+            scratch.conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+        except OpsError as exc:
+            # The server, not the backup, is the problem: no verdict on the artifact.
+            scratch.problem = f"Full restoration test not run: {exc.what}"
+        except Exception as exc:  # noqa: BLE001 - e.g. no CREATEDB privilege
+            scratch.problem = f"Full restoration test not run: cannot create {name} ({exc})"
+        if scratch.problem is not None and scratch.conn is not None:
+            scratch.conn.close()
+            scratch.conn = None
+        return scratch
+
+    def _full_restore(self, loaded: _Scratch | None = None) -> None:
         t = self.start(8)
         e = self.entry
         # Only a damaged or unreadable artifact (checks 1-5) makes a test restore pointless;
         # missing metadata or a missing S3 copy do not.
         blocking = {"exists", "readable", "not_empty", "compression", "content"}
         if any(r.status == Status.FAIL and r.step in blocking for r in self.r.results):
-            self.check(8, Status.SKIP, "skipped: the artifact itself failed an earlier check", t)
+            if loaded is not None:
+                loaded.drop(self.r)
+            self.check(8, Status.SKIP, "skipped: the artifact itself failed an earlier check"
+                       + ("; the test database was dropped" if loaded is not None and loaded.conn else ""), t)
             return
-        if e.name.encrypted:
+        if loaded is None and e.name.encrypted:
             try:
                 self._identities()
             except OpsError as exc:
                 self.check(8, Status.SKIP, f"Encrypted artifact, cannot restore: {exc.what}", t)
                 return
-        target = _target_for(self.settings, e.database)
-        scratch = f"{e.database[:30]}_verify_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
-        try:
-            conn = connect(target, dbname="postgres")
-            self.r.log("full_restore", f"Creating test database: {scratch}")
-            conn.execute(f"CREATE DATABASE {quote_ident(scratch)}")
-        except OpsError as exc:
-            # The server, not the backup, is the problem: no verdict on the artifact.
-            self.check(8, Status.WARN, f"Full restoration test not run: {exc.what}", t)
+        scratch = loaded or self._create_scratch()
+        if scratch.problem is not None:
+            self.check(8, Status.WARN, scratch.problem, t)
             return
-        except Exception as exc:  # noqa: BLE001 - e.g. no CREATEDB privilege
-            conn.close()
-            self.check(8, Status.WARN, f"Full restoration test not run: cannot create {scratch} ({exc})", t)
-            return
+        target, name = scratch.target, scratch.name
         outcome: tuple[Status, str] | None = None
         try:
-            self.r.log("full_restore", "Restoring backup to test database...")
-            restore_into(self.settings, target, e, scratch, self.r, "full_restore")
+            if loaded is None:
+                self.r.log("full_restore", "Restoring backup to test database...")
+                restore_into(self.settings, target, e, name, self.r, "full_restore")
+            elif scratch.error is not None:
+                raise scratch.error
+            else:
+                self.r.log("full_restore", f"Restored into the test database in the read of checks 4-6 "
+                           f"({scratch.load_seconds:.1f} s)")
             self.r.log("full_restore", "Restoration to test database successful")
-            outcome = _compare_restored(target, scratch, e.meta, self.r)
+            outcome = _compare_restored(target, name, e.meta, self.r)
             if outcome[0] != Status.FAIL:
-                outcome = self._prove(target, scratch, outcome)
+                outcome = self._prove(target, name, outcome, scratch.early.result() if scratch.early else None)
         except Cancelled:
             self.check(8, Status.SKIP, "cancelled; the test database was dropped", t)
             raise
@@ -364,14 +441,11 @@ class _Verifier:
             outcome = Status.FAIL, f"Full restoration test failed: {exc.what}"
         finally:
             # Always dropped, and before the verdict is reported.
-            self.r.log("full_restore", "Cleaning up test database...")
-            with contextlib.suppress(Exception):
-                conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)} WITH (FORCE)")
-            conn.close()
-        self.check(8, outcome[0], outcome[1], t, {"scratch_db": scratch})
+            scratch.drop(self.r)
+        self.check(8, outcome[0], outcome[1], t, {"scratch_db": name})
 
-
-    def _prove(self, target: Target, scratch: str, counted: tuple[Status, str]) -> tuple[Status, str]:
+    def _prove(self, target: Target, scratch: str, counted: tuple[Status, str],
+               pre: dict | None = None) -> tuple[Status, str]:
         """The restore proof on the scratch database: digests and inventory against the artifact's."""
         proof = self.result.proof
         if proof is None:
@@ -381,7 +455,7 @@ class _Verifier:
         # The scratch load runs without owners and grants for a custom archive (pg_restore
         # --no-owner --no-acl) and applies no database-level settings: named as not compared.
         result = prove_restored(target, scratch, proof, cancel=self.r.cancel, no_acl=proof.format == "custom",
-                                database_settings=False)
+                                database_settings=False, pre=pre)
         self.result.restored_proof = result
         for line in result.differences:
             self.r.log("full_restore", line, "ERROR")
@@ -390,6 +464,28 @@ class _Verifier:
         counts = "row counts match the metadata" if "match the metadata" in counted[1] else \
             "no row counts in the metadata to compare"
         return result.status, f"Full restoration test completed: {result.sentence}; {counts}; test database dropped"
+
+
+@dataclass
+class _Scratch:
+    """Check 8's test database: made, loaded (maybe in the checks' read), always dropped."""
+
+    target: Target
+    name: str
+    conn: Any = None  # on the postgres database: creates and drops the scratch database
+    problem: str | None = None  # why it could not be made (the server, not the artifact)
+    error: OpsError | None = None  # the load in the checks' read failed
+    early: EarlyDigests | None = None
+    load_seconds: float = 0.0
+
+    def drop(self, r: Reporter) -> None:
+        if self.conn is None:
+            return
+        r.log("full_restore", "Cleaning up test database...")
+        with contextlib.suppress(Exception):
+            self.conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(self.name)} WITH (FORCE)")
+        self.conn.close()
+        self.conn = None
 
 
 def _target_for(settings: Settings, database: str) -> Target:
