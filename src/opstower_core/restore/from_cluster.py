@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.config import S3Settings, Settings, Target
@@ -38,10 +38,12 @@ from opstower_core.events import (
     StepStarted,
 )
 from opstower_core.pg.admin import admin, db_exists, drop_sql, free_name
-from opstower_core.pitr import ScratchCluster
 from opstower_core.restore.model import RestoreOptions
 from opstower_core.restore.plan import plan_restore
 from opstower_core.restore.run import run_restore
+
+if TYPE_CHECKING:  # only its type: the PITR modules load when a recovery runs, not with every restore
+    from opstower_core.pitr import ScratchCluster
 
 WORK_DIR = "pitr-copy"  # under the state dir: one private (0700) directory per copy-out, removed at its end
 
