@@ -30,6 +30,7 @@ from opstower_core.config import Settings
 from opstower_core.errors import OpsError
 from opstower_core.pitr.barman import (
     call_in_process,
+    cloud_env,
     cloud_options,
     destination_url,
     key_root,
@@ -77,14 +78,47 @@ def wal_push(settings: Settings, path: str | Path, *, err: TextIO = sys.stderr) 
     """Archive one WAL file (PostgreSQL's %p). Refuses to replace an archived copy with different bytes.
 
     Then, with a replica, copies it there (bounded; never changes the exit code)."""
+    warm = None
+    if replica_settings(settings) is not None:
+        os.environ.update(cloud_env(settings))  # as barman-cloud gets it, before the client reads the chain
+        warm = _ReplicaClient(settings)
     rc = _archive(settings, Path(path), err)
-    if rc == 0 and replica_settings(settings) is not None:
-        copy_to_replica(settings, Path(path), err)
+    if rc == 0 and warm is not None:
+        copy_to_replica(settings, Path(path), err, client=warm)
     return rc
 
 
-def copy_to_replica(settings: Settings, path: Path, err: TextIO = sys.stderr,
-                    timeout: float | None = None) -> str | None:
+class _ReplicaClient:
+    """The replica's client, built on a thread while the primary archive runs (building one costs
+    about as much as sending a segment). One attempt and short timeouts: a replica down costs a
+    refused connection, not retries with backoff, on every segment."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.client: object | None = None
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._build, args=(settings,), name="wal-replica-client", daemon=True)
+        self._thread.start()
+
+    def _build(self, settings: Settings) -> None:
+        try:
+            rep = replica_settings(settings)
+            assert rep is not None
+            self.client = store_for(rep).new_client(retries={"max_attempts": 1, "mode": "standard"},
+                                                    connect_timeout=2, read_timeout=REPLICA_WAL_TIMEOUT)
+        except OpsError as exc:
+            self.error = exc.what
+        except Exception as exc:  # noqa: BLE001 - said in the server log by copy_to_replica
+            self.error = s3_error_text(exc)
+
+    def get(self) -> object:
+        self._thread.join()
+        if self.client is None:
+            raise OpsError(f"The replica client could not be made ({self.error})", "", "")
+        return self.client
+
+
+def copy_to_replica(settings: Settings, path: Path, err: TextIO = sys.stderr, timeout: float | None = None,
+                    client: _ReplicaClient | None = None) -> str | None:
     """Put an archived WAL file on the replica within `timeout` seconds (REPLICA_WAL_TIMEOUT);
     its URL, or None with a WARNING line in the server log. Runs on a daemon thread: a hung
     replica is left behind when the archive command exits, never waited for."""
@@ -94,7 +128,8 @@ def copy_to_replica(settings: Settings, path: Path, err: TextIO = sys.stderr,
 
     def run() -> None:
         try:
-            outcome["where"] = put_pitr_object(settings, wal_rel(name), path.read_bytes())
+            outcome["where"] = put_pitr_object(settings, wal_rel(name), path.read_bytes(),
+                                               client.get() if client is not None else None)
         except OpsError as exc:
             outcome["error"] = exc.what
         except Exception as exc:  # noqa: BLE001 - credentials, a file gone: said in the log, never raised

@@ -131,15 +131,16 @@ class _Hashing:
         return data
 
 
-_lock_support: dict[int, tuple[bool | None, str]] = {}
+_lock_support: dict[tuple[str | None, str], tuple[bool | None, str]] = {}  # by (endpoint, bucket)
 _lock_support_guard = threading.Lock()
 
 
 def lock_support(store: S3Store) -> tuple[bool | None, str]:
     """(supported, sentence) for S3 Object Lock on the store's bucket; None when it could not be read."""
+    where = (store.settings.endpoint_url, store.bucket)
     with _lock_support_guard:
-        if id(store) in _lock_support:
-            return _lock_support[id(store)]
+        if where in _lock_support:
+            return _lock_support[where]
     try:
         conf = store.client.get_object_lock_configuration(Bucket=store.bucket).get("ObjectLockConfiguration", {})
         enabled = conf.get("ObjectLockEnabled") == "Enabled"
@@ -154,7 +155,7 @@ def lock_support(store: S3Store) -> tuple[bool | None, str]:
         else:
             return None, f"Object Lock support could not be read ({s3_error_text(exc)})"
     with _lock_support_guard:
-        _lock_support[id(store)] = answer
+        _lock_support[where] = answer
     return answer
 
 
@@ -783,10 +784,11 @@ def _copy_pitr_object(settings: Settings, primary: S3Store, store: S3Store, src_
     return None, True
 
 
-def put_pitr_object(settings: Settings, rel: str, data: bytes) -> str:
+def put_pitr_object(settings: Settings, rel: str, data: bytes, client: Any = None) -> str:
     """Put one PITR object (a WAL segment as barman-cloud archived it) under the replica's PITR root,
     checked by the store against its MD5 (Content-MD5) and by the ETag it answers. Returns its URL;
-    raises OpsError. Not locked (lock_days): prune's barman-cloud-backup-delete must remove old WAL."""
+    raises OpsError. Not locked (lock_days): prune's barman-cloud-backup-delete must remove old WAL.
+    `client`: a replica client of the caller's (`S3Store.new_client`), else the store's."""
     rep = replica_settings(settings)
     if rep is None:
         raise OpsError("No replica is configured", "nothing was copied", "add an [s3.replica] table")
@@ -794,7 +796,7 @@ def put_pitr_object(settings: Settings, rel: str, data: bytes) -> str:
     key = pitr_root(rep, settings) + rel
     digest = hashlib.md5(data, usedforsecurity=False)
     try:
-        resp = store.client.put_object(Bucket=store.bucket, Key=key, Body=data, ContentType="application/octet-stream",
+        resp = (client or store.client).put_object(Bucket=store.bucket, Key=key, Body=data, ContentType="application/octet-stream",
                                        ContentMD5=base64.b64encode(digest.digest()).decode(), **store.extra_args())
     except Exception as exc:  # noqa: BLE001
         raise OpsError(f"Copy of {rel} to the replica failed ({s3_error_text(exc)})",

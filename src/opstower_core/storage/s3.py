@@ -79,23 +79,29 @@ class S3Store:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                from botocore.config import Config
-
-                # "when_required": S3-compatible stores reject the checksums boto3 ≥ 1.36 adds.
-                cfg = Config(
-                    request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required",
-                    retries={"max_attempts": 3, "mode": "standard"},
-                    connect_timeout=5, read_timeout=60,
-                    max_pool_connections=max(10, self.settings.multipart_concurrency + 2),
-                )
-                if self.settings.role == "replica":
-                    # The AWS_ENDPOINT_URL of the environment points at the primary, not here.
-                    cfg = cfg.merge(Config(ignore_configured_endpoint_urls=True))
-                self._client = self._session().client(
-                    "s3", endpoint_url=self.settings.endpoint_url, region_name=self.settings.region, config=cfg
-                )
+                self._client = self.new_client()
             return self._client
+
+    def new_client(self, **overrides: Any) -> Any:
+        """A boto3 client of its own for this store, with these botocore Config settings changed
+        (wal-push's replica copy: one attempt, short timeouts, so a replica down costs little)."""
+        from botocore.config import Config
+
+        # "when_required": S3-compatible stores reject the checksums boto3 ≥ 1.36 adds.
+        cfg = Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5, read_timeout=60,
+            max_pool_connections=max(10, self.settings.multipart_concurrency + 2),
+        )
+        if self.settings.role == "replica":
+            # The AWS_ENDPOINT_URL of the environment points at the primary, not here.
+            cfg = cfg.merge(Config(ignore_configured_endpoint_urls=True))
+        if overrides:
+            cfg = cfg.merge(Config(**overrides))
+        return self._session().client("s3", endpoint_url=self.settings.endpoint_url, region_name=self.settings.region,
+                                      config=cfg)
 
     def _session(self) -> Any:
         """A boto3 session with this store's credentials: a profile, the named environment

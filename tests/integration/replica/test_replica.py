@@ -310,6 +310,14 @@ def test_object_lock_on_the_replica_and_doctor(pg, s3, other, db, make_settings)
     on a bucket without it the copy is made unlocked, and both the backup and doctor say so."""
     client = other.client()
     client.create_bucket(Bucket="opstower-locked", ObjectLockEnabledForBucket=True)
+    # A loaded SeaweedFS may answer for a new bucket's configuration a moment late.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if client.get_object_lock_configuration(Bucket="opstower-locked")["ObjectLockConfiguration"]:
+                break
+        except ClientError:
+            time.sleep(0.2)
     locked = replace(side(other, lock_days=3), bucket="opstower-locked")
     settings = with_replica(make_settings(db, s3=s3), locked)
     result = run_backup(settings)
