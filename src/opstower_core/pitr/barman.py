@@ -7,12 +7,15 @@ the shared-credentials file named by AWS_SHARED_CREDENTIALS_FILE ([pitr] credent
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from opstower_core.config import Settings
 from opstower_core.errors import OpsError
+from opstower_core.events import CancelToken
 
 
 def require_s3(settings: Settings) -> None:
@@ -28,8 +31,13 @@ def destination_url(settings: Settings) -> str:
 
 
 def key_root(settings: Settings) -> str:
-    """The object key prefix of this server's backups and WAL ("…/<server_name>/")."""
-    return f"{settings.s3.prefix}{settings.pitr.path}/{settings.pitr.server_name}/"
+    """The object key prefix of this server's backups and WAL ("…/<server_name>/").
+
+    An empty path is barman-cloud's bucket root (a CloudNativePG destinationPath of
+    "s3://bucket/"): its keys start with the server name, not with "/".
+    """
+    parts = [settings.s3.prefix.strip("/"), settings.pitr.path.strip("/"), settings.pitr.server_name]
+    return "/".join(p for p in parts if p) + "/"
 
 
 def cloud_options(settings: Settings) -> list[str]:
@@ -69,12 +77,25 @@ def client_argv(module: str, args: Sequence[str]) -> list[str]:
 
 
 def run_client(settings: Settings, module: str, args: Sequence[str], *, timeout: float | None = None,
-               on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a barman-cloud client; stdout captured, stderr lines passed to `on_line` as they come."""
+               on_line: Callable[[str], None] | None = None,
+               cancel: CancelToken | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a barman-cloud client; stdout captured, stderr lines passed to `on_line` as they come.
+
+    On `cancel` the client gets SIGINT: barman-cloud-backup then marks its backup FAILED in
+    the bucket and exits 1 (a SIGKILL would leave it listed as STARTED).
+    """
     argv = client_argv(module, args)
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=cloud_env(settings), stdin=subprocess.DEVNULL)
     err_lines: list[str] = []
+    if cancel is not None:
+        def watch() -> None:
+            while proc.poll() is None:
+                if cancel.wait(0.2):
+                    proc.send_signal(signal.SIGINT)
+                    return
+
+        threading.Thread(target=watch, daemon=True).start()
 
     def pump() -> None:
         assert proc.stderr is not None
@@ -82,8 +103,6 @@ def run_client(settings: Settings, module: str, args: Sequence[str], *, timeout:
             err_lines.append(line)
             if on_line:
                 on_line(line.rstrip())
-
-    import threading
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()

@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from opstower_core.config import Settings, Target
-from opstower_core.errors import OpsError
-from opstower_core.events import Event, Status, StepFinished, StepLog, StepStarted
+from opstower_core.errors import Cancelled, OpsError
+from opstower_core.events import CancelToken, Event, Status, StepFinished, StepLog, StepStarted
 from opstower_core.pitr.barman import cloud_options, destination_url, last_error, run_client, upload_options
 
 
@@ -65,17 +65,37 @@ def list_base_backups(settings: Settings) -> list[BaseBackup]:
 
 
 def take_base_backup(settings: Settings, target: Target, on_event: Callable[[Event], None] = lambda e: None,
-                     name: str | None = None, jobs: int = 2) -> BaseBackup:
-    """Take a base backup with barman-cloud-backup; returns it as listed afterwards (the proof it is whole)."""
+                     name: str | None = None, jobs: int = 2, cancel: CancelToken | None = None) -> BaseBackup:
+    """Take a base backup with barman-cloud-backup; returns it as listed afterwards (the proof it is whole).
+
+    The run is recorded in the run history (kind "base-backup"), so the console's recent
+    runs and `opstower history`-style readers see cron's base backups like the dumps.
+    """
     on_event(StepStarted("base_backup", f"Base backup of {target.display_host} to {destination_url(settings)}"))
-    started = time.monotonic()
+    started_at, started = time.time(), time.monotonic()
+    try:
+        backup = _take(settings, target, on_event, name, jobs, cancel, started)
+    except OpsError as exc:
+        _record(settings, target, "cancelled" if isinstance(exc, Cancelled) else "failed", started_at,
+                time.monotonic() - started, error=exc.sentence)
+        raise
+    _record(settings, target, "success", started_at, time.monotonic() - started, backup=backup)
+    return backup
+
+
+def _take(settings: Settings, target: Target, on_event: Callable[[Event], None], name: str | None, jobs: int,
+          cancel: CancelToken | None, started: float) -> BaseBackup:
     before = {b.backup_id for b in list_base_backups(settings)}
     conn = ["-h", target.host or "", "-p", str(target.port or 5432), "-U", target.user or "postgres", "-d", "postgres"]
     conn = [a for a in conn if a]
     args = [*cloud_options(settings), *upload_options(settings), *conn, "--immediate-checkpoint", "-J", str(jobs),
             "-v", *(["-n", name] if name else []), destination_url(settings), settings.pitr.server_name]
-    proc = run_client(settings, "cloud_backup", args, on_line=lambda line: on_event(StepLog("base_backup", line)))
+    proc = run_client(settings, "cloud_backup", args, on_line=lambda line: on_event(StepLog("base_backup", line)),
+                      cancel=cancel)
     seconds = time.monotonic() - started
+    if cancel is not None and cancel.cancelled:
+        on_event(StepFinished("base_backup", Status.SKIP, "cancelled", seconds))
+        raise Cancelled("the unfinished base backup is marked FAILED in the bucket and is never used for recovery")
     if proc.returncode != 0:
         on_event(StepFinished("base_backup", Status.FAIL, last_error(proc), seconds))
         raise OpsError(f"The base backup failed ({last_error(proc)})",
@@ -90,3 +110,17 @@ def take_base_backup(settings: Settings, target: Target, on_event: Callable[[Eve
     on_event(StepFinished("base_backup", Status.PASS, f"{backup.backup_id} ({backup.size} bytes, WAL {backup.begin_wal}"
                           f"..{backup.end_wal}) in {seconds:.1f}s", seconds, backup.as_dict()))
     return backup
+
+
+def _record(settings: Settings, target: Target, status: str, started_at: float, seconds: float,
+            backup: BaseBackup | None = None, error: str | None = None) -> None:
+    from opstower_core.runs.history import StateStore
+
+    try:
+        StateStore(settings.state_dir).record(
+            "base-backup", target.dbname, status, artifact=backup.backup_id if backup else None, started_at=started_at,
+            duration_seconds=seconds, size_bytes=backup.size if backup else None, error=error,
+            details={"server_name": settings.pitr.server_name, "destination": destination_url(settings),
+                     **({"begin_wal": backup.begin_wal, "end_wal": backup.end_wal} if backup else {})})
+    except Exception:  # noqa: BLE001 - the history is bookkeeping: a read-only state dir must not fail the backup
+        pass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opstower_core.devenv.demo import MARKER, DemoEnvironment, default_demo_dir
+from opstower_core.devenv.demo import MARKER, DemoEnvironment, default_demo_dir, pitr_wanted
 from opstower_core.errors import OpsError
 from opstower_core.repo.catalog import list_catalog
 from opstower_core.runs.history import StateStore
@@ -34,6 +34,11 @@ def _processes_using(path: Path) -> list[str]:
 def test_demo_dir_default_and_override(tmp_path):
     assert default_demo_dir({"OPSTOWER_DEMO_DIR": str(tmp_path / "d")}) == tmp_path / "d"
     assert default_demo_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "opstower-demo"
+
+
+def test_archiving_is_the_default_and_opting_out_is_explicit():
+    assert pitr_wanted({}) and pitr_wanted({"OPSTOWER_DEMO_PITR": "1"})
+    assert not any(pitr_wanted({"OPSTOWER_DEMO_PITR": v}) for v in ("0", "off", "no", "false"))
 
 
 def test_root_keeps_a_private_home_private(tmp_path):
@@ -67,7 +72,8 @@ def demo_dir(tmp_path_factory):
 def test_demo_first_run_then_reuse_then_cli(demo_dir, monkeypatch):
     directory = demo_dir
     monkeypatch.setenv("PGHOST", "/should/never/be/used")
-    env = DemoEnvironment(directory)
+    # Archiving off (its own test: tests/integration/pitr/test_demo_pitr.py): this one stays fast.
+    env = DemoEnvironment(directory, pitr=False)
     try:
         env.start()
         env.use_environment()
@@ -92,7 +98,8 @@ def test_demo_first_run_then_reuse_then_cli(demo_dir, monkeypatch):
     # Second run, from the command line: the same data reused, everything but the console, the backup
     # list on stdout, both services stopped.
     proc = subprocess.run([sys.executable, "-m", "opstower_core", "demo", "--no-console"],
-                          env={**os.environ, "OPSTOWER_DEMO_DIR": str(directory)}, capture_output=True, text=True,
+                          env={**os.environ, "OPSTOWER_DEMO_DIR": str(directory), "OPSTOWER_DEMO_PITR": "0"},
+                          capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stderr
     listed = {line.split()[0] for line in proc.stdout.splitlines()[1:] if line.strip()}
