@@ -21,8 +21,7 @@ from typing import Any
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError
 from opstower_core.pitr.base import list_base_backups
-from opstower_core.pitr.status import archived_segments
-from opstower_core.pitr.wal import archived_copy
+from opstower_core.pitr.status import archived_segments, read_segment
 
 RECORD = re.compile(r"rmgr: (\w+)\s.*?tx:\s+(\d+), lsn: ([0-9A-F]+/[0-9A-F]+), prev [0-9A-F/]+, desc: (\w+)(.*)$")
 REL = re.compile(r"rel (\d+)/(\d+)/(\d+)")
@@ -66,9 +65,7 @@ def _fetch_segments(settings: Settings, into: Path) -> tuple[str, str]:
     first = int(start[8:16], 16) * 256 + int(start[16:24], 16)
     chosen = [s for s in segments if s.timeline == tli and s.number >= first]
     for seg in chosen:
-        found = archived_copy(settings, seg.name)
-        if found:
-            (into / seg.name).write_bytes(found[1])
+        (into / seg.name).write_bytes(read_segment(settings, seg))
     if not chosen:
         raise OpsError("No archived WAL since the newest base backup", "nothing was read", "check `opstower pitr status`")
     return chosen[0].name, chosen[-1].name

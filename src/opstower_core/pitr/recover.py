@@ -23,7 +23,15 @@ from opstower_core.events import Event, Status, StepFinished, StepLog, StepProgr
 from opstower_core.pg.admin import literal
 from opstower_core.pitr.barman import cloud_options, destination_url, last_error, run_client
 from opstower_core.pitr.base import BaseBackup, list_base_backups
-from opstower_core.pitr.launcher import OsUser, restore_command, run_as, server_os_user
+from opstower_core.pitr.launcher import (
+    OsUser,
+    launcher_path,
+    restore_command,
+    run_as,
+    server_os_user,
+    write_credentials,
+    write_launcher,
+)
 
 Emit = Callable[[Event], None]
 
@@ -162,6 +170,7 @@ def recover_to(settings: Settings, live: Target, target: RecoveryTarget, on_even
 
     backup = choose_backup(list_base_backups(settings), target)
     user = _scratch_user(settings, live)
+    _ensure_launcher(settings, user)
     bin_dir = settings.pg_bin if settings.pg_bin and (settings.pg_bin / "pg_ctl").exists() else bundled_pg_bin(major)
     if bin_dir is None or not (bin_dir / "postgres").exists():
         raise OpsError(f"No PostgreSQL {major} server binaries to run the recovered cluster", "nothing was changed",
@@ -195,6 +204,22 @@ def _scratch_user(settings: Settings, live: Target) -> OsUser:
         raise OpsError("PostgreSQL does not run as root", "nothing was changed",
                        "set [pitr] os_user to the OS user PostgreSQL runs as (e.g. postgres)")
     return user
+
+
+def _ensure_launcher(settings: Settings, user: OsUser) -> None:
+    """The restore_command is the launcher: write it (and the credentials file) when missing.
+
+    Missing on a host that reads an archive someone else writes (a CloudNativePG cluster's,
+    a colleague's server): `pitr enable` never ran here, nothing here archives.
+    """
+    if not launcher_path(settings).exists():
+        if settings.config_path is None:
+            raise OpsError("The recovered cluster's restore command needs a config file", "nothing was changed",
+                           "write the [s3] and [pitr] settings into a config file and pass it with --config")
+        # No check_launcher here: it runs with an empty environment, while the scratch cluster inherits
+        # ours (AWS_* credentials included), so it could refuse a setup that works.
+        write_launcher(settings, user)
+        write_credentials(settings, user)  # only when [pitr] credentials_file is set and the file is missing
 
 
 def _fetch_backup(settings: Settings, backup: BaseBackup, cluster: ScratchCluster, on_event: Emit) -> None:

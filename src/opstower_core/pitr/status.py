@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opstower_core.config import Settings, Target
+from opstower_core.errors import OpsError
 from opstower_core.pitr.barman import key_root
 from opstower_core.pitr.base import BaseBackup, list_base_backups
 from opstower_core.storage.s3 import store_for
@@ -22,6 +23,36 @@ class Segment:
     timeline: int
     number: int  # log * 256 + seg (16 MB segments)
     archived_at: datetime
+    key: str = ""  # its object key, compression suffix included
+
+
+def plain_bytes(key: str, data: bytes) -> bytes:
+    """An archived file's bytes, decompressed by the suffix barman-cloud gave it (.gz, .bz2, .xz, .zst, .snappy, .lz4).
+
+    Whoever wrote the archive chose the compression (CloudNativePG: `wal.compression`), so
+    every one barman-cloud-wal-archive writes is read, with barman's own decompressors.
+    """
+    import io
+
+    from barman.cloud import ALLOWED_COMPRESSIONS
+
+    compression = next((c for suffix, c in ALLOWED_COMPRESSIONS.items() if key.endswith(suffix)), None)
+    if compression is None:
+        return data
+    from barman.clients.cloud_compression import decompress_to_file
+
+    out = io.BytesIO()
+    try:
+        decompress_to_file(io.BytesIO(data), out, compression)
+    except ImportError as exc:  # snappy and lz4 need an optional package
+        raise OpsError(f"Reading {key} needs {compression} support ({exc})", "nothing was changed",
+                       f"install barman[{compression}] into opstower's environment") from None
+    return out.getvalue()
+
+
+def read_segment(settings: Settings, segment: Segment) -> bytes:
+    """The plain bytes of an archived segment (listed by archived_segments)."""
+    return plain_bytes(segment.key, store_for(settings.s3).get_bytes(segment.key))
 
 
 @dataclass
@@ -71,7 +102,8 @@ def _scan(settings: Settings) -> tuple[list[Segment], list[int], dict[int, str]]
         if m := SEGMENT.match(base):
             tli, log, seg = (int(g, 16) for g in m.groups()[:3])
             timelines.add(tli)
-            segments.append(Segment(base[:24], tli, log * 256 + seg, datetime.fromtimestamp(obj.last_modified, UTC)))
+            segments.append(Segment(base[:24], tli, log * 256 + seg, datetime.fromtimestamp(obj.last_modified, UTC),
+                                    obj.key))
         elif m := HISTORY.match(base):
             timelines.add(int(m.group(1), 16))
             history_keys[int(m.group(1), 16)] = obj.key
@@ -83,11 +115,7 @@ def read_history(settings: Settings, keys: dict[int, str]) -> list[dict[str, Any
     if not keys:
         return []
     newest = max(keys)
-    data = store_for(settings.s3).get_bytes(keys[newest])
-    if keys[newest].endswith(".gz"):
-        import gzip
-
-        data = gzip.decompress(data)
+    data = plain_bytes(keys[newest], store_for(settings.s3).get_bytes(keys[newest]))
     out = []
     for line in data.decode(errors="replace").splitlines():
         parts = line.strip().split(None, 2)
