@@ -294,6 +294,14 @@ def snap_app() -> OpsTowerApp:
     return OpsTowerApp(snap_settings(), now=lambda: NOW, monotonic=lambda: MONO, warm_up=False)
 
 
+async def footer_shows(pilot: Any, key: str) -> None:
+    """The footer is recomposed after the bindings change: wait for it, so the snapshot is stable."""
+    from textual.widgets._footer import FooterKey
+
+    await wait_for(pilot, lambda: any(k.key == key for k in pilot.app.screen.query(FooterKey)), timeout=10)
+    await pilot.pause(0.3)
+
+
 def test_snapshot_accidents(snap_compare):
     app = snap_app()
 
@@ -301,7 +309,7 @@ def test_snapshot_accidents(snap_compare):
         screen = AccidentsScreen("app", autostart=False)
         await app.push_screen(screen)
         screen.show_accidents(SNAP_ACCIDENTS)
-        await pilot.pause()
+        await footer_shows(pilot, "n")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -314,8 +322,8 @@ def test_snapshot_recovery_plan_from_an_accident(snap_compare):
                             note="DROP of app.public.orders, committed 11-30 04:08:00 UTC")
         await app.push_screen(screen)
         screen.show_status(snap_status())
-        await pilot.pause()
         screen.query_one("#pitr-value").cursor_blink = False
+        await footer_shows(pilot, "enter")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -344,7 +352,7 @@ def test_snapshot_recovered_outcomes(snap_compare):
         screen.heartbeat = NOW - timedelta(minutes=12, seconds=20)
         screen.ended_at = MONO
         screen.work_done("recover", cluster)
-        await pilot.pause()
+        await footer_shows(pilot, "c")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 

@@ -28,7 +28,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, RadioButton, RadioSet, RichLog, Select, Static
 
-from opstower_tui.formatting import STATUS_STYLE, bar, clock
+from opstower_tui.formatting import STATUS_STYLE, bar, clock, truncate_middle
 from opstower_tui.messages import EngineEvent
 from opstower_tui.screens.base import OpsScreen
 from opstower_tui.widgets.bars import BudgetBar, TransferBar
@@ -45,8 +45,7 @@ PLACEHOLDER = {
 }
 LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 SEGMENT_BYTES = 16 * 1024 * 1024
-STEPS = [("fetch_base", "Download the base backup"), ("replay", "Replay WAL to the target"),
-         ("copy_out", "Copy a database out (when chosen)")]
+STEPS = [("fetch_base", "Download the base backup"), ("replay", "Replay WAL to the target")]
 
 
 class TargetProblem(ValueError):
@@ -203,6 +202,7 @@ class PitrScreen(OpsScreen):
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.reached = 0  # replay LSN, as an integer
+        self.phase_seconds: dict[str, float] = {}  # fetch_base, replay: each phase's time against the RTO
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -254,9 +254,9 @@ class PitrScreen(OpsScreen):
         if self._production():
             self.add_class("-production")
         live = self._live()
-        self.query_one("#pitr-title", Static).update(
+        self.query_one("#pitr-title", Static).update(truncate_middle(
             f"Recover {self.ops.settings.pitr.server_name}'s archive into a scratch cluster · live: "
-            f"{live.dbname} on {live.display_host}:{live.display_port}")
+            f"{live.dbname} on {live.display_host}:{live.display_port}", 78))
         self._show("choose")
         self._value_box_for(self.kind)
         self.set_interval(0.5, self._tick)
@@ -266,13 +266,16 @@ class PitrScreen(OpsScreen):
             self.read_archive()
 
     def _show(self, phase: str) -> None:
-        # After the recovery the steps and the RTO clock stay in view above the outcomes: each phase timed.
-        views = {"choose": ("pitr-form", "pitr-problem", "pitr-plan"), "run": ("pitr-run", "log"),
+        # After the recovery the replay line and the RTO clock stay above the outcomes, which time
+        # each phase; the step list belongs to the run in progress (a copy-out brings its own steps).
+        views = {"choose": ("pitr-form", "pitr-problem", "pitr-plan"), "run": ("pitr-run", "steps", "transfer", "log"),
                  "done": ("pitr-run", "pitr-done")}
         shown = views["choose" if phase == "choose" else "run" if phase in ("recovering", "failed", "copying")
                       else "done"]
-        for name in ("pitr-form", "pitr-problem", "pitr-plan", "pitr-run", "log", "pitr-done"):
+        for name in ("pitr-form", "pitr-problem", "pitr-plan", "pitr-run", "steps", "transfer", "log", "pitr-done"):
             self.query_one(f"#{name}").display = name in shown
+        # A hidden field must not keep the focus: it would swallow the outcome keys (c, k, x) as text.
+        self.query_one("#pitr-form").disabled = "pitr-form" not in shown
 
     def _set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -369,7 +372,8 @@ class PitrScreen(OpsScreen):
             text.update(grid)
             return
         ended = f"{backup.end_time:%Y-%m-%d %H:%M:%S}" if backup.end_time else "?"
-        grid.add_row("Base", f"{backup.backup_id}, ended {ended}, {_size(backup.size)} to download")
+        grid.add_row("Base", f"{backup.backup_id}, ended {ended}" + (f", {_size(backup.size)} to download"
+                                                                         if backup.size else ""))
         grid.add_row("WAL", self._wal_line(backup, target))
         live = self._live()
         grid.add_row("RTO", f"{clock(live.rto_minutes * 60)} for {live.name}; the clock starts at Enter")
@@ -470,13 +474,15 @@ class PitrScreen(OpsScreen):
 
     @on(EngineEvent)
     def apply_event(self, message: EngineEvent) -> None:
-        from opstower_core.events import StepProgress
+        from opstower_core.events import StepFinished, StepProgress
 
         event = message.event
         if isinstance(event, StepProgress) and event.unit == "lsn":
             self.reached = event.done
             self._replay_line()
             return
+        if isinstance(event, StepFinished) and event.step in ("fetch_base", "replay"):
+            self.phase_seconds[event.step] = event.seconds
         show_event(event, self.query_one("#steps", StepList), self.query_one("#log", RichLog),
                    self.query_one("#transfer", TransferBar), self.ops.monotonic())
 
@@ -510,8 +516,12 @@ class PitrScreen(OpsScreen):
         cluster, live = self.cluster, self._live()
         lines: list[Text] = []
         elapsed = (self.ended_at or self.ops.monotonic()) - (self.started_at or 0)
+        took = self.phase_seconds
+        phases = (f" (download {took['fetch_base']:.1f}s, replay {took['replay']:.1f}s)"
+                  if {"fetch_base", "replay"} <= took.keys() else "")
         lines.append(Text.assemble(("PASS ", STATUS_STYLE["PASS"]), f"Recovered {self.target.describe()}: "
-                                   f"{cluster.reached or 'promoted'} (base {cluster.backup_id}) in {clock(elapsed)}"))
+                                   f"{cluster.reached or 'promoted'} (base {cluster.backup_id}){phases}; "
+                                   f"{clock(elapsed)} since Enter"))
         for copy in self.copies:
             lines.append(Text.assemble(("PASS ", STATUS_STYLE["PASS"]), f"Copied into {copy.database} on "
                                        f"{live.display_host}:{live.display_port} in {copy.seconds:.1f}s: {copy.proof}"))
@@ -572,6 +582,8 @@ class PitrScreen(OpsScreen):
 
     def _copy(self, dbname: str, name: str) -> None:
         self._set_phase("copying")
+        self.query_one("#steps", StepList).set_steps([])  # the copy-out's own steps (dump, load, proof)
+        self.query_one("#log", RichLog).clear()
         self.ended_at = None
         self._summary(f"Copying {dbname} out into {name}… then its proof")
         self.copy_out(dbname, name)
