@@ -40,6 +40,11 @@ PAIRS = [
     Pair("verify --full-test", "full_test", "bare_restore", "≤ 1.1×"),
 ]
 
+# With --before SRC (the engine's source tree of an earlier commit, e.g. from `git archive`): the
+# same contenders run that code too, interleaved in the same rounds, so "before" and "after" see the
+# same machine load.
+BEFORE = ("verify", "restore_new", "restore_swap", "full_test")
+
 LABELS = {
     "restore_new": "opstower restore --force --target-db NEW", "restore_swap": "opstower restore --force (swap)",
     "bare_restore": "bare zstd -dc \\| pg_restore", "backup_local": "opstower backup --local-only",
@@ -55,9 +60,13 @@ class Bench:
     db: str
     times: dict[str, list[float]] = field(default_factory=dict)
     steps: dict[str, list[dict]] = field(default_factory=dict)  # contender -> step tables of its runs
+    before: str | None = None  # source tree of the earlier engine (see BEFORE)
+    use_before: bool = False
 
     @property
     def env(self) -> dict[str, str]:
+        if self.use_before and self.before:
+            return {**self.ctx["env"], "PYTHONPATH": self.before}
         return self.ctx["env"]
 
     def admin(self, sql: str) -> None:
@@ -115,7 +124,7 @@ class Bench:
         if proc.returncode != 0:
             raise SystemExit(f"restore failed: {proc.stderr[-1500:]}")
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
-        self.steps.setdefault(key, []).append(summary)
+        self.steps.setdefault(key + ("_before" if self.use_before else ""), []).append(summary)
         return t
 
     def restore_new(self) -> float:
@@ -129,7 +138,7 @@ class Bench:
         self.admin('DROP DATABASE IF EXISTS "bench_live" WITH (FORCE)')
         self.admin(f'CREATE DATABASE "bench_live" TEMPLATE "{self.db}"')
         t = self.restore("restore_swap", ["--target-db", "bench_live"])
-        summary = self.steps["restore_swap"][-1]
+        summary = self.steps["restore_swap" + ("_before" if self.use_before else "")][-1]
         for name in ("bench_live", summary.get("old_database") or ""):
             if name:
                 self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -143,14 +152,20 @@ class Bench:
                         ("restore_swap", self.restore_swap), ("full_test", lambda: self.verify(True))):
             if only is None or key in only:
                 self.timed(key, fn)
+            if self.before and key in BEFORE and (only is None or key in only):
+                self.use_before = True
+                try:
+                    self.timed(f"{key}_before", fn)
+                finally:
+                    self.use_before = False
 
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def bench_issue18(ctx: dict, db: str, rounds: int, only: list[str] | None = None) -> str:
-    b = Bench(ctx, db)
+def bench_issue18(ctx: dict, db: str, rounds: int, only: list[str] | None = None, before: str | None = None) -> str:
+    b = Bench(ctx, db, before=before)
     b.backup(False)  # an artifact in both places for check 7, before the rounds
     before = loadavg()
     for _ in range(rounds):
@@ -168,10 +183,22 @@ def render(b: Bench, before: str, after: str, rounds: int) -> str:
         ours, ref = med[p.ours], med[p.reference]
         ratio = f"{ref / ours:.2f}× faster" if p.faster else f"{ours / ref:.2f}×"
         lines.append(f"| {p.work} | {ours:.2f} s | {LABELS[p.reference]} {ref:.2f} s | {ratio} | {p.goal} |")
-    lines += ["", "Every run (s): " + "; ".join(f"{LABELS[k]}: {', '.join(f'{x:.2f}' for x in v)}"
+    if any(k.endswith("_before") for k in med):
+        lines += ["", f"Before/after in the same rounds (before: the engine from {b.before}):", "",
+                  "| work | before | after | reference point | ratio before | ratio after | goal |",
+                  "|---|---|---|---|---|---|---|"]
+        for p in PAIRS:
+            if p.ours in BEFORE and f"{p.ours}_before" in med and p.reference in med:
+                was, now, ref = med[f"{p.ours}_before"], med[p.ours], med[p.reference]
+                lines.append(f"| {p.work} | {was:.2f} s | {now:.2f} s | {LABELS[p.reference]} {ref:.2f} s | "
+                             f"{was / ref:.2f}× | {now / ref:.2f}× | {p.goal} |")
+    label = {**LABELS, **{f"{k}_before": f"{LABELS[k]} (before)" for k in BEFORE}}
+    lines += ["", "Every run (s): " + "; ".join(f"{label[k]}: {', '.join(f'{x:.2f}' for x in v)}"
                                                  for k, v in b.times.items())]
-    for key in ("restore_new", "restore_swap"):
-        lines += ["", f"Steps of `{LABELS[key]}` (median s; `beside` = ran in parallel, the clock waited `waited`):"]
+    for key in ("restore_new", "restore_swap", "restore_new_before", "restore_swap_before"):
+        if key not in b.steps:
+            continue
+        lines += ["", f"Steps of `{label[key]}` (median s; `beside` = ran in parallel, the clock waited `waited`):"]
         by_step: dict[str, list[float]] = {}
         waited: dict[str, list[float]] = {}
         for summary in b.steps.get(key, []):

@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contenders", default=None,
                         help="issue18: only these contenders (comma-separated keys, e.g. "
                         "zstd,verify,bare_restore,restore_new,restore_swap,full_test); rows need both of a pair")
+    parser.add_argument("--before", default=None, metavar="SRC",
+                        help="issue18: also run verify/restore/full test with the engine source tree SRC (e.g. "
+                        "`git archive <commit> src | tar -x -C DIR`, then DIR/src), interleaved")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
 
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                "config": config}
         if "issue18" in only:
             table = bench_issue18(ctx, dbname, args.rounds,
-                                  args.contenders.split(",") if args.contenders else None)
+                                  args.contenders.split(",") if args.contenders else None, args.before)
             head = render([], db_bytes, args.rows).split("\n\n")[0]
             print(head + "\n\n" + table)
             (WORK / f"issue18_{dbname}.md").write_text(head + "\n\n" + table)
