@@ -3,7 +3,7 @@
 1. First paint: spawn `opstower` (the real CLI entry point) in a pseudo-terminal of 80x24
    against a prepared demo (embedded PostgreSQL + S3, bench/.work/tui-demo). The app writes
    the wall-clock time of its first paint to OPSTOWER_FIRST_PAINT_FILE and exits
-   (OPSTOWER_EXIT_AFTER_PAINT); we subtract the time just before spawning. Target ≤ 1 s.
+   (OPSTOWER_EXIT_AFTER_PAINT); we subtract the time just before spawning. Target ≤ 0.8 s.
 2. Filter keystrokes on the backups screen holding 10,000 backups, in-process with
    `run_test`: the time around `pilot.press(key)` + `pilot.pause()`. Target ≤ 50 ms.
    The console's command log holds 10,000 entries meanwhile (as after a long incident), and
@@ -46,8 +46,10 @@ def _drain(fd: int) -> None:
             return
 
 
-def first_paint_seconds(cmd: list[str], env: dict[str, str]) -> float:
-    """Seconds from spawning `cmd` in an 80x24 pty to the app's first paint."""
+def first_paint_seconds(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Seconds from spawning `cmd` in an 80x24 pty to the app's first paint, and the CPU seconds
+    (user + system) the process used in all: on a shared machine the wall time follows the load,
+    the CPU time much less."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,15 +61,24 @@ def first_paint_seconds(cmd: list[str], env: dict[str, str]) -> float:
         t0 = time.time()
         proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=run_env, start_new_session=True)
         os.close(slave)
+        cpu = 0.0
         try:
-            proc.wait(60)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # reaps it: Popen never sees the exit
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    cpu = usage.ru_utime + usage.ru_stime
+                    break
+                time.sleep(0.005)
         finally:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 proc.kill()
+                proc.wait()
             os.close(master)
         if not stamp.exists():
             raise RuntimeError(f"{cmd} exited {proc.returncode} without painting")
-        return float(stamp.read_text()) - t0
+        return float(stamp.read_text()) - t0, cpu
 
 
 def bench_first_paint(runs: int) -> list[str]:
@@ -88,16 +99,19 @@ def bench_first_paint(runs: int) -> list[str]:
         variants = (("`opstower` (CLI entry point)", opstower),
                     ("`opstower --read-only`", [*opstower, "--read-only"]),
                     ("console alone (`run_console`, without the CLI's imports)", direct))
-        times: dict[str, list[float]] = {label: [] for label, _cmd in variants}
+        times: dict[str, list[tuple[float, float]]] = {label: [] for label, _cmd in variants}
         for _label, cmd in variants:
             first_paint_seconds(cmd, base)  # warm the page cache once
         for _ in range(runs):  # interleaved, so a busy moment on the machine hits all alike
             for label, cmd in variants:
                 times[label].append(first_paint_seconds(cmd, base))
         for label, _cmd in variants:
-            t = times[label]
-            rows.append(f"| first paint, {label}, 80x24 pty, demo | {statistics.median(t) * 1000:.0f} ms | "
-                        f"{max(t) * 1000:.0f} ms | ≤ 1000 ms | {runs} runs |")
+            wall = [w for w, _c in times[label]]
+            cpu = [c for _w, c in times[label]]
+            rows.append(f"| first paint, {label}, 80x24 pty, demo | {statistics.median(wall) * 1000:.0f} ms | "
+                        f"{max(wall) * 1000:.0f} ms | ≤ 800 ms | {runs} runs |")
+            rows.append(f"| … its CPU time (user + system, up to the exit right after the paint) | "
+                        f"{statistics.median(cpu) * 1000:.0f} ms | {max(cpu) * 1000:.0f} ms | | {runs} runs |")
         t0 = time.perf_counter()
         subprocess.run([str(BIN / "opstower"), "--help"], capture_output=True, check=True)
         rows.append(f"| for scale: `opstower --help` (imports the CLI, no Textual) | "
@@ -144,8 +158,9 @@ async def _keystrokes(settings, rows: int, log_entries: int = 0) -> dict[str, li
     app.command_log.extend(_command_log(log_entries))
     out: dict[str, list[float] | float] = {k: [] for k in ("pilot_filter", "pilot_move", "pilot_noop",
                                                           "paint_filter", "paint_move", "log_open",
-                                                          "log_move", "log_page")}
-    paints: list[tuple[float, str, int]] = []
+                                                          "log_move", "log_page", "cpu_filter", "cpu_move",
+                                                          "cpu_log_open", "cpu_log_move", "cpu_log_page")}
+    paints: list[tuple[float, float, str, int]] = []  # (wall, process CPU, filter, cursor) per frame
     async with app.run_test(size=(80, 24)) as pilot:
         t0 = time.perf_counter()
         await pilot.press("2")
@@ -157,22 +172,24 @@ async def _keystrokes(settings, rows: int, log_entries: int = 0) -> dict[str, li
         display = app._display
 
         def spy(screen, renderable):  # noqa: ANN001 - Textual's signature
-            paints.append((time.perf_counter(), table.filter_text, table.cursor))
+            paints.append((time.perf_counter(), time.process_time(), table.filter_text, table.cursor))
             return display(screen, renderable)
 
         app._display = spy
 
-        async def painted(key: str, done) -> float:  # noqa: ANN001
-            """Send one key as the terminal driver does; seconds until a frame shows its effect."""
+        async def painted(key: str, done, cpu_used: list[float]) -> float:  # noqa: ANN001
+            """Send one key as the terminal driver does; seconds until a frame shows its effect (and the
+            process's CPU seconds meanwhile into `cpu_used`: the part of the latency the load does not add)."""
             await pilot.pause(0.05)
             event = events.Key(key, key if len(key) == 1 else None)
             event.set_sender(app)
             n = len(paints)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             app._driver.send_message(event)
             while True:
-                for stamp, text, cursor in paints[n:]:
+                for stamp, cpu, text, cursor in paints[n:]:
                     if done(text, cursor):
+                        cpu_used.append(cpu - c)
                         return stamp - t
                 if time.perf_counter() - t > 2:
                     raise RuntimeError(f"no frame showed {key!r}")
@@ -202,11 +219,13 @@ async def _keystrokes(settings, rows: int, log_entries: int = 0) -> dict[str, li
         typed = ""
         for ch in "opstower_202611":
             typed += ch
-            out["paint_filter"].append(await painted(ch, lambda text, _c, want=typed: text == want))
+            out["paint_filter"].append(await painted(ch, lambda text, _c, want=typed: text == want,
+                                                     out["cpu_filter"]))
         await pilot.press("enter")
         for key in ["down"] * 10:
             want = table.cursor + 1
-            out["paint_move"].append(await painted(key, lambda _t, cursor, want=want: cursor == want))
+            out["paint_move"].append(await painted(key, lambda _t, cursor, want=want: cursor == want,
+                                                   out["cpu_move"]))
         if log_entries:
             await _command_log_keys(app, pilot, log_entries, out)
     return out
@@ -219,25 +238,26 @@ async def _command_log_keys(app, pilot, entries: int, out: dict) -> None:  # noq
     from opstower_tui.screens.command_log import CommandLogScreen
     from opstower_tui.widgets.command_table import CommandTable
 
-    frames: list[tuple[float, object]] = []
+    frames: list[tuple[float, float, object]] = []  # (wall, process CPU, screen) per frame
     display = app._display
 
     def spy(screen, renderable):  # noqa: ANN001 - Textual's signature
-        frames.append((time.perf_counter(), screen))
+        frames.append((time.perf_counter(), time.process_time(), screen))
         return display(screen, renderable)
 
     app._display = spy
 
-    async def until(key: str, done) -> float:  # noqa: ANN001
+    async def until(key: str, done, cpu_used: list[float]) -> float:  # noqa: ANN001
         await pilot.pause(0.05)
         event = events.Key(key, key if len(key) == 1 else None)
         event.set_sender(app)
         n = len(frames)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         app._driver.send_message(event)
         while True:
-            for stamp, screen in frames[n:]:
+            for stamp, cpu, screen in frames[n:]:
                 if done(screen):
+                    cpu_used.append(cpu - c)
                     return stamp - t
             if time.perf_counter() - t > 10:
                 raise RuntimeError(f"no frame showed {key!r}")
@@ -250,15 +270,17 @@ async def _command_log_keys(app, pilot, entries: int, out: dict) -> None:  # noq
         return table.row_count == entries and table.cursor_row == entries - 1
 
     for _ in range(5):
-        out["log_open"].append(await until("L", log_shown))
+        out["log_open"].append(await until("L", log_shown, out["cpu_log_open"]))
         table = app.screen.query_one("#commands", CommandTable)
         for key in ["up"] * 4:
             want = table.cursor_row - 1
-            out["log_move"].append(await until(key, lambda _s, want=want, t=table: t.cursor_row == want))
+            out["log_move"].append(await until(key, lambda _s, want=want, t=table: t.cursor_row == want,
+                                               out["cpu_log_move"]))
         for key in ["pageup"] * 2:
             before = table.cursor_row
-            out["log_page"].append(await until(key, lambda _s, before=before, t=table: t.cursor_row < before))
-        await until("escape", lambda screen: not isinstance(screen, CommandLogScreen))
+            out["log_page"].append(await until(key, lambda _s, before=before, t=table: t.cursor_row < before,
+                                               out["cpu_log_page"]))
+        await until("escape", lambda screen: not isinstance(screen, CommandLogScreen), [])
 
 
 def bench_keystrokes(rows: int, log_entries: int) -> list[str]:
@@ -279,7 +301,9 @@ def bench_keystrokes(rows: int, log_entries: int) -> list[str]:
 
     return [
         line(f"filter keystroke: key event → painted frame, {rows:,} rows", r["paint_filter"], "≤ 50 ms"),
+        line("… its CPU time (the console process, key event → that frame)", r["cpu_filter"], ""),
         line(f"cursor key: key event → painted frame, {rows:,} rows", r["paint_move"], "≤ 50 ms"),
+        line("… its CPU time", r["cpu_move"], ""),
         line(f"filter keystroke: `pilot.press` + `pilot.pause()`, {rows:,} rows", r["pilot_filter"], "≤ 50 ms"),
         line(f"cursor key: `pilot.press` + `pilot.pause()`, {rows:,} rows", r["pilot_move"], "≤ 50 ms"),
         line("unbound key: `pilot.press` + `pilot.pause()` (the pilot's fixed cost)", r["pilot_noop"], "-"),
@@ -287,10 +311,13 @@ def bench_keystrokes(rows: int, log_entries: int) -> list[str]:
         f"| | | 1 run |",
     ] + ([
         line(f"`L`: key event → the command log painted, {log_entries:,} entries", r["log_open"], "≤ 50 ms"),
+        line("… its CPU time", r["cpu_log_open"], ""),
         line(f"command log cursor key: key event → painted frame, {log_entries:,} entries", r["log_move"],
              "≤ 50 ms"),
+        line("… its CPU time", r["cpu_log_move"], ""),
         line(f"command log page key: key event → painted frame, {log_entries:,} entries", r["log_page"],
              "≤ 50 ms"),
+        line("… its CPU time", r["cpu_log_page"], ""),
     ] if log_entries else [])
 
 
