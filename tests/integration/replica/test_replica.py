@@ -27,8 +27,8 @@ from opstower_core.cli import main
 from opstower_core.cli.list import _fit
 from opstower_core.config import S3Settings, Settings, load_settings
 from opstower_core.devenv.embedded import EmbeddedS3
-from opstower_core.errors import ConfigError
-from opstower_core.events import Reporter, Status, StepFinished, StepProgress
+from opstower_core.errors import Cancelled, ConfigError
+from opstower_core.events import CancelToken, Reporter, Status, StepFinished, StepProgress
 from opstower_core.health import HealthState, check_health
 from opstower_core.repo.catalog import list_catalog, where_short, where_words
 from opstower_core.repo.download import download
@@ -387,6 +387,26 @@ def test_a_hung_replica_holds_the_backup_a_bounded_time(pg, s3, noisy_db, make_s
     assert steps["upload"].status == Status.PASS and steps["replica"].status == Status.FAIL
     # The hung replica cost the dump 1 s of waiting and the end 0.5 s (abort), not its 60 s timeouts.
     assert steps["replica"].seconds < 5 and took < 45, (steps["replica"].seconds, took)
+
+
+def test_cancel_mid_dump_aborts_the_replica_upload_too(pg, s3, other, noisy_db, make_settings) -> None:
+    rep = side(other)
+    settings = with_replica(make_settings(noisy_db, s3=s3), rep)
+    ledger = settings.state_dir / "uploads" / f"{noisy_db}@replica.json"
+    token = CancelToken()
+    rclient = other.client()
+
+    def on_event(event) -> None:
+        if isinstance(event, StepProgress) and event.step == "dump" and not token.cancelled and ledger.exists():
+            assert len(rclient.list_multipart_uploads(Bucket=rep.bucket, Prefix=rep.prefix).get("Uploads", [])) == 1
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        run_backup(settings, on_event=on_event, cancel=token)
+    assert token.cancelled, "the replica's upload never opened during the dump"
+    assert not rclient.list_multipart_uploads(Bucket=rep.bucket, Prefix=rep.prefix).get("Uploads")
+    assert rclient.list_objects_v2(Bucket=rep.bucket, Prefix=rep.prefix).get("KeyCount", 0) == 0
+    assert not ledger.exists()
 
 
 def test_replica_stopped_in_the_middle_of_the_dump(pg, s3, other, noisy_db, make_settings) -> None:
