@@ -1,9 +1,12 @@
-"""`python tools/screenshots.py DIR` (`make screenshots`): SVGs of every screen at 80x24.
+"""`python tools/screenshots.py DIR [NAME...]` (`make screenshots`): SVGs of every screen at 80x24
+(or only the NAMEs given, e.g. `pitr-accidents dashboard`).
 
 Taken from the real app on the real demo (embedded PostgreSQL and S3, the demo's own
 directory): the dashboard, the backups list, a failed and a fully passed verification, the
-restore wizard from plan to the end, help, the command palette and a DR drill. The restore really
-runs against the demo database; the old copy it keeps is discarded afterwards.
+restore wizard from plan to the end, help, the command palette, a DR drill, and point-in-time
+recovery (the demo runs with WAL archiving: find the accident, the recovery's plan, a real recovery
+to just before it). The restore really runs against the demo database; the old copy it keeps and
+the recovered scratch cluster are discarded afterwards.
 """
 
 from __future__ import annotations
@@ -131,6 +134,40 @@ def _scenarios(backups: list[str], database: str) -> list[tuple[str, Callable[[A
         run = pilot.app.screen
         await _wait(pilot, lambda: run.finished)
 
+    async def pitr_accidents(pilot: Any) -> None:
+        await _dashboard(pilot)
+        await pilot.press("A")
+        screen = pilot.app.screen
+        await _wait(pilot, lambda: screen.loaded or "FAIL" in str(screen.query_one("#acc-summary").content),
+                    timeout=300)
+
+    async def pitr_plan(pilot: Any) -> None:
+        await pitr_accidents(pilot)
+        accidents = pilot.app.screen
+        # The screenshot's own accident (see _make_accident): recover to just before it.
+        index = next((i for i, a in enumerate(accidents.accidents) if a.kind == "DELETE"), 0)
+        for _ in range(index):
+            await pilot.press("down")
+        await pilot.press("enter")
+        recovery = pilot.app.screen
+        await _wait(pilot, lambda: recovery.status is not None or recovery.status_error)
+        recovery.query_one("#pitr-value").cursor_blink = False
+
+    async def pitr_recovered(pilot: Any) -> None:
+        await pitr_plan(pilot)
+        recovery = pilot.app.screen
+        await pilot.press("enter")
+        await _wait(pilot, lambda: recovery.phase in ("recovered", "failed"), timeout=900)
+
+    async def pitr_copied(pilot: Any) -> None:
+        await pitr_recovered(pilot)
+        recovery = pilot.app.screen
+        await pilot.press("c")
+        await pilot.pause(0.3)
+        await pilot.press("enter")  # the proposed name: <db>_pitr_<xid>
+        await _wait(pilot, lambda: recovery.phase == "recovered" and (recovery.copies or "FAIL" in str(
+            recovery.query_one("#pitr-summary").content)), timeout=600)
+
     return [
         ("dashboard", dashboard, False),
         ("dashboard-read-only", dashboard, True),
@@ -147,14 +184,20 @@ def _scenarios(backups: list[str], database: str) -> list[tuple[str, Callable[[A
         ("table-recovery-preview", table_recovery, False),
         ("health", health, False),
         ("prune-dry-run", prune, False),
+        ("pitr-accidents", pitr_accidents, False),
+        ("pitr-recover-plan", pitr_plan, False),
+        ("pitr-recovered", pitr_recovered, False),
+        ("pitr-copied-out", pitr_copied, False),
     ]
 
 
-async def take_all(settings: Any, backups: list[str], out: Path) -> list[Path]:
+async def take_all(settings: Any, backups: list[str], out: Path, only: list[str] | None = None) -> list[Path]:
     from opstower_tui.app import OpsTowerApp
 
     written = []
     for name, scenario, read_only in _scenarios(backups, settings.target().dbname):
+        if only and name not in only:
+            continue
         app = OpsTowerApp(settings, read_only=read_only, warm_up=False)
         async with app.run_test(size=SIZE) as pilot:
             await scenario(pilot)
@@ -166,6 +209,9 @@ async def take_all(settings: Any, backups: list[str], out: Path) -> list[Path]:
             if name == "table-recovery-preview":
                 await pilot.press("escape")  # walked away: the scratch database is dropped
                 await pilot.pause(2)
+            if name in ("pitr-recovered", "pitr-copied-out"):
+                await _discard_cluster(pilot)
+                _drop_copies(settings, pilot.app.screen)
             if name == "drill":
                 _abort_drill(settings, pilot.app.screen.drill_id)
         print(f"  {out / (name + '.svg')}", file=sys.stderr)
@@ -187,6 +233,56 @@ async def _discard_old(pilot: Any) -> None:
         await _wait(pilot, lambda: wizard.old_decided, timeout=60)
 
 
+async def _discard_cluster(pilot: Any) -> None:
+    """Keep the demo tidy: the recovered scratch cluster is stopped and deleted."""
+    recovery = pilot.app.screen
+    if getattr(recovery, "cluster", None) is not None:
+        await pilot.press("x", "y")
+        await _wait(pilot, lambda: recovery.cluster is None, timeout=120)
+
+
+def _drop_copies(settings: Any, recovery: Any) -> None:
+    """Keep the demo tidy: the databases copied out of the recovered cluster are dropped."""
+    import psycopg
+
+    info = {k: v for k, v in settings.target().conninfo("postgres").items() if v is not None}
+    with psycopg.connect(**info, autocommit=True) as conn:
+        for copy in getattr(recovery, "copies", []):
+            conn.execute(f'DROP DATABASE IF EXISTS "{copy.database}"')
+
+
+def _make_accident(env: Any, settings: Any) -> None:
+    """Point-in-time recovery needs something to find: a base backup (the demo's own, started in the
+    background at its first seed; one is taken when there is none), then 2,000 rows of a table of the
+    demo's own deleted in one transaction, archived."""
+    import psycopg
+
+    from opstower_core.pitr import list_base_backups, take_base_backup
+
+    if env.base_backup is not None:
+        env.base_backup.wait(900)
+    target = settings.target()
+    if not [b for b in list_base_backups(settings) if b.status == "DONE"]:
+        print("  taking a base backup (first time only)", file=sys.stderr)
+        take_base_backup(settings, target)
+    info = {k: v for k, v in target.conninfo().items() if v is not None}
+    with psycopg.connect(**info, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS pitr_demo_orders")
+        conn.execute("CREATE TABLE pitr_demo_orders (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO pitr_demo_orders SELECT g, 'order ' || g FROM generate_series(1, 3000) g")
+        conn.execute("DELETE FROM pitr_demo_orders WHERE id <= 2000")  # the "accident"
+        conn.execute("SELECT pg_switch_wal()")
+        name = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        before = int(name[8:16], 16) * 256 + int(name[16:24], 16) - 1  # the segment holding the accident
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+            if last and int(last[8:16], 16) * 256 + int(last[16:24], 16) >= before:
+                return
+            time.sleep(0.5)
+    raise TimeoutError("the demo's WAL was not archived within 120 s")
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
@@ -196,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0] if args else "screenshots")
+    only = args[1:]  # names of screenshots to take again (default: all)
     out.mkdir(parents=True, exist_ok=True)
-    env = DemoEnvironment(default_demo_dir())
+    env = DemoEnvironment(default_demo_dir(), pitr=True)  # with WAL archiving: the PITR screens have a window
     try:
         print(f"Starting the demo in {env.directory}", file=sys.stderr)
         env.start()
@@ -209,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(backups) != 3:
             print("The demo directory has no seeded backups; remove it and run again", file=sys.stderr)
             return 1
-        written = asyncio.run(take_all(settings, backups, out))
+        if not only or any(n.startswith("pitr-") for n in only):
+            _make_accident(env, settings)
+        written = asyncio.run(take_all(settings, backups, out, only))
         print(f"{len(written)} screenshots in {out}", file=sys.stderr)
         return 0
     finally:

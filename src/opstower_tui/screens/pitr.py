@@ -172,7 +172,6 @@ class PitrScreen(OpsScreen):
         # priority: Enter starts from any field (the value box would take it as "submit").
         Binding("enter", "start_recovery", "Recover", priority=True, id="pitr.start"),
         Binding("c", "copy_out", "Copy db out", id="pitr.copy_out"),
-        Binding("t", "tables", "Tables", id="pitr.tables"),
         Binding("k", "keep_cluster", "Keep as server", id="pitr.keep"),
         Binding("x", "discard_cluster", "Discard", id="pitr.discard"),
         Binding("escape", "close", "Back", id="pitr.close"),
@@ -203,6 +202,7 @@ class PitrScreen(OpsScreen):
         self.ended_at: float | None = None
         self.reached = 0  # replay LSN, as an integer
         self.phase_seconds: dict[str, float] = {}  # fetch_base, replay: each phase's time against the RTO
+        self.recovery_seconds = 0.0  # Enter to a queryable cluster (the RTO clock goes on through a copy-out)
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -292,7 +292,6 @@ class PitrScreen(OpsScreen):
         allowed = {
             "start_recovery": self.phase == "choose",
             "copy_out": alive,
-            "tables": alive,
             "keep_cluster": alive and not self.kept,
             "discard_cluster": alive,
         }
@@ -515,13 +514,12 @@ class PitrScreen(OpsScreen):
     def _render_outcomes(self) -> None:
         cluster, live = self.cluster, self._live()
         lines: list[Text] = []
-        elapsed = (self.ended_at or self.ops.monotonic()) - (self.started_at or 0)
         took = self.phase_seconds
         phases = (f" (download {took['fetch_base']:.1f}s, replay {took['replay']:.1f}s)"
                   if {"fetch_base", "replay"} <= took.keys() else "")
         lines.append(Text.assemble(("PASS ", STATUS_STYLE["PASS"]), f"Recovered {self.target.describe()}: "
                                    f"{cluster.reached or 'promoted'} (base {cluster.backup_id}){phases}; "
-                                   f"{clock(elapsed)} since Enter"))
+                                   f"{clock(self.recovery_seconds)} since Enter"))
         for copy in self.copies:
             lines.append(Text.assemble(("PASS ", STATUS_STYLE["PASS"]), f"Copied into {copy.database} on "
                                        f"{live.display_host}:{live.display_port} in {copy.seconds:.1f}s: {copy.proof}"))
@@ -529,8 +527,10 @@ class PitrScreen(OpsScreen):
             lines.append(Text("Kept as the replacement server:", style="bold"))
             lines += [Text(step) for step in cluster.replacement_steps()]
         else:
-            lines.append(Text("c  copy a database out into the live server, new name, with its proof"))
-            lines.append(Text("t  take tables back from it (table recovery)"))
+            # Table recovery straight from the cluster needs the table-recovery engine to take it as a
+            # source (not there yet): a copy out is where lost rows are taken from meanwhile.
+            lines.append(Text("c  copy a database out into the live server, new name, with its proof "
+                              "(lost rows or tables can then be taken from the copy)"))
             lines.append(Text("k  keep this cluster as the replacement server (complete server failure)"))
             lines.append(Text("x  discard it (stop it, delete its directory) when you are done"))
             lines.append(Text(f"The cluster: 127.0.0.1:{cluster.port}, data {cluster.pgdata}; databases: "
@@ -594,13 +594,6 @@ class PitrScreen(OpsScreen):
 
         return copy_from_cluster(self.ops.settings, self.cluster, dbname, self._live(), name,
                                  lambda e: self.post_message(EngineEvent(e, "pitr")))
-
-    def action_tables(self) -> None:
-        # The table-recovery engine reads from a backup's scratch restore today; a recovered
-        # cluster as its source is not in it yet (reported), so the screen says what works now.
-        self.notify("Table recovery straight from a recovered cluster is not available yet: copy the database "
-                    "out (c), then take the rows from the copy", title="Table recovery", severity="warning",
-                    timeout=10)
 
     def action_keep_cluster(self) -> None:
         if self.cluster is None or self.phase != "recovered" or self.kept:
@@ -668,6 +661,7 @@ class PitrScreen(OpsScreen):
             self.show_status(result)
         elif name == "recover":
             self.ended_at = self.ops.monotonic()
+            self.recovery_seconds = self.ended_at - (self.started_at or self.ended_at)
             self._tick()
             self.show_recovered(result)
         elif name == "copy_out":
