@@ -78,6 +78,7 @@ class DemoEnvironment:
     # WAL archiving + a base backup (point-in-time recovery to try at once); None: pitr_wanted().
     pitr: bool | None = None
     base_backup: BackgroundBaseBackup | None = field(default=None, init=False)
+    _enable_pending: bool = field(default=False, init=False, repr=False)
     _say: StatusSink = field(default=lambda _line: None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -142,12 +143,14 @@ class DemoEnvironment:
             self.stop()
             raise
         self._write_config()
-        if self.pitr:
-            try:
-                self._enable_archiving(say)
-            except BaseException:
-                self.stop()
-                raise
+        try:
+            if self.pitr:
+                self._prepare_archiving(say)
+            elif self._archive_mode() == "on":
+                self._disable_archiving(say)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _last_s3_port(self) -> int | None:
@@ -164,13 +167,17 @@ class DemoEnvironment:
         """Launcher, its config copy, credentials and scratch clusters: beside the data, reachable by its user."""
         return self.pg_directory().parent / "pitr"
 
-    def _enable_archiving(self, say: StatusSink) -> None:
-        """WAL archiving into the demo bucket (`pitr enable --apply`); restarts the server the first time only."""
+    def _prepare_archiving(self, say: StatusSink) -> None:
+        """What WAL archiving needs before the console opens: the launcher's files and archive_mode (a restart).
+
+        `pitr enable --apply` itself (launcher, archive_command, its check as the server's
+        user: ~1.5 s here, ~4 s on a loaded machine) runs in the background job; until then
+        the server keeps its segments as .ready, nothing fails.
+        """
         from opstower_core.devenv.embedded import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
-        from opstower_core.pitr import enable, inspect, launcher_path
+        from opstower_core.pitr import inspect, launcher_path
 
         assert self.pg is not None
-        started = time.monotonic()
         pitr = self.pitr_directory()
         pitr.mkdir(parents=True, exist_ok=True)
         pitr.chmod(0o755)
@@ -185,24 +192,37 @@ class DemoEnvironment:
             if os.geteuid() == 0:
                 owner = self.pg.pgdata.stat()
                 os.chown(creds, owner.st_uid, owner.st_gid)
-        settings = replace(self.settings(), config_path=pitr / "config.toml")
+        settings = self.archive_settings()
         if launcher_path(settings).exists() and inspect(settings, self.target()).ready:
-            return  # a later start: archiving is on and the copied config names this run's S3 port
+            self._enable_pending = False  # a later start: the copied config names this run's S3 port
+            return
+        self._enable_pending = True
         if self._archive_mode() != "on":
-            # archive_mode first (it needs the restart): with it off, PostgreSQL shows archive_command as
-            # "(disabled)", and enable() would wait out its 10 s for the new command to show after the reload.
+            # archive_mode now (it needs the restart); with it off, PostgreSQL also shows archive_command
+            # as "(disabled)" and enable() would wait out its 10 s for the new command to show.
             say("Restarting PostgreSQL with WAL archiving on")
             with self._admin() as conn:
                 conn.execute("ALTER SYSTEM SET archive_mode = 'on'")
             self.pg.stop()
             self.pg.start()
-        report = enable(settings, self.target(), apply=True)
-        if not report.ready:
-            failed = [c.name for c in report.checks if not c.ok] or [report.launcher_detail]
-            raise OpsError(f"WAL archiving for the demo is not ready ({', '.join(failed)})", "the demo was stopped",
-                           "run with OPSTOWER_DEMO_PITR=0 to start the demo without point-in-time recovery")
-        say(f"WAL archiving to s3://{self.s3.bucket if self.s3 else '?'}/pitr ready "
-            f"in {time.monotonic() - started:.1f}s")
+
+    def archive_settings(self) -> Settings:
+        """The settings the archive command reads: the config copy beside the data."""
+        return replace(self.settings(), config_path=self.pitr_directory() / "config.toml")
+
+    def _disable_archiving(self, say: StatusSink) -> None:
+        """OPSTOWER_DEMO_PITR=0 on a demo that archived: off, rather than failing pushes piling WAL up."""
+        assert self.pg is not None
+        say("Restarting PostgreSQL with WAL archiving off (OPSTOWER_DEMO_PITR=0)")
+        with self._admin() as conn:
+            conn.execute("ALTER SYSTEM RESET archive_mode")
+            conn.execute("ALTER SYSTEM RESET archive_command")
+        self.pg.stop()
+        self.pg.start()
+        from opstower_core.runs.history import StateStore
+
+        # WAL written from now on is never archived: turned on again, the demo needs a new base backup.
+        StateStore(self.state_dir).put("demo.base_backup", None)
 
     def _admin(self):  # -> psycopg.Connection
         import psycopg
@@ -215,9 +235,11 @@ class DemoEnvironment:
             return str(conn.execute("SHOW archive_mode").fetchone()[0])
 
     def start_base_backup(self) -> BackgroundBaseBackup | None:
-        """The first base backup, in a thread: the console opens meanwhile (its run lands in the run history).
+        """`pitr enable --apply` and the first base backup, in a thread, each when still needed.
 
-        None when archiving is off or a base backup was already taken (state `demo.base_backup`).
+        The console opens meanwhile; the base backup's run lands in the run history (recent
+        runs) and the dashboard's PITR line shows the window once it is done. None when
+        there is nothing to do (archiving off, or on with a base backup taken: `demo.base_backup`).
         """
         from opstower_core.runs.history import StateStore
 
@@ -225,9 +247,13 @@ class DemoEnvironment:
             return None
         if self.base_backup is not None and self.base_backup.running:
             return self.base_backup
-        if StateStore(self.state_dir).get("demo.base_backup"):
+        backup = not StateStore(self.state_dir).get("demo.base_backup")
+        if not (backup or self._enable_pending):
             return None
-        self.base_backup = BackgroundBaseBackup(self.settings(), self.target(), self.state_dir / "base-backup.log")
+        self.base_backup = BackgroundBaseBackup(self.archive_settings() if self._enable_pending else None,
+                                                self.settings() if backup else None, self.target(),
+                                                self.state_dir / "base-backup.log")
+        self._enable_pending = False
         self.base_backup.start()
         return self.base_backup
 
@@ -374,8 +400,11 @@ class DemoEnvironment:
         return [first.name.filename, second.name.filename, corrupted.name]
 
     def _start_base_backup_saying(self, say: StatusSink) -> None:
-        if self.start_base_backup() is not None:
-            say("Base backup for point-in-time recovery: running in the background (barman-cloud)")
+        job = self.start_base_backup()
+        if job is not None:
+            say("Point-in-time recovery: " + " and ".join(
+                ([f"archiving to s3://{self.s3.bucket if self.s3 else '?'}/pitr"] if job.enable_settings else [])
+                + (["the first base backup (barman-cloud)"] if job.backup_settings else [])) + " set up in the background")
 
 def corrupt_copy(backup_dir: Path, good: Path, when: Any) -> Path:
     """Copy a good artifact under the timestamp `when`, metadata renamed to match, bytes flipped mid-file.
@@ -408,19 +437,22 @@ def corrupt_copy(backup_dir: Path, good: Path, when: Any) -> Path:
 
 
 class BackgroundBaseBackup:
-    """The demo's first base backup in a thread: `running`, `wait()`, `cancel()`, then `backup` or `error`.
+    """The demo's PITR setup in a thread: `pitr enable --apply` and/or the first base backup.
 
-    Its step log goes to `log_path`; the run itself is recorded in the run history by
+    `running`, `wait()`, `cancel()`, then `backup` (a pitr.BaseBackup) or `error`. Its step
+    log goes to `log_path`; the base backup's run is recorded in the run history by
     take_base_backup (the console's recent runs show it when it ends).
     """
 
-    def __init__(self, settings: Settings, target: Target, log_path: Path) -> None:
-        self.settings, self.target, self.log_path = settings, target, log_path
+    def __init__(self, enable_settings: Settings | None, backup_settings: Settings | None, target: Target,
+                 log_path: Path) -> None:
+        self.enable_settings, self.backup_settings = enable_settings, backup_settings
+        self.target, self.log_path = target, log_path
         self.token = CancelToken()
-        self.backup: Any = None  # pitr.BaseBackup once done
+        self.backup: Any = None
         self.error: str = ""
         self.seconds = 0.0
-        self._thread = threading.Thread(target=self._run, name="demo-base-backup", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="demo-pitr-setup", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -438,9 +470,6 @@ class BackgroundBaseBackup:
         self.token.cancel()
 
     def _run(self) -> None:
-        from opstower_core.pitr import take_base_backup
-        from opstower_core.runs.history import StateStore
-
         started = time.monotonic()
         with open(self.log_path, "a", encoding="utf-8") as log:
             def on_event(event: Event) -> None:
@@ -451,9 +480,24 @@ class BackgroundBaseBackup:
                     log.flush()
 
             try:
-                self.backup = take_base_backup(self.settings, self.target, on_event, cancel=self.token)
-                StateStore(self.settings.state_dir).put("demo.base_backup", self.backup.backup_id)
+                self._steps(on_event)
             except Exception as exc:  # noqa: BLE001 - kept for the caller; the thread must not die loudly
                 self.error = str(exc)
                 log.write(f"FAILED: {exc}\n")
         self.seconds = time.monotonic() - started
+
+    def _steps(self, on_event: EventSink) -> None:
+        from opstower_core.pitr import enable, take_base_backup
+        from opstower_core.runs.history import StateStore
+
+        if self.enable_settings is not None:
+            report = enable(self.enable_settings, self.target, apply=True)
+            if not report.ready:
+                failed = [c.name for c in report.checks if not c.ok] or [report.launcher_detail]
+                raise OpsError(f"WAL archiving for the demo is not ready ({', '.join(failed)})",
+                               "the demo runs without point-in-time recovery",
+                               "see `opstower pitr enable` with the demo's config")
+            on_event(StepLog("enable", f"WAL archiving on ({report.launcher_detail})"))
+        if self.backup_settings is not None and not self.token.cancelled:
+            self.backup = take_base_backup(self.backup_settings, self.target, on_event, cancel=self.token)
+            StateStore(self.backup_settings.state_dir).put("demo.base_backup", self.backup.backup_id)

@@ -30,6 +30,7 @@ def test_demo_archives_by_default_base_backup_in_background_then_reused(s3, monk
     try:
         _first_start(env, s3)
         _second_start(directory)
+        _opted_out(directory)
     finally:
         pg = env.pg_directory()
         shutil.rmtree(root, ignore_errors=True)
@@ -82,3 +83,16 @@ def _second_start(directory: Path) -> None:
     finally:
         again.stop()
     print(f"second start and stop: {time.monotonic() - started:.1f}s")
+
+
+def _opted_out(directory: Path) -> None:
+    """OPSTOWER_DEMO_PITR=0 on a demo that archived: archiving off (no failing pushes), a new base backup when back on."""
+    off = DemoEnvironment(directory, pitr=False)
+    try:
+        off.start()
+        with off._admin() as conn:
+            assert conn.execute("SHOW archive_mode").fetchone()[0] == "off"
+        assert StateStore(directory / "state").get("demo.base_backup") is None
+        assert "pitr" not in off.settings().raw
+    finally:
+        off.stop()
