@@ -114,6 +114,9 @@ class PitrSettings:
     credentials_file: Path | None = None  # AWS shared-credentials file the server's user reads (0600)
     os_user: str | None = None  # the server's OS user; None: the owner of its data directory
     enabled: bool = False  # a [pitr] table is in the config (and not enabled = false): health, schedule, prune use it
+    # The archive is another system's (e.g. a CloudNativePG cluster's): read, check and recover from it,
+    # never write into it nor delete from it (its owner has its own retention).
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -363,7 +366,7 @@ def _replica_settings(raw: Mapping[str, Any], primary: S3Settings) -> S3Settings
 
 
 PITR_KEYS = {"server_name", "path", "window_days", "keep_last", "archive_timeout", "launcher_dir", "scratch_dir",
-             "credentials_file", "os_user", "enabled"}
+             "credentials_file", "os_user", "enabled", "read_only"}
 
 
 def _pitr_settings(raw: Any, present: bool = False) -> PitrSettings:
@@ -386,6 +389,7 @@ def _pitr_settings(raw: Any, present: bool = False) -> PitrSettings:
         credentials_file=path("credentials_file"),
         os_user=_str("pitr.os_user", table["os_user"]) if table.get("os_user") else None,
         enabled=present and table.get("enabled", True) is not False,
+        read_only=_flag("pitr.read_only", table.get("read_only", False)),
     )
 
 

@@ -259,18 +259,21 @@ class DemoEnvironment:
 
     def _finish_base_backup(self, wait: float) -> None:
         job = self.base_backup
-        if job is None or not job.running:
+        if job is None:
             return
-        self._say(f"Waiting for the base backup to finish (up to {wait:.0f}s; log {job.log_path})")
-        try:
-            if not job.wait(wait):
-                self._say("The base backup did not finish in time: cancelled (the next start takes it again)")
+        if job.running:
+            self._say(f"Waiting for the base backup to finish (up to {wait:.0f}s; log {job.log_path})")
+            try:
+                if not job.wait(wait):
+                    self._say("The base backup did not finish in time: cancelled (the next start takes it again)")
+                    job.cancel()
+                    job.wait(30)
+            except BaseException:  # a second signal while waiting: cancel, then stop the services anyway
                 job.cancel()
                 job.wait(30)
-        except BaseException:  # a second signal while waiting: cancel, then stop the services anyway
-            job.cancel()
-            job.wait(30)
-            raise
+                raise
+        if job.error and not job.token.cancelled:  # the console hid it; said once the terminal is back
+            self._say(f"Point-in-time recovery was not set up: {job.error} (log {job.log_path})")
 
     def use_environment(self) -> None:
         """Point this process at the demo: AWS_* from the demo store, no libpq variables.

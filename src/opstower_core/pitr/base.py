@@ -71,6 +71,10 @@ def take_base_backup(settings: Settings, target: Target, on_event: Callable[[Eve
     The run is recorded in the run history (kind "base-backup"), so the console's recent
     runs and `opstower history`-style readers see cron's base backups like the dumps.
     """
+    if settings.pitr.read_only:
+        raise OpsError(f"{destination_url(settings)}/{settings.pitr.server_name} is another system's archive "
+                       "([pitr] read_only)", "nothing was changed",
+                       "take base backups with the system that owns it (e.g. a CloudNativePG Backup)")
     on_event(StepStarted("base_backup", f"Base backup of {target.display_host} to {destination_url(settings)}"))
     started_at, started = time.time(), time.monotonic()
     try:

@@ -26,12 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from opstower_core.cli import main
 from opstower_core.config import load_settings
 from opstower_core.devenv.embedded import EmbeddedPostgres, EmbeddedS3
-from opstower_core.pitr import RecoveryTarget, find_accidents, recover_to
+from opstower_core.errors import OpsError
+from opstower_core.pitr import RecoveryTarget, find_accidents, recover_to, take_base_backup
 from opstower_core.pitr.launcher import OsUser, pick_interpreter, site_dirs
 
 CLUSTER = "cluster-example"  # CNPG's serverName defaults to the Cluster's name
@@ -141,6 +143,7 @@ region = "us-east-1"
 [pitr]
 path = ""
 server_name = "{CLUSTER}"
+read_only = true
 launcher_dir = "{root / 'launcher'}"
 scratch_dir = "{root / 'scratch'}"
 credentials_file = "{root / 'launcher' / 'aws-credentials'}"
@@ -153,6 +156,8 @@ user = "postgres"
         config.chmod(0o644)
         settings = load_settings(config)
 
+        with pytest.raises(OpsError, match="another system's archive"):
+            take_base_backup(settings, settings.target())  # CloudNativePG owns it
         capsys.readouterr()
         assert main(["--config", str(config), "pitr", "status", "--json"]) == 0  # what the on-call engineer runs
         st = json.loads(capsys.readouterr().out)
