@@ -48,8 +48,8 @@ def _drain(fd: int) -> None:
 
 def first_paint_seconds(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Seconds from spawning `cmd` in an 80x24 pty to the app's first paint, and the CPU seconds
-    (user + system) the process used in all: on a shared machine the wall time follows the load,
-    the CPU time much less."""
+    (user + system) the process had used when the paint was noted (read from /proc as the stamp
+    file appears): on a shared machine the wall time follows the load, the CPU time much less."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,16 +61,24 @@ def first_paint_seconds(cmd: list[str], env: dict[str, str]) -> tuple[float, flo
         t0 = time.time()
         proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=run_env, start_new_session=True)
         os.close(slave)
-        cpu = 0.0
+        cpu: float | None = None
+        tick = os.sysconf("SC_CLK_TCK")
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
+                if cpu is None and stamp.exists():
+                    try:  # utime and stime, fields 14 and 15 (after the command name in parentheses)
+                        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                        cpu = (int(fields[11]) + int(fields[12])) / tick
+                    except (OSError, IndexError, ValueError):
+                        pass
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # reaps it: Popen never sees the exit
                 if pid:
                     proc.returncode = os.waitstatus_to_exitcode(status)
-                    cpu = usage.ru_utime + usage.ru_stime
+                    if cpu is None:  # gone before the stamp was seen: its whole CPU time, an upper bound
+                        cpu = usage.ru_utime + usage.ru_stime
                     break
-                time.sleep(0.005)
+                time.sleep(0.001)
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -78,7 +86,7 @@ def first_paint_seconds(cmd: list[str], env: dict[str, str]) -> tuple[float, flo
             os.close(master)
         if not stamp.exists():
             raise RuntimeError(f"{cmd} exited {proc.returncode} without painting")
-        return float(stamp.read_text()) - t0, cpu
+        return float(stamp.read_text()) - t0, cpu or 0.0
 
 
 def bench_first_paint(runs: int) -> list[str]:
@@ -110,7 +118,7 @@ def bench_first_paint(runs: int) -> list[str]:
             cpu = [c for _w, c in times[label]]
             rows.append(f"| first paint, {label}, 80x24 pty, demo | {statistics.median(wall) * 1000:.0f} ms | "
                         f"{max(wall) * 1000:.0f} ms | ≤ 800 ms | {runs} runs |")
-            rows.append(f"| … its CPU time (user + system, up to the exit right after the paint) | "
+            rows.append(f"| … its CPU time (user + system) when the paint was noted | "
                         f"{statistics.median(cpu) * 1000:.0f} ms | {max(cpu) * 1000:.0f} ms | | {runs} runs |")
         t0 = time.perf_counter()
         subprocess.run([str(BIN / "opstower"), "--help"], capture_output=True, check=True)
