@@ -7,13 +7,11 @@ share the server and run in order (the second points the replica at a dead port,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -22,24 +20,7 @@ from opstower_core.config import load_settings
 from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.pitr.wal import wal_rel
 from opstower_core.storage.replica import pitr_replica_lag, pitr_root
-
-
-def _pitr_support():
-    """The module that holds the `pitr_env` fixture: tests/support/pitr.py, else tests/integration/pitr/conftest.py."""
-    try:
-        import support.pitr as found  # type: ignore[import-not-found]
-
-        return found
-    except ImportError:
-        path = Path(__file__).resolve().parents[1] / "pitr" / "conftest.py"
-        spec = importlib.util.spec_from_file_location("pitr_env_support", path)
-        assert spec is not None and spec.loader is not None
-        found = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(found)
-        return found
-
-
-pitr_env = _pitr_support().pitr_env
+from support.pitr import pitr_env  # noqa: F401 - a fixture, found by pytest through this import
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +32,7 @@ def other(tmp_path_factory: pytest.TempPathFactory, s3):
 
 
 @pytest.fixture(scope="module")
-def env(pitr_env, other):
+def env(pitr_env, other):  # noqa: F811 - the fixture imported above
     """pitr_env with an [s3.replica] table on `other` (the archive command reads the same config)."""
     env = pitr_env
     env.base_config = env.config.read_text()
