@@ -47,6 +47,8 @@ def add_restore_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--copy-db", metavar="DB", help="copy database DB out of the recovered cluster into the live server")
     g.add_argument("--as", dest="copy_as", metavar="NAME", help="name of the copy (default DB_pitr_YYYYMMDDHHMMSS)")
     g.add_argument("--keep", action="store_true", help="keep the recovered cluster running and print how to use it")
+    # --tables T1,T2 [--mode …] [--plan] (the table recovery's own arguments) take the rows from the
+    # recovered cluster's database of the same name into the live one, then the cluster is discarded.
     plain = p.get_default("func")
 
     def dispatch(args: argparse.Namespace) -> int:
@@ -60,6 +62,7 @@ def add_restore_args(p: argparse.ArgumentParser) -> None:
 def run_pitr_restore(args: argparse.Namespace) -> int:
     from datetime import datetime
 
+    from opstower_core.cli.recover_cmd import wants_recovery
     from opstower_core.errors import UsageError
     from opstower_core.pitr import RecoveryTarget, read_heartbeat, recover_to
     from opstower_core.restore import copy_from_cluster
@@ -75,10 +78,19 @@ def run_pitr_restore(args: argparse.Namespace) -> int:
         if when.tzinfo is None:
             when = when.astimezone()  # the operator's zone, said in the output below
     target = RecoveryTarget(time=when, lsn=args.to_lsn, xid=args.to_xid, exclusive=not args.inclusive)
-    if not args.keep and not args.copy_db:
+    if args.artifact:
+        raise UsageError(f"Two sources: the backup {args.artifact} and a point in time", "nothing was changed",
+                         "give either ARTIFACT or --to-time/--to-lsn/--to-xid/--to-latest")
+    wants_recovery(args)  # --mode, --into, … without --tables: said before anything else
+    if not args.keep and not args.copy_db and not args.tables:
         raise UsageError("What should happen with the recovered data?", "nothing was changed",
-                         "add --copy-db DB [--as NAME] (copy one database into the live server) or --keep "
-                         "(keep the recovered cluster as a server)")
+                         "add --copy-db DB [--as NAME] (copy one database into the live server), --tables T1,T2 "
+                         "(merge or replace tables of the live database from it) or --keep (keep the recovered "
+                         "cluster as a server)")
+    if args.tables:
+        _check_tables_args(args)
+    if args.wait_for_locks:
+        settings = settings.with_changes(wait_for_locks_seconds=args.wait_for_locks)
     live = settings.target(args.database)
     show = _printer(args)
     cluster = recover_to(settings, live, target, show)
@@ -94,13 +106,41 @@ def run_pitr_restore(args: argparse.Namespace) -> int:
             else:
                 print(f"Copied {args.copy_db} as it was {target.describe()} into {copied.database} on "
                       f"{live.display_host} in {copied.seconds:.1f}s: {copied.proof}")
+        code = 0
+        if args.tables:
+            code = _recover_tables(args, settings, cluster, target.describe())
         if args.keep:
             for line in cluster.replacement_steps():
                 print(line)
     finally:
         if not args.keep:
             cluster.discard()
-    return 0
+    return code
+
+
+def _check_tables_args(args: argparse.Namespace) -> None:
+    """The table recovery's usage errors before a cluster is recovered (that takes minutes)."""
+    from opstower_core.cli.recover_cmd import check_can_confirm, recovery_options, wants_recovery
+    from opstower_core.errors import UsageError
+    from opstower_core.recover import check_options
+
+    if not wants_recovery(args):  # --mode copy without --into: a database of tables is --copy-db's job here
+        raise UsageError("--mode copy from a point in time needs --into SCHEMA.TABLE", "nothing was changed",
+                         "add --into, or copy the whole database with --copy-db DB")
+    if args.plan and args.copy_db:
+        raise UsageError("--plan previews the table recovery only", "nothing was changed", "drop --copy-db or --plan")
+    check_options(recovery_options(args))
+    check_can_confirm(args)
+
+
+def _recover_tables(args: argparse.Namespace, settings, cluster, moment: str) -> int:  # noqa: ANN001
+    """Merge / replace / copy tables from the recovered cluster's database into the live one."""
+    from opstower_core.cli.recover_cmd import run_recovery_command
+    from opstower_core.pitr import PitrSource
+
+    live = settings.target(args.database)
+    source = PitrSource(cluster, args.target_db or live.dbname, moment)
+    return run_recovery_command(args, settings, source)
 
 
 def _printer(args: argparse.Namespace):

@@ -1,5 +1,7 @@
 """`opstower restore ARTIFACT --tables T1,T2 [--mode merge|replace|copy] [--into NAME] …`: the table
-recovery (recover/), reached through `opstower restore` (cli/restore.py dispatches here)."""
+recovery (recover/), reached through `opstower restore` (cli/restore.py dispatches here); with
+--to-time/--to-lsn/--to-xid/--to-latest instead of ARTIFACT, cli/pitr.py recovers a cluster to
+that moment and hands it here as the source."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ EXAMPLES = """\
   opstower restore latest --tables orders --overwrite-changed      … and the backup's values for changed rows
   opstower restore latest --tables orders --with-parents           … and the parent rows they reference
   opstower restore latest --tables orders --mode replace           the table as it was (or a dropped table)
-  opstower restore latest --tables orders --into public.orders_restored   a copy to compare by hand"""
+  opstower restore latest --tables orders --into public.orders_restored   a copy to compare by hand
+  opstower restore --to-xid 1234 --tables orders                   merge from the data as it was just before
+                                                                    transaction 1234 (point-in-time recovery)"""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -53,33 +57,47 @@ def wants_recovery(args: argparse.Namespace) -> bool:
     return bool(args.into) or (args.mode or "merge") != "copy"
 
 
-def run_recovery_command(args: argparse.Namespace, settings: Settings) -> int:
-    from opstower_core.recover import RecoverOptions, preview_recovery, run_recovery
-    from opstower_core.runs.history import StateStore
+def recovery_options(args: argparse.Namespace):  # noqa: ANN201 - recover.RecoverOptions (imported late)
+    """The table recovery's options from the command line; usage errors before anything is touched."""
+    from opstower_core.recover import RecoverOptions
 
     if args.in_place:
         raise UsageError("--tables and --in-place cannot be combined", "nothing was changed", "drop --in-place")
-    options = RecoverOptions(
+    return RecoverOptions(
         tables=[t.strip() for t in args.tables.split(",") if t.strip()],
         mode=args.mode or ("copy" if args.into else "merge"), into=args.into,
         overwrite_changed=args.overwrite_changed, with_parents=args.with_parents,
         disable_triggers=args.disable_triggers, force=args.force, from_s3=args.from_s3, target_db=args.target_db)
+
+
+def check_can_confirm(args: argparse.Namespace) -> None:
+    if not args.plan and not args.force and not sys.stdin.isatty():
+        raise OpsError("Refusing to change live tables without a typed confirmation: no terminal to ask on",
+                       "nothing was changed", "run it on a terminal or pass --force")
+
+
+def run_recovery_command(args: argparse.Namespace, settings: Settings, origin=None) -> int:  # noqa: ANN001
+    """The table recovery from ARTIFACT, or from `origin` (a ready recover.RecoverySource: a recovered
+    cluster's database, which the caller releases)."""
+    from opstower_core.recover import preview_recovery, run_recovery
+    from opstower_core.runs.history import StateStore
+
+    options = recovery_options(args)
+    origin = args.artifact if origin is None else origin
     render = renderer(args.json)
     out = sys.stderr if args.json else sys.stdout
     cancel = CancelToken()
     if args.plan:
         with signals.cancelling(cancel):
-            plan = preview_recovery(settings, args.artifact, options, args.database, on_event=render, cancel=cancel)
+            plan = preview_recovery(settings, origin, options, args.database, on_event=render, cancel=cancel)
         if args.json:
             print(json.dumps({"kind": "plan", **plan.as_dict()}, default=str))
         else:
             print_plan(plan, sys.stdout)
         return 0
-    if not options.force and not sys.stdin.isatty():
-        raise OpsError("Refusing to change live tables without a typed confirmation: no terminal to ask on",
-                       "nothing was changed", "run it on a terminal or pass --force")
+    check_can_confirm(args)
     with signals.cancelling(cancel) as flag:
-        result = run_recovery(settings, args.artifact, options, args.database, confirm=lambda p: ask(p, out),
+        result = run_recovery(settings, origin, options, args.database, confirm=lambda p: ask(p, out),
                               on_event=render, cancel=cancel, state=StateStore(settings.state_dir))
     if isinstance(render, JsonRenderer):
         render.summary(result.as_dict())
@@ -100,9 +118,9 @@ def _n(v: int | None) -> str:
 def print_plan(plan, out: TextIO, brief: bool = False) -> None:  # noqa: ANN001 - recover.RecoveryPlan
     from opstower_core.recover import MODE_TEXT
 
-    out.write(f"Table recovery: {plan.artifact} -> {plan.live_db} on {plan.host}\n")
+    out.write(f"Table recovery: {plan.artifact or plan.source} -> {plan.live_db} on {plan.host}\n")
     out.write(f"Mode: {plan.mode} ({MODE_TEXT[plan.mode]}); RTO budget {plan.rto_minutes} min\n")
-    out.write(f"Source: {plan.source} (dropped at the end)\n")
+    out.write(f"Source: {plan.source}" + (" (dropped at the end)\n" if plan.artifact else "\n"))
     head = ("TABLE", "ACTION", "BACKUP", "LIVE", "MISSING", "CHANGED", "ONLY LIVE")
     rows = [(t.table, t.action, _n(t.backup_rows), _n(t.live_rows), _n(t.missing), _n(t.changed), _n(t.only_live))
             for t in plan.tables]
@@ -142,6 +160,8 @@ def print_result(result, out: TextIO) -> None:  # noqa: ANN001 - recover.Recover
         out.write(f"{s.title.ljust(width)}  {s.status.value:<6}  {s.seconds:7.1f}\n")
     for t in result.tables:
         out.write(f"  {t.describe()} — {t.proof}\n")
+    if result.ok and result.compared:
+        out.write(f"Compared: {result.compared}\n")
     if result.ok:
         out.write(result.sentence + "\n")
     out.flush()

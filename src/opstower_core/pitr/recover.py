@@ -306,13 +306,24 @@ def _wait_promoted(cluster: ScratchCluster, goal: int, started: float, on_event:
 
 
 class PitrSource:
-    """A database of a recovered cluster as the table-recovery engine's RecoverySource."""
+    """A database of a recovered cluster as the table-recovery engine's RecoverySource (recover/source.py).
 
-    def __init__(self, cluster: ScratchCluster, dbname: str, label: str) -> None:
+    `moment` is what the cluster was recovered to, in words (RecoveryTarget.describe()); the label
+    names it, so a plan and a result say which moment the rows come from.
+    """
+
+    record = "the recovered cluster"  # what the recovery's proof compares with: its tables, no file behind them
+
+    def __init__(self, cluster: ScratchCluster, dbname: str, moment: str = "") -> None:
         self.cluster = cluster
         self.target = cluster.target(dbname)
         self.dbname = dbname
-        self.label = label
+        self.moment = moment
+        as_it_was = f" as it was {moment}" if moment else ""
+        reached = f", {cluster.reached}" if cluster.reached else ""
+        self.label = (f"database {dbname}{as_it_was} (recovered cluster on 127.0.0.1:{cluster.port}"
+                      f"{reached})")
 
     def close(self) -> None:
+        """Discard the cluster (the table recovery never calls it: the cluster is its caller's)."""
         self.cluster.discard()

@@ -95,7 +95,7 @@ class TablePlan:
 
 @dataclass
 class RecoveryPlan:
-    artifact: str
+    artifact: str | None  # the backup file; None: the source is not one (a recovered cluster)
     live_db: str
     source: str  # what the data as it was is read from ("backup X in scratch database Y")
     host: str
@@ -156,6 +156,8 @@ class RecoveryResult:
     pre_change_artifact: str | None = None
     scratch_database: str | None = None
     scratch_proof: str | None = None
+    source: str | None = None  # where the rows came from (the backup, or the moment a cluster was recovered to)
+    compared: str | None = None  # what the proof compared the live tables with, in words
 
     @property
     def margin_seconds(self) -> float:
@@ -172,7 +174,8 @@ class RecoveryResult:
             "artifact": self.plan.artifact if self.plan else None, "live_db": self.plan.live_db if self.plan else None,
             "tables": [asdict(t) for t in self.tables], "rows_back": self.rows_back,
             "pre_change_artifact": self.pre_change_artifact, "scratch_database": self.scratch_database,
-            "scratch_proof": self.scratch_proof, "total_seconds": round(self.total_seconds, 3),
+            "scratch_proof": self.scratch_proof, "source": self.source, "compared": self.compared,
+            "total_seconds": round(self.total_seconds, 3),
             "rto_seconds": self.rto_seconds, "margin_seconds": round(self.margin_seconds, 3),
             "steps": [{"step": s.step, "title": s.title, "status": s.status.value, "seconds": round(s.seconds, 3),
                        "detail": s.detail} for s in self.steps],

@@ -1,7 +1,11 @@
 """The proof of a table recovery, checked in the transaction that is about to commit (a failed
-proof rolls everything back): after a merge, every backup key is present live (and, with
---overwrite-changed, no row differs from the backup); after a replace or a restore, the live
-table's content digest equals the source's (pg/digest, pg_dump's COPY text)."""
+proof rolls everything back): after a merge, every source key is present live (and, with
+--overwrite-changed, no row differs from the source); after a replace or a restore, the live
+table's content digest equals the source's (pg/digest, pg_dump's COPY text).
+
+What it is compared with is the source's tables, named by `source.record`: a scratch copy
+proven against the backup before ("the backup"), or a recovered cluster's tables, which are
+themselves the independent record ("the recovered cluster": there is no file to prove them by)."""
 
 from __future__ import annotations
 
@@ -30,13 +34,13 @@ def prove(conn: psycopg.Connection, source: RecoverySource, works: list[Work], o
             p = w.plan
             t = TableOutcome(p.table, w.action, inserted=p.insert, updated=p.update, deleted=p.delete)
             if w.action == "merge" and w.keyed:
-                t.proven, t.proof = _keys_present(conn, w, o.overwrite_changed)
+                t.proven, t.proof = _keys_present(conn, w, o.overwrite_changed, source.record)
             elif w.action in ("replace", "restore"):
-                t.proven, t.proof = _digests_equal(conn, src, w)
+                t.proven, t.proof = _digests_equal(conn, src, w, source.record)
             elif w.action == "copy":
                 n = int(conn.execute(f"SELECT count(*) FROM {_into(w)}").fetchone()[0])
                 t.proven = n == p.backup_rows
-                t.proof = f"{n:,} rows in {p.into}, {p.backup_rows:,} in the backup"
+                t.proof = f"{n:,} rows in {p.into}, {p.backup_rows:,} in {source.record}"
             out.append(t)
     return out
 
@@ -47,7 +51,7 @@ def _into(w: Work) -> str:
     return qname((schema, name))
 
 
-def _keys_present(conn: psycopg.Connection, w: Work, values_too: bool) -> tuple[bool, str]:
+def _keys_present(conn: psycopg.Connection, w: Work, values_too: bool, record: str) -> tuple[bool, str]:
     live = qname(w.key)
     missing = int(conn.execute(f"SELECT count(*) FROM {w.temp} b WHERE NOT EXISTS "
                                f"(SELECT 1 FROM {live} l WHERE {w.match('l', 'b')})").fetchone()[0])
@@ -57,35 +61,38 @@ def _keys_present(conn: psycopg.Connection, w: Work, values_too: bool) -> tuple[
                                    f"(SELECT 1 FROM {live} l WHERE {w.match('l', 'b')})").fetchone()[0])
         return missing == 0, ("every parent row the recovered rows reference is present live" if missing == 0 else
                               f"{missing:,} referenced parent rows are still missing live")
-    text = f"all {total:,} backup keys present live" if missing == 0 else f"{missing:,} of {total:,} backup keys missing live"
+    text = (f"all {total:,} keys of {record} present live" if missing == 0 else
+            f"{missing:,} of {total:,} keys of {record} missing live")
     ok = missing == 0
     if values_too:
         differ = int(conn.execute(
             f"SELECT count(*) FROM {w.temp} b JOIN {live} l ON {w.match('l', 'b')} "
             f"WHERE {w.row_text('b')} IS DISTINCT FROM {w.row_text('l')}").fetchone()[0])
         ok = ok and differ == 0
-        text += ", every one with the backup's values" if differ == 0 else f", {differ:,} with other values"
+        text += f", every one with {record}'s values" if differ == 0 else f", {differ:,} with other values"
     return ok, text
 
 
-def _digests_equal(conn: psycopg.Connection, src: psycopg.Connection, w: Work) -> tuple[bool, str]:
+def _digests_equal(conn: psycopg.Connection, src: psycopg.Connection, w: Work, record: str) -> tuple[bool, str]:
     info = w.src
     assert info is not None
     cols = w.columns if w.live is not None else [c.name for c in info.columns if not c.generated]
-    leaves = [tuple(r) for r in src.execute(_LEAVES_SQL, (qname(w.key),)).fetchall()]
-    live_leaves = [tuple(r) for r in conn.execute(_LEAVES_SQL, (qname(w.key),)).fetchall()]
+    # pg_partition_tree returns no row for a plain table: then the table is its own one leaf
+    # (without this, a plain table's proof compared nothing and said "0 rows, equal").
+    leaves = [tuple(r) for r in src.execute(_LEAVES_SQL, (qname(w.key),)).fetchall()] or [w.key]
+    live_leaves = [tuple(r) for r in conn.execute(_LEAVES_SQL, (qname(w.key),)).fetchall()] or [w.key]
     if leaves != live_leaves:
-        return False, (f"partitions differ: backup {', '.join(label(k) for k in leaves)}; live "
+        return False, (f"partitions differ: {record} {', '.join(label(k) for k in leaves)}; live "
                        f"{', '.join(label(k) for k in live_leaves)} (digests not compared)")
     rows = 0
     for leaf in leaves:
         want = _digest(src, leaf, cols)
         got = _digest(conn, leaf, cols)
         if got.compare(want) == "different":
-            return False, (f"digest of {label(leaf)} differs from the backup's ({got.rows:,} rows live, "
-                           f"{want.rows:,} in the backup)")
+            return False, (f"digest of {label(leaf)} differs from {record}'s ({got.rows:,} rows live, "
+                           f"{want.rows:,} in {record})")
         rows += got.rows
-    return True, f"content digest equal to the backup's ({rows:,} rows, {len(cols)} columns)"
+    return True, f"content digest equal to {record}'s ({rows:,} rows, {len(cols)} columns)"
 
 
 def _digest(conn: psycopg.Connection, key: TableKey, cols: list[str]) -> TableDigest:

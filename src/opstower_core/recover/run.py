@@ -6,6 +6,12 @@ copy the live tables, change them in one transaction, prove, drop the scratch da
 nothing touched), `apply(plan, confirm)` (confirmation, pre-change copy, the transaction,
 the proof, the commit), `close()` (the scratch database dropped; always). `run_recovery`
 walks all of it for the CLI and a drill and returns one RecoveryResult.
+
+The origin is a backup (a reference or a catalog entry) or a ready `RecoverySource` (a
+recovered PITR cluster's database, pitr.PitrSource): then verify, download, scratch restore
+and its proof are skipped, saying why, the source is the caller's to release, and the proof
+compares with the source's own tables. `recover_tables_from_cluster` is that path for the
+console's recovery screen.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -34,20 +40,27 @@ from opstower_core.recover.model import (
 )
 from opstower_core.recover.plan import check_options, plan_works
 from opstower_core.recover.prove import prove
-from opstower_core.recover.source import ScratchRestore, drop_leftover_scratch
+from opstower_core.recover.source import RecoverySource, ScratchRestore, drop_leftover_scratch
 from opstower_core.recover.stage import Stage, Work
 from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.runs.history import StateStore
 from opstower_core.runs.lock import RunLock
 
+if TYPE_CHECKING:
+    from opstower_core.config import Target
+    from opstower_core.pitr import ScratchCluster
+
 ORDER = list(STEP_TITLES)
 Confirm = Callable[[RecoveryPlan], str]
 
 
-class RecoverySession:
-    """One recovery of tables from one backup into one live database (see the module doc)."""
+Origin = str | CatalogEntry | RecoverySource  # a backup (reference, catalog entry) or a ready source
 
-    def __init__(self, settings: Settings, artifact: str | CatalogEntry, options: RecoverOptions,
+
+class RecoverySession:
+    """One recovery of tables from one backup (or one ready source) into one live database (see the module doc)."""
+
+    def __init__(self, settings: Settings, origin: Origin, options: RecoverOptions,
                  target_name: str | None = None, on_event: EventSink | None = None,
                  cancel: CancelToken | None = None, state: StateStore | None = None) -> None:
         self.settings, self.options = settings, check_options(options)
@@ -57,10 +70,15 @@ class RecoverySession:
         base = settings.target(target_name)
         self.live_db = options.target_db or base.dbname
         self.target = dataclasses.replace(base, dbname=self.live_db)
-        self.artifact = artifact
-        self.entry: CatalogEntry | None = artifact if isinstance(artifact, CatalogEntry) else None
+        self.given: RecoverySource | None = None  # a ready source: the caller's, never closed here
+        if not isinstance(origin, str | CatalogEntry):
+            if not isinstance(origin, RecoverySource):
+                raise TypeError(f"not a backup nor a RecoverySource: {origin!r}")
+            self.given = origin
+        self.artifact = origin if self.given is None else None
+        self.entry: CatalogEntry | None = origin if isinstance(origin, CatalogEntry) else None
         self.stamp = new_stamp()
-        self.source: ScratchRestore | None = None
+        self.source: ScratchRestore | RecoverySource | None = None
         self.artifact_proof: Any = None
         self.works: list[Work] = []
         self.plan: RecoveryPlan | None = None
@@ -77,8 +95,12 @@ class RecoverySession:
         self.reporter.finished(step_id, Status.SKIP, why, 0.0)
 
     def open(self) -> None:
-        """Verify the backup, fetch it when remote, restore it into the scratch database, prove that copy."""
+        """Verify the backup, fetch it when remote, restore it into the scratch database, prove that copy
+        (a ready source: those four steps are skipped, saying why)."""
         self.lock = RunLock(self.settings.state_dir, f"{self.live_db}.restore", "table recovery").acquire()
+        if self.given is not None:
+            self._open_given(self.given)
+            return
         if self.entry is None:
             self.entry = _resolve(self.settings, str(self.artifact), self.live_db)
         self._check_identity()
@@ -99,6 +121,23 @@ class RecoverySession:
             if out.status == Status.FAIL:
                 raise OpsError(f"The scratch copy differs from the backup: {out.detail}", "the live tables were not "
                                "touched", say("list_backups"))
+
+    def _open_given(self, source: RecoverySource) -> None:
+        if source.dbname != self.live_db and not self.options.target_db:
+            raise OpsError(f"{source.label} is database {source.dbname}, not {self.live_db}", "nothing was changed",
+                           say("recover_other_db", db=self.live_db))
+        with connect(self.target, dbname=self.live_db) as conn:
+            self.tools = select_tools(self.settings, server_info(conn).major)
+        with connect(source.target, dbname=source.dbname) as conn:  # reachable before anything is compared
+            conn.execute("SELECT 1")
+        self.source = source
+        why = f"the source is not a backup file: {source.label}"
+        self._skip("verify", f"not applicable: {why}")
+        self._skip("download", "not applicable: nothing to download, the source is a running database")
+        self._skip("scratch", f"not needed: the source is ready ({source.dbname} on "
+                              f"{source.target.display_host}:{source.target.display_port})")
+        self._skip("prove_scratch", f"no backup to prove it against: the proof compares the live tables with "
+                                    f"{source.record}'s own tables, the independent record")
 
     def _check_identity(self) -> None:
         assert self.entry is not None
@@ -137,7 +176,7 @@ class RecoverySession:
 
     def preview(self) -> RecoveryPlan:
         """Per table: rows in the backup, live, missing, changed, only live, and what will be done. Changes nothing."""
-        assert self.source is not None and self.entry is not None
+        assert self.source is not None and (self.entry is not None or self.given is not None)
         with self._step("preview") as out:
             with connect(self.target, dbname=self.live_db, autocommit=False) as conn:
                 try:
@@ -147,8 +186,9 @@ class RecoverySession:
                 finally:
                     conn.rollback()
             self.plan = RecoveryPlan(
-                artifact=self.entry.filename, live_db=self.live_db,
-                source=f"{self.source.label} in scratch database {self.source.dbname}",
+                artifact=self.entry.filename if self.entry else None, live_db=self.live_db,
+                source=self.source.label if self.given else
+                f"{self.source.label} in scratch database {self.source.dbname}",
                 host=f"{self.target.display_host}:{self.target.display_port}", mode=self.options.mode,
                 options=self.options, tables=[w.plan for w in self.works if w.plan], notes=self._notes,
                 rto_minutes=self.target.rto_minutes)
@@ -246,10 +286,20 @@ class RecoverySession:
                 "ON n.oid = c.relnamespace ORDER BY 1", (tables,)).fetchall()
         return sorted(set(tables) | {r[0] for r in rows})  # a plain table has no partition tree
 
+    @property
+    def compared(self) -> str | None:
+        """What the proof compared the live tables with, in words."""
+        if self.source is None:
+            return None
+        if self.given is not None:
+            return (f"the live tables against {self.source.record}'s tables ({self.source.label}); there is no "
+                    "backup file behind them: they are the independent record")
+        return f"the live tables against the scratch copy of {self.source.label}, itself proven against the backup"
+
     def close(self) -> str | None:
-        """Drop the scratch database (always); a sentence when it could not be."""
+        """Drop the scratch database (always); a sentence when it could not be. A ready source is the caller's."""
         problem = None
-        if self.source is not None and self.source.created:
+        if isinstance(self.source, ScratchRestore) and self.source.created:
             t0 = time.monotonic()
             self.reporter.started("cleanup", STEP_TITLES["cleanup"], len(ORDER), len(ORDER))
             problem = self.source.close(self.reporter, "cleanup")
@@ -297,11 +347,12 @@ def _forward(r: Reporter, step: str) -> EventSink:
     return sink
 
 
-def preview_recovery(settings: Settings, artifact: str | CatalogEntry, options: RecoverOptions,
+def preview_recovery(settings: Settings, origin: Origin, options: RecoverOptions,
                      target_name: str | None = None, on_event: EventSink | None = None,
                      cancel: CancelToken | None = None) -> RecoveryPlan:
-    """The preview alone (`--plan`): the scratch copy is made, compared with live, and dropped."""
-    session = RecoverySession(settings, artifact, options, target_name, on_event, cancel)
+    """The preview alone (`--plan`): the scratch copy is made, compared with live, and dropped (a ready
+    source is only read)."""
+    session = RecoverySession(settings, origin, options, target_name, on_event, cancel)
     try:
         session.open()
         return session.preview()
@@ -309,12 +360,12 @@ def preview_recovery(settings: Settings, artifact: str | CatalogEntry, options: 
         session.close()
 
 
-def run_recovery(settings: Settings, artifact: str | CatalogEntry, options: RecoverOptions,
+def run_recovery(settings: Settings, origin: Origin, options: RecoverOptions,
                  target_name: str | None = None, confirm: Confirm | None = None, on_event: EventSink | None = None,
                  cancel: CancelToken | None = None, state: StateStore | None = None) -> RecoveryResult:
     """The whole recovery; never raises for an operator error: the result says what happened and the
     state things are in (a failure before the commit leaves the live tables unchanged)."""
-    session = RecoverySession(settings, artifact, options, target_name, on_event, cancel, state)
+    session = RecoverySession(settings, origin, options, target_name, on_event, cancel, state)
     t0, started = time.monotonic(), time.time()
     outcomes: list[TableOutcome] = []
     status, error = "success", None
@@ -333,9 +384,13 @@ def run_recovery(settings: Settings, artifact: str | CatalogEntry, options: Reco
                             steps=list(session.reporter.results), total_seconds=seconds,
                             rto_seconds=session.target.rto_minutes * 60.0, sentence="", tables=outcomes,
                             pre_change_artifact=session.pre_change,
-                            scratch_database=session.source.dbname if session.source else None,
-                            scratch_proof=session.source.proof.sentence if session.source and session.source.proof
-                            else None)
+                            scratch_database=session.source.dbname if isinstance(session.source, ScratchRestore)
+                            else None,
+                            scratch_proof=session.source.proof.sentence if isinstance(session.source, ScratchRestore)
+                            and session.source.proof else None,
+                            source=session.plan.source if session.plan else session.given.label if session.given
+                            else None,
+                            compared=session.compared)
     result.sentence = _sentence(session, result, error, cleanup)
     session.state.record("restore", session.live_db, status, artifact=session.entry.filename if session.entry else None,
                          started_at=started, duration_seconds=seconds, error=None if result.ok else result.sentence,
@@ -353,8 +408,9 @@ def _sentence(s: RecoverySession, result: RecoveryResult, error: BaseException |
         what = "; ".join(t.describe() for t in result.tables)
         pre = (f" The live tables as they were before are in {s.pre_change} "
                f"({say('recover_put_back', artifact=s.pre_change)})." if s.pre_change else "")
-        return f"Recovered from {result.plan.artifact if result.plan else '?'} into {s.live_db} in {took} ({rto}): " \
-               f"{what}; proven.{pre}{tail}"
+        origin = result.plan.artifact if result.plan and result.plan.artifact else result.source or "?"
+        against = f" against {s.source.record}'s tables" if s.given is not None and s.source is not None else ""
+        return f"Recovered from {origin} into {s.live_db} in {took} ({rto}): {what}; proven{against}.{pre}{tail}"
     if isinstance(error, Cancelled | KeyboardInterrupt):
         return OpsError("Table recovery cancelled", "the live tables were not changed",
                         "run it again when ready").sentence + tail
@@ -362,3 +418,24 @@ def _sentence(s: RecoverySession, result: RecoveryResult, error: BaseException |
     state = getattr(error, "state", "") or "the live tables were not changed (the transaction was rolled back)"
     nxt = getattr(error, "next_step", "") or "fix the cause shown and run it again"
     return OpsError(f"Table recovery failed: {reason.rstrip('.')}", state, nxt).sentence + tail
+
+
+def recover_tables_from_cluster(settings: Settings, cluster: ScratchCluster, dbname: str, live: Target,
+                                options: RecoverOptions, confirm: Confirm | None = None,
+                                on_event: EventSink | None = None, cancel: CancelToken | None = None,
+                                moment: str = "", plan_only: bool = False) -> RecoveryResult | RecoveryPlan:
+    """Table recovery (merge / replace / copy) from database `dbname` of a recovered PITR cluster into
+    the live database `live` (a settings target). `moment` is what the cluster was recovered to, in
+    words (RecoveryTarget.describe()), for the plan, the result and the history. The cluster is left
+    as it was (the caller discards or keeps it). `plan_only`: the preview alone (a RecoveryPlan);
+    else the whole run (a RecoveryResult, never raising for an operator error)."""
+    from opstower_core.pitr import PitrSource
+
+    source = PitrSource(cluster, dbname, moment)
+    name = next((k for k, t in settings.targets.items() if t == live), None)
+    if name is None:  # a target built by hand: register it for this run (the pre-change copy reads settings)
+        name = live.name or live.dbname
+        settings = settings.with_changes(targets={**settings.targets, name: live})
+    if plan_only:
+        return preview_recovery(settings, source, options, name, on_event, cancel)
+    return run_recovery(settings, source, options, name, confirm, on_event, cancel)

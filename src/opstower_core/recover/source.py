@@ -3,8 +3,9 @@
 `ScratchRestore` is the one made from a backup: the whole artifact restored into a scratch
 database `<db>_recover_<ts>` on the live server with the same loader as every restore, proven
 against the artifact, and dropped at the end whatever happens. The point-in-time recovery
-adds a scratch *cluster* recovered to a moment as another source; the merge, replace and copy
-code only ever needs `target` + `dbname` (where to connect) and `close()`.
+adds a scratch *cluster* recovered to a moment (pitr.PitrSource), handed to the session ready;
+the merge, replace and copy code only ever needs `target` + `dbname` (where to connect),
+`label` and `record` (words) and `close()`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class RecoverySource(Protocol):
     target: Target  # the server (its `dbname` is not used: see `dbname`)
     dbname: str
     label: str  # what the data is, for messages: "backup X (taken …)"
+    record: str  # what the proof compares with, in words: "the backup", "the recovered cluster"
 
     def close(self) -> None:
         """Release the source (drop a scratch database); safe to call twice."""
@@ -86,6 +88,7 @@ class ScratchRestore:
         self.with_acl = False  # owners and grants restored (the roles exist on this server)
         self.proof: Any = None  # verify's ProofResult of the scratch database against the artifact
         self.label = f"backup {entry.filename}"
+        self.record = "the backup"  # the scratch copy is proven against it before anything is compared
 
     def create(self, r: Reporter, step: str) -> None:
         with admin(self.target, self.live) as conn:

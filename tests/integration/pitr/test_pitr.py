@@ -55,7 +55,7 @@ def history(pitr_env) -> History:
     s = pitr_env.settings
     take_base_backup(s, s.target())
     with pitr_env.conn("app") as c:
-        c.execute("CREATE TABLE rows_t (batch int, n int)")
+        c.execute("CREATE TABLE rows_t (batch int, n int, PRIMARY KEY (batch, n))")  # keyed: a merge matches rows
         c.execute("CREATE TABLE keep (id int primary key, v text)")
         c.execute("INSERT INTO keep SELECT g, 'v' || g FROM generate_series(1, 50) g")
         c.execute(UGLY)  # what a copy-out must carry through dump, load and proof
@@ -97,10 +97,23 @@ def test_status_shows_backup_window_and_archiver(pitr_env, history):
 def test_recover_to_time_between_batches_copies_exactly_batch_1(pitr_env, history, capsys):
     killed = pitr_env.root / "state" / "pitr-copy" / "copy-999999999-x"  # a killed copy-out's temporary artifact
     killed.mkdir(parents=True)
+    with pitr_env.conn("app") as c:  # after the recovery point: 10 rows of batch 1 lost, 5 rows written
+        c.execute("DELETE FROM rows_t WHERE batch = 1 AND n <= 10")
+        c.execute("INSERT INTO rows_t SELECT 4, g FROM generate_series(1, 5) g")
     code = main(["--config", str(pitr_env.config), "restore", "--to-time", history.after_b1.isoformat(sep=" "),
-                 "--copy-db", "app", "--as", "app_at_b1"])
+                 "--copy-db", "app", "--as", "app_at_b1", "--tables", "rows_t", "--force"])
     out = capsys.readouterr().out
     assert code == 0, out
+    # The same recovered cluster, then the table recovery from it: the lost rows merged back, later rows kept.
+    with pitr_env.conn("app") as c:
+        assert c.execute("SELECT batch, count(*) FROM rows_t GROUP BY 1 ORDER BY 1").fetchall() == [
+            (1, 100), (2, 100), (3, 100), (4, 5)]
+    merged = out.split("Table recovery:", 1)[1]
+    assert "public.rows_t: insert 10 row(s)" in merged, out
+    assert "all 100 keys of the recovered cluster present live" in merged, out
+    moment = f"as it was just before {history.after_b1.isoformat(sep=' ')}"
+    assert f"Recovered from database app {moment} (recovered cluster on 127.0.0.1:" in merged, out
+    assert "Compared: the live tables against the recovered cluster's tables" in merged, out
     with pitr_env.conn("app_at_b1") as c:
         assert c.execute("SELECT batch, count(*) FROM rows_t GROUP BY 1 ORDER BY 1").fetchall() == [(1, 100)]
         assert c.execute("SELECT count(*) FROM keep").fetchone()[0] == 50
@@ -140,8 +153,55 @@ def test_accident_found_and_recovered_to_just_before_it(pitr_env, history):
         assert "archive_mode = 'off'" in auto
         assert pitr_env.s3.secret_key not in auto and pitr_env.s3.access_key not in auto
         _copy_out_whose_proof_fails_leaves_nothing_then_the_same_name_copies(pitr_env, cluster)
+        _tables_recovered_from_the_cluster(pitr_env, cluster, RecoveryTarget(xid=drop.xid).describe())
     finally:
         cluster.discard()
+
+
+def _tables_recovered_from_the_cluster(pitr_env, cluster, moment: str) -> None:
+    """The console's path (recover_tables_from_cluster): batch 2 deleted after the recovery point is merged
+    back and the dropped table restored, from the cluster as it was just before the DROP; rows written
+    later stay; the cluster is left to its caller."""
+    from opstower_core.events import StepFinished
+    from opstower_core.recover import (
+        RecoverOptions,
+        RecoveryPlan,
+        RecoveryResult,
+        recover_tables_from_cluster,
+    )
+
+    s, live = pitr_env.settings, pitr_env.settings.target()
+    with pitr_env.conn("app") as c:
+        c.execute("DELETE FROM rows_t WHERE batch = 2")
+        c.execute("INSERT INTO rows_t SELECT 5, g FROM generate_series(1, 7) g")
+        before = dict(c.execute("SELECT batch, count(*) FROM rows_t GROUP BY 1").fetchall())
+    options = RecoverOptions(tables=["rows_t", "keep"])
+    plan = recover_tables_from_cluster(s, cluster, "app", live, options, moment=moment, plan_only=True)
+    assert isinstance(plan, RecoveryPlan) and plan.artifact is None
+    assert {t.table: (t.action, t.insert) for t in plan.tables} == {"public.rows_t": ("merge", 100),
+                                                                    "public.keep": ("restore", 50)}
+    events: list = []
+    asked: list = []
+    result = recover_tables_from_cluster(s, cluster, "app", live, options, lambda p: asked.append(p) or "app",
+                                         events.append, moment=moment)
+    assert isinstance(result, RecoveryResult) and result.ok, result.sentence
+    assert asked and asked[0].source == result.source
+    with pitr_env.conn("app") as c:
+        after = dict(c.execute("SELECT batch, count(*) FROM rows_t GROUP BY 1").fetchall())
+        assert after == {**before, 2: 100} and after[5] == 7  # batch 2 back, the later rows still there
+        assert c.execute("SELECT count(*), min(v) FROM keep").fetchone() == (50, "v1")
+    # The result names the moment and what the proof compared with; the steps only a backup needs are skipped.
+    assert result.source.startswith(f"database app as it was {moment} (recovered cluster on 127.0.0.1:{cluster.port}")
+    assert moment in result.sentence and "proven against the recovered cluster's tables" in result.sentence
+    assert "recovered cluster's tables" in result.compared and "independent record" in result.compared
+    proofs = {t.table: (t.proven, t.proof) for t in result.tables}
+    assert proofs["public.rows_t"] == (True, "all 300 keys of the recovered cluster present live"), proofs
+    assert proofs["public.keep"][0] and "equal to the recovered cluster's (50 rows" in proofs["public.keep"][1]
+    skipped = {e.step: e.detail for e in events if isinstance(e, StepFinished) and e.status == Status.SKIP}
+    assert set(skipped) == {"verify", "download", "scratch", "prove_scratch"}, skipped
+    assert "independent record" in skipped["prove_scratch"]
+    assert result.pre_change_artifact and result.scratch_database is None
+    assert cluster.running()  # the caller's to keep or discard
 
 
 def _copy_out_whose_proof_fails_leaves_nothing_then_the_same_name_copies(pitr_env, cluster) -> None:
@@ -362,3 +422,21 @@ def test_prune_applies_the_recovery_window_keeping_the_newest_base_backups(pitr_
     assert done.deleted == [ids[0]]
     st = pitr_status(s)
     assert [b.backup_id for b in st.backups] == [ids[1]] and not st.gaps
+
+
+def test_table_recovery_from_a_moment_refuses_bad_usage_before_recovering(pitr_env, capsys):
+    """Usage errors come before the minutes a recovery takes: nothing is recovered (no scratch cluster)."""
+    cfg = str(pitr_env.config)
+    cases = [
+        (["latest", "--to-latest", "--tables", "rows_t", "--force"], "Two sources"),
+        (["--to-latest", "--tables", "rows_t", "--mode", "copy"], "needs --into"),
+        (["--to-latest", "--tables", "rows_t", "--mode", "replace", "--with-parents", "--force"], "--with-parents"),
+        (["--to-latest", "--tables", "rows_t"], "no terminal to ask on"),  # pytest's stdin is not a terminal
+        (["--to-latest", "--mode", "replace"], "belongs to a table recovery"),
+    ]
+    for argv, said in cases:
+        assert main(["--config", cfg, "restore", *argv]) != 0, argv
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, (argv, err)
+    scratch = pitr_env.root / "scratch"
+    assert not scratch.exists() or not list(scratch.iterdir())
