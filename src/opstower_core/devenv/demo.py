@@ -39,6 +39,10 @@ _LIBPQ_ENV = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSW
 StatusSink = Callable[[str], None]
 # stop() waits this long for a running base backup before cancelling it (a cancelled one is retried next start).
 BASE_BACKUP_GRACE_SECONDS = 120.0
+# The background PITR setup starts this long after the console is handed the screen: enabling archiving
+# sets the server pushing its backlog of segments (its own processes, which we cannot nice), and on a
+# loaded 2-core machine that competed with the console's first paint.
+PITR_SETUP_DELAY_SECONDS = 5.0
 
 
 def pitr_wanted(env: Mapping[str, str] | None = None) -> bool:
@@ -474,6 +478,11 @@ class BackgroundBaseBackup:
 
     def _run(self) -> None:
         started = time.monotonic()
+        # Linux nice is per thread and inherited by the processes it starts (barman-cloud, the launcher
+        # check): the console's thread keeps the CPU first.
+        os.nice(10)
+        if self.token.wait(PITR_SETUP_DELAY_SECONDS):
+            return  # stopped before it began: nothing to undo, the next start does it
         with open(self.log_path, "a", encoding="utf-8") as log:
             def on_event(event: Event) -> None:
                 if isinstance(event, StepLog | StepStarted | StepFinished):
