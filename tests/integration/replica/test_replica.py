@@ -30,6 +30,7 @@ from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.errors import Cancelled, ConfigError
 from opstower_core.events import CancelToken, Reporter, Status, StepFinished, StepProgress
 from opstower_core.health import HealthState, check_health
+from opstower_core.pitr.wal import copy_to_replica
 from opstower_core.repo.catalog import list_catalog, where_short, where_words
 from opstower_core.repo.download import download
 from opstower_core.repo.retention import apply_retention
@@ -407,6 +408,26 @@ def test_cancel_mid_dump_aborts_the_replica_upload_too(pg, s3, other, noisy_db, 
     assert not rclient.list_multipart_uploads(Bucket=rep.bucket, Prefix=rep.prefix).get("Uploads")
     assert rclient.list_objects_v2(Bucket=rep.bucket, Prefix=rep.prefix).get("KeyCount", 0) == 0
     assert not ledger.exists()
+
+
+def test_wal_copy_to_a_hung_replica_gives_up_within_its_timeout(s3, make_settings, tmp_path) -> None:
+    """wal-push's replica copy never holds the archive command past its timeout (the segment is
+    already archived on the primary): a WARNING for the server log, and the caller goes on."""
+    segment = tmp_path / "000000010000000000000042"
+    segment.write_bytes(os.urandom(1024 * 1024))
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)  # connections complete, nothing ever answers
+        rep = S3Settings(bucket="hung", prefix="h/", endpoint_url=f"http://127.0.0.1:{hole.getsockname()[1]}",
+                         region="us-east-1", role="replica")
+        settings = with_replica(make_settings("x", s3=s3), rep)
+        err = io.StringIO()
+        t0 = time.monotonic()
+        assert copy_to_replica(settings, segment, err, timeout=1.0) is None
+        took = time.monotonic() - t0
+    assert took < 3, took
+    assert "WARNING: 000000010000000000000042 is archived on the primary but not copied to the replica" in err.getvalue()
+    assert "no answer within 1 s" in err.getvalue() and "opstower replicate" in err.getvalue()
 
 
 def test_replica_stopped_in_the_middle_of_the_dump(pg, s3, other, noisy_db, make_settings) -> None:
