@@ -37,6 +37,10 @@ Sink = Callable[[memoryview], object]
 Reader = Callable[[Sink], None]
 
 
+class ToolStopped(Exception):
+    """Raised to a reader when the tool it feeds has failed: its read has no load left to serve."""
+
+
 class FeedRefused(OpsError):
     """The reader decided the stream must not be loaded (a failed verification): raised as is,
     after the tool was killed before its stdin was closed, so it never saw a complete dump."""
@@ -127,15 +131,15 @@ def _env(target: Target) -> dict[str, str]:
 
 def run_tool(argv: list[str], target: Target, r: Reporter, step: str,
              feed: Callable[[IO[bytes]], None] | None = None,
-             on_line: Callable[[str], object] | None = None) -> list[str]:
+             on_line: Callable[[str], object] | None = None, failed: threading.Event | None = None) -> list[str]:
     """Run a client tool (see _run_tool), recorded in the command log with its outcome."""
     with command(shlex.join(argv)):
-        return _run_tool(argv, target, r, step, feed, on_line)
+        return _run_tool(argv, target, r, step, feed, on_line, failed)
 
 
 def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
               feed: Callable[[IO[bytes]], None] | None = None,
-              on_line: Callable[[str], object] | None = None) -> list[str]:
+              on_line: Callable[[str], object] | None = None, failed: threading.Event | None = None) -> list[str]:
     """Run a client tool, optionally feeding its stdin from `feed` in a thread.
 
     Output lines become DEBUG logs (errors as ERROR); a cancel request kills the tool. Raises
@@ -192,6 +196,9 @@ def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
                     raise Cancelled() from None
         # The tool may finish before the feed does (pg_restore leaves after the last data block):
         # a feed that verifies the stream must reach its verdict before the load counts as done.
+        # A tool that failed tells the feed to stop (`failed`): its error is the one reported.
+        if rc != 0 and failed is not None:
+            failed.set()
         while writer is not None and writer.is_alive():
             writer.join(0.1)
             if r.cancel.cancelled:
@@ -201,7 +208,7 @@ def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
             writer.join(10)
         reader.join(5)
     tool = os.path.basename(argv[0])
-    if feed_error:
+    if feed_error and not (rc != 0 and isinstance(feed_error[0], ToolStopped)):
         exc = feed_error[0]
         if isinstance(exc, Cancelled | FeedRefused):
             raise exc
@@ -365,9 +372,11 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
     identities = identities_for(settings, name)
     total = entry.size or (entry.local_path.stat().st_size if entry.local_path else 0)
 
+    failed = threading.Event()  # set by run_tool when the tool fails: the reader stops there
+
     def stream(stdin: IO[bytes]) -> None:
         if reader is not None:
-            with _PipeWriter(stdin) as put:
+            with _PipeWriter(stdin, failed) as put:
                 reader(put)
             return
         with open_artifact(settings, entry) as raw:
@@ -375,7 +384,7 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
 
     if name.format == "plain":
         r.log(step, f"Restoring data from backup with psql (ON_ERROR_STOP, single transaction) into {spec.dbname}")
-        run_tool(psql_argv(tools, spec.dbname), target, r, step, stream)
+        run_tool(psql_argv(tools, spec.dbname), target, r, step, stream, failed=failed)
         return
     if spec.tables:
         toc = read_toc(settings, entry, tools, target, r, step)
@@ -398,7 +407,7 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
         return
     if not spec.via_file:
         r.log(step, f"Restoring with pg_restore (one job, streamed) into {spec.dbname}")
-        run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner), target, r, step, stream, on_line)
+        run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner), target, r, step, stream, on_line, failed)
         return
     if name.compression == "none" and not name.encrypted and entry.local_path is not None:
         r.log(step, f"Restoring with pg_restore --jobs={spec.jobs} into {spec.dbname}")
@@ -428,8 +437,8 @@ class _PipeWriter:
     still reads to the end for its verdict, and the tool's exit status says whether the load
     worked."""
 
-    def __init__(self, stdin: IO[bytes]) -> None:
-        self.stdin = stdin
+    def __init__(self, stdin: IO[bytes], failed: threading.Event) -> None:
+        self.stdin, self.failed = stdin, failed
         self.q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self.closed = False
         self.error: BaseException | None = None
@@ -449,6 +458,8 @@ class _PipeWriter:
     def put(self, data: memoryview) -> None:
         if self.error is not None:
             raise self.error
+        if self.failed.is_set():
+            raise ToolStopped("the tool fed by this read failed")
         if not self.closed:
             self.q.put(bytes(data))
 

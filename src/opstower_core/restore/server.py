@@ -160,8 +160,10 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any) -> None:
     its input (it is killed first), so the load fails and the rollback drops the database this
     run created; the live database has not been touched (a swap touches it only at the switch),
     which keeps "a failed check never touches live" true. The verify step is reported here, as
-    a step that ran in parallel with this one; `waited` is how long the load waited for its
-    verdict after pg_restore was done."""
+    a step that ran in parallel with this one (its `waited` is 0: the restore step's own time
+    holds any wait for the verdict). When pg_restore / psql fails first, the read stops there
+    (ToolStopped) and the tool's error is the one reported."""
+    from opstower_core.pg.load import ToolStopped
     from opstower_core.verify import verify
 
     plan, r = ctx.plan, ctx.reporter
@@ -177,6 +179,10 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any) -> None:
             res = verify(ctx.settings, ctx.entry, on_event=ctx.forward("verify"), cancel=ctx.cancel, state=ctx.state,
                          upto=7, tee=sink)
             judge_verification(ctx, res, verdict, in_load=True)
+        except ToolStopped:
+            r.finished("verify", Status.SKIP, "not finished: the load failed", time.monotonic() - t0,
+                       {"parallel_with": ["restore"], "waited": 0.0})
+            raise
         except BaseException as exc:
             ctx.current_step = "verify"  # the sentence names the verification, not the load
             detail = getattr(exc, "what", None) or str(exc) or type(exc).__name__
@@ -186,10 +192,13 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any) -> None:
         times["verify"] = time.monotonic() - t0
 
     assert plan.tools is not None
-    load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader, on_line=on_line)
-    # Inside the restore step, whose time already holds any wait for the verdict: nothing more on the clock.
-    r.finished("verify", verdict.status, f"{verdict.detail} (ran in parallel with: restore, in the same read)",
-               times["verify"], {"parallel_with": ["restore"], "waited": 0.0})
+    try:
+        load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader, on_line=on_line)
+    finally:
+        if "verify" in times:  # the verdict was reached (also when the load failed after it)
+            # Inside the restore step, whose time already holds any wait for the verdict: nothing more on the clock.
+            r.finished("verify", verdict.status, f"{verdict.detail} (ran in parallel with: restore, in the same "
+                       "read)", times["verify"], {"parallel_with": ["restore"], "waited": 0.0})
 
 
 def _early_digests(ctx: RunContext, spec: LoadSpec) -> Any:

@@ -342,7 +342,7 @@ class _Verifier:
         once. The scratch database is made first; when check 4 or 5 fails, the load is stopped before
         pg_restore / psql sees the end of its input, and check 8 says the artifact failed (the scratch
         database is dropped in any case)."""
-        from opstower_core.pg.load import FeedRefused
+        from opstower_core.pg.load import FeedRefused, ToolStopped
 
         scratch = self._create_scratch()
         if scratch.problem is not None:
@@ -354,7 +354,16 @@ class _Verifier:
         t0 = time.monotonic()
 
         def reader(sink: Callable[[memoryview], object]) -> None:
-            self.tee = sink
+            live = [sink]
+
+            def tee(data: memoryview) -> None:
+                if live:
+                    try:
+                        live[0](data)
+                    except ToolStopped:  # the test restore failed: checks 4-6 still read to the end
+                        live.clear()
+
+            self.tee = tee
             try:
                 self._single_pass(False)
             finally:
