@@ -36,7 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_restore_args(p: argparse.ArgumentParser) -> None:
     """`opstower restore --to-time/--to-lsn/--to-xid`: point-in-time recovery (wraps restore's own func)."""
-    g = p.add_argument_group("point-in-time recovery (barman-cloud archive)")
+    g = p.add_argument_group("point-in-time recovery (barman-cloud archive)",
+                             "recover a scratch cluster to the moment, then: --copy-db DB (a database copied out), "
+                             "--tables T1,T2 [--mode merge|replace] [--plan] (table recovery from it into the live "
+                             "database; the table-recovery options above apply) and/or --keep")
     when = g.add_mutually_exclusive_group()
     when.add_argument("--to-time", metavar='"YYYY-MM-DD HH:MM:SS+ZZ"', help="recover to this moment")
     when.add_argument("--to-lsn", metavar="LSN", help="recover to this WAL position")
@@ -198,7 +201,7 @@ def _accidents(args: argparse.Namespace) -> int:
     else:
         for a in found:
             print(a.line())
-        print("Recover to just before one: opstower restore --to-xid XID --copy-db DB (or --keep)")
+        print("Recover to just before one: opstower restore --to-xid XID --copy-db DB, --tables T1,T2 or --keep")
     return 0
 
 
