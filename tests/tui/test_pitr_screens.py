@@ -30,6 +30,7 @@ from opstower_tui.messages import EngineEvent
 from opstower_tui.screens.dashboard import DashboardScreen
 from opstower_tui.screens.pitr import CopyOutDialog, PitrScreen, parse_target
 from opstower_tui.screens.pitr_accidents import AccidentsScreen
+from opstower_tui.screens.recover import RecoverScreen
 from support import pitr as pitr_support
 
 pitr_env = pitr_support.pitr_env  # the archiving server (tests/support/pitr.py), one per module
@@ -91,7 +92,8 @@ def history(pitr_env) -> History:
 
 
 def test_accident_found_recovered_just_before_copied_out_with_rows_back(pitr_env, history):
-    """The one full recovery: A → the DELETE → Enter → Enter → c (copy out) → the rows are back → x y."""
+    """The one full recovery: A → the DELETE → Enter → Enter → c (copy out: the rows are back in the copy)
+    → t (table recovery from the same cluster: the rows are back in live) → x y (discarded)."""
     app = OpsTowerApp(pitr_env.settings, warm_up=False)
     scratch = Path(pitr_env.settings.pitr.scratch_dir)
 
@@ -142,6 +144,24 @@ def test_accident_found_recovered_just_before_copied_out_with_rows_back(pitr_env
             assert c.execute("SELECT count(*) FROM orders").fetchone()[0] == 3000  # the deleted rows are back
         with pitr_env.conn("app") as c:
             assert c.execute("SELECT count(*) FROM orders").fetchone()[0] == 1000  # live untouched
+        # (b) table recovery from the same recovered cluster: merge the lost orders back into live.
+        await pilot.press("t")
+        await wait_for(pilot, lambda: isinstance(app.screen, RecoverScreen), timeout=60)
+        tables = app.screen
+        assert tables.tables.get("public.orders") == 3000 and "as it was just before transaction" in plain(
+            tables.query_one("#recover-title"))
+        await pilot.press("space", "enter")  # the first (only) table, then the preview
+        await wait_for(pilot, lambda: tables.phase in ("preview", "failed"), timeout=300)
+        assert tables.phase == "preview", plain(tables.query_one("#recover-summary"))
+        await pilot.press("enter")
+        assert isinstance(app.screen, TypedConfirmDialog)
+        await pilot.press(*"app", "enter")
+        await wait_for(pilot, lambda: tables.phase in ("done", "failed"), timeout=300)
+        assert tables.phase == "done", plain(tables.query_one("#recover-summary"))
+        with pitr_env.conn("app") as c:
+            assert c.execute("SELECT count(*) FROM orders").fetchone()[0] == 3000  # merged back
+        await pilot.press("escape")
+        assert app.screen is recovery and recovery.cluster is not None  # the cluster is still the operator's
         await pilot.press("x")
         assert isinstance(app.screen, YesNoDialog)
         await pilot.press("y")

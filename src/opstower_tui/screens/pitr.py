@@ -172,6 +172,8 @@ class PitrScreen(OpsScreen):
         # priority: Enter starts from any field (the value box would take it as "submit").
         Binding("enter", "start_recovery", "Recover", priority=True, id="pitr.start"),
         Binding("c", "copy_out", "Copy db out", id="pitr.copy_out"),
+        # "recover_tables": a destructive action by name, so a read-only console offers it nowhere.
+        Binding("t", "recover_tables", "Tables", id="pitr.tables"),
         Binding("k", "keep_cluster", "Keep as server", id="pitr.keep"),
         Binding("x", "discard_cluster", "Discard", id="pitr.discard"),
         Binding("escape", "close", "Back", id="pitr.close"),
@@ -292,6 +294,7 @@ class PitrScreen(OpsScreen):
         allowed = {
             "start_recovery": self.phase == "choose",
             "copy_out": alive,
+            "recover_tables": alive,
             "keep_cluster": alive and not self.kept,
             "discard_cluster": alive,
         }
@@ -527,10 +530,8 @@ class PitrScreen(OpsScreen):
             lines.append(Text("Kept as the replacement server:", style="bold"))
             lines += [Text(step) for step in cluster.replacement_steps()]
         else:
-            # Table recovery straight from the cluster needs the table-recovery engine to take it as a
-            # source (not there yet): a copy out is where lost rows are taken from meanwhile.
-            lines.append(Text("c  copy a database out into the live server, new name, with its proof "
-                              "(lost rows or tables can then be taken from the copy)"))
+            lines.append(Text("c  copy a database out into the live server, new name, with its proof"))
+            lines.append(Text("t  take tables back from it into the live database (table recovery)"))
             lines.append(Text("k  keep this cluster as the replacement server (complete server failure)"))
             lines.append(Text("x  discard it (stop it, delete its directory) when you are done"))
             lines.append(Text(f"The cluster: 127.0.0.1:{cluster.port}, data {cluster.pgdata}; databases: "
@@ -541,7 +542,7 @@ class PitrScreen(OpsScreen):
         if self.kept:
             self._summary(f"Kept: running on port {cluster.port} · x discard it · Esc back (it stays)")
         else:
-            self._summary("What next? c copy a db out · k keep as server · x discard it")
+            self._summary("What next? c copy a db out · t tables · k keep as server · x discard it")
 
     # -- outcomes --------------------------------------------------------------------------
     def _copy_name(self, dbname: str) -> str:
@@ -594,6 +595,42 @@ class PitrScreen(OpsScreen):
 
         return copy_from_cluster(self.ops.settings, self.cluster, dbname, self._live(), name,
                                  lambda e: self.post_message(EngineEvent(e, "pitr")))
+
+    def action_recover_tables(self) -> None:
+        """Table recovery (merge / replace / copy) from the recovered cluster into the live database."""
+        if self.cluster is None or self.phase != "recovered":
+            return
+        live = self._live()
+        if self.refused_for_target(live.name, "Table recovery"):
+            return
+        if live.dbname not in self.databases:
+            self.notify(f"The recovered cluster has no database {live.dbname}: copy one out instead (c)",
+                        severity="warning")
+            return
+        self.list_tables(live.dbname)
+
+    @work(thread=True, exclusive=True, group="pitr-tables", exit_on_error=False)
+    def list_tables(self, dbname: str) -> tuple[str, dict[str, int]]:
+        """The recovered database's tables with their row estimates (exact counts could take minutes)."""
+        from opstower_core.pg.tools import connect
+
+        with connect(self.cluster.target(dbname)) as conn:
+            rows = conn.execute(
+                "SELECT n.nspname || '.' || c.relname, c.oid::regclass::text, c.reltuples FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+                "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
+                "ORDER BY 1").fetchall()
+            # Counted where cheap or never analyzed (-1); the planner's estimate for the big ones.
+            return dbname, {name: int(conn.execute(f"SELECT count(*) FROM {reg}").fetchone()[0])
+                            if n < 1_000_000 else int(n) for name, reg, n in rows}
+
+    def _open_table_recovery(self, dbname: str, tables: dict[str, int]) -> None:
+        from opstower_core.pitr import PitrSource
+        from opstower_tui.screens.recover import RecoverScreen
+
+        source = PitrSource(self.cluster, dbname, self.target.describe())
+        self.app.push_screen(RecoverScreen(None, self.target_name, source=source, tables=tables),
+                             lambda _outcomes: self._render_outcomes() if self.cluster is not None else None)
 
     def action_keep_cluster(self) -> None:
         if self.cluster is None or self.phase != "recovered" or self.kept:
@@ -659,6 +696,8 @@ class PitrScreen(OpsScreen):
     def work_done(self, name: str, result: Any) -> None:
         if name == "read_archive":
             self.show_status(result)
+        elif name == "list_tables":
+            self._open_table_recovery(*result)
         elif name == "recover":
             self.ended_at = self.ops.monotonic()
             self.recovery_seconds = self.ended_at - (self.started_at or self.ended_at)

@@ -44,9 +44,12 @@ class RecoverScreen(OpsScreen):
         Binding("escape", "cancel_or_close", "Cancel / back", id="recover.cancel"),
     ]
 
-    def __init__(self, entry: Any, target_name: str | None = None) -> None:
+    def __init__(self, entry: Any, target_name: str | None = None, *, source: Any = None,
+                 tables: dict[str, int] | None = None) -> None:
+        """From a backup (`entry`), or from a ready `source` (a recovered PITR cluster's database, with its
+        `tables` and their row counts): then `entry` is None and no scratch restore is made."""
         super().__init__()
-        self.entry, self.target_name = entry, target_name
+        self.entry, self.target_name, self.source = entry, target_name, source
         self.phase = "pick"  # pick, opening, preview, applying, done, failed
         self.mode = "merge"
         self.flags = {"overwrite_changed": False, "with_parents": False}
@@ -54,12 +57,14 @@ class RecoverScreen(OpsScreen):
         self.plan: Any = None
         self.outcomes: list[Any] | None = None
         self.cancel_token: Any = None
-        counts = (entry.meta or {}).get("row_counts") or {}
-        self.tables: dict[str, int] = dict(sorted(counts.items()))
+        counts = tables if source is not None else (entry.meta or {}).get("row_counts")
+        self.tables: dict[str, int] = dict(sorted((counts or {}).items()))
+        self.origin_words = "in the backup" if source is None else "then"  # "(1,234 rows then)"
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"Recover tables from {self.entry.filename}", id="recover-title")
+        origin = self.entry.filename if self.source is None else self.source.label
+        yield Static(f"Recover tables from {origin}", id="recover-title")
         yield Static("", id="recover-options")
         with Vertical(id="recover-pick"):
             yield Input(placeholder="filter tables (/ to focus)" if self.tables else
@@ -90,7 +95,7 @@ class RecoverScreen(OpsScreen):
         pick.clear_options()
         for name, rows in self.tables.items():
             if text.lower() in name.lower():
-                pick.add_option((f"{name}  ({rows:,} rows in the backup)", name, name in chosen))
+                pick.add_option((f"{name}  ({rows:,} rows {self.origin_words})", name, name in chosen))
         pick.display = bool(self.tables)
         if pick.option_count:
             pick.highlighted = 0  # Space picks at once
@@ -149,7 +154,9 @@ class RecoverScreen(OpsScreen):
         self.query_one("#recover-pick").display = False
         self.set_focus(None)  # the picker is gone: keys are the screen's (and the app's: L, ?) now
         self.query_one("#steps").display = True
-        self.query_one("#recover-summary", Static).update("Restoring the backup into a scratch database… Esc cancels")
+        self.query_one("#recover-summary", Static).update(
+            "Restoring the backup into a scratch database… Esc cancels" if self.source is None else
+            "Comparing with the recovered cluster (nothing is changed yet)… Esc cancels")
         self.cancel_token = CancelToken()
         self.refresh_bindings()
         self.open_and_preview(tables)
@@ -157,8 +164,10 @@ class RecoverScreen(OpsScreen):
     def _session(self, tables: list[str]) -> Any:
         from opstower_core.recover import RecoverOptions, RecoverySession
 
-        options = RecoverOptions(tables=tables, mode=self.mode, from_s3=self.entry.local_path is None, **self.flags)
-        return RecoverySession(self.ops.settings, self.entry, options, self.target_name,
+        from_s3 = self.source is None and self.entry.local_path is None
+        options = RecoverOptions(tables=tables, mode=self.mode, from_s3=from_s3, **self.flags)
+        # A ready source (the recovered cluster) is the caller's: the session never closes it.
+        return RecoverySession(self.ops.settings, self.source or self.entry, options, self.target_name,
                                on_event=lambda e: self.post_message(EngineEvent(e, "recover")),
                                cancel=self.cancel_token)
 
