@@ -7,21 +7,33 @@ server is left alone) and an embedded SeaweedFS:
    to local disk;
 2. recovery to a queryable cluster: `recover_to(latest)` (download + WAL replay + promote)
    vs a logical restore of the same data (`pg_dump -Fc` once, then timed `pg_restore -j 2`
-   into a new database: what a logical restore costs without our proof steps);
+   into a new database on a second, non-archiving server: what a logical restore costs
+   without our proof steps; on the archiving server its ~600 MB of WAL would be archived
+   during the next measurements and replayed by the next recovery);
 3. WAL replay throughput: the WAL written by an UPDATE of --update-rows rows after the base
-   backup, divided by the replay step's seconds.
+   backup, divided by the replay step's seconds (replay + promote, as recover_to times it).
 
-    .venv/bin/python bench/pitr_bench.py [--rows 2000000] [--update-rows 500000] [--keep]
+Each repetition takes both base backups, writes the WAL, then runs both recoveries; the two
+contenders of a pair alternate which goes first, so a neighbour's burst of load falls on
+both in turn. The table gives medians and the median of the per-repetition ratios (a ratio
+of a pair run back to back drifts less than either time on a shared machine).
 
-Prints a markdown table. Refuses to start when the 1-minute load average is 2 or more
-(the machine is shared; --force overrides), since every number here is wall-clock.
+    .venv/bin/python bench/pitr_bench.py [--rows 2000000] [--update-rows 500000] [--reps 3]
+                                         [--out FILE.md] [--keep] [--force]
+
+Prints a markdown table (and writes it to --out). Refuses to start when the 1-minute load
+average is 2 or more (the machine is shared; --force overrides), since every number here is
+wall-clock; `uptime` before and after is part of the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +42,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 WORK = HERE / ".work" / "pitr"
+RAW = HERE / ".work" / "pitr_runs.json"
 
 
 def _config(root: Path, pg, s3) -> Path:
@@ -75,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--update-rows", type=int, default=500_000)
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each pair (medians are reported)")
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/pitr (server data, S3) afterwards")
     parser.add_argument("--force", action="store_true", help="run even when the machine is busy")
     args = parser.parse_args(argv)
@@ -88,19 +103,26 @@ def main(argv: list[str] | None = None) -> int:
     from benchdb import build_bench_db, database_size
     from opstower_core.config import load_settings
     from opstower_core.devenv.embedded import EmbeddedPostgres, EmbeddedS3
-    from opstower_core.pitr import RecoveryTarget, enable, recover_to
+    from opstower_core.pitr import enable
 
+    started = time.monotonic()
+    info: dict = {"uptime_before": _uptime(), "reps": args.reps, "rows": args.rows, "update_rows": args.update_rows}
+    runs: list[dict] = []
+    shutil.rmtree(WORK, ignore_errors=True)  # a run killed earlier leaves its cluster and objects here
     WORK.mkdir(parents=True, exist_ok=True)
     WORK.chmod(0o755)  # the server's OS user runs the launcher and the scratch cluster from here
-    results: dict[str, float | int] = {"load_before": round(load, 2)}
     pg = EmbeddedPostgres(WORK / "pg").start()
+    plain = None
     s3 = None
     try:
+        plain = EmbeddedPostgres(WORK / "pg-logical").start()
         s3 = EmbeddedS3(WORK / "s3").start()
         os.environ.update(s3.env())
         print("building the benchmark database", flush=True)
         build_bench_db(pg.conninfo("postgres"), "bench", args.rows)
-        results["db_bytes"] = database_size(pg.conninfo("postgres"), "bench")
+        info["db_bytes"] = database_size(pg.conninfo("postgres"), "bench")
+        with psycopg.connect(**pg.conninfo("bench")) as c:
+            info["server"] = c.execute("SHOW server_version").fetchone()[0]
         cfg = _config(WORK, pg, s3)
         settings = load_settings(cfg)
         report = enable(settings, settings.target(), apply=True)
@@ -108,103 +130,188 @@ def main(argv: list[str] | None = None) -> int:
             pg.stop()
             pg.start()
         settings = load_settings(cfg)
-        _measure_base_backups(settings, pg, results)
-        _measure_recovery(settings, pg, args.update_rows, results, psycopg, recover_to, RecoveryTarget)
-        _measure_logical(pg, results)
+        dump = _logical_dump(pg)
+        for rep in range(args.reps):
+            print(f"repetition {rep + 1}/{args.reps}", flush=True)
+            r: dict = {}
+            _measure_base_backups(settings, pg, r, barman_first=rep % 2 == 0)
+            _write_wal(pg, args.update_rows, r, psycopg)
+            _measure_recoveries(settings, plain, dump, r, psycopg, recover_first=rep % 2 == 0, rows=args.rows)
+            runs.append(r)
+            # Kept after every repetition, so a failure later (or in the table) loses no measurement.
+            RAW.write_text(json.dumps({"info": info, "runs": runs}, indent=1))
     finally:
         if s3 is not None:
             s3.stop()
+        if plain is not None:
+            plain.stop()
         pg.stop()
         if not args.keep:
             shutil.rmtree(WORK, ignore_errors=True)
-    results["load_after"] = round(os.getloadavg()[0], 2)
-    _print_table(results)
+    info["uptime_after"] = _uptime()
+    info["minutes"] = (time.monotonic() - started) / 60
+    text = _table(info, runs)
+    print()
+    print(text)
+    if args.out:
+        args.out.write_text(text)
     return 0
 
 
-def _measure_base_backups(settings, pg, results: dict) -> None:
-    from opstower_core.pitr import take_base_backup
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
-    print("base backup (barman-cloud to S3)", flush=True)
-    backup, results["base_backup_s"] = _timed("opstower base-backup", lambda: take_base_backup(settings, settings.target()))
-    # barman-cloud's backup.info leaves size empty for cloud backups: count the objects instead.
+
+def _measure_base_backups(settings, pg, r: dict, barman_first: bool) -> None:
+    from opstower_core.pitr import take_base_backup
     from opstower_core.pitr.barman import key_root
     from opstower_core.storage.s3 import store_for
 
-    prefix = f"{key_root(settings)}base/{backup.backup_id}/"
-    results["base_backup_bytes"] = backup.size or sum(o.size for o in store_for(settings.s3).iter_objects(prefix))
-    out = WORK / "basebackup-tar"
-    shutil.rmtree(out, ignore_errors=True)
-    argv = [str(pg.bin_dir / "pg_basebackup"), "-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-D", str(out),
-            "-Ft", "-c", "fast"]
-    _, results["pg_basebackup_s"] = _timed("pg_basebackup -Ft (local disk)", lambda: subprocess.run(argv, check=True))
-    results["pg_basebackup_bytes"] = _du(out)
-    shutil.rmtree(out, ignore_errors=True)
+    def barman() -> None:
+        backup, r["base_backup_s"] = _timed("opstower base-backup (barman-cloud to S3)",
+                                            lambda: take_base_backup(settings, settings.target()))
+        # barman-cloud's backup.info leaves size empty for cloud backups: count the objects instead.
+        prefix = f"{key_root(settings)}base/{backup.backup_id}/"
+        r["base_backup_bytes"] = backup.size or sum(o.size for o in store_for(settings.s3).iter_objects(prefix))
+
+    def local() -> None:
+        out = WORK / "basebackup-tar"
+        shutil.rmtree(out, ignore_errors=True)
+        argv = [str(pg.bin_dir / "pg_basebackup"), "-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-D",
+                str(out), "-Ft", "-c", "fast"]
+        _, r["pg_basebackup_s"] = _timed("pg_basebackup -Ft (local disk)", lambda: subprocess.run(argv, check=True))
+        r["pg_basebackup_bytes"] = _du(out)
+        shutil.rmtree(out, ignore_errors=True)
+
+    for fn in ((barman, local) if barman_first else (local, barman)):
+        fn()
 
 
-def _measure_recovery(settings, pg, update_rows: int, results: dict, psycopg, recover_to, RecoveryTarget) -> None:
-    from opstower_core.events import StepFinished
-
-    print(f"WAL: UPDATE of {update_rows} rows after the base backup", flush=True)
+def _write_wal(pg, update_rows: int, r: dict, psycopg) -> None:
+    """WAL after the newest base backup: an UPDATE that keeps the row size (sha256 hex of the note)."""
+    print(f"  WAL: UPDATE of {update_rows} rows", flush=True)
     with psycopg.connect(**pg.conninfo("bench"), autocommit=True) as c:
         start = c.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-        c.execute("UPDATE events SET note = md5(note) WHERE id <= %s", (update_rows,))
+        c.execute("UPDATE events SET note = encode(sha256(note::bytea), 'hex') WHERE id <= %s", (update_rows,))
         end = c.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-        results["wal_bytes"] = int(c.execute("SELECT %s::pg_lsn - %s::pg_lsn", (end, start)).fetchone()[0])
+        r["wal_bytes"] = int(c.execute("SELECT %s::pg_lsn - %s::pg_lsn", (end, start)).fetchone()[0])
         c.execute("SELECT pg_switch_wal()")
-        deadline = time.monotonic() + 600
         want = c.execute("SELECT pg_walfile_name(%s::pg_lsn)", (end,)).fetchone()[0]
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             last = c.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
             if last and last >= want:
-                break
+                return
             time.sleep(0.5)
+    raise RuntimeError(f"WAL up to {want} was not archived within 10 minutes")
+
+
+def _logical_dump(pg) -> Path:
+    dump = WORK / "bench.dump"
+    conn = ["-h", pg.host, "-p", str(pg.port), "-U", "postgres"]
+    print("logical: pg_dump -Fc once (its restore is timed in each repetition)", flush=True)
+    subprocess.run([str(pg.bin_dir / "pg_dump"), *conn, "-Fc", "-f", str(dump), "bench"], check=True)
+    return dump
+
+
+def _measure_recoveries(settings, plain, dump: Path, r: dict, psycopg, recover_first: bool, rows: int) -> None:
+    """recover_to(latest) on the archive vs pg_restore of the dump into `plain` (a server that does not archive)."""
+    from opstower_core.events import StepFinished, StepProgress
+    from opstower_core.pitr import RecoveryTarget, recover_to
+
     steps: dict[str, float] = {}
+    lsns: list[tuple[float, int]] = []  # (when, LSN replayed): recover_to samples it every 0.2 s
 
     def on_event(e) -> None:
         if isinstance(e, StepFinished):
             steps[e.step] = e.seconds
+        elif isinstance(e, StepProgress) and e.step == "replay" and e.unit == "lsn":
+            lsns.append((time.monotonic(), e.done))
 
-    print("recovery to latest (download + replay + promote)", flush=True)
-    cluster, results["recover_s"] = _timed("recover_to(latest)", lambda: recover_to(
-        settings, settings.target(), RecoveryTarget(), on_event=on_event))
-    try:
-        with psycopg.connect(**cluster.target("bench").conninfo()) as c:
-            results["recovered_rows"] = c.execute("SELECT count(*) FROM events").fetchone()[0]
-    finally:
-        cluster.discard()
-    results["fetch_base_s"] = steps.get("fetch_base", 0.0)
-    results["replay_s"] = steps.get("replay", 0.0)
+    def pitr() -> None:
+        cluster, r["recover_s"] = _timed("recover_to(latest): download + replay + promote", lambda: recover_to(
+            settings, settings.target(), RecoveryTarget(), on_event=on_event))
+        try:
+            with psycopg.connect(**cluster.target("bench").conninfo()) as c:
+                got = c.execute("SELECT count(*) FROM events").fetchone()[0]
+        finally:
+            cluster.discard()
+        if got != rows:
+            raise RuntimeError(f"the recovered cluster holds {got} rows, not {rows}")
+        r["fetch_base_s"] = steps.get("fetch_base", 0.0)
+        r["replay_s"] = steps.get("replay", 0.0)
+        # Replay proper: from the first sample (the cluster is consistent and answers) to the last LSN
+        # change; the rest of the step is start-up, the look for a segment past the archive's end and promotion.
+        moved = [i for i in range(1, len(lsns)) if lsns[i][1] > lsns[i - 1][1]]
+        if moved:
+            (t0, l0), (t1, l1) = lsns[0], lsns[moved[-1]]
+            r["replayed_bytes"], r["replaying_s"] = l1 - l0, t1 - t0
+        else:  # everything was replayed before the first sample (start-up until consistency)
+            r["replayed_bytes"], r["replaying_s"] = 0, 0.0
+
+    def logical() -> None:
+        conn = ["-h", plain.host, "-p", str(plain.port), "-U", "postgres"]
+        subprocess.run([str(plain.bin_dir / "dropdb"), *conn, "--if-exists", "bench_logical"], check=True)
+        subprocess.run([str(plain.bin_dir / "createdb"), *conn, "bench_logical"], check=True)
+        _, r["logical_restore_s"] = _timed("pg_restore -j 2 into a new database", lambda: subprocess.run(
+            [str(plain.bin_dir / "pg_restore"), *conn, "-j", "2", "--no-owner", "-d", "bench_logical", str(dump)],
+            check=True))
+        subprocess.run([str(plain.bin_dir / "dropdb"), *conn, "bench_logical"], check=True)
+
+    for fn in ((pitr, logical) if recover_first else (logical, pitr)):
+        fn()
 
 
-def _measure_logical(pg, results: dict) -> None:
-    dump = WORK / "bench.dump"
-    bin_dir = pg.bin_dir
-    conn = ["-h", pg.host, "-p", str(pg.port), "-U", "postgres"]
-    print("logical: pg_dump -Fc, then timed pg_restore -j 2 into a new database", flush=True)
-    subprocess.run([str(bin_dir / "pg_dump"), *conn, "-Fc", "-f", str(dump), "bench"], check=True)
-    subprocess.run([str(bin_dir / "createdb"), *conn, "bench_logical"], check=True)
-    _, results["logical_restore_s"] = _timed("pg_restore -j 2", lambda: subprocess.run(
-        [str(bin_dir / "pg_restore"), *conn, "-j", "2", "--no-owner", "-d", "bench_logical", str(dump)], check=True))
-    dump.unlink(missing_ok=True)
+def _med(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
 
 
-def _print_table(r: dict) -> None:
+def _spread(runs: list[dict], key: str, fmt: str = "{:.1f}") -> str:
+    values = [r[key] for r in runs]
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def _table(info: dict, runs: list[dict]) -> str:
     mb = 1024 * 1024
-    replay = r.get("replay_s") or 0.0
-    rate = f"{r['wal_bytes'] / mb / replay:.0f} MB/s" if replay else "n/a"
-    print()
-    print(f"Database {r['db_bytes'] / mb:.0f} MB; load average {r['load_before']} before, {r['load_after']} after")
-    print()
-    print("| measure | PITR (barman-cloud, S3) | reference | ratio |")
-    print("|---|---|---|---|")
-    print(f"| base backup | {r['base_backup_s']:.1f} s ({r['base_backup_bytes'] / mb:.0f} MB) | pg_basebackup -Ft "
-          f"local {r['pg_basebackup_s']:.1f} s ({r['pg_basebackup_bytes'] / mb:.0f} MB) | "
-          f"{r['base_backup_s'] / r['pg_basebackup_s']:.2f}x |")
-    print(f"| recovery to a queryable cluster | {r['recover_s']:.1f} s (download {r['fetch_base_s']:.1f} s, "
-          f"replay+promote {replay:.1f} s) | pg_restore -j 2 {r['logical_restore_s']:.1f} s | "
-          f"{r['recover_s'] / r['logical_restore_s']:.2f}x |")
-    print(f"| WAL replay | {r['wal_bytes'] / mb:.0f} MB in {replay:.1f} s = {rate} | - | - |")
+    for r in runs:
+        r["base_ratio"] = r["base_backup_s"] / r["pg_basebackup_s"]
+        r["recover_ratio"] = r["recover_s"] / r["logical_restore_s"]
+        r["replay_mb_s"] = r["wal_bytes"] / mb / r["replay_s"] if r["replay_s"] else 0.0
+        r["replaying_mb_s"] = r["replayed_bytes"] / mb / r["replaying_s"] if r["replaying_s"] else 0.0
+        r["replayed_mb"] = r["replayed_bytes"] / mb
+        r["wal_mb"] = r["wal_bytes"] / mb
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    lines = [
+        f"Machine: {os.cpu_count()} cores ({cpu}), Linux {platform.release()}, Python {platform.python_version()}; "
+        f"PostgreSQL {info['server']} (embedded, archiving through `opstower wal-push`), SeaweedFS on loopback; "
+        f"database {info['db_bytes'] / mb:.0f} MiB ({info['rows']:,} event rows); {len(runs)} interleaved "
+        f"repetitions, {info['minutes']:.0f} min in all.",
+        "",
+        f"- `uptime` before: {info['uptime_before']}",
+        f"- `uptime` after: {info['uptime_after']}",
+        "",
+        "Times in seconds: median (min-max) of the repetitions; ratio: median of the per-repetition ratios "
+        "(PITR / reference, below 1 = PITR faster). The logical restore runs on a second server that does not "
+        "archive.",
+        "",
+        "| measure | PITR (barman-cloud, S3) | reference | ratio |",
+        "|---|---|---|---:|",
+        f"| base backup | `opstower base-backup` {_spread(runs, 'base_backup_s')} s, "
+        f"{_med(runs, 'base_backup_bytes') / mb:.0f} MiB in S3 | `pg_basebackup -Ft` to local disk "
+        f"{_spread(runs, 'pg_basebackup_s')} s, {_med(runs, 'pg_basebackup_bytes') / mb:.0f} MiB | "
+        f"{_med(runs, 'base_ratio'):.2f} |",
+        f"| recovery to a queryable cluster | recovery to latest {_spread(runs, 'recover_s')} s (download "
+        f"{_spread(runs, 'fetch_base_s')} s, replay + promote {_spread(runs, 'replay_s')} s) | `pg_restore -j 2` of "
+        f"the same data {_spread(runs, 'logical_restore_s')} s | {_med(runs, 'recover_ratio'):.2f} |",
+        f"| WAL replay throughput, whole replay step | {_spread(runs, 'replay_mb_s', '{:.1f}')} MiB/s "
+        f"({_med(runs, 'wal_mb'):.0f} MiB of WAL from an UPDATE of {info['update_rows']:,} rows, over start-up, "
+        "fetch, replay and promotion) | - | - |",
+        f"| WAL replay throughput, while replaying | {_spread(runs, 'replaying_mb_s', '{:.1f}')} MiB/s "
+        f"({_med(runs, 'replayed_mb'):.0f} MiB between the first and the last LSN sample in "
+        f"{_spread(runs, 'replaying_s')} s; each segment fetched from S3 by `opstower wal-fetch`) | - | - |",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
