@@ -60,11 +60,17 @@ def run_pitr_phase(settings: Settings, drill: Drill, on_event: EventSink | None,
         return "FAIL", f"The recovery to latest failed: {exc.sentence}", {"pitr": data}
     data.update(backup_id=cluster.backup_id, reached=cluster.reached,
                 recovery_seconds=round(time.monotonic() - started, 3))
+    import psycopg
+
     try:
+        if cancel.cancelled:  # recover_to itself cannot be interrupted: the cancel is honoured once it returns
+            return None, "cancelled after the recovery; the scratch cluster was discarded", {"pitr": data}
         data.update(_measure(cluster.target(drill.database), live, relay))
-    except OpsError as exc:
-        data["error"] = exc.sentence
-        return "FAIL", f"Recovered to latest ({cluster.reached}), but reading it failed: {exc.sentence}", {"pitr": data}
+    except (OpsError, psycopg.Error) as exc:
+        why = getattr(exc, "sentence", None) or str(exc).strip().splitlines()[0]
+        data["error"] = why
+        return "FAIL", f"Recovered to latest ({cluster.reached}), but reading the heartbeat back failed: {why}", \
+            {"pitr": data}
     finally:
         _discard(cluster, relay)
     data["seconds"] = round(time.monotonic() - started, 3)
@@ -88,8 +94,8 @@ def _measure(recovered: Target, live: Target, emit: EventSink) -> dict[str, Any]
     t0 = time.monotonic()
     try:
         beat = read_heartbeat(recovered)
-    except OpsError as exc:
-        emit(StepFinished(step, Status.FAIL, exc.sentence, time.monotonic() - t0))
+    except Exception as exc:  # noqa: BLE001 - shown as the step's FAIL, then handled by the phase
+        emit(StepFinished(step, Status.FAIL, getattr(exc, "sentence", None) or str(exc), time.monotonic() - t0))
         raise
     read_at = datetime.now(UTC)
     live_beat, live_now, note = _live_clock(live)

@@ -24,6 +24,7 @@ from typing import Any
 from opstower_core.drill.remedies import say
 from opstower_core.drill.scenarios import Scenario
 from opstower_core.errors import OpsError
+from opstower_core.fmt import duration
 from opstower_core.runs.history import StateStore
 
 SCHEMA = """
@@ -250,8 +251,6 @@ class Drill:
     @property
     def rpo_basis(self) -> str:
         """One sentence: what the RPO figure is based on (a measurement, or the dump age assumed)."""
-        from opstower_core.fmt import duration
-
         m = self.rpo_measurement
         if m:
             live = m.get("live_age_seconds")
