@@ -77,7 +77,13 @@ def archived_copy(settings: Settings, name: str) -> tuple[str, bytes] | None:
 def wal_push(settings: Settings, path: str | Path, *, err: TextIO = sys.stderr) -> int:
     """Archive one WAL file (PostgreSQL's %p). Refuses to replace an archived copy with different bytes.
 
-    Then, with a replica, copies it there (bounded; never changes the exit code)."""
+    Then, with a replica, copies it there (bounded; never changes the exit code).
+    Refused (1, the archiver retries) when the archive is another system's ([pitr] read_only)."""
+    if settings.pitr.read_only:
+        print(f"opstower wal-push: REFUSED: s3://{settings.s3.bucket}/{key_root(settings)} is another system's "
+              f"archive ([pitr] read_only); nothing was changed ({Path(path).name} stays in pg_wal): set this "
+              "server's archive_command back to the owner's, or give it its own [pitr] without read_only", file=err)
+        return 1
     warm = None
     if replica_settings(settings) is not None:
         os.environ.update(cloud_env(settings))  # as barman-cloud gets it, before the client reads the chain
