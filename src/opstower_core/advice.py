@@ -134,6 +134,33 @@ REMEDIES: dict[str, Remedy] = {
     "pitr_enable": Remedy("`opstower pitr enable --apply`",
                           "enable archiving with `opstower pitr enable` on the backup host (the console has no "
                           "PITR set-up action)"),
+    # -- engine sentences of backup, repo, storage, pitr, copy-out (issue 16) -----------------
+    # The console has no per-run lock wait: it reads wait_for_locks_seconds from the config at start.
+    "wait_longer": Remedy("--wait-for-locks SECONDS waits longer",
+                          "wait_for_locks_seconds in the config waits longer (read when the console starts)"),
+    "wait_option_name": Remedy("--wait-for-locks", "wait_for_locks_seconds"),
+    "backup_format": Remedy("use --format custom or plain", "use the custom or plain format"),
+    "replicate_copies": Remedy("the next backup or `opstower replicate` copies it",
+                               "the next backup copies it (or run `opstower replicate` in a terminal on the backup "
+                               "host: the console has no replicate action)"),
+    "see_backups": Remedy("run `opstower list` to see the backups", "see the backups in Backups (2)"),
+    "pick_backup": Remedy("pick a backup from `opstower list`", "pick a backup in Backups (2)"),
+    "check_key": Remedy("check the key with `opstower list`", "check the key in Backups (2)"),
+    "doctor_aside": Remedy("opstower doctor", "O, the doctor"),
+    "base_backup_again": Remedy("fix the cause and run `opstower base-backup` again",
+                                "fix the cause and run `opstower base-backup` again in a terminal on the backup host "
+                                "(the console has no base-backup action)"),
+    "base_backup_take": Remedy("take one: opstower base-backup",
+                               "take one: run `opstower base-backup` in a terminal on the backup host (the console "
+                               "has no base-backup action)"),
+    "pitr_status_retake": Remedy("run `opstower pitr status` and take another base backup",
+                                 "look at the PITR line on the Dashboard (1) and take another base backup (run "
+                                 "`opstower base-backup` in a terminal on the backup host)"),
+    "pitr_status": Remedy("check `opstower pitr status`", "check the PITR line on the Dashboard (1)"),
+    "copy_other_name": Remedy("choose another name (--as NAME), or leave it out for a dated one",
+                              "type another name in the copy dialog (c), or keep the dated one it offers"),
+    "keep_cluster": Remedy("keep the cluster (--keep)", "keep the cluster (k, Keep as server, on the recovery screen)"),
+    "keep_cluster_it": Remedy("keep it (--keep)", "keep it (k, Keep as server, on the recovery screen)"),
 }
 
 
