@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opstower_core.advice import say
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError
 from opstower_core.events import command
@@ -146,11 +147,11 @@ def connect(target: Target, dbname: str | None = None, autocommit: bool = True, 
             # often by a restore that was killed between blocking it and switching.
             raise OpsError(f"Database {info['dbname']!r} on {target.display_host}:{target.display_port} refuses "
                            f"connections ({reason})", "nothing was changed",
-                           "if a restore was interrupted, run `opstower restore --recover`; otherwise ALTER DATABASE "
+                           f"if a restore was interrupted, {say('recover_interrupted')}; otherwise ALTER DATABASE "
                            "… WITH ALLOW_CONNECTIONS true CONNECTION LIMIT -1") from None
         nxt = (f"check the user and password ({target_source(target)}; PGPASSFILE/.pgpass)" if auth else
                f"check that the server is up and the connection settings are right ({target_source(target)}; "
-               "opstower doctor)")
+               f"{say('doctor_aside')})")
         raise OpsError(
             f"Cannot connect to database {info['dbname']!r} on {target.display_host}:{target.display_port} ({reason})",
             "nothing was changed", nxt,
