@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from opstower_core.advice import say
 from opstower_core.config import Target
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import CancelToken, Reporter
@@ -371,8 +372,8 @@ def guarded(conn: psycopg.Connection, cancel: CancelToken | None, lock_wait: flo
         holders = database_lock_holders(conn, names) if not conn.broken else []
         who = f"a lock held by {'; '.join(holders)}" if holders else "a lock (its holder has gone since)"
         nxt = (f"ask that session to commit or roll back, or end it (SELECT pg_terminate_backend({holders[0].split()[1]})),"
-               " then run it again; --wait-for-locks SECONDS waits longer" if holders
-               else "run it again; --wait-for-locks SECONDS waits longer")
+               f" then run it again; {say('wait_longer')}" if holders
+               else f"run it again; {say('wait_longer')}")
         raise OpsError(f"{what} waited {lock_wait:g} s for {who}", "", nxt) from None
     except psycopg.errors.QueryCanceled:
         if token.cancelled:
