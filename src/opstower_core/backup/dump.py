@@ -30,6 +30,7 @@ import psycopg
 import psycopg.sql
 import zstandard
 
+from opstower_core.advice import say
 from opstower_core.artifacts.crypto import EncryptingWriter, EncryptionSettings
 from opstower_core.artifacts.names import ArtifactName, write_private
 from opstower_core.backup.locks import LockHolder, find_holders, what_to_do
@@ -253,7 +254,7 @@ class StreamingDump:
         wait = f"{self.lock_wait:g} s"
         if holder is None:
             return OpsError(f"The backup waited {wait} for a table lock and gave up (the holder has gone since)",
-                            GONE, "run the backup again; --wait-for-locks SECONDS waits longer")
+                            GONE, f"run the backup again; {say('wait_longer')}")
         return OpsError(f"The backup waited {wait} for a lock held by {holder.describe()}", GONE, what_to_do(holder))
 
     def _app_name(self) -> str:
@@ -340,7 +341,7 @@ class StreamingDump:
                 if found:
                     self.holder = found[0]
                     self.r.log("dump", f"Waiting for a lock held by {self.holder.describe()}; giving up after "
-                               f"{self.lock_wait:g} s (--wait-for-locks)", "WARN")
+                               f"{self.lock_wait:g} s ({say('wait_option_name')})", "WARN")
 
 
 def _lock_timeout(text: str) -> bool:
