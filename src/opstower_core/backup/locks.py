@@ -14,6 +14,7 @@ from datetime import datetime
 
 import psycopg
 
+from opstower_core.advice import say
 from opstower_core.config import Target
 from opstower_core.pg.tools import connect
 
@@ -89,4 +90,4 @@ def find_holders(target: Target, our_pids: list[int], our_app: str, waiting: boo
 def what_to_do(holder: LockHolder) -> str:
     return (f"ask the owner of pid {holder.pid} to commit or roll back, or end that session "
             f"(SELECT pg_terminate_backend({holder.pid})), then run the backup again; "
-            "--wait-for-locks SECONDS waits longer")
+            f"{say('wait_longer')}")
