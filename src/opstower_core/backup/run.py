@@ -25,6 +25,7 @@ from typing import Any
 import humanize
 
 from opstower_core import __version__
+from opstower_core.advice import say
 from opstower_core.alerts import send_safely
 from opstower_core.artifacts.crypto import encryption_settings, fingerprint
 from opstower_core.artifacts.names import ArtifactName, fsync_dir, new_stamp, write_metadata
@@ -91,7 +92,7 @@ class BackupRun:
         self.options = options or BackupOptions()
         if self.options.fmt not in ("custom", "plain"):
             raise OpsError(f"Unknown backup format {self.options.fmt!r}", "nothing was run",
-                           "use --format custom or plain")
+                           say("backup_format"))
         self.settings = settings
         self.target = settings.target(target_name)
         self.database = self.target.dbname
@@ -422,7 +423,7 @@ class BackupRun:
         except OpsError as exc:
             result.replica_error = f"Failed to copy the backup to the replica ({exc.what})"
             r.finished("replica", Status.FAIL, f"{result.replica_error}; the local backup {self.name.filename} is "
-                       "good; the next backup or `opstower replicate` copies it", time.monotonic() - t0)
+                       f"good; {say('replicate_copies')}", time.monotonic() - t0)
             return
         abort_stale_uploads(replica_store(self.settings), self.replica_ledger, r, "replica")
         result.replica = copy.as_dict()
