@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from opstower_core.advice import say
 from opstower_core.artifacts.names import (
     FUTURE_TOLERANCE,
     ArtifactName,
@@ -249,6 +250,6 @@ def resolve(settings: Settings, ref: str, state: StateStore | None = None) -> Ca
             hint += f" ({len(future)} dated in the future not counted, e.g. {future[0]}: name it to use it)"
         raise OpsError(f"No backup of {db} in {settings.backup_dir}"
                        + (" or S3" if settings.s3.enabled else "") + hint,
-                       "nothing was changed", "take one with `opstower backup`")
+                       "nothing was changed", say("take_backup"))
     raise OpsError(f"No backup named {ref!r} in the catalog{hint}", "nothing was changed",
-                   "run `opstower list` to see the backups")
+                   say("see_backups"))
