@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from opstower_core.advice import say
 from opstower_core.artifacts.names import parse_name, read_metadata, write_private
 from opstower_core.config import Settings
 from opstower_core.errors import OpsError
@@ -24,7 +25,7 @@ def safe_destination(backup_dir: Path, key: str) -> Path:
     dest = (backup_dir / base).resolve() if not bad else None
     if bad or dest is None or dest.parent != backup_dir.resolve():
         raise OpsError(f"S3 key {key!r} does not name a backup file", "nothing was downloaded",
-                       "pick a backup from `opstower list`")
+                       say("pick_backup"))
     return dest
 
 
@@ -65,7 +66,7 @@ def download(settings: Settings, entry: CatalogEntry, dest_dir: Path | None = No
     copies = _copies(settings, entry, source)
     if not copies:
         where = "on the replica" if source == "replica" else "in S3"
-        raise OpsError(f"{entry.filename} is not {where}", "nothing was downloaded", "pick a backup from `opstower list`")
+        raise OpsError(f"{entry.filename} is not {where}", "nothing was downloaded", say("pick_backup"))
     r = reporter or Reporter()
     directory = dest_dir or settings.backup_dir
     LocalStore(directory).ensure()
