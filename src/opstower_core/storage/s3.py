@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opstower_core.advice import say
 from opstower_core.config import S3Settings
 from opstower_core.errors import OpsError
 
@@ -137,9 +138,9 @@ class S3Store:
         except Exception as exc:  # noqa: BLE001 - any failure means unreachable
             if self.settings.role == "replica":
                 raise self._fail(f"Replica bucket {self.bucket} is not reachable", exc, "nothing was changed",
-                                 "check the [s3.replica] endpoint, credentials and bucket (opstower doctor)") from None
+                                 f"check the [s3.replica] endpoint, credentials and bucket ({say('doctor_aside')})") from None
             raise self._fail(f"S3 bucket {self.bucket} is not reachable", exc, "nothing was changed",
-                             "check AWS credentials, AWS_ENDPOINT_URL and the bucket (opstower doctor)") from None
+                             f"check AWS credentials, AWS_ENDPOINT_URL and the bucket ({say('doctor_aside')})") from None
 
     def extra_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"StorageClass": self.settings.storage_class}
@@ -235,7 +236,7 @@ class S3Store:
         head = self.head(key)
         if head is None:
             raise OpsError(f"s3://{self.bucket}/{key} does not exist", "nothing was downloaded",
-                           "check the key with `opstower list`")
+                           say("check_key"))
         total = int(head["ContentLength"])
         tmp = dest.with_name(f".{dest.name}.part")
         done = 0
