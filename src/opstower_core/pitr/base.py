@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from opstower_core.advice import say
 from opstower_core.config import Settings, Target
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import CancelToken, Event, Status, StepFinished, StepLog, StepStarted
@@ -58,7 +59,7 @@ def list_base_backups(settings: Settings) -> list[BaseBackup]:
                       timeout=300)
     if proc.returncode != 0:
         raise OpsError(f"Listing base backups failed ({last_error(proc)})", "nothing was changed",
-                       "check the bucket, endpoint and credentials (opstower doctor)")
+                       f"check the bucket, endpoint and credentials ({say('doctor_aside')})")
     data = json.loads(proc.stdout or "{}")
     backups = [BaseBackup.from_json(b) for b in data.get("backups_list", [])]
     return sorted(backups, key=lambda b: (b.end_time or datetime.min.astimezone(), b.backup_id))
@@ -104,12 +105,12 @@ def _take(settings: Settings, target: Target, on_event: Callable[[Event], None],
         on_event(StepFinished("base_backup", Status.FAIL, last_error(proc), seconds))
         raise OpsError(f"The base backup failed ({last_error(proc)})",
                        "nothing new is listed (barman-cloud lists a backup only when it is complete)",
-                       "fix the cause and run `opstower base-backup` again")
+                       say("base_backup_again"))
     new = [b for b in list_base_backups(settings) if b.backup_id not in before]
     if not new or new[-1].status != "DONE":
         on_event(StepFinished("base_backup", Status.FAIL, "not listed as DONE after the run", seconds))
         raise OpsError("The base backup ran but is not listed as DONE", "it cannot be used for recovery",
-                       "run `opstower pitr status` and take another base backup")
+                       say("pitr_status_retake"))
     backup = new[-1]
     on_event(StepFinished("base_backup", Status.PASS, f"{backup.backup_id} ({backup.size} bytes, WAL {backup.begin_wal}"
                           f"..{backup.end_wal}) in {seconds:.1f}s", seconds, backup.as_dict()))
