@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from opstower_core.advice import say
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError
 from opstower_core.pitr.base import list_base_backups
@@ -58,7 +59,7 @@ class _Tx:
 def _fetch_segments(settings: Settings, into: Path) -> tuple[str, str]:
     backups = [b for b in list_base_backups(settings) if b.status == "DONE"]
     if not backups:
-        raise OpsError("No base backup in the archive", "nothing was read", "take one: opstower base-backup")
+        raise OpsError("No base backup in the archive", "nothing was read", say("base_backup_take"))
     start = backups[-1].begin_wal
     segments, _ = archived_segments(settings)
     tli = int(start[:8], 16)
@@ -67,7 +68,7 @@ def _fetch_segments(settings: Settings, into: Path) -> tuple[str, str]:
     for seg in chosen:
         (into / seg.name).write_bytes(read_segment(settings, seg))
     if not chosen:
-        raise OpsError("No archived WAL since the newest base backup", "nothing was read", "check `opstower pitr status`")
+        raise OpsError("No archived WAL since the newest base backup", "nothing was read", say("pitr_status"))
     return chosen[0].name, chosen[-1].name
 
 
