@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from opstower_core.advice import say
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.errors import Cancelled, OpsError, UsageError
@@ -103,7 +104,7 @@ def _new_name(live: Target, dbname: str, name: str | None) -> str:
         if db_exists(conn, name):
             raise UsageError(f"Database {name} already exists on {live.display_host}:{live.display_port}",
                              "nothing was copied; the recovered cluster is untouched",
-                             "choose another name (--as NAME), or leave it out for a dated one")
+                             say("copy_other_name"))
     return name
 
 
@@ -146,7 +147,7 @@ def _dump(settings: Settings, cluster: ScratchCluster, dbname: str, work: Path, 
         except OpsError as exc:
             raise OpsError(f"Dumping {dbname} from the recovered cluster failed ({exc.what.rstrip('.')})",
                            "nothing was copied into the live server; the recovered cluster is untouched",
-                           exc.next_step or "fix the cause and retry, or keep the cluster (--keep)") from None
+                           exc.next_step or f"fix the cause and retry, or {say('keep_cluster')}") from None
         size = backup.meta["size_bytes"]
         out.detail = (f"{backup.path.name}: {len(backup.meta['row_counts'])} tables, "
                       f"{sum(backup.meta['row_counts'].values()):,} rows, {size:,} bytes, sha256 {backup.meta['sha256'][:12]}…")
@@ -168,14 +169,14 @@ def _load(settings: Settings, live: Target, artifact: Path, name: str, on_event:
         raise Cancelled(f"{result.sentence.rstrip('.')}; the recovered cluster is untouched")
     if not result.ok:
         raise OpsError(f"Copying the recovered database into {name} failed", result.sentence.rstrip("."),
-                       "the recovered cluster is untouched: retry, or keep it (--keep) and copy by hand")
+                       f"the recovered cluster is untouched: retry, or {say('keep_cluster_it')} and copy by hand")
     if result.proof is None or result.proof.status == Status.FAIL:
         # The restore ran without a proof (the artifact could not be digested): not a proven copy.
         with admin(live, name) as conn:
             conn.execute(drop_sql(name))
         raise OpsError(f"The copy {name} could not be proven equal to the recovered data",
                        f"{name} was dropped; the recovered cluster is untouched",
-                       "retry; if it repeats, keep the cluster (--keep) and copy by hand")
+                       f"retry; if it repeats, {say('keep_cluster')} and copy by hand")
     return result
 
 
