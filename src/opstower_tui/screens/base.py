@@ -83,7 +83,7 @@ class OpsScreen(Screen):
         what = self.refused_keys.get(event.key)
         if what is not None:
             event.stop()
-            self.notify(f"{what} is not offered: this console was opened read-only (--read-only)",
+            self.notify(f"{what} is not offered: this console was opened read-only",
                         title="Read-only", severity="warning")
 
     def refused_for_target(self, target_name: str | None, what: str) -> bool:
