@@ -262,7 +262,11 @@ class RestoreScreen(OpsScreen):
 
     def action_keep_old(self) -> None:
         self.old_decided = True
-        self.notify(f"Kept {self.result.old_database}; drop it later with the restore CLI or from here", title="Restore")
+        old = self.result.old_database
+        # Once kept, the console has no discard action for it (x is offered only as its restore ends), so
+        # the command is named whole, as one to run in a terminal (issue 16: never a bare flag).
+        self.notify(f"Kept {old}; to drop it later, run `opstower restore --discard-old {old}` in a terminal "
+                    "(the console discards only as its own restore ends)", title="Restore")
         self.refresh_bindings()
         self._old_db_prompt()
 
