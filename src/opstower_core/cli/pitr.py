@@ -233,6 +233,10 @@ def _enable(args: argparse.Namespace) -> int:
         print(f"  {'ok ' if report.launcher_ok else 'FIX'} launcher {report.launcher}: {report.launcher_detail}", file=out)
     if report.restart_needed:
         print("A server restart is needed for archive_mode / wal_level to take effect.", file=out)
+    elif not args.apply and not report.ready and settings.pitr.read_only:
+        # --apply would point this server's WAL into another system's archive: it is refused.
+        print("The archive is another system's ([pitr] read_only): this server is not set to archive into it.",
+              file=out)
     elif not args.apply and not report.ready:
         print("Run `opstower pitr enable --apply` to write the launcher and set these.", file=out)
     elif report.ready:

@@ -43,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
                              replica=replica)
     pitr = pitr_replica = None
     pitr_replica_error: str | None = None
-    if settings.pitr.enabled and s3 is not None:
+    # Another system's archive (e.g. CloudNativePG's): its owner prunes it, by its own window.
+    pitr_skipped = (f"pitr: {'would skip' if args.dry_run else 'skipped'} the base backups and WAL in "
+                    f"{_pitr_where(settings)}: another system's archive ([pitr] read_only), its owner's retention "
+                    "applies; nothing was changed there") if settings.pitr.enabled and settings.pitr.read_only and s3 else None
+    if settings.pitr.enabled and s3 is not None and not settings.pitr.read_only:
         from opstower_core.pitr import prune_base_backups
 
         pitr = prune_base_backups(settings, dry_run=args.dry_run)
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                           "leftovers": [item.as_dict() for item in report.leftovers],
                           "kept_databases_note": kept_note, "pitr": pitr.as_dict() if pitr else None,
                           "pitr_replica": pitr_replica.as_dict() if pitr_replica else None,
-                          "pitr_replica_error": pitr_replica_error}))
+                          "pitr_replica_error": pitr_replica_error, "pitr_skipped": pitr_skipped}))
     else:
         if args.dry_run:
             _print_decisions(report)
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         for name in report.deleted:
             print(f"{'would delete' if args.dry_run else 'deleted'}: {name}")
         print(report.summary)
-        for line in [*(pitr.lines() if pitr else []), *(pitr_replica.lines() if pitr_replica else [])]:
+        for line in [*(pitr.lines() if pitr else []), *(pitr_replica.lines() if pitr_replica else []),
+                     *([pitr_skipped] if pitr_skipped else [])]:
             print(line)
         if kept_note:
             print(f"note: {kept_note}", file=sys.stderr)
@@ -83,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"ERROR: {pitr_replica_error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _pitr_where(settings: Settings) -> str:
+    from opstower_core.pitr.barman import key_root
+
+    return f"s3://{settings.s3.bucket}/{key_root(settings)}" + (" (and on the replica)" if replica_settings(settings)
+                                                                else "")
 
 
 def _kept_databases(settings: Settings, target_name: str | None) -> tuple[list[str] | None, str | None]:

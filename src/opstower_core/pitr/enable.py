@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opstower_core.config import Settings, Target
+from opstower_core.errors import OpsError
 from opstower_core.pg.tools import connect
 from opstower_core.pitr import launcher as L
 
@@ -96,7 +97,17 @@ def _seconds(text: str) -> int:
 
 
 def enable(settings: Settings, target: Target, apply: bool = False) -> EnableReport:
-    """Inspect; with apply: write the launcher (and credentials file), ALTER SYSTEM, reload, re-inspect."""
+    """Inspect; with apply: write the launcher (and credentials file), ALTER SYSTEM, reload, re-inspect.
+
+    With [pitr] read_only, apply is refused before anything: this server's WAL would go into
+    another system's archive (two writers, one timeline history: both unrecoverable)."""
+    if apply and settings.pitr.read_only:
+        from opstower_core.pitr.barman import key_root
+
+        raise OpsError(f"pitr enable --apply refused: s3://{settings.s3.bucket}/{key_root(settings)} is "
+                       "another system's archive ([pitr] read_only)", "nothing was changed",
+                       "archive with the system that owns it, or give this server its own [pitr] path or "
+                       "server_name without read_only")
     report = inspect(settings, target)
     user = L.server_os_user(settings, report.data_directory)
     if apply:

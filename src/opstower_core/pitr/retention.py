@@ -26,6 +26,7 @@ from opstower_core.pitr.barman import (
     cloud_env,
     cloud_options,
     destination_url,
+    key_root,
     last_error,
     run_client,
 )
@@ -63,7 +64,12 @@ def policy(settings: Settings) -> str:
 
 def prune_base_backups(settings: Settings, dry_run: bool = False, copy: str = "primary") -> PitrPruneReport:
     """Apply the recovery window to the base backups (and their WAL) in the bucket, or with
-    copy="replica" in the replica's ([s3.replica]). Raises OpsError when the store refuses."""
+    copy="replica" in the replica's ([s3.replica]). Raises OpsError when the store refuses, and
+    before anything when the archive is another system's ([pitr] read_only): its owner's retention applies."""
+    if settings.pitr.read_only:
+        raise OpsError(f"Base backups in s3://{settings.s3.bucket}/{key_root(settings)} are another system's "
+                       "archive ([pitr] read_only): not pruned", "nothing was changed",
+                       "prune them with the system that owns them (e.g. CloudNativePG's retentionPolicy)")
     runner = _Runner(settings, copy)
     where = "" if copy == "primary" else " on the replica"
     before = [b.backup_id for b in runner.list()]

@@ -14,6 +14,7 @@ recovers it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -33,7 +34,14 @@ from opstower_core.cli import main
 from opstower_core.config import load_settings
 from opstower_core.devenv.embedded import EmbeddedPostgres, EmbeddedS3
 from opstower_core.errors import OpsError
-from opstower_core.pitr import RecoveryTarget, find_accidents, recover_to, take_base_backup
+from opstower_core.pitr import (
+    RecoveryTarget,
+    find_accidents,
+    prune_base_backups,
+    recover_to,
+    take_base_backup,
+    wal_push,
+)
 from opstower_core.pitr.launcher import OsUser, pick_interpreter, site_dirs
 
 CLUSTER = "cluster-example"  # CNPG's serverName defaults to the Cluster's name
@@ -159,6 +167,7 @@ user = "postgres"
         with pytest.raises(OpsError, match="another system's archive"):
             take_base_backup(settings, settings.target())  # CloudNativePG owns it
         capsys.readouterr()
+        assert_read_only_refusals(config, settings, server, s3, folder, capsys)
         assert main(["--config", str(config), "pitr", "status", "--json"]) == 0  # what the on-call engineer runs
         st = json.loads(capsys.readouterr().out)
         assert [(b["status"], b["name"]) for b in st["backups"]] == [("DONE", backup_name)], st
@@ -179,3 +188,40 @@ user = "postgres"
             cluster.discard()
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def assert_read_only_refusals(config: Path, settings, server: EmbeddedPostgres, s3: EmbeddedS3, folder: str,
+                              capsys) -> None:
+    """[pitr] read_only: prune, `pitr enable --apply` and wal-push change nothing in CNPG's archive
+    nor on the server, each saying so in one line."""
+    def objects() -> dict[str, str]:
+        pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=f"{folder}/")
+        return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+    def archive_command() -> str:
+        with psycopg.connect(**server.conninfo(), autocommit=True) as c:
+            return c.execute("SHOW archive_command").fetchone()[0]
+
+    before, command = objects(), archive_command()
+    # A window of 0 days and keep_last 1 would delete nothing of one backup anyway: the refusal comes first.
+    with pytest.raises(OpsError, match=r"another system's archive.*nothing was changed"):
+        prune_base_backups(settings, dry_run=True)
+    assert main(["--config", str(config), "prune", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"pitr: would skip the base backups and WAL in s3://{s3.bucket}/{folder}/{CLUSTER}/: another " \
+           "system's archive ([pitr] read_only)" in out, out
+    assert main(["--config", str(config), "prune", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pitr"] is None and "skipped" in report["pitr_skipped"], report
+
+    assert main(["--config", str(config), "pitr", "enable", "--apply"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pitr enable --apply refused" in err and "nothing was changed" in err, err
+    assert archive_command() == command and not (config.parent / "launcher").exists()
+
+    segment = config.parent / "000000010000000000000099"
+    segment.write_bytes(b"\0" * 16)
+    log = io.StringIO()
+    assert wal_push(settings, segment, err=log) == 1
+    assert "REFUSED" in log.getvalue() and "nothing was changed" in log.getvalue(), log.getvalue()
+    assert objects() == before  # not one object added or removed
