@@ -152,5 +152,11 @@ async def _over_budget(settings, drill_id):
         screen.refresh_view()
         assert "RUNNING OVER +" in rows(screen)[0]
         assert "MISSED" in str(screen.query_one("#drill-objectives").render())
+        # No recovery to latest in this scenario: the RPO figure is the dump's age, and the screen says so
+        # right under it, whole (issue 16: the basis of the RPO figure on the console, as in the report).
+        assert str(screen.query_one("#drill-objectives").render()).rstrip().endswith("assumed")
+        shown = " ".join(strip.text.strip() for strip in screen._compositor.render_strips())
+        assert f"{screen.drill.rpo_basis}." in shown.replace("  ", " "), shown
+        assert screen.drill.rpo_basis.startswith("RPO not measured: ")
         assert "OVER BUDGET" in str(screen.query_one("#drill-timer-note").render())
         assert "OVER" in str(screen.query_one("#drill-timeline").render())

@@ -102,6 +102,7 @@ class DrillScreen(OpsScreen):
     DrillScreen #drill-title { width: 1fr; text-style: bold; }
     DrillScreen #drill-state { width: auto; }
     DrillScreen #drill-objectives { height: 1; padding: 0 1; }
+    DrillScreen #drill-rpo-basis { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
     DrillScreen #drill-timeline { height: 1; padding: 0 1; }
     DrillScreen #drill-phases { height: 1fr; min-height: 5; }
     DrillScreen #drill-current { height: 3; padding: 0 1; }
@@ -141,6 +142,8 @@ class DrillScreen(OpsScreen):
             yield Static("DR drill", id="drill-title")
             yield Static("", id="drill-state")
         yield Static("", id="drill-objectives")
+        # What the RPO figure rests on: measured by a recovery to latest, or assumed from the dump's age.
+        yield Static("", id="drill-rpo-basis")
         yield Static("", id="drill-timeline")
         table: DataTable = DataTable(id="drill-phases", cursor_type="row", zebra_stripes=False)
         table.add_columns("#", "Phase", "Target", "Actual", "Cumul.", "Status")
@@ -369,7 +372,9 @@ class DrillScreen(OpsScreen):
         rto.append("MET" if s["rto_met"] else "MISSED", style="green" if s["rto_met"] else "bold red")
         rto.append(f"   RPO {duration(d.rpo_seconds)} of {minutes(d.rpo_minutes)} ")
         rto.append("MET" if d.rpo_met else "MISSED", style="green" if d.rpo_met else "bold red")
+        rto.append(" measured" if d.rpo_measured else " assumed", style="bold" if d.rpo_measured else "yellow")
         self.query_one("#drill-objectives", Static).update(rto)
+        self.query_one("#drill-rpo-basis", Static).update(Text(f"{d.rpo_basis}."))
         self.query_one("#drill-timeline", Static).update(timeline(d, now, max(10, self.size.width - 26)))
 
         table = self.query_one("#drill-phases", DataTable)
