@@ -15,10 +15,7 @@ named in the server log and copied by the next `base-backup` or `replicate`;
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
-import lzma
 import os
 import sys
 import threading
@@ -39,9 +36,6 @@ from opstower_core.pitr.barman import (
 from opstower_core.storage.replica import put_pitr_object, replica_settings
 from opstower_core.storage.s3 import s3_error_text, store_for
 
-_DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
-
-
 # How long wal-push gives the replica's copy of a segment (PostgreSQL waits for archive_command).
 REPLICA_WAL_TIMEOUT = 10.0
 
@@ -61,16 +55,22 @@ def wal_key(settings: Settings, name: str) -> str:
 
 
 def archived_copy(settings: Settings, name: str) -> tuple[str, bytes] | None:
-    """The archived object of segment `name` (any compression suffix) and its plain bytes, or None."""
+    """The archived object of segment `name` (any compression suffix barman-cloud writes) and its plain
+    bytes, or None. The same decompressors as status: another system's archive (e.g. CloudNativePG's
+    wal.compression) may use any of them."""
+    from barman.cloud import ALLOWED_COMPRESSIONS
+
+    from opstower_core.pitr.status import plain_bytes
+
     store = store_for(settings.s3)
     key = wal_key(settings, name)
     page = store.client.list_objects_v2(Bucket=store.bucket, Prefix=key)
     for obj in page.get("Contents", []):
         suffix = obj["Key"][len(key):]
-        if suffix and suffix not in _DECOMPRESS:
+        if suffix and suffix not in ALLOWED_COMPRESSIONS:
             continue  # another file sharing the prefix (e.g. a .partial)
         data = store.get_bytes(obj["Key"])
-        return obj["Key"], _DECOMPRESS[suffix](data) if suffix else data
+        return obj["Key"], plain_bytes(obj["Key"], data)
     return None
 
 
