@@ -670,8 +670,11 @@ class PitrCopyReport:
 
 
 def pitr_root(s3: S3Settings, settings: Settings) -> str:
-    """The key root of this server's base backups and WAL in a store (pitr/barman.py's key_root)."""
-    return f"{s3.prefix}{settings.pitr.path}/{settings.pitr.server_name}/"
+    """The key root of this server's base backups and WAL in a store: pitr/barman.py's key_root for
+    that store's prefix (storage sits below pitr in the layers, so the formula is pitr's, restated).
+    An empty pitr path (a CloudNativePG destinationPath at the bucket or prefix root) adds no "/"."""
+    parts = [s3.prefix.strip("/"), settings.pitr.path.strip("/"), settings.pitr.server_name]
+    return "/".join(p for p in parts if p) + "/"
 
 
 def _listing(store: S3Store, prefix: str) -> dict[str, tuple[int, str]]:

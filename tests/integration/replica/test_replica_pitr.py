@@ -145,3 +145,20 @@ def test_prune_applies_the_recovery_window_to_the_replica_too(env, other, capsys
     # Never the last one: keep_last 1 leaves the newest on the replica whatever its age.
     again = prune_base_backups(narrow, copy="replica")
     assert again.deleted == [] and again.kept == [newest]
+
+
+def test_the_replica_root_is_pitr_key_root_for_its_store() -> None:
+    """A CloudNativePG-style layout (empty pitr path, a prefix with or without its slash) is addressed on the
+    replica exactly as pitr addresses it on the primary: no "//" in the key."""
+    import dataclasses
+
+    from opstower_core.config import S3Settings, Settings
+    from opstower_core.pitr.barman import key_root
+
+    base = Settings()
+    for prefix, path in [("cnpg/", ""), ("", ""), ("a/b", "pitr"), ("x/", "/deep/er/")]:
+        rep = S3Settings(bucket="rep", prefix=prefix)
+        settings = dataclasses.replace(base, s3=rep, pitr=dataclasses.replace(base.pitr, path=path,
+                                                                                server_name="cluster-example"))
+        root = pitr_root(rep, settings)
+        assert root == key_root(settings) and "//" not in root and not root.startswith("/"), (prefix, path, root)
