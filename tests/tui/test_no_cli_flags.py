@@ -29,8 +29,15 @@ VALUES = {"db": "shop", "artifact": "shop_20260101_000000.dump", "table": "publi
 FLAG = re.compile(r"(?<![\w-])--?[a-z]")  # --full-test, -d
 # Sentences the console can show, in the modules that say their next steps through advice.
 SPEAKING = [*SRC.glob("health/*.py"), *SRC.glob("doctor/*.py"), SRC / "repo" / "retention.py",
-            *(SRC / "restore" / f"{n}.py" for n in ("checks", "identity", "roles", "old", "recover", "journal")),
-            *SRC.glob("recover/*.py")]
+            *(SRC / "restore" / f"{n}.py" for n in ("checks", "identity", "roles", "old", "recover", "journal",
+                                                     "from_cluster")),
+            *SRC.glob("recover/*.py"), *SRC.glob("backup/*.py"), SRC / "pg" / "tools.py", SRC / "pg" / "admin.py",
+            SRC / "repo" / "catalog.py", SRC / "repo" / "download.py", SRC / "storage" / "s3.py",
+            *(SRC / "pitr" / f"{n}.py" for n in ("status", "base", "accident", "heartbeat", "barman"))]
+# Console screens whose own sentences are checked: a command may be named only whole, as one to run
+# in a terminal (where the console has no action for it), never a flag as the way to do something.
+TUI = SRC.parent / "opstower_tui" / "screens"
+SCREENS = [TUI / "base.py", TUI / "restore.py", TUI / "drill.py"]
 # Read outside the console, where a shell is at hand: the health alert sent to Slack / e-mail.
 OUTSIDE = {"\nRun `opstower health` on the backup host for every check."}
 
@@ -67,6 +74,46 @@ def test_engine_sentences_say_their_next_step_through_advice() -> None:
             if text not in OUTSIDE and (re.search(r"(?<![\w-])--[a-z]", text) or "`opstower " in text):
                 found.append(f"{path.relative_to(SRC)}:{line}: {text!r}")
     assert not found, "a flag or command written into a sentence instead of advice.say():\n" + "\n".join(found)
+
+
+def _screen_sentences(path: Path) -> list[tuple[int, str]]:
+    """Each sentence of a screen whole (an f-string's parts joined, {} for its values); not docstrings, not
+    words without a space (CSS classes like '-production')."""
+    tree = ast.parse(path.read_text())
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    parts = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            found.append((node.lineno, "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in parts | docs:
+            found.append((node.lineno, node.value))
+    return [(line, text) for line, text in found if " " in text.strip()]
+
+
+def test_screens_name_no_flag_as_the_way() -> None:
+    found = [f"{path.name}:{line}: {text!r}" for path in SCREENS for line, text in _screen_sentences(path)
+             if (re.search(r"(?<![\w-])--[a-z]", text) or "`opstower " in text) and "in a terminal" not in text]
+    assert not found, "a screen names a flag or command as the way to do something:\n" + "\n".join(found)
+
+
+def test_engine_sentences_speak_to_the_console(console_face) -> None:
+    """A few converted sentences, said with the console's face: keys and screens, or a whole command to run
+    in a terminal where the console has no action (replicate, base-backup)."""
+    from opstower_core.backup.locks import LockHolder, what_to_do
+
+    holder = LockHolder(pid=42, user="app", application="psql", state="idle in transaction", query="LOCK t",
+                        since=None, relations="public.t")
+    assert what_to_do(holder).endswith("wait_for_locks_seconds in the config waits longer (read when the console "
+                                       "starts)")
+    assert advice.say("base_backup_take").startswith("take one: run `opstower base-backup` in a terminal")
+    for name in ("wait_longer", "see_backups", "pick_backup", "check_key", "pitr_status", "copy_other_name",
+                 "keep_cluster", "backup_format", "doctor_aside"):
+        assert not re.search(r"(?<![\w-])--[a-z]", advice.say(name)) and "opstower" not in advice.say(name), name
+    advice.set_face("cli")
+    assert what_to_do(holder).endswith("then run the backup again; --wait-for-locks SECONDS waits longer")
 
 
 def test_health_screen_names_the_console_keys(console_face, tmp_path: Path) -> None:
