@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Fetch WAL file NAME (%%f) to DEST (%%p). Exit 1 when the archive does not have it.")
     f.add_argument("name", metavar="NAME")
     f.add_argument("dest", metavar="DEST")
+    f.add_argument("--spool", metavar="DIR", help="a directory of prefetched segments private to one recovery")
+    f.add_argument("--prefetch", metavar="K", type=int, default=0,
+                   help="with --spool: keep the next K segments downloaded ahead (default 0: none)")
     f.set_defaults(func=_fetch)
 
 
@@ -36,7 +39,7 @@ def _push(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     from opstower_core.pitr import wal_fetch
 
-    return wal_fetch(settings_from(args), args.name, args.dest)
+    return wal_fetch(settings_from(args), args.name, args.dest, args.spool, args.prefetch)
 
 
 def launcher_main(argv: Sequence[str]) -> int:
@@ -53,11 +56,13 @@ def launcher_main(argv: Sequence[str]) -> int:
                 return wal.wal_push(settings, path)
             case ["wal-fetch", name, dest]:
                 return wal.wal_fetch(settings, name, dest)
+            case ["wal-fetch", name, dest, "--spool", spool, "--prefetch", k]:
+                return wal.wal_fetch(settings, name, dest, spool, int(k))
             case ["check"]:
                 print(wal.check_archive_access(settings))
                 return 0
             case _:
-                print("usage: opstower-pitr wal-push PATH | wal-fetch NAME DEST | check", file=sys.stderr)
+                print("usage: opstower-pitr wal-push PATH | wal-fetch NAME DEST [--spool DIR --prefetch K] | check", file=sys.stderr)
                 return 3
     except OpsError as exc:
         print(f"opstower: ERROR: {exc.sentence}", file=sys.stderr)

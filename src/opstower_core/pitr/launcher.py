@@ -37,8 +37,28 @@ def archive_command(settings: Settings) -> str:
     return f"'{launcher_path(settings)}' wal-push %p"
 
 
-def restore_command(settings: Settings) -> str:
-    return f"'{launcher_path(settings)}' wal-fetch %f %p"
+def restore_command(settings: Settings, spool: Path | None = None, prefetch: int = 0) -> str:
+    """The launcher's wal-fetch; with a spool (a scratch cluster's), segments prefetched into it."""
+    base = f"'{launcher_path(settings)}' wal-fetch %f %p"
+    if spool is None:
+        return base
+    return f"{base} --spool '{spool}' --prefetch {int(prefetch)}"
+
+
+# The launcher's first lines: a segment already in the spool (prefetch.py) is moved into place
+# before site dirs are added or anything of ours is imported (~0.03 s instead of seconds).
+# Only a plain segment name: .history/.partial/.backup are never spooled.
+_FAST_PATH = [
+    'if len(sys.argv) == 8 and sys.argv[1] == "wal-fetch" and sys.argv[4] == "--spool" \\',
+    '        and len(sys.argv[2]) == 24 and all(c in "0123456789ABCDEF" for c in sys.argv[2]):',
+    "    try:",
+    "        os.replace(os.path.join(sys.argv[5], sys.argv[2]), sys.argv[3])",
+    "    except OSError:",
+    "        pass  # not spooled: the full wal-fetch below",
+    "    else:",
+    "        sys.exit(0)",
+    "",
+]
 
 
 def site_dirs() -> list[str]:
@@ -114,10 +134,12 @@ def launcher_text(interpreter: str, settings: Settings) -> str:
         f"#!{interpreter}",
         '"""PostgreSQL archive_command / restore_command, written by `opstower pitr enable`.',
         "",
-        'Usage: opstower-pitr wal-push PATH | wal-fetch NAME DEST | check"""',
+        'Usage: opstower-pitr wal-push PATH | wal-fetch NAME DEST [--spool DIR --prefetch K] | check"""',
         "import os",
-        "import site",
         "import sys",
+        "",
+        *_FAST_PATH,
+        "import site",
         "",
     ]
     lines += [f"site.addsitedir({d!r})" for d in site_dirs()]

@@ -32,6 +32,8 @@ from opstower_core.pitr.launcher import (
     write_credentials,
     write_launcher,
 )
+from opstower_core.pitr.prefetch import DEFAULT_PREFETCH, SPOOL_NAME, spool_use
+from opstower_core.pitr.prefetch import stop as stop_prefetch
 
 Emit = Callable[[Event], None]
 
@@ -106,6 +108,7 @@ class ScratchCluster:
     bin_dir: Path
     backup_id: str = ""
     reached: str = ""  # what recovery reached, in words
+    spool_use: tuple[int, int] = (0, 0)  # WAL segments prefetched, and of them delivered from the spool
 
     @property
     def pgdata(self) -> Path:
@@ -114,6 +117,17 @@ class ScratchCluster:
     @property
     def socket_dir(self) -> Path:
         return self.directory / "sock"
+
+    @property
+    def spool(self) -> Path:
+        """Segments prefetched for this cluster's recovery only (prefetch.py)."""
+        return self.directory / SPOOL_NAME
+
+    def drop_spool(self) -> None:
+        """Stop the prefetcher and remove the spool (after promotion nothing is fetched any more)."""
+        stop_prefetch(self.spool)
+        self.spool_use = spool_use(self.spool)
+        shutil.rmtree(self.spool, ignore_errors=True)
 
     def target(self, dbname: str = "postgres") -> Target:
         return Target(name=f"pitr-{self.port}", dbname=dbname, host=str(self.socket_dir), port=self.port,
@@ -131,8 +145,9 @@ class ScratchCluster:
             self.pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
 
     def discard(self) -> None:
-        """Stop the cluster and remove its directory."""
+        """Stop the cluster and remove its directory (the prefetcher first: it writes into the spool)."""
         self.stop()
+        stop_prefetch(self.spool)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def log_tail(self, lines: int = 5) -> str:
@@ -164,8 +179,10 @@ def scratch_root(settings: Settings) -> Path:
 
 
 def recover_to(settings: Settings, live: Target, target: RecoveryTarget, on_event: Emit = lambda e: None,
-               major: int = 18) -> ScratchCluster:
-    """Recover into a new scratch cluster, paused at the target then promoted; returns it running."""
+               major: int = 18, wal_prefetch: int = DEFAULT_PREFETCH) -> ScratchCluster:
+    """Recover into a new scratch cluster, paused at the target then promoted; returns it running.
+
+    `wal_prefetch`: segments downloaded ahead of replay into the cluster's spool (0: none)."""
     from opstower_core.config import bundled_pg_bin
 
     backup = choose_backup(list_base_backups(settings), target)
@@ -181,7 +198,7 @@ def recover_to(settings: Settings, live: Target, target: RecoveryTarget, on_even
     cluster = ScratchCluster(directory, free_port(), user, bin_dir, backup.backup_id)
     try:
         _fetch_backup(settings, backup, cluster, on_event)
-        _configure(settings, target, cluster)
+        _configure(settings, target, cluster, wal_prefetch)
         _replay(target, cluster, on_event)
     except BaseException:
         cluster.discard()
@@ -237,16 +254,20 @@ def _fetch_backup(settings: Settings, backup: BaseBackup, cluster: ScratchCluste
     on_event(StepFinished(step, Status.PASS, f"{backup.backup_id} into {cluster.pgdata}", time.monotonic() - started))
 
 
-def _configure(settings: Settings, target: RecoveryTarget, cluster: ScratchCluster) -> None:
+def _configure(settings: Settings, target: RecoveryTarget, cluster: ScratchCluster, wal_prefetch: int) -> None:
     """recovery.signal + our settings appended to postgresql.auto.conf (they win over the copied ones)."""
     pgdata = cluster.pgdata
     cluster.socket_dir.mkdir()
+    spool = None
+    if wal_prefetch > 0:
+        spool = cluster.spool
+        spool.mkdir(mode=0o700)  # owned by the cluster's user below, like the rest of its directory
     for leftover in ("postmaster.pid", "postmaster.opts", "standby.signal"):
         (pgdata / leftover).unlink(missing_ok=True)
     (pgdata / "recovery.signal").write_text("")
     conf = {
         "port": str(cluster.port), "listen_addresses": "127.0.0.1", "unix_socket_directories": str(cluster.socket_dir),
-        "archive_mode": "off", "archive_command": "", "restore_command": restore_command(settings),
+        "archive_mode": "off", "archive_command": "", "restore_command": restore_command(settings, spool, wal_prefetch),
         "hot_standby": "on", "logging_collector": "off", "shared_preload_libraries": "",
         **target.settings(),
     }
@@ -274,12 +295,15 @@ def _replay(target: RecoveryTarget, cluster: ScratchCluster, on_event: Emit) -> 
     goal = _lsn_int(target.lsn) if target.lsn else 0
     try:
         _wait_promoted(cluster, goal, started, on_event)
+        cluster.drop_spool()  # promoted: restore_command is not run again
     except (psycopg.OperationalError, OpsError):
         raise OpsError(f"Recovery stopped before reaching {target.describe()} ({cluster.log_tail(3)})",
                        "the scratch cluster was removed; the live server was not touched",
                        "choose a moment inside the recoverable window (opstower pitr status)") from None
+    spooled, taken = cluster.spool_use
     on_event(StepFinished(step, Status.PASS, f"recovered {target.describe()}: {cluster.reached}; promoted",
-                          time.monotonic() - started, {"port": cluster.port, "pgdata": str(cluster.pgdata)}))
+                          time.monotonic() - started, {"port": cluster.port, "pgdata": str(cluster.pgdata),
+                                                       "wal_prefetched": spooled, "wal_from_spool": taken}))
 
 
 def _wait_promoted(cluster: ScratchCluster, goal: int, started: float, on_event: Emit) -> None:

@@ -15,6 +15,7 @@ named in the server log and copied by the next `base-backup` or `replicate`;
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -180,12 +181,31 @@ def _archive(settings: Settings, path: Path, err: TextIO) -> int:
     return call_in_process(settings, main, args)
 
 
-def wal_fetch(settings: Settings, name: str, dest: str | Path) -> int:
-    """Restore one WAL file (PostgreSQL's %f %p): 0 when written, 1 when the archive does not have it."""
+def wal_fetch(settings: Settings, name: str, dest: str | Path, spool: str | Path | None = None,
+              prefetch: int = 0) -> int:
+    """Restore one WAL file (PostgreSQL's %f %p): 0 when written, 1 when the archive does not have it.
+
+    With a spool (a scratch cluster's, prefetch.py): the spooled segment when there, else fetched
+    as ever while a prefetcher (started if none runs) downloads the `prefetch` segments after it."""
+    from opstower_core.pitr import prefetch as pf
+
+    if spool is not None:
+        if pf.take_from_spool(spool, name, dest):
+            return 0
+        if prefetch > 0 and pf.is_segment(name):
+            # Started before this fetch, so its own start-up overlaps it; it waits for `want`.
+            try:
+                pf.ensure_running(spool, prefetch, settings.config_path)
+            except OSError as exc:  # prefetching is an optimisation: the fetch goes on without it
+                print(f"opstower wal-fetch: prefetch not started: {exc}", file=sys.stderr)
     from barman.clients.cloud_walrestore import main
 
     args = [*cloud_options(settings), destination_url(settings), settings.pitr.server_name, name, str(dest)]
-    return call_in_process(settings, main, args)
+    rc = call_in_process(settings, main, args)
+    if rc == 0 and spool is not None and prefetch > 0 and pf.is_segment(name):
+        with contextlib.suppress(OSError):
+            pf.want(spool, name, os.path.getsize(dest))
+    return rc
 
 
 def check_archive_access(settings: Settings) -> str:
