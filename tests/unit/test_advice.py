@@ -37,6 +37,37 @@ def test_console_face_names_the_key_and_screen(face) -> None:
     assert advice.say("full_test_of", **VALUES).startswith("select shop_20260101_000000.dump in Backups (2)")
 
 
+# The engine sentences moved onto advice (issue 16) say exactly what the CLI said before.
+CLI_BEFORE = {
+    "wait_longer": "--wait-for-locks SECONDS waits longer",
+    "backup_format": "use --format custom or plain",
+    "replicate_copies": "the next backup or `opstower replicate` copies it",
+    "see_backups": "run `opstower list` to see the backups",
+    "pick_backup": "pick a backup from `opstower list`",
+    "check_key": "check the key with `opstower list`",
+    "doctor_aside": "opstower doctor",
+    "base_backup_again": "fix the cause and run `opstower base-backup` again",
+    "base_backup_take": "take one: opstower base-backup",
+    "pitr_status_retake": "run `opstower pitr status` and take another base backup",
+    "pitr_status": "check `opstower pitr status`",
+    "copy_other_name": "choose another name (--as NAME), or leave it out for a dated one",
+    "keep_cluster": "keep the cluster (--keep)",
+    "keep_cluster_it": "keep it (--keep)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLI_BEFORE))
+def test_converted_sentences_keep_their_cli_text(name: str) -> None:
+    assert advice.say(name, "cli") == CLI_BEFORE[name]
+
+
+def test_console_gaps_name_the_whole_command_for_a_terminal() -> None:
+    """No console action for these yet: the console names the command to run in a terminal, no flag."""
+    for name in ("replicate_copies", "base_backup_again", "base_backup_take"):
+        text = advice.say(name, "console")
+        assert "in a terminal" in text and "the console has no" in text and " --" not in text, text
+
+
 def test_an_explicit_face_wins_over_the_process_face(face) -> None:
     face("console")
     assert "--full-test" in advice.say("full_test", "cli")
