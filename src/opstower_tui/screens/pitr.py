@@ -415,7 +415,7 @@ class PitrScreen(OpsScreen):
         if self.phase != "choose":
             return
         if self.ops.read_only:
-            self.notify("Recover to a moment is not offered: this console was opened read-only (--read-only)",
+            self.notify("Recover to a moment is not offered: this console was opened read-only",
                         title="Read-only", severity="warning")
             return
         if self.refused_for_target(self._live().name, "Recover to a moment"):
@@ -554,7 +554,7 @@ class PitrScreen(OpsScreen):
         if self.cluster is None or self.phase != "recovered":
             return
         if self.ops.read_only:
-            self.notify("Copy out is not offered: this console was opened read-only (--read-only)",
+            self.notify("Copy out is not offered: this console was opened read-only",
                         title="Read-only", severity="warning")
             return
         live = self._live()
