@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--keep", action="store_true", help="keep bench/.work/pitr (server data, S3) afterwards")
     parser.add_argument("--force", action="store_true", help="run even when the machine is busy")
+    parser.add_argument("--prefetch", type=int, default=8, help="WAL segments prefetched during replay (0: none)")
+    parser.add_argument("--compare-prefetch", action="store_true",
+                        help="only the recovery, with --prefetch 0 and with --prefetch K alternately in each "
+                        "repetition (one base backup and one WAL write): the replay before/after prefetching")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     if load >= 2 and not args.force:
@@ -130,13 +134,16 @@ def main(argv: list[str] | None = None) -> int:
             pg.stop()
             pg.start()
         settings = load_settings(cfg)
+        if args.compare_prefetch:
+            return _compare_prefetch(settings, pg, args, info, psycopg, started)
         dump = _logical_dump(pg)
         for rep in range(args.reps):
             print(f"repetition {rep + 1}/{args.reps}", flush=True)
             r: dict = {}
             _measure_base_backups(settings, pg, r, barman_first=rep % 2 == 0)
             _write_wal(pg, args.update_rows, r, psycopg)
-            _measure_recoveries(settings, plain, dump, r, psycopg, recover_first=rep % 2 == 0, rows=args.rows)
+            _measure_recoveries(settings, plain, dump, r, psycopg, recover_first=rep % 2 == 0, rows=args.rows,
+                                prefetch=args.prefetch)
             runs.append(r)
             # Kept after every repetition, so a failure later (or in the table) loses no measurement.
             RAW.write_text(json.dumps({"info": info, "runs": runs}, indent=1))
@@ -214,8 +221,11 @@ def _logical_dump(pg) -> Path:
     return dump
 
 
-def _measure_recoveries(settings, plain, dump: Path, r: dict, psycopg, recover_first: bool, rows: int) -> None:
-    """recover_to(latest) on the archive vs pg_restore of the dump into `plain` (a server that does not archive)."""
+def _measure_recoveries(settings, plain, dump: Path | None, r: dict, psycopg, recover_first: bool, rows: int,
+                        prefetch: int) -> None:
+    """recover_to(latest) on the archive vs pg_restore of the dump into `plain` (a server that does not archive).
+
+    Without a dump (plain None): the recovery only."""
     from opstower_core.events import StepFinished, StepProgress
     from opstower_core.pitr import RecoveryTarget, recover_to
 
@@ -225,12 +235,14 @@ def _measure_recoveries(settings, plain, dump: Path, r: dict, psycopg, recover_f
     def on_event(e) -> None:
         if isinstance(e, StepFinished):
             steps[e.step] = e.seconds
+            if e.step == "replay":
+                r["from_spool"] = e.data.get("wal_from_spool", 0)
         elif isinstance(e, StepProgress) and e.step == "replay" and e.unit == "lsn":
             lsns.append((time.monotonic(), e.done))
 
     def pitr() -> None:
         cluster, r["recover_s"] = _timed("recover_to(latest): download + replay + promote", lambda: recover_to(
-            settings, settings.target(), RecoveryTarget(), on_event=on_event))
+            settings, settings.target(), RecoveryTarget(), on_event=on_event, wal_prefetch=prefetch))
         try:
             with psycopg.connect(**cluster.target("bench").conninfo()) as c:
                 got = c.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -258,8 +270,48 @@ def _measure_recoveries(settings, plain, dump: Path, r: dict, psycopg, recover_f
             check=True))
         subprocess.run([str(plain.bin_dir / "dropdb"), *conn, "bench_logical"], check=True)
 
+    if plain is None:
+        pitr()
+        return
     for fn in ((pitr, logical) if recover_first else (logical, pitr)):
         fn()
+
+
+def _compare_prefetch(settings, pg, args, info: dict, psycopg, started: float) -> int:
+    """Recovery to latest with no prefetch and with K, alternating which goes first, on one archive."""
+    from opstower_core.pitr import take_base_backup
+
+    take_base_backup(settings, settings.target())
+    w: dict = {}
+    _write_wal(pg, args.update_rows, w, psycopg)
+    runs: list[dict] = []
+    for rep in range(args.reps):
+        order = (0, args.prefetch) if rep % 2 == 0 else (args.prefetch, 0)
+        for k in order:
+            print(f"repetition {rep + 1}/{args.reps}: prefetch {k}", flush=True)
+            r: dict = {"prefetch": k, "wal_bytes": w["wal_bytes"], "uptime": _uptime()}
+            _measure_recoveries(settings, None, None, r, psycopg, True, args.rows, k)
+            runs.append(r)
+            RAW.write_text(json.dumps({"info": info, "runs": runs}, indent=1))
+    info["uptime_after"] = _uptime()
+    info["minutes"] = (time.monotonic() - started) / 60
+    mb = 1024 * 1024
+    lines = [f"database {info['db_bytes'] / mb:.0f} MiB ({args.rows:,} rows), {w['wal_bytes'] / mb:.0f} MiB of WAL "
+             f"(UPDATE of {args.update_rows:,} rows), {args.reps} repetitions, {info['minutes']:.0f} min",
+             f"- `uptime` before: {info['uptime_before']}", f"- `uptime` after: {info['uptime_after']}", "",
+             "| prefetch | recovery s | replay + promote s | replay MiB/s (step) | while replaying MiB/s "
+             "| segments from the spool | uptime at start |", "|---:|---:|---:|---:|---:|---:|---|"]
+    for r in runs:
+        rate = r["wal_bytes"] / mb / r["replay_s"] if r["replay_s"] else 0.0
+        live = r["replayed_bytes"] / mb / r["replaying_s"] if r["replaying_s"] else 0.0
+        lines.append(f"| {r['prefetch']} | {r['recover_s']:.1f} | {r['replay_s']:.1f} | {rate:.1f} | {live:.1f} "
+                     f"| {r.get('from_spool', 0)} | {r['uptime'].split('load average:')[-1].strip()} |")
+    text = "\n".join(lines) + "\n"
+    print()
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
 
 
 def _med(runs: list[dict], key: str) -> float:

@@ -370,6 +370,11 @@ def test_recover_to_latest_reads_back_the_heartbeat_then_its_timeline_2_is_follo
     try:
         assert read_heartbeat(cluster.target("app")) == written
         assert "timeline 2" in cluster.reached
+        # Replay took segments from the cluster's prefetch spool, removed at promotion.
+        assert "--spool" in (cluster.pgdata / "postgresql.auto.conf").read_text()
+        print("spool use (prefetched, delivered):", cluster.spool_use)
+        assert cluster.spool_use[1] >= 1, cluster.spool_use
+        assert not cluster.spool.exists()
         cluster.stop()
         with open(cluster.pgdata / "postgresql.auto.conf", "a") as fh:
             fh.write(f"archive_mode = 'on'\narchive_command = {literal(archive_command(s))}\n")
@@ -397,6 +402,7 @@ def test_recover_to_latest_reads_back_the_heartbeat_then_its_timeline_2_is_follo
         assert "timeline 2 branched from 1 at" in capsys.readouterr().out
     finally:
         cluster.discard()
+    assert not cluster.directory.exists()
 
 
 def test_prune_applies_the_recovery_window_keeping_the_newest_base_backups(pitr_env, history, capsys):
