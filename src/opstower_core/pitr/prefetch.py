@@ -176,7 +176,9 @@ def main(argv: list[str]) -> int:
     except BlockingIOError:
         return 0  # another call started one first
     (spool / _PID).write_text(str(os.getpid()))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # stop() waits for the lock to go, then the spool is removed: exit at once, downloads and all
+    # (a temp name left behind goes with the spool; sys.exit would wait for the pool's threads).
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     _Prefetcher(spool, k, config).run()
     return 0
 

@@ -224,12 +224,19 @@ def _scratch_user(settings: Settings, live: Target) -> OsUser:
 
 
 def _ensure_launcher(settings: Settings, user: OsUser) -> None:
-    """The restore_command is the launcher: write it (and the credentials file) when missing.
+    """The restore_command is the launcher: write it (and the credentials file) when missing or older.
 
     Missing on a host that reads an archive someone else writes (a CloudNativePG cluster's,
     a colleague's server): `pitr enable` never ran here, nothing here archives.
     """
-    if not launcher_path(settings).exists():
+    path = launcher_path(settings)
+    try:
+        # One written before WAL prefetch lacks the spool fast path (each spooled segment would cost
+        # a full start): rewritten, when we have a config to name in it.
+        older = path.exists() and "--spool" not in path.read_text(errors="replace")
+    except OSError:
+        older = False  # unreadable here: left as it is (it still runs as the server's user)
+    if not path.exists() or (older and settings.config_path is not None):
         if settings.config_path is None:
             raise OpsError("The recovered cluster's restore command needs a config file", "nothing was changed",
                            "write the [s3] and [pitr] settings into a config file and pass it with --config")
