@@ -23,6 +23,9 @@ connects to the database or writes anything. Checks, per target database unless 
 |               | (pitr.pitr_status)                            | / archive unreadable    | after the oldest one |
 | pitr_archiver | [pitr] only: the default target's             | archive lag > 5 min     | the archiver is     |
 |               | pg_stat_archiver (the one database read)      |                         | failing (last try)  |
+| pitr_replica  | [pitr] + [s3.replica] only: both PITR roots   | unreachable / objects   | -                   |
+|               | listed (storage.replica.pitr_replica_lag)     | missing, the oldest     |                     |
+|               |                                               | > max_lag_minutes old   |                     |
 
 A backup dated in the future is left out of every other check: it must never pass for the
 latest backup and turn a stale-backup CRITICAL into "OK 0s old".
@@ -359,3 +362,26 @@ def _check_archiver(subject: str, status: Any) -> HealthCheck:
                            f"archive lag {span(lag)} (warning > {span(PITR_LAG_WARN)})", metrics=metrics)
     return HealthCheck("pitr_archiver", subject, HealthState.OK,
                        f"archiving: last {a.get('last_archived_wal')}, lag {span(lag)}", metrics=metrics)
+
+
+def check_pitr_replica(settings: Settings, lag: Any, error: str | None = None) -> HealthCheck:
+    """The replica's copy of the base backups and WAL (a `storage.replica.PitrLag`): wal-push never fails
+    for a replica copy, so a segment missing there is only seen here (and caught up by `replicate`)."""
+    rep = settings.s3.replica
+    assert rep is not None
+    subject = f"pitr:{settings.pitr.server_name}"
+    if lag is None:
+        return HealthCheck("pitr_replica", subject, HealthState.WARNING,
+                           f"PITR replica not reachable: {error}; fix access ({say('doctor')}), then "
+                           + say("replicate"))
+    metrics = {"missing": lag.missing, "oldest_missing_age": round(lag.oldest_missing_age),
+               "warn_seconds": rep.max_lag_minutes * 60}
+    if not lag.missing:
+        return HealthCheck("pitr_replica", subject, HealthState.OK,
+                           "the replica holds every base backup and WAL object", metrics=metrics)
+    what = (f"{lag.missing} PITR object(s) not on the replica, the oldest written {span(lag.oldest_missing_age)} "
+            f"ago (limit {rep.max_lag_minutes}m; newest missing: {lag.newest_missing})")
+    if lag.oldest_missing_age > rep.max_lag_minutes * 60:
+        return HealthCheck("pitr_replica", subject, HealthState.WARNING, f"{what}; {say('replicate')}",
+                           metrics=metrics)
+    return HealthCheck("pitr_replica", subject, HealthState.OK, what, metrics=metrics)

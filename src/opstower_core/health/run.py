@@ -34,6 +34,7 @@ from opstower_core.health.checks import (
     check_free_space,
     check_future_dated,
     check_pitr,
+    check_pitr_replica,
     check_replica,
     check_s3_upload,
     check_size_trend,
@@ -81,6 +82,10 @@ class HealthReport:
                 parts.append(f"'{label}_backup_size'={m['size_bytes']}B")
             if c.check == "pitr_archiver" and "lag_seconds" in m:
                 parts.append(f"'{label}_archive_lag'=%ds;%d;" % (m["lag_seconds"], PITR_LAG_WARN))
+            if c.check == "pitr_replica" and "missing" in m:
+                parts.append(f"'{label}_replica_missing'={m['missing']}")
+                parts.append(f"'{label}_replica_oldest_missing_age'=%ds;%d;" % (m["oldest_missing_age"],
+                                                                                 m["warn_seconds"]))
             if "free_bytes" in m:  # "N:" = alert below N, in Nagios range syntax
                 warn_crit = f";{m['warn_bytes']}:;{m['crit_bytes']}:" if "warn_bytes" in m else ""
                 parts.append(f"'{label}_free'={m['free_bytes']}B{warn_crit}")
@@ -145,6 +150,7 @@ def check_health(settings: Settings, target_name: str | None = None, *, state: S
     checks.append(check_free_space(settings, latest_size))
     if settings.pitr.enabled and include_s3:
         checks.extend(_pitr_checks(settings))
+        checks.extend(_pitr_replica_check(settings))
     counted = [c for c in checks if c.counts]
     overall = max((c.state for c in counted), key=_RANK.__getitem__, default=HealthState.UNKNOWN)
     return HealthReport(overall, _summary(overall, checks), checks, now)
@@ -159,6 +165,19 @@ def _pitr_checks(settings: Settings) -> list[HealthCheck]:
         return check_pitr(settings, pitr_status(settings, target))
     except Exception as exc:  # noqa: BLE001 - an unreadable archive is a finding, not a crash
         return check_pitr(settings, None, getattr(exc, "sentence", None) or f"{type(exc).__name__}: {exc}")
+
+
+def _pitr_replica_check(settings: Settings) -> list[HealthCheck]:
+    """The PITR objects the replica lacks (one listing of each store); none without [s3.replica]."""
+    from opstower_core.storage.replica import pitr_replica_lag, replica_settings
+
+    if replica_settings(settings) is None:
+        return []
+    try:
+        lag = pitr_replica_lag(settings)
+    except Exception as exc:  # noqa: BLE001 - an unreachable replica is a finding, not a crash
+        return [check_pitr_replica(settings, None, getattr(exc, "what", None) or f"{type(exc).__name__}: {exc}")]
+    return [] if lag is None else [check_pitr_replica(settings, lag)]
 
 
 def _summary(overall: HealthState, checks: list[HealthCheck]) -> str:

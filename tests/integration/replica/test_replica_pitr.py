@@ -7,6 +7,7 @@ share the server and run in order (the second points the replica at a dead port,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -18,6 +19,8 @@ import pytest
 from opstower_core.cli import main
 from opstower_core.config import load_settings
 from opstower_core.devenv.embedded import EmbeddedS3
+from opstower_core.health.checks import HealthState
+from opstower_core.health.run import check_health
 from opstower_core.pitr.wal import wal_rel
 from opstower_core.storage.replica import pitr_replica_lag, pitr_root
 from support.pitr import pitr_env  # noqa: F401 - a fixture, found by pytest through this import
@@ -106,14 +109,37 @@ def test_replica_down_never_stalls_archiving_and_the_next_base_backup_catches_up
     with env.conn() as c:
         assert c.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] == failed_before
     assert took < 20, took
+    down = pitr_replica_check(env.settings)
+    assert down.state == HealthState.WARNING and "PITR replica not reachable" in down.detail, down
     point_replica(env, other)  # back
     lag = pitr_replica_lag(env.settings)
     assert lag is not None and lag.missing >= 1 and lag.newest_missing == wal_rel(segment), lag.sentence
     assert "run `opstower replicate`" in lag.sentence
+    # health: missing but younger than max_lag_minutes (60) is OK; past a limit of 0 minutes it is a WARN.
+    young = pitr_replica_check(env.settings)
+    assert young.state == HealthState.OK and young.metrics["missing"] >= 1, young
+    s = env.settings
+    strict = dataclasses.replace(s, s3=dataclasses.replace(s.s3, replica=dataclasses.replace(s.s3.replica,
+                                                                                              max_lag_minutes=0)))
+    late = pitr_replica_check(strict)
+    assert late.state == HealthState.WARNING and "not on the replica" in late.detail, late
+    assert "run `opstower replicate`" in late.detail and late.metrics["oldest_missing_age"] >= 0, late
     assert main(["--config", str(env.config), "base-backup"]) == 0
     assert "PITR:" in capsys.readouterr().out
     assert wal_rel(segment) in replica_objects(env, other)
     assert pitr_replica_lag(env.settings).missing == 0
+    caught_up = pitr_replica_check(strict)
+    assert caught_up.state == HealthState.OK and caught_up.metrics["missing"] == 0, caught_up
+
+
+def pitr_replica_check(settings):
+    """health's pitr_replica check, as `opstower health` computes it (and its perfdata)."""
+    report = check_health(settings)
+    found = [c for c in report.checks if c.check == "pitr_replica"]
+    assert len(found) == 1, [c.check for c in report.checks]
+    if "missing" in found[0].metrics:  # an unreachable replica has no measure
+        assert f"_replica_missing'={found[0].metrics['missing']}" in report.perfdata(), report.perfdata()
+    return found[0]
 
 
 def test_prune_applies_the_recovery_window_to_the_replica_too(env, other, capsys) -> None:
