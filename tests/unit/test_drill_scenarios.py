@@ -38,6 +38,13 @@ def test_builtin_scenarios_follow_the_reference():
     assert kinds["Database Corruption"] == ["manual", "manual", "restore", "manual", "verify"]
     assert kinds["Accidental Data Deletion"] == ["manual", "selective_restore", "verify"]
     assert scenarios["Complete Server Failure"].phases[4].activities == "Update DNS, verify routing"
+    # The measured-RPO scenario: its recovery is the pitr_latest kind, the rest done by hand.
+    pitr = scenarios["Point-in-time recovery to latest (measured RPO)"]
+    assert [(p.name, p.target_minutes, p.kind) for p in pitr.phases] == [
+        ("Assessment", 10, "manual"), ("Recovery to latest", 45, "pitr_latest"),
+        ("Application configuration", 30, "manual"), ("DNS cutover", 15, "manual")]
+    assert pitr.id == "pitr_latest" and pitr.target_minutes == 100
+    assert len(scenarios) == 5
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
