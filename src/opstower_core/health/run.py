@@ -150,7 +150,7 @@ def check_health(settings: Settings, target_name: str | None = None, *, state: S
     checks.append(check_free_space(settings, latest_size))
     if settings.pitr.enabled and include_s3:
         checks.extend(_pitr_checks(settings))
-        checks.extend(_pitr_replica_check(settings))
+        checks.extend(_pitr_replica_check(settings, now))
     counted = [c for c in checks if c.counts]
     overall = max((c.state for c in counted), key=_RANK.__getitem__, default=HealthState.UNKNOWN)
     return HealthReport(overall, _summary(overall, checks), checks, now)
@@ -167,14 +167,14 @@ def _pitr_checks(settings: Settings) -> list[HealthCheck]:
         return check_pitr(settings, None, getattr(exc, "sentence", None) or f"{type(exc).__name__}: {exc}")
 
 
-def _pitr_replica_check(settings: Settings) -> list[HealthCheck]:
+def _pitr_replica_check(settings: Settings, now: float) -> list[HealthCheck]:
     """The PITR objects the replica lacks (one listing of each store); none without [s3.replica]."""
     from opstower_core.storage.replica import pitr_replica_lag, replica_settings
 
     if replica_settings(settings) is None:
         return []
     try:
-        lag = pitr_replica_lag(settings)
+        lag = pitr_replica_lag(settings, now)
     except Exception as exc:  # noqa: BLE001 - an unreachable replica is a finding, not a crash
         return [check_pitr_replica(settings, None, getattr(exc, "what", None) or f"{type(exc).__name__}: {exc}")]
     return [] if lag is None else [check_pitr_replica(settings, lag)]
