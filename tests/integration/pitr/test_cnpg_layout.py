@@ -225,3 +225,29 @@ def assert_read_only_refusals(config: Path, settings, server: EmbeddedPostgres, 
     assert wal_push(settings, segment, err=log) == 1
     assert "REFUSED" in log.getvalue() and "nothing was changed" in log.getvalue(), log.getvalue()
     assert objects() == before  # not one object added or removed
+
+
+@pytest.mark.parametrize("compression", ["zstd", "bzip2", "gzip"])
+def test_wal_push_reads_an_archived_segment_in_any_compression_barman_writes(s3: EmbeddedS3, tmp_path, compression):
+    """wal-push's overwrite check decompresses what another archiver wrote (CNPG's wal.compression: zstd
+    too), as status does; no server needed: the object is put as barman-cloud-wal-archive names it."""
+    from barman.clients.cloud_compression import compress
+
+    from opstower_core.pitr.wal import archived_copy, wal_key
+
+    folder = f"cnpg-{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "opstower.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\nbackup_dir = "{tmp_path / "b"}"\n[s3]\n'
+                      f'bucket = "{s3.bucket}"\nprefix = "{folder}/"\nendpoint_url = "{s3.endpoint_url}"\n'
+                      f'region = "us-east-1"\n[pitr]\npath = ""\nserver_name = "{CLUSTER}"\nread_only = true\n')
+    settings = load_settings(config)
+    name = "000000010000000000000042"
+    plain = os.urandom(4096) * 8
+    suffix = {"zstd": ".zst", "bzip2": ".bz2", "gzip": ".gz"}[compression]
+    key = wal_key(settings, name) + suffix
+    assert key == f"{folder}/{CLUSTER}/wals/0000000100000000/{name}{suffix}"
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=compress(io.BytesIO(plain), compression, None).getvalue())
+    try:
+        assert archived_copy(settings, name) == (key, plain)
+    finally:
+        s3.client().delete_object(Bucket=s3.bucket, Key=key)
