@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = actions.add_parser("enable", help="check (or with --apply set) archive_mode, archive_command, archive_timeout")
     add_target(e)
     e.add_argument("--apply", action="store_true",
-                   help="write the launcher and set the settings with ALTER SYSTEM (then reload)")
+                   help="write the launcher and set the settings with ALTER SYSTEM (then reload); refused with "
+                   "[pitr] read_only (another system's archive)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_enable)
     st = actions.add_parser("status", help="base backups, recoverable window, WAL gaps, archiver failures and lag")

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pre_restore_retention_days. Leftovers of killed runs (temp files, multipart uploads older than a day) are "
         "removed. `backup` does this after every run; prune does it alone. With [pitr]: base backups in S3 by a "
         "recovery window of pitr.window_days, the newest pitr.keep_last always kept (barman-cloud-backup-delete). "
-        "With [s3.replica]: the same rules on the replica's backups, base backups and WAL.",
+        "With [s3.replica]: the same rules on the replica's backups, base backups and WAL. With [pitr] read_only "
+        "(another system's archive, e.g. CloudNativePG's): its base backups and WAL are left to their owner.",
     )
     add_target(p)
     p.add_argument("--dry-run", action="store_true", help="show each decision with its reason, delete nothing")
