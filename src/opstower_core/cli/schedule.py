@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
     config_path = Path(args.config).expanduser().resolve() if args.config else settings.config_path
     config = str(config_path) if config_path else None
     exe = find_opstower()
-    jobs = jobs_for(settings.pitr.enabled, base_backup=not args.no_base_backup, heartbeat=not args.no_heartbeat)
+    # A read-only archive is another system's (e.g. CloudNativePG's): its owner takes the base backups,
+    # and a heartbeat would write into a database we only watch.
+    pitr = settings.pitr.enabled and not settings.pitr.read_only
+    jobs = jobs_for(pitr, base_backup=not args.no_base_backup, heartbeat=not args.no_heartbeat)
 
     if args.format == "cron":
         log_dir = args.log_dir or str(settings.state_dir / "logs")

@@ -351,6 +351,12 @@ def test_schedule_adds_daily_base_backup_and_minute_heartbeat_beside_the_hourly_
     out = capsys.readouterr().out
     assert "opstower-base-backup.timer" in out and "OnCalendar=*-*-* 01:30:00" in out
     assert "heartbeat" not in out
+    # Another system's archive ([pitr] read_only): neither its base backups nor a heartbeat row are ours.
+    ro = pitr_env.root / "read-only.toml"
+    ro.write_text(pitr_env.config.read_text().replace("[pitr]\n", "[pitr]\nread_only = true\n"))
+    assert main(["--config", str(ro), "schedule", "--print", "cron"]) == 0
+    out = capsys.readouterr().out
+    assert "backup >>" in out and "base-backup" not in out and "heartbeat" not in out
 
 
 def test_recover_to_latest_reads_back_the_heartbeat_then_its_timeline_2_is_followed(pitr_env, history, capsys):
