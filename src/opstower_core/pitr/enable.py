@@ -127,10 +127,12 @@ def enable(settings: Settings, target: Target, apply: bool = False) -> EnableRep
                 conn.execute(sql)
                 applied.append(sql)
             conn.execute("SELECT pg_reload_conf()")
-        # The reload is asynchronous: wait (briefly) until the server shows the new command.
+        # The reload is asynchronous: wait (briefly) until the server shows the new command. With
+        # archive_mode still off (a restart pending) it shows "(disabled)" whatever we set: no wait.
+        archiving = report.checks[2].ok
         deadline = time.monotonic() + 10
         report = inspect(settings, target)
-        while not report.checks[3].ok and time.monotonic() < deadline:
+        while archiving and not report.checks[3].ok and time.monotonic() < deadline:
             time.sleep(0.2)
             report = inspect(settings, target)
         report.applied = applied
