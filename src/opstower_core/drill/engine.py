@@ -83,9 +83,10 @@ def run_restore_phase(settings: Settings, drill: Drill, phase: PhaseRun, on_even
         _drop(settings, drill, [name])
         options = RestoreOptions(target_db=name, force=True)
     plan = plan_restore(settings, entry, drill.target_name, options)
+    forecast = _forecast(settings, drill, entry, plan.mode, state)  # before the run: it must not see itself
     result = run_restore(settings, plan, on_event=on_event, cancel=cancel, state=state)
     data = {"restore": result.as_dict(), "database": result.database, "mode": plan.mode,
-            "tables": options.tables, "old_database": result.old_database}
+            "tables": options.tables, "old_database": result.old_database, "forecast": forecast}
     if result.status == "cancelled":
         return None, result.sentence, data
     if not result.ok:
@@ -94,6 +95,27 @@ def run_restore_phase(settings: Settings, drill: Drill, phase: PhaseRun, on_even
     if selective:
         return run_deletion_rehearsal(settings, drill, entry, result.database, warned, on_event, cancel, state, data)
     return ("WARN" if warned else "PASS"), result.sentence, data
+
+
+def _forecast(settings: Settings, drill: Drill, entry: CatalogEntry, mode: str,
+              state: StateStore) -> dict[str, Any] | None:
+    """The restore-time forecast for this very backup, made before the restore runs, for the report's
+    forecast-vs-actual line (issue 18). A forecast that cannot be made is said, never a drill failure."""
+    from opstower_core.forecast import forecast_restore
+
+    try:
+        meta = entry.meta or {}
+        dump = meta.get("uncompressed_bytes")
+        fc = forecast_restore(state.runs("restore", limit=200), entry.database,
+                              dump_bytes=dump if isinstance(dump, int) and dump > 0 else None,
+                              artifact_bytes=int(meta.get("size_bytes") or entry.size or 0) or None,
+                              rto_minutes=settings.target(drill.target_name).rto_minutes,
+                              mode=mode,
+                              tests=state.runs("verify", entry.database, limit=50))
+    except Exception as exc:  # noqa: BLE001 - a forecast is advice; the drill goes on without it
+        return {"seconds": None, "reason": f"forecast failed: {exc}"}
+    return {"seconds": fc.seconds, "reason": fc.reason, "runs": fc.runs,
+            "steps": [{"step": st.step, "seconds": st.seconds, "basis": st.basis} for st in fc.steps]}
 
 
 def run_deletion_rehearsal(settings: Settings, drill: Drill, entry: CatalogEntry, database: str, warned: bool,

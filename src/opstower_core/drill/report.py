@@ -140,10 +140,24 @@ def _restores(d: Drill) -> list[str]:
                         duration(s["cumulative"]), s["detail"]] for s in r.get("steps", [])], "llrrl")
         out += ["", f"Restore total {duration(r.get('total_seconds'))} of the {duration(r.get('rto_seconds'))} RTO "
                 f"budget. {r.get('sentence', '')}".rstrip()]
+        out += _forecast_line(p.data.get("forecast"), r.get("total_seconds"))
         out += _proof_lines(r.get("proof"))
         if r.get("commands"):
             out += ["", "Commands run:", "", *md.command_log(r["commands"])]
     return (["", "## Restore step timing", *out]) if out else []
+
+
+def _forecast_line(fc: dict | None, actual: float | None) -> list[str]:
+    """Forecast (made before the restore ran, from past restores) against what the drill measured."""
+    if fc is None:
+        return []
+    if fc.get("seconds") is None or not actual:
+        return ["", f"Restore-time forecast: none: {fc.get('reason') or 'nothing measured'}."]
+    off = (fc["seconds"] - actual) / actual * 100
+    runs = fc.get("runs", 0)
+    return ["", f"Restore-time forecast: {duration(fc['seconds'])} (from {runs} past run{'' if runs == 1 else 's'}), actual "
+                f"{duration(actual)}: {off:+.0f}% ({'within' if abs(off) <= 25 else 'outside'} the 25% the forecast "
+                "aims at)."]
 
 
 def _recoveries(d: Drill) -> list[str]:

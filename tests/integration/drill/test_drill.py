@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -110,6 +111,7 @@ def test_every_builtin_scenario_runs_headless_with_a_real_restore(env, pg, tmp_p
     runner = start_drill(settings, scenario, db, DrillOptions(
         participants=[Participant.parse("Ana Lima:Drill lead"), Participant.parse("Bo Chen:DBA")], tables=tables))
     before = databases(pg)
+    measured_before = bool(StateStore(settings.state_dir).runs("restore", limit=1))
     seen: dict = {}
     drive(runner, pg, db, seen)
     drill = runner.drill
@@ -153,6 +155,14 @@ def test_every_builtin_scenario_runs_headless_with_a_real_restore(env, pg, tmp_p
     assert "Full restoration test" in md  # the verify phase's checks
     if scenario != "performance_degradation":
         assert "## Restore step timing" in md and "Restoring database from backup" in md
+        # Forecast (made before the restore, from earlier ones) against the drill's actual time (issue 18).
+        fc = next(p.data["forecast"] for p in drill.phases if "forecast" in p.data)
+        if measured_before:
+            assert fc["seconds"] and fc["seconds"] > 0, fc
+            assert re.search(r"Restore-time forecast: .+ \(from \d+ past runs?\), actual .+: [+-]\d+% "
+                             r"\((within|outside) the 25%", md), md
+        else:
+            assert fc["seconds"] is None and "Restore-time forecast: none: " in md
     assert "done by hand" in md
     assert "- [x] Time each phase" in md
 
