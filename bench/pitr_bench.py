@@ -19,7 +19,12 @@ both in turn. The table gives medians and the median of the per-repetition ratio
 of a pair run back to back drifts less than either time on a shared machine).
 
     .venv/bin/python bench/pitr_bench.py [--rows 2000000] [--update-rows 500000] [--reps 3]
-                                         [--out FILE.md] [--keep] [--force]
+                                         [--out FILE.md] [--keep] [--force] [--prefetch 8]
+                                         [--compare-prefetch]
+
+--prefetch K: WAL segments the recovery prefetches into its spool (0: each one fetched when
+asked). --compare-prefetch: the recovery only, with 0 and with K in each repetition (the
+replay before/after prefetching), instead of the three measurements.
 
 Prints a markdown table (and writes it to --out). Refuses to start when the 1-minute load
 average is 2 or more (the machine is shared; --force overrides), since every number here is
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     from opstower_core.pitr import enable
 
     started = time.monotonic()
-    info: dict = {"uptime_before": _uptime(), "reps": args.reps, "rows": args.rows, "update_rows": args.update_rows}
+    info: dict = {"uptime_before": _uptime(), "reps": args.reps, "rows": args.rows, "update_rows": args.update_rows,
+                  "prefetch": args.prefetch}
     runs: list[dict] = []
     shutil.rmtree(WORK, ignore_errors=True)  # a run killed earlier leaves its cluster and objects here
     WORK.mkdir(parents=True, exist_ok=True)
