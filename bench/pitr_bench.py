@@ -367,7 +367,7 @@ def _table(info: dict, runs: list[dict]) -> str:
         "fetch, replay and promotion) | - | - |",
         f"| WAL replay throughput, while replaying | {_spread(runs, 'replaying_mb_s', '{:.1f}')} MiB/s "
         f"({_med(runs, 'replayed_mb'):.0f} MiB between the first and the last LSN sample in "
-        f"{_spread(runs, 'replaying_s')} s; each segment fetched from S3 by `opstower wal-fetch`) | - | - |",
+        f"{_spread(runs, 'replaying_s')} s; `opstower wal-fetch` prefetching {info.get('prefetch', 0)} segments) | - | - |",
     ]
     return "\n".join(lines) + "\n"
 
