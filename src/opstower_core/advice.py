@@ -161,6 +161,16 @@ REMEDIES: dict[str, Remedy] = {
                               "type another name in the copy dialog (c), or keep the dated one it offers"),
     "keep_cluster": Remedy("keep the cluster (--keep)", "keep the cluster (k, Keep as server, on the recovery screen)"),
     "keep_cluster_it": Remedy("keep it (--keep)", "keep it (k, Keep as server, on the recovery screen)"),
+    # -- restore and verify sentences (issue 16) ---------------------------------------------
+    "full_test_use": Remedy("use --full-test", "t (Full test) runs it"),
+    "no_acl_aside": Remedy("--no-acl", "without ownership and grants"),
+    # The console restores the local copy when there is one (it offers no from-S3 choice).
+    "from_s3_hint": Remedy(" (or add --from-s3 to restore the S3 copy, which checked out)",
+                           " (the S3 copy checked out: move the local file out of the backup directory and the "
+                           "console restores the S3 copy)"),
+    "confirm_replace": Remedy("run it on a terminal, or pass --force",
+                              "confirm it on the Restore screen (Enter, then type the name)"),
+    "other_target_db": Remedy("choose another --target-db", "choose another database name"),
 }
 
 
