@@ -21,6 +21,7 @@ from typing import Any
 
 import humanize
 
+from opstower_core.advice import say
 from opstower_core.artifacts.scan import ScanResult, scan_stream
 from opstower_core.config import Settings, Target
 from opstower_core.errors import Cancelled, OpsError
@@ -166,7 +167,7 @@ class _Verifier:
                     self._full_restore(loaded)
                 else:
                     t = self.start(8)
-                    self.check(8, Status.SKIP, "Full restoration test not requested (use --full-test)", t)
+                    self.check(8, Status.SKIP, f"Full restoration test not requested ({say('full_test_use')})", t)
         finally:
             if loaded is not None:
                 loaded.drop(self.r)  # e.g. cancelled at check 7: the test database never outlives the run
