@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from opstower_core import fmt
+from opstower_core.advice import say
 from opstower_core.config import Settings
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import CancelToken, EventSink, Reporter, Status, StepResult
@@ -150,7 +151,7 @@ def _refuse_if_interrupted(ctx: RunContext) -> None:
     j = journal.read(journal.journal_path(ctx.settings.state_dir, ctx.target.name, ctx.live_db))
     if j is not None and not j.alive:
         raise OpsError(f"An interrupted {j.describe()} is not finished", "this run changed nothing",
-                       "run `opstower restore --recover` first")
+                       f"{say('recover_interrupted')} first")
 
 
 def _result(ctx: RunContext, status: str, error: BaseException | None, seconds: float) -> RestoreResult:
@@ -271,7 +272,7 @@ def _sentence(ctx: RunContext, result: RestoreResult, error: BaseException | Non
 def _success_sentence(ctx: RunContext, result: RestoreResult) -> str:
     text = _restored_sentence(ctx, result)
     if result.left_out:
-        text += f" Left out on request (--no-acl): {result.left_out}."
+        text += f" Left out on request ({say('no_acl_aside')}): {result.left_out}."
     return text
 
 
@@ -285,7 +286,7 @@ def _restored_sentence(ctx: RunContext, result: RestoreResult) -> str:
     if plan.mode == "swap":
         return (f"Restored {live} from {file} in {took} ({rto}). The previous database is kept as "
                 f"{ctx.old_db}: once the application is checked, discard it with "
-                f"`opstower restore --discard-old {ctx.old_db}`.")
+                f"{say('discard_old', db=ctx.old_db)}.")
     if plan.mode == "in_place":
         return (f"Restored {live} in place from {file} in {took} ({rto}). The pre-restore backup "
                 f"{result.pre_restore_artifact} is kept for {ctx.settings.pre_restore_retention_days} days.")
@@ -303,7 +304,7 @@ def _state_after_failure(ctx: RunContext, nxt: str) -> tuple[str, str]:
         state = f"ROLLBACK FAILED ({ctx.rollback_failed.rstrip('.')})"
         if touched.live_dropped and pre:
             state += f"; {live} does not exist now; the pre-restore backup {pre} is intact"
-            nxt = f"restore it now with `opstower restore {pre} --force`"
+            nxt = say("restore_artifact", artifact=pre)
         elif touched.blocked is not None:
             state += f"; {live} is unchanged but may still refuse connections"
             nxt = (f"run ALTER DATABASE \"{live}\" WITH ALLOW_CONNECTIONS {str(touched.blocked.allow).lower()} "
