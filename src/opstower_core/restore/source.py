@@ -8,6 +8,7 @@ from typing import Any
 
 import humanize
 
+from opstower_core.advice import say
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Status, StepOutcome
@@ -67,14 +68,14 @@ def judge_verification(ctx: RunContext, res: Any, out: StepOutcome, in_load: boo
         hint = ""
         s3_copy_ok = any(x.step == "s3" and x.status == Status.PASS for x in res.results)
         if ctx.entry.local_path is not None and s3_copy_ok:
-            hint += " (or add --from-s3 to restore the S3 copy, which checked out)"
+            hint += say("from_s3_hint")
         also = f"; {replica_note}" if replica_note else ""
         what = f"Backup verification failed: {f.title}: {f.detail}{also}"
         if in_load:
             from opstower_core.pg.load import FeedRefused
 
-            raise FeedRefused(what, "", f"pick another backup (`opstower list`){hint}")
-        raise OpsError(what, "nothing was changed", f"pick another backup (`opstower list`){hint}")
+            raise FeedRefused(what, "", f"{say('list_backups')}{hint}")
+        raise OpsError(what, "nothing was changed", f"{say('list_backups')}{hint}")
     counts = {s: sum(1 for x in res.results if x.status == s) for s in Status}
     warned = counts[Status.WARN] + len(res.failed)
     out.status = Status.WARN if warned else Status.PASS
@@ -136,7 +137,7 @@ def confirm_with_operator(ctx: RunContext, out: StepOutcome) -> None:
     live = ctx.live_db
     if ctx.confirm is None:
         raise OpsError(f"Replacing {live} needs the operator to type its name", "nothing was changed",
-                       "run it on a terminal, or pass --force")
+                       say("confirm_replace"))
     try:
         typed = ctx.confirm(ctx.plan)
     except KeyboardInterrupt:
