@@ -13,6 +13,7 @@ from typing import Any
 
 import humanize
 
+from opstower_core.advice import say
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Status, StepOutcome
 from opstower_core.pg.admin import (
@@ -95,7 +96,7 @@ def create_work_database(ctx: RunContext, out: StepOutcome) -> None:
             r.log("drop_create", drop_sql(live))
         if db_exists(conn, ctx.work_db):
             if plan.options.target_db and plan.mode == "tables":
-                raise OpsError(f"Database {ctx.work_db} exists now", "nothing was changed", "choose another --target-db")
+                raise OpsError(f"Database {ctx.work_db} exists now", "nothing was changed", say("other_target_db"))
             taken = ctx.work_db
             ctx.work_db = free_name(conn, taken)
             r.log("drop_create", f"Database name {taken} is already taken (left as it is); "
@@ -130,7 +131,7 @@ def _check_room(ctx: RunContext, conn: Any) -> None:
         raise OpsError(f"The server has {size(free, binary=True)} free in {where}, not enough for a "
                        f"{size(need, binary=True)} copy of {ctx.live_db}"
                        + (f" plus the {ctx.settings.min_free_gb:g} GB min_free_gb reserve" if reserve else ""),
-                       "nothing was changed", "free space on the server, or restore with --in-place")
+                       "nothing was changed", f"free space on the server, or {say('in_place')}")
     r.log("drop_create", f"Free space on the server: {size(free, binary=True)} in {where}; the copy needs about "
           f"{size(need, binary=True)}")
 
