@@ -30,7 +30,8 @@ FLAG = re.compile(r"(?<![\w-])--?[a-z]")  # --full-test, -d
 # Sentences the console can show, in the modules that say their next steps through advice.
 SPEAKING = [*SRC.glob("health/*.py"), *SRC.glob("doctor/*.py"), SRC / "repo" / "retention.py",
             *(SRC / "restore" / f"{n}.py" for n in ("checks", "identity", "roles", "old", "recover", "journal",
-                                                     "from_cluster")),
+                                                     "from_cluster", "run", "source", "server")),
+            SRC / "verify" / "run.py",
             *SRC.glob("recover/*.py"), *SRC.glob("backup/*.py"), SRC / "pg" / "tools.py", SRC / "pg" / "admin.py",
             SRC / "repo" / "catalog.py", SRC / "repo" / "download.py", SRC / "storage" / "s3.py",
             *(SRC / "pitr" / f"{n}.py" for n in ("status", "base", "accident", "heartbeat", "barman"))]
