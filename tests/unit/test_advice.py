@@ -53,6 +53,11 @@ CLI_BEFORE = {
     "copy_other_name": "choose another name (--as NAME), or leave it out for a dated one",
     "keep_cluster": "keep the cluster (--keep)",
     "keep_cluster_it": "keep it (--keep)",
+    "full_test_use": "use --full-test",
+    "no_acl_aside": "--no-acl",
+    "from_s3_hint": " (or add --from-s3 to restore the S3 copy, which checked out)",
+    "confirm_replace": "run it on a terminal, or pass --force",
+    "other_target_db": "choose another --target-db",
 }
 
 
