@@ -13,6 +13,7 @@ from typing import Any
 
 import humanize
 
+from opstower_core.advice import say
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError, UsageError
 from opstower_core.forecast import RestoreForecast, forecast_restore
@@ -105,7 +106,7 @@ def _latest(settings: Settings, db: str, m: re.Match[str] | None) -> CatalogEntr
             return e
     hint = f" ({catalog.s3_error})" if catalog.s3_error else ""
     raise OpsError(f"No backup of {db} in {settings.backup_dir}" + (" or S3" if settings.s3.enabled else "") + hint,
-                   "nothing was changed", "take one with `opstower backup`")
+                   "nothing was changed", say("take_backup"))
 
 
 def _named(settings: Settings, ref: str, db: str) -> CatalogEntry:
@@ -222,7 +223,7 @@ def _check_identity(entry: CatalogEntry, facts: ArtifactFacts, live: str, o: Res
         if other and identity and other != identity:
             raise OpsError(f"{entry.filename} holds a dump of database {identity} ({source}) but {where} says "
                            f"{other}", "nothing was changed",
-                           "do not restore it; pick another backup (`opstower list`) and check how this one was made")
+                           f"do not restore it; {say('list_backups')} and check how this one was made")
     if identity and identity != live and not (o.target_db or o.tables):
         raise OpsError(f"{entry.filename} is a backup of database {identity}, not of {live}", "nothing was changed",
                        f"to restore it into {live} anyway, say so with --target-db {live}; to restore it as "
@@ -264,7 +265,7 @@ def _locate(settings: Settings, entry: CatalogEntry, o: RestoreOptions) -> tuple
     head = store.head(key)
     if head is None:
         raise OpsError(f"Backup s3://{settings.s3.bucket}/{key} does not exist", "nothing was changed",
-                       "pick a backup from `opstower list`")
+                       say("pick_backup"))
     size = int(head["ContentLength"])
     remote = CatalogEntry(entry.name, size, local_path=None, s3_key=key, s3_size=size, meta=None,
                           meta_problem="metadata in S3 (not fetched)")
@@ -331,7 +332,7 @@ def _plan_roles(settings: Settings, entry: CatalogEntry, key: str | None, srv: _
     undefined = [r for r in missing if r not in roles]
     if undefined:
         raise OpsError(f"Roles {', '.join(undefined)} are needed but not in the backup's globals file",
-                       "nothing was changed", "create them by hand first, or restore with --no-acl")
+                       "nothing was changed", f"create them by hand first, or {say('no_acl')}")
     return roles, missing, None
 
 
@@ -361,14 +362,14 @@ def _notes(plan: RestorePlan) -> list[str]:
         notes.append(f"roles missing on this server are created from the globals file: "
                      f"{', '.join(plan.missing_roles)} (without passwords: set them afterwards)")
     if plan.left_out:
-        notes.append(f"--no-acl: {plan.left_out}")
+        notes.append(f"{say('no_acl_aside')}: {plan.left_out}")
     if plan.mode == "swap":
         notes.append(f"{live} stays in service during the restore; writes made to it meanwhile stay in "
                      f"{plan.old_db} after the switch")
     if plan.mode == "swap" and plan.live_size:
         notes.append(f"the server needs room for a second copy of {live} "
                      f"(~{humanize.naturalsize(plan.live_size, binary=True)}) until the old one is discarded; "
-                     "use --in-place when it has not")
+                     f"{say('in_place')} when it has not")
     if plan.sessions:
         notes.append(f"{len(plan.sessions)} session(s) connected to {live} will be terminated at the switch")
     return notes
@@ -437,7 +438,7 @@ def _confirm_step(settings: Settings, p: RestorePlan) -> PlannedStep:
     if _replaces(p) and not p.options.force:
         return _step("confirm", [f"type the database name: {p.live_db}"],
                      f"WARNING: database {p.live_db} on {p.target.display_host} will be replaced by {p.entry.filename}")
-    return _step("confirm", [], "", skip="--force given" if _replaces(p) else f"nothing existing is replaced ({p.mode})")
+    return _step("confirm", [], "", skip=say("force_given") if _replaces(p) else f"nothing existing is replaced ({p.mode})")
 
 
 def _roles_step(settings: Settings, p: RestorePlan) -> PlannedStep:
@@ -446,7 +447,7 @@ def _roles_step(settings: Settings, p: RestorePlan) -> PlannedStep:
         return _step("roles", cmds, f"create missing roles {', '.join(p.missing_roles)} from the globals file; "
                      "passwords are not carried (set them afterwards); existing roles are never altered")
     if p.options.no_acl:
-        return _step("roles", [], "", skip="--no-acl: ownership and grants are not restored")
+        return _step("roles", [], "", skip=f"{say('no_acl_aside')}: ownership and grants are not restored")
     return _step("roles", [], "", skip="every role the backup needs exists on this server")
 
 
