@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from opstower_core.advice import say
 from opstower_core.artifacts.names import ArtifactName
 from opstower_core.artifacts.scan import OUT_CHUNK, DumpReader, ScanError
 from opstower_core.config import Settings, Target
@@ -119,7 +120,7 @@ def open_artifact(settings: Settings, entry: CatalogEntry) -> IO[bytes]:
     if entry.local_path is not None:
         return open(entry.local_path, "rb")  # noqa: SIM115 - caller closes
     if not entry.s3_key:
-        raise OpsError(f"{entry.filename} is neither local nor in S3", "nothing was changed", "check `opstower list`")
+        raise OpsError(f"{entry.filename} is neither local nor in S3", "nothing was changed", say("see_backups"))
     return store_for(settings.s3).client.get_object(Bucket=settings.s3.bucket, Key=entry.s3_key)["Body"]
 
 

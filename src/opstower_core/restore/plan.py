@@ -318,7 +318,7 @@ def _plan_roles(settings: Settings, entry: CatalogEntry, key: str | None, srv: _
     if o.no_acl:
         if entry.name.format != "custom":
             raise UsageError(f"--no-acl needs a custom-format backup; {entry.filename} is plain SQL, restored "
-                             "statement for statement", "nothing was changed", "use --create-roles instead")
+                             "statement for statement", "nothing was changed", say("create_roles"))
         left_out = (f"ownership and grants were not restored ({facts.owner_statements} OWNER TO, "
                     f"{facts.grant_statements} GRANT/REVOKE statements left out"
                     + (f"; roles missing on the server: {', '.join(missing)}" if missing else "") + ")")
@@ -508,7 +508,7 @@ def _maintenance_step(kind: str) -> Callable[[Settings, RestorePlan], PlannedSte
         if kind == "reindex" and not p.options.reindex:
             # Every mode loads into a database this run creates: pg_restore / psql has just built each index.
             return _step(kind, [], "", skip=f"pg_restore built every index of {p.work_db} just now, in a database "
-                         "this run created (--reindex rebuilds them anyway)")
+                         "this run created")
         if kind == "analyze":
             return _step(kind, [f"ANALYZE <each table without statistics>  -- in {p.work_db}"], _analyze_detail(p))
         step = _step(kind, [f"{maintenance_sql(kind, p.work_db)}  -- in {p.work_db}"], "post-restore optimization")
@@ -534,7 +534,7 @@ def _swap_step(settings: Settings, p: RestorePlan) -> PlannedStep:
     if p.mode == "swap":
         return _step("swap", ["BEGIN", *swap_statements(live, work, old or "", before or ConnState(True, -1)), "COMMIT"],
                      f"one transaction (connection settings as {live} had them before the switch); {live} becomes "
-                     f"{old} (kept until `opstower restore --discard-old {old}`); {work} becomes {live}")
+                     f"{old} ({say('keep_old', db=old)}); {work} becomes {live}")
     if p.mode in ("in_place", "new_db"):
         return _step("swap", ["BEGIN", *in_place_statements(work, live, before), "COMMIT"], f"{work} becomes {live}")
     return _step("swap", [], "", skip=f"the tables stay in {work} for you to merge back")

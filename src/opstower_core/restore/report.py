@@ -68,5 +68,5 @@ def _proof_lines(result: RestoreResult) -> list[str]:
         lines += [f"- difference: {d}" for d in proof.differences]
         lines += [f"- not compared: {n}" for n in proof.not_compared]
     if result.left_out:
-        lines.append(f"- left out on request (--no-acl): {result.left_out}")
+        lines.append(f"- left out on request (restored without ownership and grants): {result.left_out}")
     return lines
