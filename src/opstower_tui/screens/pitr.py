@@ -636,6 +636,7 @@ class PitrScreen(OpsScreen):
         if self.cluster is None or self.phase != "recovered" or self.kept:
             return
         self.kept = True
+        self.cluster.keep()  # never taken for a dead run's leftover by a later recovery
         self.refresh_bindings()
         self._render_outcomes()
         self.notify(f"The recovered cluster keeps running on 127.0.0.1:{self.cluster.port}", title="Kept")
