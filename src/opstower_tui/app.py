@@ -83,12 +83,23 @@ class OpsTowerApp(App[int]):
 
     # -- start-up --------------------------------------------------------------------------
     def on_mount(self) -> None:
+        # While the console runs, the engine's next steps name its keys, not CLI flags (its engine
+        # calls run in worker threads of this process); when it closes, the face before comes back.
+        from opstower_core import advice
+
+        self._face_before = advice.current_face()
+        advice.set_face("console")
         keys = self.settings.section("keys")
         if keys:
             # [keys] in the config: binding id = "key", e.g. "backups.verify" = "V".
             self.set_keymap({str(k): str(v) for k, v in keys.items()})
         if self._notice:
             self.notify(self._notice, title="Demo", timeout=60)
+
+    def on_unmount(self) -> None:
+        from opstower_core import advice
+
+        advice.set_face(getattr(self, "_face_before", "cli"))
 
     def note_first_paint(self, screen: Any) -> None:
         if self._painted:

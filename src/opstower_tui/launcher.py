@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from opstower_core import advice
 from opstower_core.cli import main as cli_main
 from opstower_core.errors import OpsError
 
@@ -24,14 +23,8 @@ def open_console(settings: Settings, read_only: bool, notice: str | None = None)
     except ImportError as exc:
         raise OpsError("The console is not available", f"import failed: {exc}",
                        "use the sub-commands (opstower --help)") from None
-    # While the console is open the engine's next steps name its keys, not CLI flags (its engine
-    # calls run in worker threads of this process); after it closes (the demo goes on) the CLI's again.
-    before = advice.current_face()
-    advice.set_face("console")
-    try:
-        return run_console(settings, read_only=read_only, notice=notice)
-    finally:
-        advice.set_face(before)
+    # The app names its keys instead of CLI flags while it runs (OpsTowerApp.on_mount sets the face).
+    return run_console(settings, read_only=read_only, notice=notice)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -93,14 +93,24 @@ def test_every_remedy_renders_on_both_faces_with_the_same_names(name: str) -> No
         assert text and "{" not in text
 
 
-def test_the_console_speaks_in_keys_while_it_is_open(face, monkeypatch) -> None:
-    """The launcher sets the console's face for the console's run and gives the CLI its face back."""
-    import opstower_tui.app as console
-    from opstower_tui.launcher import open_console
+def test_the_console_speaks_in_keys_while_it_is_open(face, tmp_path) -> None:
+    """The app sets the console's face while it runs (pilot tests included) and gives the CLI its face back."""
+    import asyncio
+
+    from opstower_core.config import Settings, Target
+    from opstower_tui.app import OpsTowerApp
 
     face("cli")
+    target = Target(name="shop", dbname="shop", host="127.0.0.1", port=1, user="nobody")
+    settings = Settings(backup_dir=tmp_path / "backups", state_dir=tmp_path / "state", targets={"shop": target},
+                        default_target="shop", min_free_gb=0.0)
     during: list[str] = []
-    monkeypatch.setattr(console, "run_console", lambda *_a, **_k: during.append(advice.say("full_test")) or 0)
-    assert open_console(object(), False) == 0  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        async with OpsTowerApp(settings, warm_up=False).run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            during.append(advice.say("full_test"))
+
+    asyncio.run(scenario())
     assert during == ["press t (Full test) on the Dashboard (1)"]
     assert advice.current_face() == "cli"
