@@ -59,7 +59,9 @@ class DashboardScreen(OpsScreen):
         cards = list(self.query(DbCard))
         if cards:
             cards[0].focus()
-        self.refresh_data()
+        # After the first frame: the gathering threads (catalog, S3, PITR status: boto3 and barman
+        # imports) would otherwise take the GIL from the first paint; the cards show "…" until then.
+        self.call_after_refresh(self.refresh_data)
         self.set_interval(REFRESH_SECONDS, self._tick_data)
         self.set_interval(LOCAL_REFRESH_SECONDS, self._tick_local)
 
