@@ -212,6 +212,12 @@ class OpsTowerApp(App[int]):
 def run_console(settings: Settings, read_only: bool = False, notice: str | None = None) -> int:
     """Run the console until the operator quits; returns the exit code. `notice` is shown at start
     (the demo's lines for driving it from another shell: the console covers the terminal)."""
+    from opstower_core import advice
+
+    before = advice.current_face()
     app = OpsTowerApp(settings, read_only=read_only, notice=notice)
-    result = app.run()
+    try:
+        result = app.run()
+    finally:
+        advice.set_face(before)  # whatever way the app ended: the CLI speaks in flags again (the demo goes on)
     return int(result or app.return_code or 0)
