@@ -6,6 +6,7 @@ events, so the CLI (text, progress bars or JSON lines) and the console render an
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -202,6 +203,24 @@ class Reporter:
 
     def log(self, step: str, line: str, level: str = "INFO") -> None:
         self.emit(StepLog(step, line, level))
+
+    def folded(self, step: str) -> EventSink:
+        """A sink for a run inside `step` (a verification, a backup): its steps become lines and
+        progress of `step`, so the outer run's steps stay its own. A failing UI never stops the run."""
+
+        def sink(event: Event) -> None:
+            with contextlib.suppress(Exception):
+                if isinstance(event, StepProgress):
+                    self.progress(step, event.done, event.total, event.unit)
+                elif isinstance(event, StepLog):
+                    self.log(step, event.line, event.level)
+                elif isinstance(event, StepStarted):
+                    self.log(step, f"{event.title}...")
+                elif isinstance(event, StepFinished):
+                    self.log(step, f"{event.status}: {event.detail}",
+                             {Status.FAIL: "ERROR", Status.WARN: "WARN"}.get(event.status, "INFO"))
+
+        return sink
 
     def finished(
         self, step: str, status: Status, detail: str, seconds: float, data: dict[str, Any] | None = None

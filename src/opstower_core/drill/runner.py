@@ -37,6 +37,7 @@ from opstower_core.errors import Cancelled, OpsError, UsageError
 from opstower_core.events import CancelToken, EventSink, StepFinished, StepStarted
 from opstower_core.events import Status as S
 from opstower_core.repo.catalog import CatalogEntry, list_catalog, resolve
+from opstower_core.repo.holds import process_alive
 
 UNATTENDED_REASON = "unattended run: manual phase not performed"
 
@@ -105,16 +106,6 @@ def start_drill(settings: Settings, scenario: str | Scenario, database: str | No
     return DrillRunner(settings, drill, store, clock)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class DrillRunner:
     """Operations on one saved drill. Each one re-reads the state file, changes, saves."""
 
@@ -158,7 +149,7 @@ class DrillRunner:
         if p is None or p.status != RUNNING or not p.automated:
             return
         pid, host = p.data.get("pid"), p.data.get("host")
-        if not pid or host != socket.gethostname() or _pid_alive(int(pid)):
+        if not pid or host != socket.gethostname() or process_alive(int(pid)):
             return
 
         def reset(d: Drill) -> None:

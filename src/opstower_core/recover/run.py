@@ -151,7 +151,7 @@ class RecoverySession:
         from opstower_core.verify import verify
 
         assert self.entry is not None
-        res = verify(self.settings, self.entry, on_event=_forward(self.reporter, "verify"), cancel=self.cancel,
+        res = verify(self.settings, self.entry, on_event=self.reporter.folded("verify"), cancel=self.cancel,
                      state=self.state, upto=7)
         self.artifact_proof = res.proof
         blocking = [f for f in res.failed if f.step != "s3"]
@@ -267,7 +267,7 @@ class RecoverySession:
             targets[self.live_db] = dataclasses.replace(self.target, name=self.live_db)
             bsettings = self.settings.with_changes(targets=targets, default_target=self.live_db)
             res = run_backup(bsettings, self.live_db, BackupOptions(pre_restore=True, tables=tables),
-                             on_event=_forward(self.reporter, "pre_change"), cancel=self.cancel, state=self.state)
+                             on_event=self.reporter.folded("pre_change"), cancel=self.cancel, state=self.state)
             self.pre_change = res.name.filename
             out.detail = f"{res.path} ({', '.join(tables)})"
             out.data = {"artifact": res.name.filename}
@@ -329,22 +329,6 @@ def _rollback(conn: psycopg.Connection) -> None:
         conn.rollback()
     except psycopg.Error:
         pass  # a broken connection: the server rolls back on its own
-
-
-def _forward(r: Reporter, step: str) -> EventSink:
-    from opstower_core.events import StepFinished, StepLog, StepProgress, StepStarted
-
-    def sink(event: Any) -> None:
-        if isinstance(event, StepProgress):
-            r.progress(step, event.done, event.total, event.unit)
-        elif isinstance(event, StepLog):
-            r.log(step, event.line, event.level)
-        elif isinstance(event, StepStarted):
-            r.log(step, f"{event.title}...")
-        elif isinstance(event, StepFinished):
-            r.log(step, f"{event.status}: {event.detail}", "WARN" if event.status == Status.WARN else "INFO")
-
-    return sink
 
 
 def preview_recovery(settings: Settings, origin: Origin, options: RecoverOptions,

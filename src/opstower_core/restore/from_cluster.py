@@ -14,7 +14,6 @@ The recovered cluster is only read (pg_dump), never changed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -33,12 +32,9 @@ from opstower_core.events import (
     Event,
     Reporter,
     Status,
-    StepFinished,
-    StepLog,
-    StepProgress,
-    StepStarted,
 )
 from opstower_core.pg.admin import admin, db_exists, drop_sql, free_name
+from opstower_core.repo.holds import process_alive
 from opstower_core.restore.model import RestoreOptions
 from opstower_core.restore.plan import plan_restore
 from opstower_core.restore.run import run_restore
@@ -114,19 +110,9 @@ def _work_dir(settings: Settings) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob("copy-*"):
         pid = old.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"copy-{os.getpid()}-", dir=root))  # mode 0700
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _dump(settings: Settings, cluster: ScratchCluster, dbname: str, work: Path, r: Reporter,
@@ -141,7 +127,7 @@ def _dump(settings: Settings, cluster: ScratchCluster, dbname: str, work: Path, 
                                     targets={source.name: source}, default_target=source.name, raw=raw)
     with r.step("copy_dump", f"Dumping {dbname} from the recovered cluster (backup engine, temporary artifact)") as out:
         try:
-            backup = run_backup(private, source.name, BackupOptions(local_only=True), _fold(r, "copy_dump"), cancel)
+            backup = run_backup(private, source.name, BackupOptions(local_only=True), r.folded("copy_dump"), cancel)
         except Cancelled:
             raise
         except OpsError as exc:
@@ -187,21 +173,3 @@ def _cleanup(work: Path, r: Reporter) -> None:
             out.status, out.detail = Status.WARN, f"{work} could not be removed entirely: remove it by hand"
         else:
             out.detail = f"{work} removed"
-
-
-def _fold(r: Reporter, step: str) -> Callable[[Event], None]:
-    """The backup engine's own steps as lines and progress of our phase."""
-
-    def sink(event: Event) -> None:
-        with contextlib.suppress(Exception):
-            if isinstance(event, StepProgress):
-                r.progress(step, event.done, event.total, event.unit)
-            elif isinstance(event, StepLog):
-                r.log(step, event.line, event.level)
-            elif isinstance(event, StepStarted):
-                r.log(step, f"{event.title}...")
-            elif isinstance(event, StepFinished):
-                r.log(step, f"{event.status}: {event.detail}",
-                      {Status.FAIL: "ERROR", Status.WARN: "WARN"}.get(event.status, "INFO"))
-
-    return sink

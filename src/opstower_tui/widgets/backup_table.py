@@ -25,6 +25,7 @@ from textual.strip import Strip
 from opstower_core.fmt import duration, size
 from opstower_core.repo.catalog import where_short, where_words
 from opstower_tui.formatting import truncate, truncate_middle
+from opstower_tui.widgets.cursor_rows import CursorRows
 
 # (key, header, width); width 0 = takes the rest.
 COLUMNS: list[tuple[str, str, int]] = [
@@ -104,7 +105,7 @@ _SORTERS: dict[str, Callable[[Row], Any]] = {
 }
 
 
-class BackupTable(ScrollView, can_focus=True):
+class BackupTable(CursorRows, ScrollView, can_focus=True):
     """Rows of backups with a cursor; posts Highlighted / Selected."""
 
     BINDINGS: ClassVar = [
@@ -240,26 +241,14 @@ class BackupTable(ScrollView, can_focus=True):
             self._last_highlight = entry
             self.post_message(self.Highlighted(self, entry))
 
-    def _scroll_to_cursor(self) -> None:
-        visible = max(self.size.height - 1, 1)
-        top = int(self.scroll_y)
-        if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
-        elif self.cursor >= top + visible:
-            self.scroll_to(y=self.cursor - visible + 1, animate=False, immediate=True)
+    def _cursor_at(self) -> int:
+        return self.cursor
 
-    def move_cursor(self, index: int) -> None:
-        if self.view:
-            self.cursor = min(max(index, 0), len(self.view) - 1)
+    def _cursor_to(self, index: int) -> None:
+        self.cursor = index
 
-    def action_cursor(self, delta: int) -> None:
-        self.move_cursor(self.cursor + delta)
-
-    def action_page(self, direction: int) -> None:
-        self.move_cursor(self.cursor + direction * max(self.size.height - 2, 1))
-
-    def action_jump(self, where: int) -> None:
-        self.move_cursor(where if where >= 0 else len(self.view) - 1)
+    def _row_total(self) -> int:
+        return len(self.view)
 
     def action_select(self) -> None:
         if self.selected is not None:

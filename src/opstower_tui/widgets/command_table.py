@@ -21,6 +21,7 @@ from textual.strip import Strip
 
 from opstower_core.fmt import duration
 from opstower_tui.formatting import truncate, truncate_middle
+from opstower_tui.widgets.cursor_rows import CursorRows
 
 # (header, width); width 0 = takes the rest (the command, cut with an ellipsis in the middle: the line
 # under the table shows the cursor's command whole).
@@ -39,7 +40,7 @@ def cells_of(entry: Any) -> list[str]:
             outcome_word(entry.outcome), entry.step, entry.command]
 
 
-class CommandTable(ScrollView, can_focus=True):
+class CommandTable(CursorRows, ScrollView, can_focus=True):
     """Rows of the command log, oldest first; posts Highlighted when the cursor moves."""
 
     BINDINGS: ClassVar = [
@@ -99,26 +100,14 @@ class CommandTable(ScrollView, can_focus=True):
         self.refresh()
         self.post_message(self.Highlighted(self, self.selected))
 
-    def _scroll_to_cursor(self) -> None:
-        visible = max(self.size.height - 1, 1)
-        top = int(self.scroll_y)
-        if self.cursor_row < top:
-            self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
-        elif self.cursor_row >= top + visible:
-            self.scroll_to(y=self.cursor_row - visible + 1, animate=False, immediate=True)
+    def _cursor_at(self) -> int:
+        return self.cursor_row
 
-    def move_cursor(self, row: int) -> None:
-        if self.entries:
-            self.cursor_row = min(max(row, 0), len(self.entries) - 1)
+    def _cursor_to(self, index: int) -> None:
+        self.cursor_row = index
 
-    def action_cursor(self, delta: int) -> None:
-        self.move_cursor(self.cursor_row + delta)
-
-    def action_page(self, direction: int) -> None:
-        self.move_cursor(self.cursor_row + direction * max(self.size.height - 2, 1))
-
-    def action_jump(self, where: int) -> None:
-        self.move_cursor(where if where >= 0 else len(self.entries) - 1)
+    def _row_total(self) -> int:
+        return len(self.entries)
 
     def on_click(self, event: Any) -> None:
         if event.y >= 1:  # row 0 is the header
