@@ -25,7 +25,7 @@ from textual.strip import Strip
 from opstower_core.fmt import duration, size
 from opstower_core.repo.catalog import where_short, where_words
 from opstower_tui.formatting import truncate, truncate_middle
-from opstower_tui.widgets.cursor_rows import CursorRows
+from opstower_tui.widgets.cursor_rows import CursorRows, cursor_bindings
 
 # (key, header, width); width 0 = takes the rest.
 COLUMNS: list[tuple[str, str, int]] = [
@@ -109,12 +109,7 @@ class BackupTable(CursorRows, ScrollView, can_focus=True):
     """Rows of backups with a cursor; posts Highlighted / Selected."""
 
     BINDINGS: ClassVar = [
-        Binding("up,k", "cursor(-1)", "Up", show=False, id="table.up"),
-        Binding("down,j", "cursor(1)", "Down", show=False, id="table.down"),
-        Binding("pageup", "page(-1)", "Page up", show=False, id="table.page_up"),
-        Binding("pagedown", "page(1)", "Page down", show=False, id="table.page_down"),
-        Binding("home,g", "jump(0)", "First", show=False, id="table.first"),
-        Binding("end,G", "jump(-1)", "Last", show=False, id="table.last"),
+        *cursor_bindings("table"),
         Binding("enter", "select", "Verify selected", show=False, id="table.select"),
     ]
     COMPONENT_CLASSES: ClassVar = {

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from rich.segment import Segment
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -21,7 +20,7 @@ from textual.strip import Strip
 
 from opstower_core.fmt import duration
 from opstower_tui.formatting import truncate, truncate_middle
-from opstower_tui.widgets.cursor_rows import CursorRows
+from opstower_tui.widgets.cursor_rows import CursorRows, cursor_bindings
 
 # (header, width); width 0 = takes the rest (the command, cut with an ellipsis in the middle: the line
 # under the table shows the cursor's command whole).
@@ -43,14 +42,7 @@ def cells_of(entry: Any) -> list[str]:
 class CommandTable(CursorRows, ScrollView, can_focus=True):
     """Rows of the command log, oldest first; posts Highlighted when the cursor moves."""
 
-    BINDINGS: ClassVar = [
-        Binding("up,k", "cursor(-1)", "Up", show=False, id="commands.up"),
-        Binding("down,j", "cursor(1)", "Down", show=False, id="commands.down"),
-        Binding("pageup", "page(-1)", "Page up", show=False, id="commands.page_up"),
-        Binding("pagedown", "page(1)", "Page down", show=False, id="commands.page_down"),
-        Binding("home,g", "jump(0)", "First", show=False, id="commands.first"),
-        Binding("end,G", "jump(-1)", "Last", show=False, id="commands.last"),
-    ]
+    BINDINGS: ClassVar = cursor_bindings("commands")
     COMPONENT_CLASSES: ClassVar = {"command-table--header", "command-table--cursor", "command-table--ok",
                                    "command-table--failed"}
     DEFAULT_CSS = """

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from textual.binding import Binding
+
+
+def cursor_bindings(prefix: str) -> list[Binding]:
+    """The tables' movement keys; `prefix` keeps each table's binding ids (the config's [keys] use them)."""
+    return [
+        Binding("up,k", "cursor(-1)", "Up", show=False, id=f"{prefix}.up"),
+        Binding("down,j", "cursor(1)", "Down", show=False, id=f"{prefix}.down"),
+        Binding("pageup", "page(-1)", "Page up", show=False, id=f"{prefix}.page_up"),
+        Binding("pagedown", "page(1)", "Page down", show=False, id=f"{prefix}.page_down"),
+        Binding("home,g", "jump(0)", "First", show=False, id=f"{prefix}.first"),
+        Binding("end,G", "jump(-1)", "Last", show=False, id=f"{prefix}.last"),
+    ]
+
 
 class CursorRows:
     """Mixed into a ScrollView table, which says where its cursor is, moves it, and counts its rows."""
