@@ -52,8 +52,7 @@ REMEDIES: dict[str, Remedy] = {
                          "press b (Back up) on the Dashboard (1)"),
     "backup_offsite": Remedy("run `opstower backup` without --local-only",
                              "press b (Back up) on the Dashboard (1): the console's backups go to S3 as well"),
-    "replicate": Remedy("run `opstower replicate`",
-                        "run `opstower replicate` on the backup host (the console has no replicate action)"),
+    "replicate": Remedy("run `opstower replicate`", "press Y (Replicate) on the Dashboard (1)"),
     "list_backups": Remedy("pick another backup (`opstower list`)",
                            "pick another backup in Backups (2)"),
     # -- verify ----------------------------------------------------------------------------
@@ -78,14 +77,15 @@ REMEDIES: dict[str, Remedy] = {
                            "choose c (create them from the backup's globals file) when the Restore screen asks"),
     "no_acl": Remedy("restore with --no-acl (without ownership and grants)",
                      "choose n (restore without ownership and grants) when the Restore screen asks"),
-    # The console discards a kept database only as its own restore ends (x); one kept earlier, or by
-    # an interrupted restore, is dropped with the restore CLI's discard option.
+    # A kept database is discarded as the console's restore ends (x), or later on the Kept old
+    # databases screen (K on the Dashboard), which lists every one a swap kept.
     "discard_old": Remedy("`opstower restore --discard-old {db}`",
-                          "x (Discard old db) as the console's restore ends, or the restore CLI's discard option"),
+                          "x (Discard old db) as the console's restore ends, or x on it in Kept old databases "
+                          "(K on the Dashboard (1))"),
     "keep_old": Remedy("it stays until `opstower restore --discard-old {db}`",
-                       "k (Keep old db) on the Restore screen when the restore ends keeps it"),
+                       "it stays until x on it in Kept old databases (K on the Dashboard (1))"),
     "list_old": Remedy("list them with `opstower restore --list-old`",
-                       "check the name: the Restore screen shows the one it kept as the restore ends"),
+                       "see them in Kept old databases (K on the Dashboard (1))"),
     "recover_interrupted": Remedy("run `opstower restore --recover`",
                                   "press R (Recover interrupted restore) on the Dashboard (1)"),
     "recover_same_config": Remedy("run --recover with the configuration that restore used",
@@ -115,7 +115,7 @@ REMEDIES: dict[str, Remedy] = {
     "take_backup": Remedy("take one with `opstower backup`", "take one with b (Back up) on the Dashboard (1)"),
     # -- names of options inside a sentence (not a step to take) -------------------------------
     "full_test_name": Remedy("verify --full-test", "the full test (t)"),
-    "target_db_name": Remedy("--target-db", "a restore into another database"),
+    "target_db_name": Remedy("--target-db", "a restore into another database (n on the Restore screen)"),
     "from_s3_restores": Remedy("restores --from-s3", "restores from S3"),
     "local_only_taken": Remedy("--local-only", "local only"),
     "opt_tables": Remedy("--tables", "Table recovery"),
@@ -129,11 +129,9 @@ REMEDIES: dict[str, Remedy] = {
     "doctor": Remedy("`opstower doctor`", "press O for the doctor"),
     "health": Remedy("run `opstower health`", "press H (Health)"),
     "prune_dry_run": Remedy("`opstower prune --dry-run`", "Prune (P), which shows its dry run first"),
-    "base_backup": Remedy("opstower base-backup", "`opstower base-backup` on the backup host: the console has no "
-                          "base-backup action"),
+    "base_backup": Remedy("opstower base-backup", "B (Base backup) on the Dashboard (1)"),
     "pitr_enable": Remedy("`opstower pitr enable --apply`",
-                          "enable archiving with `opstower pitr enable` on the backup host (the console has no "
-                          "PITR set-up action)"),
+                          "E (Enable PITR) on the Dashboard (1): its dry run first, then a applies it"),
     # -- engine sentences of backup, repo, storage, pitr, copy-out (issue 16) -----------------
     # The console has no per-run lock wait: it reads wait_for_locks_seconds from the config at start.
     "wait_longer": Remedy("--wait-for-locks SECONDS waits longer",
@@ -141,21 +139,17 @@ REMEDIES: dict[str, Remedy] = {
     "wait_option_name": Remedy("--wait-for-locks", "wait_for_locks_seconds"),
     "backup_format": Remedy("use --format custom or plain", "use the custom or plain format"),
     "replicate_copies": Remedy("the next backup or `opstower replicate` copies it",
-                               "the next backup copies it (or run `opstower replicate` in a terminal on the backup "
-                               "host: the console has no replicate action)"),
+                               "the next backup copies it, or Y (Replicate) on the Dashboard (1) now"),
     "see_backups": Remedy("run `opstower list` to see the backups", "see the backups in Backups (2)"),
     "pick_backup": Remedy("pick a backup from `opstower list`", "pick a backup in Backups (2)"),
     "check_key": Remedy("check the key with `opstower list`", "check the key in Backups (2)"),
     "doctor_aside": Remedy("opstower doctor", "O, the doctor"),
     "base_backup_again": Remedy("fix the cause and run `opstower base-backup` again",
-                                "fix the cause and run `opstower base-backup` again in a terminal on the backup host "
-                                "(the console has no base-backup action)"),
+                                "fix the cause and press B (Base backup) on the Dashboard (1) again"),
     "base_backup_take": Remedy("take one: opstower base-backup",
-                               "take one: run `opstower base-backup` in a terminal on the backup host (the console "
-                               "has no base-backup action)"),
+                               "take one: B (Base backup) on the Dashboard (1)"),
     "pitr_status_retake": Remedy("run `opstower pitr status` and take another base backup",
-                                 "look at the PITR line on the Dashboard (1) and take another base backup (run "
-                                 "`opstower base-backup` in a terminal on the backup host)"),
+                                 "look at the PITR line on the Dashboard (1) and take another base backup (B)"),
     "pitr_status": Remedy("check `opstower pitr status`", "check the PITR line on the Dashboard (1)"),
     "copy_other_name": Remedy("choose another name (--as NAME), or leave it out for a dated one",
                               "type another name in the copy dialog (c), or keep the dated one it offers"),
@@ -170,7 +164,7 @@ REMEDIES: dict[str, Remedy] = {
                            "console restores the S3 copy)"),
     "confirm_replace": Remedy("run it on a terminal, or pass --force",
                               "confirm it on the Restore screen (Enter, then type the name)"),
-    "other_target_db": Remedy("choose another --target-db", "choose another database name"),
+    "other_target_db": Remedy("choose another --target-db", "choose another database name (n on the Restore screen)"),
 }
 
 

@@ -147,7 +147,7 @@ class OpsTowerApp(App[int]):
 
         self.push_screen(DrillScreen(self.settings, None))
 
-    def _pitr_configured(self) -> bool:
+    def pitr_configured(self) -> bool:
         if self.settings.pitr.enabled:
             return True
         self.notify("Point-in-time recovery is not set up: add a [pitr] table to the config (WAL archiving "
@@ -156,14 +156,14 @@ class OpsTowerApp(App[int]):
 
     def open_pitr_recovery(self, target_name: str | None = None) -> None:
         """Recover to a moment (the server's WAL archive), for `target_name`'s server."""
-        if self._pitr_configured():
+        if self.pitr_configured():
             from opstower_tui.screens.pitr import PitrScreen
 
             self.push_screen(PitrScreen(target_name))
 
     def open_accidents(self, target_name: str | None = None) -> None:
         """Find the accident: destructive commits in the archived WAL, Enter recovers to just before one."""
-        if self._pitr_configured():
+        if self.pitr_configured():
             from opstower_tui.screens.pitr_accidents import AccidentsScreen
 
             self.push_screen(AccidentsScreen(target_name))

@@ -101,15 +101,14 @@ def test_screens_name_no_flag_as_the_way() -> None:
 
 
 def test_engine_sentences_speak_to_the_console(console_face) -> None:
-    """A few converted sentences, said with the console's face: keys and screens, or a whole command to run
-    in a terminal where the console has no action (replicate, base-backup)."""
+    """A few converted sentences, said with the console's face: keys and screens (base backup is B now)."""
     from opstower_core.backup.locks import LockHolder, what_to_do
 
     holder = LockHolder(pid=42, user="app", application="psql", state="idle in transaction", query="LOCK t",
                         since=None, relations="public.t")
     assert what_to_do(holder).endswith("wait_for_locks_seconds in the config waits longer (read when the console "
                                        "starts)")
-    assert advice.say("base_backup_take").startswith("take one: run `opstower base-backup` in a terminal")
+    assert advice.say("base_backup_take") == "take one: B (Base backup) on the Dashboard (1)"
     for name in ("wait_longer", "see_backups", "pick_backup", "check_key", "pitr_status", "copy_other_name",
                  "keep_cluster", "backup_format", "doctor_aside"):
         assert not re.search(r"(?<![\w-])--[a-z]", advice.say(name)) and "opstower" not in advice.say(name), name

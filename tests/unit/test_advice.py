@@ -66,11 +66,17 @@ def test_converted_sentences_keep_their_cli_text(name: str) -> None:
     assert advice.say(name, "cli") == CLI_BEFORE[name]
 
 
-def test_console_gaps_name_the_whole_command_for_a_terminal() -> None:
-    """No console action for these yet: the console names the command to run in a terminal, no flag."""
-    for name in ("replicate_copies", "base_backup_again", "base_backup_take"):
-        text = advice.say(name, "console")
-        assert "in a terminal" in text and "the console has no" in text and " --" not in text, text
+def test_console_actions_that_were_gaps_name_their_key() -> None:
+    """Replicate, base backup, PITR set-up and the kept old databases have keys now: no terminal command."""
+    keys = {"replicate": "Y (Replicate)", "replicate_copies": "Y (Replicate)", "base_backup": "B (Base backup)",
+            "base_backup_again": "B (Base backup)", "base_backup_take": "B (Base backup)",
+            "pitr_status_retake": "(B)", "pitr_enable": "E (Enable PITR)", "list_old": "Kept old databases (K",
+            "keep_old": "Kept old databases (K", "discard_old": "Kept old databases (K",
+            "other_target_db": "n on the Restore screen", "target_db_name": "n on the Restore screen"}
+    for name, key in keys.items():
+        text = advice.say(name, "console", **VALUES)
+        assert key in text, (name, text)
+        assert "opstower" not in text and "terminal" not in text and "console has no" not in text, (name, text)
 
 
 def test_an_explicit_face_wins_over_the_process_face(face) -> None:

@@ -26,12 +26,14 @@ class Console(Protocol):
     command_log: Any  # deque of events.CommandRan
 
     def open_drill(self) -> None: ...
+    def pitr_configured(self) -> bool: ...
 
 
 # Actions that change a database, take a backup or run or advance a drill: never offered in read-only mode.
 DESTRUCTIVE_ACTIONS = frozenset({"restore", "restore_latest", "backup_now", "discard", "start_restore", "drill",
                                  "start_phase", "complete_phase", "skip_phase", "pause_resume", "apply_prune",
-                                 "recover_tables", "recover_interrupted"})
+                                 "recover_tables", "recover_interrupted", "replicate", "base_backup",
+                                 "apply_pitr_enable", "restore_elsewhere"})
 
 
 def strip_destructive(screen: Screen, actions: frozenset[str] = DESTRUCTIVE_ACTIONS) -> dict[str, str]:

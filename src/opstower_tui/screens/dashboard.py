@@ -35,6 +35,11 @@ class DashboardScreen(OpsScreen):
         # The PITR line's keys: the app's M and A, for the focused card's server.
         Binding("M", "pitr_recover", "Recover to a moment (PITR)", show=False, id="dashboard.pitr_recover"),
         Binding("A", "pitr_accidents", "Find the accident (PITR)", show=False, id="dashboard.pitr_accidents"),
+        # The second off-site copy, the PITR set-up, and the databases earlier restores kept.
+        Binding("Y", "replicate", "Replicate (second off-site copy)", show=False, id="dashboard.replicate"),
+        Binding("B", "base_backup", "Base backup (PITR)", show=False, id="dashboard.base_backup"),
+        Binding("E", "pitr_enable", "Enable PITR (dry run first)", show=False, id="dashboard.pitr_enable"),
+        Binding("K", "old_databases", "Kept old databases", show=False, id="dashboard.old_databases"),
         Binding("2", "app.switch_mode('backups')", "Backups", id="dashboard.backups"),
         Binding("f5,ctrl+r", "refresh", "Refresh", show=False, id="dashboard.refresh"),
     ]
@@ -120,8 +125,9 @@ class DashboardScreen(OpsScreen):
         alert = self.query_one("#interrupted-line", Static)
         alert.display = bool(snap.interrupted)
         if snap.interrupted:
-            alert.update(Text.assemble(("CRIT ", STATUS_STYLE["CRIT"]), snap.interrupted.removeprefix("WARNING: ")
-                                       .replace("run `opstower restore --recover`", "press R"), style="bold"))
+            # The journal's sentence names its remedy (advice "recover_interrupted"): in this face, R here.
+            alert.update(Text.assemble(("CRIT ", STATUS_STYLE["CRIT"]), snap.interrupted.removeprefix("WARNING: "),
+                                       style="bold"))
         self.query_one(RecentRuns).show_runs(snap.recent, now)
 
     def _show_pitr(self, snap: Any, previous: Any | None) -> None:
@@ -233,3 +239,54 @@ class DashboardScreen(OpsScreen):
         if status is not None:
             self.app.push_screen(RunScreen(f"Back up {status.dbname} now", backup_job(self.ops.settings, status.name),
                                            summary=backup_summary))
+
+    def action_replicate(self) -> None:
+        """Catch the replica ([s3.replica]) up: every backup, base backup and WAL segment it lacks."""
+        settings = self.ops.settings
+        if settings.s3.replica is None or not settings.s3.replica.enabled:
+            self.notify("No replica is configured: add an [s3.replica] table (bucket, endpoint_url, …) to the "
+                        "config", title="Replicate", severity="warning")
+            return
+        from opstower_tui.screens.offsite import replicate_job, replicate_summary
+        from opstower_tui.screens.run import RunScreen
+
+        self.app.push_screen(RunScreen("Replicate: copy what the replica lacks, check each copy",
+                                       replicate_job(settings), summary=replicate_summary),
+                             lambda _result: self.refresh_data())
+
+    def _pitr_target(self, what: str) -> str | None:
+        """The focused card's target for a PITR action, or None (said why) when it cannot run."""
+        if not self.ops.pitr_configured():
+            return None
+        name = self._focused_target() or self.ops.settings.default_target
+        if self.refused_for_target(name, what):
+            return None
+        return name
+
+    def action_base_backup(self) -> None:
+        """A physical base backup to S3 (barman-cloud): the start of a recovery window."""
+        name = self._pitr_target("A base backup")
+        if name is None:
+            return
+        from opstower_tui.screens.offsite import base_backup_job, base_backup_summary
+        from opstower_tui.screens.run import RunScreen
+
+        target = self.ops.settings.targets[name]
+        self.app.push_screen(RunScreen(f"Base backup of {target.display_host}:{target.display_port} to S3",
+                                       base_backup_job(self.ops.settings, name), summary=base_backup_summary),
+                             lambda _result: self.refresh_data())
+
+    def action_pitr_enable(self) -> None:
+        """WAL archiving for the focused card's server: the dry run, then `a` applies it."""
+        name = self._pitr_target("Enabling PITR")
+        if name is None:
+            return
+        from opstower_tui.screens.offsite import PitrEnableScreen
+
+        self.app.push_screen(PitrEnableScreen(self.ops.settings, name), lambda _result: self.refresh_data())
+
+    def action_old_databases(self) -> None:
+        """The databases earlier restores of the focused card's database kept, to discard when checked."""
+        from opstower_tui.screens.old_dbs import OldDatabasesScreen
+
+        self.app.push_screen(OldDatabasesScreen(self._focused_target() or self.ops.settings.default_target))

@@ -33,6 +33,8 @@ class RestoreScreen(OpsScreen):
     BINDINGS: ClassVar = [
         Binding("enter", "start_restore", "Confirm & restore", id="restore.start"),
         Binding("m", "change_mode", "Swap / in place", id="restore.mode"),
+        Binding("i", "toggle_reindex", "Reindex on / off", id="restore.reindex"),
+        Binding("n", "restore_elsewhere", "Into another database", id="restore.target_db"),
         Binding("k", "keep_old", "Keep old db", id="restore.keep"),
         Binding("x", "discard", "Discard old db", id="restore.discard"),
         Binding("escape", "cancel_or_close", "Cancel / back", id="restore.cancel"),
@@ -53,6 +55,8 @@ class RestoreScreen(OpsScreen):
         self.ended_at: float | None = None
         self.old_decided = False
         self.roles_choice: str | None = None  # "create_roles" or "no_acl", chosen when the plan asks
+        self.reindex = False  # REINDEX after the load (pg_restore has just built every index: off by default)
+        self.target_db: str | None = None  # restore under this name instead of the card's live database
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,6 +108,8 @@ class RestoreScreen(OpsScreen):
         allowed = {
             "start_restore": self.phase == "plan",
             "change_mode": self.phase == "plan",
+            "toggle_reindex": self.phase == "plan",
+            "restore_elsewhere": self.phase == "plan",
             "keep_old": self.phase == "done" and bool(has_old),
             "discard": self.phase == "done" and bool(has_old),
         }
@@ -114,7 +120,8 @@ class RestoreScreen(OpsScreen):
         from opstower_core.restore import RestoreOptions
 
         return RestoreOptions(from_s3=self.entry.local_path is None, in_place=self.mode == "in_place",
-                              create_roles=self.roles_choice == "create_roles", no_acl=self.roles_choice == "no_acl")
+                              create_roles=self.roles_choice == "create_roles", no_acl=self.roles_choice == "no_acl",
+                              reindex=self.reindex, target_db=self.target_db)
 
     @work(thread=True, exclusive=True, group="restore-plan", exit_on_error=False)
     def make_plan(self) -> Any:
@@ -128,11 +135,20 @@ class RestoreScreen(OpsScreen):
         self.plan = plan
         self.query_one("#restore-title", Static).update(
             f"Restore {plan.entry.filename} → {plan.live_db} on {plan.target.display_host}:{plan.target.display_port}")
+        if self.target_db:
+            # Another database's name: say loudly which one is replaced or created, and that live is not.
+            body_note = Text(f"Into {plan.live_db}, not {plan.target.dbname}: {plan.target.dbname} is not touched.",
+                             style="bold")
+        else:
+            body_note = None
         body = Table.grid(padding=(0, 1))
         body.add_column(width=2, justify="right")
         body.add_column(no_wrap=False)
         body.add_row("", Text.assemble((f"Mode {plan.mode}", "bold"), f" · {size(plan.artifact_size)} · RTO "
                                        f"{duration(plan.rto_minutes * 60)}: {MODE_TEXT.get(plan.mode, '')}."))
+        if body_note is not None:
+            body.add_row("", body_note)
+        body.add_row("", f"Reindex after the load: {'on' if plan.options.reindex else 'off'} (i)")
         if plan.work_db != plan.live_db:
             body.add_row("", f"Staging database: {plan.work_db}")
         # Who gets cut off comes first: it is what the operator must warn people about.
@@ -159,14 +175,42 @@ class RestoreScreen(OpsScreen):
         self.query_one("#plan-text", Static).update(body)
         self.query_one("#plan-view").focus()  # arrows and PgDn scroll the plan
         self.query_one("#restore-summary", Static).update(
-            "Enter: confirm by typing the database name, then restore · m: swap / in place · Esc: back")
+            "Enter: confirm by typing the name, then restore · m: swap / in place · i: reindex · n: into another "
+            "database · Esc: back")
         self._set_phase("plan")
+
+    def action_toggle_reindex(self) -> None:
+        self.reindex = not self.reindex
+        self._replan(f"Planning (reindex {'on' if self.reindex else 'off'})…")
+
+    def action_restore_elsewhere(self) -> None:
+        """Restore under another database's name (an existing one is what gets replaced; live is untouched)."""
+        if self.ops.read_only or self.plan is None:
+            return
+        from opstower_tui.dialogs.name import DatabaseNameDialog
+
+        target = self.plan.target
+        where = f"{target.display_host}:{target.display_port}"
+
+        def chosen(name: str | None) -> None:
+            if name is None:
+                return
+            self.target_db = None if name in ("", target.dbname) else name
+            self._replan(f"Planning (into {self.target_db or target.dbname} on {where})…")
+
+        self.app.push_screen(DatabaseNameDialog(
+            "Restore into another database",
+            f"Restore {self.entry.filename} under this name on {where}. A new name is created; an existing database "
+            f"of that name is what gets replaced. {target.dbname} is not touched.", self.target_db or ""), chosen)
+
+    def _replan(self, text: str) -> None:
+        self._set_phase("planning")
+        self.query_one("#plan-text", Static).update(text)
+        self.make_plan()
 
     def action_change_mode(self) -> None:
         self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)] if self.mode in MODES else "swap"
-        self._set_phase("planning")
-        self.query_one("#plan-text", Static).update(f"Planning ({self.mode})…")
-        self.make_plan()
+        self._replan(f"Planning ({self.mode})…")
 
     # -- confirm and run -------------------------------------------------------------------
     def action_start_restore(self) -> None:
@@ -175,8 +219,11 @@ class RestoreScreen(OpsScreen):
         from opstower_tui.dialogs.confirm import TypedConfirmDialog
 
         plan = self.plan
-        message = (f"Restore {plan.entry.filename} into {plan.live_db} ({plan.mode}). "
+        where = f"{plan.target.display_host}:{plan.target.display_port}"
+        message = (f"Restore {plan.entry.filename} into {plan.live_db} on {where} ({plan.mode}). "
                    f"{len(plan.sessions or [])} session(s) will be terminated.")
+        if plan.live_db != plan.target.dbname:
+            message += f" {plan.target.dbname} on {where} is not touched."
         self.app.push_screen(TypedConfirmDialog(plan.live_db, message), self._confirmed)
 
     def _confirmed(self, typed: str | None) -> None:
@@ -263,10 +310,9 @@ class RestoreScreen(OpsScreen):
     def action_keep_old(self) -> None:
         self.old_decided = True
         old = self.result.old_database
-        # Once kept, the console has no discard action for it (x is offered only as its restore ends), so
-        # the command is named whole, as one to run in a terminal (issue 16: never a bare flag).
-        self.notify(f"Kept {old}; to drop it later, run `opstower restore --discard-old {old}` in a terminal "
-                    "(the console discards only as its own restore ends)", title="Restore")
+        from opstower_core.advice import say
+
+        self.notify(f"Kept {old}; {say('keep_old', db=old)}", title="Restore")
         self.refresh_bindings()
         self._old_db_prompt()
 
