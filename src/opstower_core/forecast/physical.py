@@ -18,6 +18,7 @@ anything with PitrStatus's attributes, read lazily, only when a comparison can b
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -136,7 +137,21 @@ def recorded_recoveries(state: StateStore, server_name: str | None = None, limit
     return out[:limit]
 
 
-def recovery_runs(recorded: Sequence[dict[str, Any]], backups: Sequence[BaseBackupLike]) -> list[RecoveryRun]:
+Sizer = Callable[[str], int]  # a base backup's bytes in the archive, by backup id
+
+
+def _size(backup: BaseBackupLike, sizer: Sizer | None) -> int:
+    # barman-cloud leaves backup.info's size empty for cloud backups: the caller can count the objects.
+    if backup.size or sizer is None:
+        return int(backup.size or 0)
+    try:
+        return int(sizer(backup.backup_id))
+    except Exception:  # noqa: BLE001 - advice: an unknown size falls back to the downloads' mean
+        return 0
+
+
+def recovery_runs(recorded: Sequence[dict[str, Any]], backups: Sequence[BaseBackupLike],
+                  sizer: Sizer | None = None) -> list[RecoveryRun]:
     """The recorded recoveries with their bytes (from the archive's listing of their base backups).
 
     A recovery whose base backup was pruned since cannot say what it replayed: left out."""
@@ -150,13 +165,13 @@ def recovery_runs(recorded: Sequence[dict[str, Any]], backups: Sequence[BaseBack
         if backup is None or not backup.begin_lsn or m is None or fetch is None or replay is None:
             continue
         wal = max(0, _lsn(m.group(1)) - _lsn(backup.begin_lsn))
-        runs.append(RecoveryRun(float(rec.get("finished_at") or 0.0), backup.backup_id, int(backup.size or 0), wal,
+        runs.append(RecoveryRun(float(rec.get("finished_at") or 0.0), backup.backup_id, _size(backup, sizer), wal,
                                 float(fetch.get("seconds") or 0.0), float(replay.get("seconds") or 0.0),
                                 f"drill {rec.get('drill_id')}"))
     return runs
 
 
-def archive_now(status: StatusLike) -> ArchiveNow | None:
+def archive_now(status: StatusLike, sizer: Sizer | None = None) -> ArchiveNow | None:
     """The newest DONE base backup and the WAL a recovery to latest replays after it; None without one."""
     done = [b for b in status.backups if b.status == "DONE" and b.begin_lsn]
     if not done:
@@ -164,7 +179,7 @@ def archive_now(status: StatusLike) -> ArchiveNow | None:
     backup = done[-1]  # the archive lists them oldest first
     last = status.gaps[0][0] if status.gaps else status.latest_segment  # recovery stops at the first hole
     end = (_segment_number(last) + 1) * SEGMENT_BYTES if last else _lsn(backup.begin_lsn)
-    return ArchiveNow(backup.backup_id, int(backup.size or 0), max(0, end - _lsn(backup.begin_lsn)))
+    return ArchiveNow(backup.backup_id, _size(backup, sizer), max(0, end - _lsn(backup.begin_lsn)))
 
 
 # -- the prediction and the comparison -------------------------------------------------------
@@ -225,11 +240,13 @@ def compare(database: str, logical: RestoreForecast | None, runs: Sequence[Recov
 
 
 def physical_offer(state: StateStore, database: str, logical: RestoreForecast | None,
-                   read_status: Callable[[], StatusLike | None], server_name: str | None = None) -> PhysicalOffer:
+                   read_status: Callable[[], StatusLike | None], server_name: str | None = None,
+                   sizer: Sizer | None = None) -> PhysicalOffer:
     """The offer beside a restore of `database` whose logical forecast is `logical`.
 
     `read_status` (e.g. `lambda: pitr_status(settings)`, None when [pitr] is not configured for
-    this database's server) lists the archive; it is called only when a recovery was measured and
+    this database's server) lists the archive; `sizer` counts a base backup's bytes where the
+    listing has no size (barman-cloud's). Both are called only when a recovery was measured and
     the restore is forecast, so a plan without them pays no S3 listing. An unreadable archive is
     a reason, never an error: the offer is advice."""
     logical_s = logical.seconds if logical is not None else None
@@ -240,6 +257,7 @@ def physical_offer(state: StateStore, database: str, logical: RestoreForecast | 
     if logical_s is None:
         return PhysicalOffer(database, None, None, "not offered: the restore's time is not forecast "
                              f"({logical.reason if logical else 'no forecast'})")
+    sizer = functools.cache(sizer) if sizer is not None else None  # the runs' and today's backup are often one
     try:
         status = read_status()
     except Exception as exc:  # noqa: BLE001 - advice: a plan never fails on it
@@ -247,11 +265,11 @@ def physical_offer(state: StateStore, database: str, logical: RestoreForecast | 
         return PhysicalOffer(database, None, logical_s, f"not offered: the WAL archive could not be read ({why})")
     if status is None:
         return compare(database, logical, [], None)
-    runs = recovery_runs(recorded, status.backups)
-    if not runs and archive_now(status) is not None:
+    runs, now = recovery_runs(recorded, status.backups, sizer), archive_now(status, sizer)
+    if not runs and now is not None:
         return PhysicalOffer(database, None, logical_s, "not offered: the base backups of the measured recoveries "
                              "are no longer in the archive (the next drill's recovery measures one again)")
-    return compare(database, logical, runs, archive_now(status))
+    return compare(database, logical, runs, now)
 
 
 def _lsn(text: str) -> int:

@@ -14,7 +14,9 @@ from opstower_core.drill import DrillOptions, Phase, Scenario, start_drill
 from opstower_core.forecast import ArchiveNow, compare, forecast_restore, physical_offer, recovery_runs
 from opstower_core.forecast.physical import recorded_recoveries
 from opstower_core.pitr import pitr_status, take_base_backup
+from opstower_core.pitr.barman import key_root
 from opstower_core.runs.history import StateStore
+from opstower_core.storage.s3 import store_for
 
 BOTH = Scenario("restore_and_latest", "Restore, then recovery to latest",
                 (Phase("Restore", 10, "restore"), Phase("Recovery to latest", 10, "pitr_latest")))
@@ -41,6 +43,12 @@ def measured(pitr_env):
     return pitr_env, dump, drill, state, restores, pitr_status(s)
 
 
+def _sizer(settings):
+    """A base backup's bytes in S3 (barman-cloud's listing leaves its size empty)."""
+    return lambda backup_id: sum(o.size for o in store_for(settings.s3).iter_objects(
+        f"{key_root(settings)}base/{backup_id}/"))
+
+
 def _logical(restores, dump_bytes: int, artifact_bytes: int):
     return forecast_restore(restores, "app", dump_bytes=dump_bytes, artifact_bytes=artifact_bytes,
                             rto_minutes=240, mode="new_db")
@@ -56,7 +64,7 @@ def test_a_small_database_restores_faster_than_a_recovery_so_nothing_is_offered(
         calls.append(1)
         return status
 
-    offer = physical_offer(state, "app", logical, read, env.settings.pitr.server_name)
+    offer = physical_offer(state, "app", logical, read, env.settings.pitr.server_name, _sizer(env.settings))
     assert calls == [1]
     assert not offer.offered and offer.sentence is None
     assert offer.reason.startswith("not offered: a recovery to latest would not be faster (~")
@@ -67,18 +75,20 @@ def test_a_small_database_restores_faster_than_a_recovery_so_nothing_is_offered(
         next(st["seconds"] for st in drill.phases[1].data["pitr"]["steps"] if st["step"] == "replay")
     assert 0.5 * measured_s <= offer.physical_seconds <= 2.5 * measured_s, (offer.physical_seconds, measured_s)
     assert offer.archive is not None and offer.archive.backup_id == drill.phases[1].data["pitr"]["backup_id"]
-    assert "start + replay" in offer.basis and offer.archive.backup_id in offer.basis
+    assert offer.archive.base_bytes > 2**20 and offer.archive.wal_bytes >= 2**24, offer.archive
+    assert "download at " in offer.basis and "start + replay" in offer.basis and offer.archive.backup_id in offer.basis
 
 
 def test_a_database_grown_large_is_offered_the_physical_path_with_its_limits_said(measured):
     """Same records, the database 2 GiB larger: the restore's cost grows with the dump (index builds),
     the recovery's with the bytes to copy; the offer names how to use it and what it is not."""
     env, dump, _drill, state, restores, status = measured
-    runs = recovery_runs(recorded_recoveries(state, env.settings.pitr.server_name), status.backups)
-    assert len(runs) == 1 and runs[0].wal_bytes > 0 and runs[0].fetch_seconds > 0
+    runs = recovery_runs(recorded_recoveries(state, env.settings.pitr.server_name), status.backups,
+                         _sizer(env.settings))
+    assert len(runs) == 1 and runs[0].wal_bytes > 0 and runs[0].fetch_seconds > 0 and runs[0].base_bytes > 0
     grown = 2 * 2**30
     logical = _logical(restores, dump.meta["uncompressed_bytes"] + grown, dump.meta["size_bytes"] + grown // 3)
-    now = ArchiveNow(runs[0].backup_id, (runs[0].base_bytes or 50 * 2**20) + 3 * grown // 2, runs[0].wal_bytes)
+    now = ArchiveNow(runs[0].backup_id, runs[0].base_bytes + 3 * grown // 2, runs[0].wal_bytes)
     before = advice.current_face()
     try:
         offer = compare("app", logical, runs, now)
