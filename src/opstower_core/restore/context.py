@@ -66,6 +66,8 @@ class RunContext:
     rollback_failed: str | None = None
     artifact_proof: Any = None  # verify's ArtifactProof, from the verification read of the artifact
     proof: Any = None  # verify's ProofResult: the restored database compared with that proof
+    digest_job: Any = None  # pg.digest_job.DigestJob: the artifact's table digests, computed beside the load
+    proof_missing: str | None = None  # why the proof could not be made (the digest job's reason)
     early_digests: Any = None  # server._EarlyDigests: restored tables read beside the index builds
     journal: Path | None = None  # the restore journal (journal.py) once the run first changes the server
     journal_started: float | None = None

@@ -204,6 +204,9 @@ def _record(ctx: RunContext, result: RestoreResult, started: float) -> None:
 # -- rollback -----------------------------------------------------------------------------
 
 def _rollback(ctx: RunContext) -> None:
+    if ctx.digest_job is not None:  # the artifact's digests are not needed any more
+        ctx.digest_job.kill()
+        ctx.digest_job = None
     touched = ctx.touched
     if touched.done or not (touched.work_created or touched.blocked is not None or touched.live_dropped):
         journal.remove(ctx.journal)  # nothing on the server to undo

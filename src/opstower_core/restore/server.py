@@ -173,12 +173,14 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any) -> None:
     verdict = StepOutcome()
     times: dict[str, float] = {}
 
+    job = _digest_job(ctx)
+
     def reader(sink: Any) -> None:
         t0 = time.monotonic()
         r.started("verify", title, index, len(plan.steps))
         try:
             res = verify(ctx.settings, ctx.entry, on_event=ctx.forward("verify"), cancel=ctx.cancel, state=ctx.state,
-                         upto=7, tee=sink)
+                         upto=7, tee=sink, digest=job is None)
             judge_verification(ctx, res, verdict, in_load=True)
         except ToolStopped:
             r.finished("verify", Status.SKIP, "not finished: the load failed", time.monotonic() - t0,
@@ -195,11 +197,46 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any) -> None:
     assert plan.tools is not None
     try:
         load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader, on_line=on_line)
+    except BaseException:
+        if job is not None:
+            job.kill()
+        raise
     finally:
         if "verify" in times:  # the verdict was reached (also when the load failed after it)
             # Inside the restore step, whose time already holds any wait for the verdict: nothing more on the clock.
             r.finished("verify", verdict.status, f"{verdict.detail} (ran in parallel with: restore, in the same "
                        "read)", times["verify"], {"parallel_with": ["restore"], "waited": 0.0})
+
+
+def _digest_job(ctx: RunContext) -> Any:
+    """The artifact's table digests computed by an idle-priority process beside the load (pg/digest_job.py),
+    for a local, unencrypted artifact whose metadata records its sha256; else None (digested in the read)."""
+    from opstower_core.pg.digest_job import DigestJob
+
+    e = ctx.entry
+    if e.local_path is None or e.name.encrypted or not (e.meta or {}).get("sha256") or ctx.plan.mode == "tables":
+        return None
+    ctx.digest_job = DigestJob(e.local_path, e.name.compression)
+    return ctx.digest_job
+
+
+def _job_digests(ctx: RunContext) -> None:
+    """Put the digest process's table digests into the artifact's proof (waits for it); without them the
+    proof is not made and says why."""
+    job, proof = ctx.digest_job, ctx.artifact_proof
+    ctx.digest_job = None
+    if job is None or proof is None:
+        return
+    got, why = job.result(str(ctx.entry.meta["sha256"]), ctx.cancel)
+    ctx.cancel.check("the restored database was left as it is")
+    if got is None:
+        ctx.reporter.log("verify_restored", f"Restore proof not possible: {why}", "WARN")
+        ctx.artifact_proof = None
+        ctx.proof_missing = why
+        return
+    proof.tables, proof.copy_columns, proof.digested = got.tables, got.copy_columns, True
+    ctx.reporter.log("verify_restored", f"The artifact's table digests were computed beside the load at idle "
+                     f"priority ({len(got.tables)} tables, ready after {got.seconds:.1f} s)")
 
 
 def _early_digests(ctx: RunContext, spec: LoadSpec) -> Any:
@@ -246,6 +283,8 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
         if checked[0].status == Status.FAIL:
             raise OpsError(f"The restored database failed its checks: {checked[0].detail}", "", "")
 
+    _job_digests(ctx)
+    prove = ctx.plan.mode != "tables" and ctx.artifact_proof is not None
     early = ctx.early_digests.result() if ctx.early_digests is not None else {}
     if early:
         r.log("verify_restored", f"{len(early)} restored table(s) were read beside the index builds "
@@ -268,7 +307,7 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
         detail += "; restore proof not made for a selective restore (row counts compared)"
     elif ctx.artifact_proof is None:
         out.status = Status.WARN
-        detail += "; restore proof not made (the verification could not digest the artifact)"
+        detail += f"; restore proof not made ({ctx.proof_missing or 'the verification could not digest the artifact'})"
     else:
         if ctx.proof.status == Status.FAIL:
             shown = "; ".join(ctx.proof.differences[:5])

@@ -1,0 +1,155 @@
+"""The dump's per-table digests, computed by a process of their own at idle priority.
+
+Issue 18: the restore proof needs every table's digest of the artifact (rows, dump-order sha256,
+order-independent sum). Parsing pg_dump -Z0's one-chunk-per-row data blocks costs ~4 CPU-s per
+GB-scale dump; done in the load's read it stretched pg_restore's COPY phase by a third on 2
+cores. The digests are needed only when the restored tables are compared, so a child process
+computes them from the local artifact under SCHED_IDLE (nice 19 where that is refused): it runs
+in the CPU time the load leaves unused and never slows the load.
+
+The child reads the file on its own, so its digests prove something only about the bytes it
+read: it also hashes them, and `DigestJob.result` accepts the digests only when that sha256
+is the one the load's verified read matched (the metadata's). Anything else — a child that
+failed, was killed or read other bytes — gives no digests and a reason, never a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from opstower_core.events import CancelToken
+from opstower_core.pg.digest import TableDigest
+
+TableKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class JobDigests:
+    """What the child read: the stored bytes' sha256 and each table's digest and COPY columns."""
+
+    sha256: str
+    tables: dict[TableKey, TableDigest]
+    copy_columns: dict[TableKey, list[str] | None]
+    seconds: float
+
+
+class DigestJob:
+    """One child digesting `path`; `result()` waits for it (honouring `cancel`) and checks its sha256."""
+
+    def __init__(self, path: Path, compression: str) -> None:
+        self.path, self.started = path, time.monotonic()
+        # The answer goes to an unlinked temp file, not a pipe: thousands of tables exceed a pipe's
+        # buffer, and the parent reads only once the child has ended.
+        self._out = _private_tempfile()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "opstower_core.pg.digest_job", str(path), compression],
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.PIPE, close_fds=True)
+
+    def result(self, expected_sha256: str, cancel: CancelToken | None = None) -> tuple[JobDigests | None, str]:
+        """(digests, "") when the child read exactly the bytes whose sha256 is `expected_sha256`;
+        else (None, why not)."""
+        try:
+            while True:
+                try:
+                    self.proc.wait(timeout=0.1)
+                    break
+                except subprocess.TimeoutExpired:
+                    if cancel is not None and cancel.cancelled:
+                        self.kill()
+                        return None, "cancelled"
+            err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace").strip()
+            if self.proc.returncode != 0:
+                last = err.splitlines()[-1] if err else f"exit status {self.proc.returncode}"
+                return None, f"the artifact's digests could not be computed ({last})"
+            self._out.seek(0)
+            doc = json.loads(self._out.read().decode())
+        finally:
+            self._close()
+        if doc.get("error"):
+            return None, f"the artifact could not be digested ({doc['error']})"
+        if doc.get("sha256") != expected_sha256:
+            return None, ("the artifact's bytes changed between the verified read and the digest read "
+                          f"(sha256 {str(doc.get('sha256'))[:12]}… vs {expected_sha256[:12]}…)")
+        tables = {(s, t): TableDigest(rows, ordered, multiset) for s, t, rows, ordered, multiset in doc["tables"]}
+        cols = {(s, t): c for s, t, c in doc["copy_columns"]}
+        return JobDigests(doc["sha256"], tables, cols, time.monotonic() - self.started), ""
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        if not self._out.closed:
+            self._out.close()
+
+
+def _private_tempfile():  # noqa: ANN202 - a binary temporary file, unlinked at once
+    import tempfile
+
+    return tempfile.TemporaryFile()
+
+
+def _idle() -> str:
+    """Lower this process to SCHED_IDLE (runs only when a CPU would otherwise idle), or nice 19."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return "SCHED_IDLE"
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            return "normal"
+        return "nice 19"
+
+
+def _child(path: str, compression: str) -> int:
+    from opstower_core.artifacts.scan import scan_stream
+    from opstower_core.pg.digest import DumpDigester, DumpFormatError
+
+    _idle()
+    digester = DumpDigester(toc_only=False)
+    error: str | None = None
+
+    def feed(data: memoryview) -> None:
+        nonlocal error
+        if error is None:
+            try:
+                digester.write(data)
+            except DumpFormatError as exc:
+                error = str(exc)  # the read goes on: its sha256 is still reported
+
+    with open(path, "rb") as raw:
+        scan = scan_stream(raw, compression, on_data=feed)
+    if scan.error:
+        error = scan.error
+    elif error is None:
+        try:
+            digester.close()
+        except DumpFormatError as exc:
+            error = str(exc)
+    doc = {
+        "sha256": scan.sha256, "error": error,
+        "tables": [[s, t, d.rows, d.ordered, d.multiset] for (s, t), d in digester.tables.items()],
+        "copy_columns": [[s, t, c] for (s, t), c in digester.copy_columns.items()],
+    }
+    sys.stdout.write(json.dumps(doc))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":  # the child: python -m opstower_core.pg.digest_job PATH COMPRESSION
+    try:
+        sys.exit(_child(sys.argv[1], sys.argv[2]))
+    except Exception as exc:  # noqa: BLE001 - one line for the parent, which reports it
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
