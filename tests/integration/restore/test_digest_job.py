@@ -1,0 +1,85 @@
+"""Issue 18: the artifact's table digests come from an idle-priority process beside the load
+(pg/digest_job.py). They count only when that process read the verified bytes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from opstower_core.backup import BackupOptions, run_backup
+from opstower_core.events import Status
+from opstower_core.pg.digest import DumpDigester
+from opstower_core.pg.digest_job import DigestJob
+from opstower_core.restore import RestoreOptions, plan_restore, run_restore
+from support.restore import contents
+from support.servers import create_database
+
+SCHEMA = """
+CREATE TABLE "Mixed Case" (id int PRIMARY KEY, "Name" text, note text);
+INSERT INTO "Mixed Case" SELECT g, 'naïve ' || g, CASE WHEN g % 3 = 0 THEN NULL ELSE 'tab\there' END
+  FROM generate_series(1, 3000) g;
+CREATE TABLE other (k text PRIMARY KEY);
+INSERT INTO other SELECT 'k' || g FROM generate_series(1, 10) g;
+"""
+
+
+def _backup(pg, make_settings):
+    db = f"dj_{uuid.uuid4().hex[:8]}"
+    create_database(pg, db, SCHEMA)
+    settings = make_settings(db)
+    return db, settings, run_backup(settings, options=BackupOptions(local_only=True))
+
+
+def test_the_job_digests_what_the_in_process_reader_digests(pg, make_settings):
+    _, _, backup = _backup(pg, make_settings)
+    job = DigestJob(backup.path, "zstd")
+    got, why = job.result(backup.meta["sha256"])
+    assert got is not None, why
+    import zstandard
+
+    d = DumpDigester()
+    d.write(zstandard.ZstdDecompressor().decompress(backup.path.read_bytes(), max_output_size=1 << 30))
+    d.close()
+    assert got.tables == d.tables and got.copy_columns == d.copy_columns
+    assert got.tables[("public", "Mixed Case")].rows == 3000
+
+
+def test_other_bytes_or_an_unreadable_file_give_no_digests_and_say_why(pg, make_settings, tmp_path):
+    _, _, backup = _backup(pg, make_settings)
+    got, why = DigestJob(backup.path, "zstd").result("0" * 64)
+    assert got is None and "changed between the verified read and the digest read" in why
+    cut = tmp_path / "cut.dump.zst"
+    cut.write_bytes(backup.path.read_bytes()[: backup.path.stat().st_size // 2])
+    got, why = DigestJob(cut, "zstd").result(backup.meta["sha256"])
+    assert got is None and why
+
+
+def test_a_restore_proves_with_the_jobs_digests(pg, make_settings):
+    db, settings, backup = _backup(pg, make_settings)
+    target = f"{db}_new"
+    result = run_restore(settings, plan_restore(settings, str(backup.path), options=RestoreOptions(target_db=target)))
+    assert result.ok, result.sentence
+    assert result.proof is not None and result.proof.status == Status.PASS and result.proof.rows == 3010
+    log = max((settings.backup_dir / "logs").glob("restore_*.log"), key=os.path.getmtime).read_text()
+    assert "table digests were computed beside the load at idle priority (2 tables" in log
+    assert contents(pg, target) == contents(pg, db)
+
+
+def test_an_artifact_replaced_during_the_load_is_not_proven(pg, make_settings, monkeypatch):
+    """The job reads the file after the verified read began: if the bytes differ, the proof is not
+    made and the step says so (WARN), instead of comparing against digests of other bytes."""
+    db, settings, backup = _backup(pg, make_settings)
+    _, _, other = _backup(pg, make_settings)
+    real = DigestJob.__init__
+
+    def swapped(self, path, compression):  # the job reads another artifact's bytes
+        real(self, other.path, compression)
+
+    monkeypatch.setattr(DigestJob, "__init__", swapped)
+    target = f"{db}_new"
+    result = run_restore(settings, plan_restore(settings, str(backup.path), options=RestoreOptions(target_db=target)))
+    assert result.ok, result.sentence
+    step = {s.step: s for s in result.steps}["verify_restored"]
+    assert step.status == Status.WARN
+    assert "restore proof not made (the artifact's bytes changed between the verified read" in step.detail
+    assert result.proof is None
