@@ -129,13 +129,17 @@ def pitr_enable_job(settings: Any, target_name: str | None, apply: bool) -> Job:
 
 
 def pitr_enable_summary(report: Any) -> str:
+    restart = "archive_mode / wal_level take effect at the next server restart"
+    if not report.applied:  # the dry run
+        if report.ready:
+            return "PASS: WAL archiving is on; nothing to change"
+        return ("DRY RUN: nothing was changed; a applies the settings marked WARN"
+                + (f" ({restart})" if report.restart_needed else ""))
     if report.restart_needed:
-        return "APPLIED: a server restart is needed for archive_mode / wal_level to take effect"
+        return f"APPLIED: a server restart is needed: {restart}"
     if report.ready:
         return "PASS: WAL archiving is on"
-    if report.applied:
-        return "FAIL: applied, but a setting still differs: see the steps"
-    return "DRY RUN: nothing was changed; a applies these settings"
+    return "FAIL: applied, but a setting still differs: see the steps"
 
 
 class PitrEnableScreen(RunScreen):
@@ -163,7 +167,7 @@ class PitrEnableScreen(RunScreen):
         if action == "apply_pitr_enable":
             report = self.result
             return (self.finished and not self.applied and report is not None and not report.ready
-                    and not report.restart_needed and not self.settings.pitr.read_only)
+                    and not self.settings.pitr.read_only)
         return True
 
     def work_done(self, name: str, result: Any) -> None:
