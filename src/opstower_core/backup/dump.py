@@ -14,6 +14,7 @@ the run is cancelled (the console's Esc cannot interrupt a blocking read).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import queue
@@ -23,7 +24,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import humanize
 import psycopg
@@ -35,6 +36,7 @@ from opstower_core.artifacts.crypto import EncryptingWriter, EncryptionSettings
 from opstower_core.artifacts.names import ArtifactName, write_private
 from opstower_core.backup.locks import LockHolder, find_holders, what_to_do
 from opstower_core.backup.model import BackupOptions, DumpResult
+from opstower_core.backup.readback import ReadBack
 from opstower_core.config import Target
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Reporter
@@ -65,8 +67,9 @@ class _Sink:
 
     DEPTH = 8  # compressed chunks in flight: a few MiB, constant memory
 
-    def __init__(self, fh: IO[bytes], uploads: Sequence[ByteSink]) -> None:
-        self.fh = fh
+    def __init__(self, fd: int, uploads: Sequence[ByteSink], on_written: Callable[[int], None]) -> None:
+        self.fd = fd
+        self.on_written = on_written
         self.sha = hashlib.sha256()
         self.size = 0
         self.uploads = uploads
@@ -80,7 +83,11 @@ class _Sink:
             if self._error is not None:
                 continue  # keep taking, so the producer never blocks on a dead sink
             try:
-                self.fh.write(data)
+                # Straight to the file, no buffer: the read-back follows what is in the file.
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view):]
+                self.on_written(len(data))
                 self.sha.update(data)
                 self.size += len(data)
                 for upload in self.uploads:
@@ -106,9 +113,10 @@ class StreamingDump:
     """One pg_dump of `target` into `tmp`. `run()` returns a DumpResult or raises with nothing left running."""
 
     def __init__(self, target: Target, tools: PgTools, options: BackupOptions, enc: EncryptionSettings,
-                 reporter: Reporter, lock_wait: float, uploads: Sequence[ByteSink] = (),
+                 reporter: Reporter, lock_wait: float, readback: ReadBack, uploads: Sequence[ByteSink] = (),
                  statistics: bool = False, server_major: int = 0) -> None:
         self.target = target
+        self.readback = readback
         self.statistics = statistics
         self.server_major = server_major
         self.tools = tools
@@ -176,21 +184,27 @@ class StreamingDump:
             # A killed pg_dump's server session waiting for a lock would wait on until the lock is free
             # (it notices its dead client only then): let it check its client every second.
             env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c client_connection_check_interval=1000").strip()
-        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, env=env)
+        assert proc.stdout is not None
+        _widen_pipe(proc.stdout.fileno())
+        return proc
 
     def _pump(self, tmp: Path) -> tuple[int, str, int]:
         """Read pg_dump's output to its end; (compressed size, sha256, uncompressed bytes)."""
         assert self.proc is not None and self.proc.stdout is not None
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            sink = _Sink(fh, self.uploads)
+        try:
+            self.readback.start()
+            sink = _Sink(fd, self.uploads, self.readback.written)
             try:
                 self._stream(sink)
             finally:
                 sink.close()  # every byte written and hashed (or the sink's error raised)
-            fh.flush()
-            os.fsync(fh.fileno())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            self.readback.writer_done()  # the read-back reads to the end of the file, then stops
         return sink.size, sink.sha.hexdigest(), self._raw_bytes
 
     def _stream(self, sink: _Sink) -> None:
@@ -344,6 +358,15 @@ class StreamingDump:
                                f"{self.lock_wait:g} s ({say('wait_option_name')})", "WARN")
 
 
+def _widen_pipe(fd: int) -> None:
+    """A pipe of CHUNK bytes instead of 64 KiB: pg_dump's small writes fill it without waking
+    us for each 64 KiB, and one read takes a whole chunk (Linux; elsewhere the default stays)."""
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+    except OSError:  # above /proc/sys/fs/pipe-max-size, or not Linux
+        pass
+
+
 def _lock_timeout(text: str) -> bool:
     text = text.lower()
     return "lock timeout" in text or "could not obtain lock" in text
@@ -355,17 +378,46 @@ def log_sizes(r: Reporter, dumped: DumpResult) -> None:
           f"(from {humanize.naturalsize(dumped.uncompressed_bytes, binary=True)} original, {ratio:.0f}% smaller)")
 
 
-def dump_globals(tools: PgTools, target: Target, directory: Path, name: ArtifactName) -> tuple[bool, str]:
-    """Roles and tablespaces beside the artifact, without passwords; (dumped, note)."""
-    try:
-        proc = subprocess.run(
-            [tools.pg_dumpall, "--globals-only", "--no-role-passwords", f"--database={target.dbname}"],
-            capture_output=True, env=target.libpq_env(), timeout=300, stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return False, f"pg_dumpall could not run ({exc})"
-    if proc.returncode != 0:
-        reason = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        return False, reason[-1] if reason else f"pg_dumpall exit {proc.returncode}"
-    write_private(directory / name.globals_filename, proc.stdout)
-    return True, name.globals_filename
+class GlobalsDump:
+    """Roles and tablespaces (pg_dumpall --globals-only, without passwords), taken on a thread of
+    its own beside the dump and written beside the artifact when that is stored."""
+
+    def __init__(self, tools: PgTools, target: Target) -> None:
+        self.tools = tools
+        self.target = target
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out = b""
+        self.note = ""
+        self._thread = threading.Thread(target=self._run, name="dump-globals", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.proc = subprocess.Popen(
+                [self.tools.pg_dumpall, "--globals-only", "--no-role-passwords", f"--database={self.target.dbname}"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.target.libpq_env(), stdin=subprocess.DEVNULL)
+            out, err = self.proc.communicate(timeout=300)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.stop()
+            self.note = f"pg_dumpall could not run ({exc})"
+            return
+        if self.proc.returncode != 0:
+            reason = err.decode("utf-8", "replace").strip().splitlines()
+            self.note = reason[-1] if reason else f"pg_dumpall exit {self.proc.returncode}"
+            return
+        self.out = out
+
+    def write(self, directory: Path, name: ArtifactName) -> tuple[bool, str]:
+        """(dumped, note): the file's name, or why there is none."""
+        self._thread.join()
+        if self.note:
+            return False, self.note
+        write_private(directory / name.globals_filename, self.out)
+        return True, name.globals_filename
+
+    def stop(self) -> None:
+        """The run failed: pg_dumpall does not outlive it."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()

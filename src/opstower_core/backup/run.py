@@ -29,7 +29,7 @@ from opstower_core.advice import say
 from opstower_core.alerts import send_safely
 from opstower_core.artifacts.crypto import encryption_settings, fingerprint
 from opstower_core.artifacts.names import ArtifactName, fsync_dir, new_stamp, write_metadata
-from opstower_core.backup.dump import StreamingDump, dump_globals, log_sizes
+from opstower_core.backup.dump import GlobalsDump, StreamingDump, log_sizes
 from opstower_core.backup.leaks import (
     UploadLedger,
     abort_stale_uploads,
@@ -43,7 +43,7 @@ from opstower_core.backup.model import (
     DumpResult,
     required_free_bytes,
 )
-from opstower_core.backup.readback import read_back
+from opstower_core.backup.readback import ReadBack, read_back
 from opstower_core.config import Settings
 from opstower_core.errors import Cancelled, LockHeld, OpsError
 from opstower_core.events import CancelToken, EventSink, Reporter, Status
@@ -124,6 +124,8 @@ class BackupRun:
         self.feed: ReplicaFeed | None = None  # the replica's copy, streamed alongside the dump
         self.name: ArtifactName | None = None
         self.tmp: Path | None = None  # the temporary artifact, until renamed
+        self.readback: ReadBack | None = None  # its read-back, following the dump
+        self.globals: GlobalsDump | None = None  # roles and tablespaces, taken beside the dump
 
     @property
     def wants_s3(self) -> bool:
@@ -162,7 +164,8 @@ class BackupRun:
         self.name = self._fresh_name()
         self.tmp = self.settings.backup_dir / f".{self.name.filename}.tmp"
         dumped = self.dump()
-        read_back(self.r, self.tmp, self.name, dumped, self.enc)
+        assert self.readback is not None
+        read_back(self.r, self.readback, dumped)
         meta = self.store_artifact(dumped)
         result = BackupResult(self.name, self.settings.backup_dir / self.name.filename, meta, self.log_path, 0.0)
         if not self.name.pre_restore:
@@ -250,8 +253,10 @@ class BackupRun:
             self._start_upload()
             self._start_feed()
             uploads = [u for u in (self.upload, self.feed) if u is not None]
+            self.readback = ReadBack(self.tmp, self.name, self.enc, self.r.cancel)
+            self.globals = GlobalsDump(self.tools, self.target)
             dumped = StreamingDump(self.target, self.tools, self.options, self.enc, self.r, self.lock_wait,
-                                   uploads, statistics=self.statistics,
+                                   self.readback, uploads, statistics=self.statistics,
                                    server_major=self.server_major).run(self.tmp)
             log_sizes(self.r, dumped)
             out.detail = (f"Database dump completed successfully: {len(dumped.row_counts)} tables, "
@@ -300,8 +305,8 @@ class BackupRun:
     # -- 1.4 metadata, rename ------------------------------------------------------------
     def store_artifact(self, dumped: DumpResult) -> dict[str, Any]:
         """Globals, metadata, then the artifact under its real name (metadata first: a listed artifact has its sidecar)."""
-        assert self.tools is not None and self.name is not None and self.tmp is not None
-        globals_ok, globals_note = dump_globals(self.tools, self.target, self.settings.backup_dir, self.name)
+        assert self.globals is not None and self.name is not None and self.tmp is not None
+        globals_ok, globals_note = self.globals.write(self.settings.backup_dir, self.name)
         if not globals_ok:
             self.r.log("dump", f"Globals (roles, tablespaces) not dumped: {globals_note}", "WARN")
         meta = self.metadata(dumped, time.monotonic() - self.t0, globals_ok, globals_note)
@@ -503,6 +508,8 @@ class BackupRun:
     def _failed(self, exc: BaseException) -> BaseException:
         """Clean up first (nothing half-written may stay), then say it: log, alert, history."""
         assert self.log is not None
+        if self.globals is not None:
+            self.globals.stop()
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
             self.tmp = None
