@@ -108,7 +108,10 @@ def _runs(records: Sequence[RunRecord]) -> list[_Run]:
         for s in steps:
             if not isinstance(s, dict) or s.get("status") == "SKIP" or s.get("step") in NOT_FORECAST:
                 continue
-            seconds = s.get("waited", s.get("seconds")) if s.get("parallel_with") else s.get("seconds")
+            if s.get("after_service"):
+                seconds: object = 0.0  # ran once the restored database was in service: off the clock
+            else:
+                seconds = s.get("waited", s.get("seconds")) if s.get("parallel_with") else s.get("seconds")
             if isinstance(seconds, int | float):
                 clock[str(s.get("step"))] = float(seconds)
         out.append((rec, clock))

@@ -3,6 +3,7 @@ flag, and what the run has learnt and touched so far (which drives the rollback)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ class RunContext:
     rollback_failed: str | None = None
     artifact_proof: Any = None  # verify's ArtifactProof, from the verification read of the artifact
     proof: Any = None  # verify's ProofResult: the restored database compared with that proof
+    started_mono: float = field(default_factory=time.monotonic)  # the run's start, for the RTO clock
+    service_seconds: float | None = None  # when the restored database went into service (the swap committed)
     digest_job: Any = None  # pg.digest_job.DigestJob: the artifact's table digests, computed beside the load
     proof_missing: str | None = None  # why the proof could not be made (the digest job's reason)
     early_digests: Any = None  # server._EarlyDigests: restored tables read beside the index builds

@@ -83,6 +83,9 @@ class PlannedStep:
     # Steps this one runs beside (started in a thread, joined before the first step that touches the
     # live database): the RTO clock waits for it only where it outlasts them.
     parallel_with: list[str] = field(default_factory=list)
+    # Runs after the switch, with the restored database already in service: off the RTO clock, and its
+    # failure or cancel leaves the restore done (reported as WARN / SKIP), since nothing is left to undo.
+    after_service: bool = False
 
 
 @dataclass
@@ -153,7 +156,7 @@ class RestoreResult:
     steps: list[StepResult]
     total_seconds: float
     rto_seconds: float
-    margin_seconds: float
+    margin_seconds: float  # the RTO minus the time until the restored database was in service
     old_database: str | None  # kept live copy after a swap, to keep or discard
     pre_restore_artifact: str | None
     sentence: str  # what happened, the state things are in, what to do next
@@ -163,6 +166,7 @@ class RestoreResult:
     left_out: str | None = None  # what was deliberately not restored (--no-acl)
     proof: Any = None  # verify's ProofResult: the restored database compared with the artifact
     commands: list[Any] = field(default_factory=list)  # events.CommandRan: every command and changing statement
+    service_seconds: float | None = None  # until the restored database was in service (the RTO clock); None: not yet
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -171,11 +175,13 @@ class RestoreResult:
             "pre_restore_artifact": self.pre_restore_artifact, "rolled_back": self.rolled_back,
             "left_out": self.left_out, "proof": _proof_dict(self.proof),
             "total_seconds": round(self.total_seconds, 3), "rto_seconds": self.rto_seconds,
+            "service_seconds": None if self.service_seconds is None else round(self.service_seconds, 3),
             "margin_seconds": round(self.margin_seconds, 3),
             "steps": [{"step": s.step, "title": s.title, "status": s.status.value, "seconds": round(s.seconds, 3),
                        "cumulative": round(c, 3), "detail": s.detail,
                        **({"parallel_with": s.data["parallel_with"], "waited": s.data.get("waited", s.seconds)}
-                          if s.data.get("parallel_with") else {})}
+                          if s.data.get("parallel_with") else {}),
+                       **({"after_service": True} if s.data.get("after_service") else {})}
                       for s, (_, _, c) in zip(self.steps, timing_table(self), strict=True)],
             "sentence": self.sentence,
             "commands": [{"step": c.step, "command": c.command, "started": c.started, "seconds": round(c.seconds, 3),
@@ -193,9 +199,15 @@ def _proof_dict(proof: Any) -> dict[str, Any] | None:
 def timing_table(result: RestoreResult) -> list[tuple[str, float, float]]:
     """(step title, seconds, cumulative seconds) for each step run, in order.
 
-    A step that ran beside others adds to the clock only the time the run waited for it."""
+    A step that ran beside others adds to the clock only the time the run waited for it; one that ran
+    after the restored database was in service adds nothing."""
     rows, total = [], 0.0
     for s in result.steps:
-        total += float(s.data.get("waited", s.seconds)) if s.data.get("parallel_with") else s.seconds
+        if s.data.get("after_service"):
+            pass
+        elif s.data.get("parallel_with"):
+            total += float(s.data.get("waited", s.seconds))
+        else:
+            total += s.seconds
         rows.append((s.title, s.seconds, total))
     return rows

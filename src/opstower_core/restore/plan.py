@@ -55,7 +55,7 @@ PARALLEL_MIN_CORES = 3
 # In swap mode the pre-restore backup runs beside these steps (the live database is kept, renamed, so
 # the dump is a second way back, not the only one); it is joined before the first step that touches
 # the live database, so a failed safety copy still stops the restore before anything changes.
-BESIDE_PRE_BACKUP = ("drop_create", "restore", "verify_restored", "analyze", "vacuum", "reindex")
+BESIDE_PRE_BACKUP = ("drop_create", "restore", "verify_restored", "analyze", "reindex")
 
 _LATEST = re.compile(r"^(?P<db>.+)_latest(?:\.(?P<ext>dump\.zst|sql\.gz|dump|sql)(?P<age>\.age)?)?$")
 
@@ -511,12 +511,14 @@ def _maintenance_step(kind: str) -> Callable[[Settings, RestorePlan], PlannedSte
                          "this run created")
         if kind == "analyze":
             return _step(kind, [f"ANALYZE <each table without statistics>  -- in {p.work_db}"], _analyze_detail(p))
-        step = _step(kind, [f"{maintenance_sql(kind, p.work_db)}  -- in {p.work_db}"], "post-restore optimization")
-        if kind == "vacuum":
-            # Visibility map and hint bits, not the data: it need not queue behind the proof's read.
-            step.parallel_with = ["verify_restored"]
-            step.detail += "; runs in parallel with the verification of the restored database"
-        return step
+        if kind == "vacuum" and p.mode != "tables":
+            # Visibility map and hint bits, not the data: nothing the RTO clock needs to wait for.
+            step = _step(kind, [f"{maintenance_sql(kind, p.live_db)}  -- in {p.live_db}, after the switch"],
+                         "post-restore optimization; runs once the restored database is in service (off the RTO "
+                         "clock): a failure or cancel here leaves the restore done")
+            step.after_service = True
+            return step
+        return _step(kind, [f"{maintenance_sql(kind, p.work_db)}  -- in {p.work_db}"], "post-restore optimization")
 
     return build
 
@@ -551,13 +553,16 @@ _BUILDERS: dict[str, Callable[[Settings, RestorePlan], PlannedStep]] = {
 
 def _order(mode: str) -> list[str]:
     """A swap keeps the live database in service until the switch: its sessions are cut off last."""
-    # ANALYZE (usually nothing left to do: the statistics came with the dump) before VACUUM, which
-    # then runs beside the verification of the restored database (the two would wait for each other).
+    # ANALYZE (usually nothing left to do: the statistics came with the dump) before the switch: the
+    # planner needs statistics from the first query. VACUUM (hint bits, visibility map) after it.
     if mode == "swap":
-        return ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "analyze", "vacuum",
-                "verify_restored", "reindex", "terminate", "swap"]
+        return ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "analyze",
+                "verify_restored", "reindex", "terminate", "swap", "vacuum"]
+    if mode == "tables":
+        return ["verify", "download", "confirm", "roles", "pre_backup", "terminate", "drop_create", "restore",
+                "analyze", "vacuum", "verify_restored", "reindex", "swap"]
     return ["verify", "download", "confirm", "roles", "pre_backup", "terminate", "drop_create", "restore",
-            "analyze", "vacuum", "verify_restored", "reindex", "swap"]
+            "analyze", "verify_restored", "reindex", "swap", "vacuum"]
 
 
 def _steps(settings: Settings, p: RestorePlan) -> list[PlannedStep]:

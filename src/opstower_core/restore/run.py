@@ -22,7 +22,7 @@ from opstower_core import fmt
 from opstower_core.advice import say
 from opstower_core.config import Settings
 from opstower_core.errors import Cancelled, OpsError
-from opstower_core.events import CancelToken, EventSink, Reporter, Status, StepResult
+from opstower_core.events import CancelToken, EventSink, Reporter, Status, StepOutcome, StepResult
 from opstower_core.pg.admin import (
     admin,
     db_exists,
@@ -72,7 +72,7 @@ def run_restore(settings: Settings, plan: RestorePlan, confirm: Callable[[Restor
     says what was rolled back (ok False, status failed/cancelled).
     """
     ctx = _context(settings, plan, confirm, on_event, cancel, state)
-    t0, started = time.monotonic(), time.time()
+    t0, started = ctx.started_mono, time.time()
     ctx.log.line("INFO", f"OpsTower Database Restore - Started ({plan.entry.filename} -> {plan.live_db}, "
                  f"mode {plan.mode})")
     # Held for the whole run: the pre-restore backup applies retention, which must never delete
@@ -122,11 +122,21 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
                 r.started(step.id, step.title, index, total)
                 r.finished(step.id, Status.SKIP, step.skip, 0.0)
                 continue
+            if step.after_service and ctx.touched.done:
+                _after_service(ctx, step, index, total)
+                continue
             with r.step(step.id, step.title, index, total) as out:
                 ctx.cancel.check()
                 if step.id in JOURNALED:
                     ctx.checkpoint(step.id)
                 STEPS[step.id](ctx, out)
+            if step.id == "swap" and ctx.touched.done:
+                # The restored database is in service: the RTO clock stops, and the server holds nothing
+                # a later run would have to finish or undo, so the journal goes now (steps after this
+                # one only maintain the live database).
+                ctx.service_seconds = time.monotonic() - ctx.started_mono
+                journal.remove(ctx.journal)
+                ctx.journal = None
         while besides:
             parallel.join(ctx, besides.pop(0))
         journal.remove(ctx.journal)
@@ -144,6 +154,29 @@ def _run_steps(ctx: RunContext) -> tuple[str, BaseException | None]:
     return status, error
 
 
+def _after_service(ctx: RunContext, step: Any, index: int, total: int) -> None:
+    """A step after the switch: the restore is done whatever happens here, so a failure or a cancel is
+    reported (WARN / SKIP, with what to run later) instead of rolling anything back."""
+    r = ctx.reporter
+    r.started(step.id, step.title, index, total)
+    out, t0 = StepOutcome(), time.monotonic()
+    data = {"after_service": True}
+    try:
+        ctx.cancel.check()
+        STEPS[step.id](ctx, out)
+    except (Cancelled, KeyboardInterrupt):
+        r.finished(step.id, Status.SKIP, f"cancelled; {ctx.live_db} is restored and in service (run "
+                   f"{step.id.upper()} on it later)", time.monotonic() - t0, data)
+        return
+    except Exception as exc:  # noqa: BLE001 - the restore is done: reported, not rolled back
+        reason = getattr(exc, "what", None) or first_line(exc)
+        r.finished(step.id, Status.WARN, f"{reason}; {ctx.live_db} is restored and in service (run "
+                   f"{step.id.upper()} on it later)", time.monotonic() - t0, data)
+        return
+    r.finished(step.id, out.status, f"{out.detail} (after the switch, with {ctx.live_db} in service)",
+               time.monotonic() - t0, {**out.data, **data})
+
+
 def _refuse_if_interrupted(ctx: RunContext) -> None:
     """A journal left for this database by a killed run: finish or undo that one first.
 
@@ -159,7 +192,8 @@ def _result(ctx: RunContext, status: str, error: BaseException | None, seconds: 
     rto = plan.rto_minutes * 60.0
     result = RestoreResult(
         ok=status == "success", plan=plan, steps=_in_plan_order(ctx), total_seconds=seconds, rto_seconds=rto,
-        margin_seconds=rto - seconds,
+        margin_seconds=rto - (ctx.service_seconds if ctx.service_seconds is not None else seconds),
+        service_seconds=ctx.service_seconds,
         old_database=ctx.old_db if ctx.touched.done and plan.mode == "swap" else None,
         pre_restore_artifact=ctx.pre_restore.name.filename if ctx.pre_restore else None, sentence="",
         status=status, rolled_back=bool(ctx.rollback_note) and not ctx.rollback_failed,
@@ -281,7 +315,10 @@ def _success_sentence(ctx: RunContext, result: RestoreResult) -> str:
 
 def _restored_sentence(ctx: RunContext, result: RestoreResult) -> str:
     plan, file, live = ctx.plan, ctx.entry.filename, ctx.live_db
-    took = fmt.duration(result.total_seconds)
+    took = fmt.duration(result.service_seconds if result.service_seconds is not None else result.total_seconds)
+    after = [s for s in result.steps if s.data.get("after_service")]
+    if after:  # maintenance once the database was in service: named, off the RTO clock
+        took += " to service, then " + ", ".join(f"{s.step.upper()} {fmt.duration(s.seconds)}" for s in after)
     if result.margin_seconds >= 0:
         rto = f"{fmt.duration(result.margin_seconds)} left of the {plan.rto_minutes}-minute RTO"
     else:

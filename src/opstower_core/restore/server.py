@@ -322,9 +322,10 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
 
 
 def _maintain(ctx: RunContext, kind: str, out: StepOutcome) -> None:
-    sql = maintenance_sql(kind, ctx.work_db)
-    ctx.reporter.log(kind, f"{sql} in {ctx.work_db}")
-    run_cancellable(ctx.target, ctx.work_db, sql, ctx.cancel)
+    db = ctx.live_db if ctx.touched.done else ctx.work_db  # after the switch the restored data is live
+    sql = maintenance_sql(kind, db)
+    ctx.reporter.log(kind, f"{sql} in {db}")
+    run_cancellable(ctx.target, db, sql, ctx.cancel)
     out.detail = f"{sql.split()[0]} completed"
 
 

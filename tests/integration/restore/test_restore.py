@@ -35,8 +35,8 @@ from support.restore import (
 )
 from support.servers import admin_conn, create_database
 
-SWAP_ORDER = ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "analyze", "vacuum",
-              "verify_restored", "reindex", "terminate", "swap"]
+SWAP_ORDER = ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "analyze",
+              "verify_restored", "reindex", "terminate", "swap", "vacuum"]
 
 
 def test_round_trip_with_connected_sessions(live, pg, source):

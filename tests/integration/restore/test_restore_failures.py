@@ -126,7 +126,7 @@ def test_cancel_while_the_restore_tool_runs_kills_it_and_rolls_back(plain_live):
     assert "cancelled" in result.sentence and "pre-restore backup" in result.sentence
 
 
-SWAP_STEPS = ["verify", "confirm", "pre_backup", "drop_create", "restore", "verify_restored", "analyze", "vacuum",
+SWAP_STEPS = ["verify", "confirm", "pre_backup", "drop_create", "restore", "verify_restored", "analyze",
               "reindex", "terminate", "swap"]
 
 
@@ -147,6 +147,24 @@ def test_cancel_at_each_step_of_a_swap(live, step):
             apps[0].execute("SELECT 1")
     else:
         apps[0].execute("SELECT 1")
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_cancel_after_the_switch_leaves_the_restore_done(live, in_place):
+    """VACUUM runs once the restored database is in service: a cancel there skips it and undoes nothing."""
+    cancel = CancelToken()
+    with admin_conn(live.pg, live.db) as c:
+        c.execute("DELETE FROM orders")  # the damage the restore repairs
+    plan = plan_restore(live.settings, str(live.backup.path), options=RestoreOptions(force=True, in_place=in_place))
+    result = run_restore(live.settings, plan, on_event=cancel_when_started("vacuum", cancel), cancel=cancel)
+    assert result.ok and result.status == "success", result.sentence
+    st = {s.step: s for s in result.steps}
+    assert st["swap"].status == Status.PASS
+    assert st["vacuum"].status == Status.SKIP and "is restored and in service" in st["vacuum"].detail
+    assert not result.rolled_back and result.service_seconds is not None
+    assert not list((live.settings.state_dir / "restore_journal").glob("*.json"))  # nothing to finish or undo
+    with admin_conn(live.pg, live.db) as c:
+        assert c.execute("SELECT count(*) FROM orders").fetchone()[0] == 3000
 
 
 @pytest.mark.parametrize("step", ["terminate", "drop_create", "restore", "verify_restored", "swap"])

@@ -87,7 +87,9 @@ def test_swap_takes_the_pre_restore_backup_beside_the_staging_load(pg, make_sett
     pre = next(s for s in plan.steps if s.id == "pre_backup")
     assert pre.parallel_with and "restore" in pre.parallel_with and "runs in parallel" in pre.detail
     order = [s.id for s in plan.steps]
-    assert order.index("terminate") > order.index("vacuum")  # joined before any session is cut off
+    assert order.index("terminate") > order.index("verify_restored")  # joined before any session is cut off
+    vac = next(s for s in plan.steps if s.id == "vacuum")
+    assert order.index("vacuum") > order.index("swap") and vac.after_service  # off the RTO clock
     result = run_restore(settings, plan)
     assert result.ok, result.sentence
     st = _steps(result)
@@ -98,6 +100,11 @@ def test_swap_takes_the_pre_restore_backup_beside_the_staging_load(pg, make_sett
     cumulative = timing_table(result)[-1][2]
     assert cumulative <= result.total_seconds + 0.05
     assert result.pre_restore_artifact and (settings.backup_dir / result.pre_restore_artifact).exists()
+    # VACUUM ran once the restored database was in service: the RTO clock stopped at the switch.
+    assert st["vacuum"].status == Status.PASS and st["vacuum"].data["after_service"]
+    assert result.service_seconds is not None and result.service_seconds <= result.total_seconds - st["vacuum"].seconds
+    assert result.margin_seconds == result.rto_seconds - result.service_seconds
+    assert "to service, then VACUUM" in result.sentence
     assert contents(pg, result.old_database) == before  # the live database kept as it was
     assert result.proof.status == Status.PASS
     rec = StateStore(settings.state_dir).last("restore", db)
