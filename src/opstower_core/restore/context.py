@@ -71,7 +71,7 @@ class RunContext:
     service_seconds: float | None = None  # when the restored database went into service (the swap committed)
     digest_job: Any = None  # pg.digest_job.DigestJob: the artifact's table digests, computed beside the load
     proof_missing: str | None = None  # why the proof could not be made (the digest job's reason)
-    early_digests: Any = None  # server._EarlyDigests: restored tables read beside the index builds
+    early_digests: Any = None  # server._EarlyDigests: restored tables read beside the load
     journal: Path | None = None  # the restore journal (journal.py) once the run first changes the server
     journal_started: float | None = None
 

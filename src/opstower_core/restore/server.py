@@ -287,7 +287,7 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
     prove = ctx.plan.mode != "tables" and ctx.artifact_proof is not None
     early = ctx.early_digests.result() if ctx.early_digests is not None else {}
     if early:
-        r.log("verify_restored", f"{len(early)} restored table(s) were read beside the index builds "
+        r.log("verify_restored", f"{len(early)} restored table(s) were read beside the load "
               f"({ctx.early_digests.seconds:.1f} s)")
     if prove:
         r.log("verify_restored", "Comparing table digests and the object inventory with the artifact")

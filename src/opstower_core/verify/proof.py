@@ -198,27 +198,37 @@ def prove_restored(
 
 
 class EarlyDigests:
-    """The restored tables' dump-order digests, taken while pg_restore still builds the indexes.
+    """The restored tables' dump-order digests, taken while pg_restore still loads and builds indexes.
 
     A streamed one-job pg_restore follows the archive's order: every table's data (each COPY
-    committed), then the PRIMARY KEY / UNIQUE constraints, then the other indexes. From its
-    first "creating INDEX" line (`on_line`) every table holds its data, and what the load still
-    does either does not conflict with a COPY TO's ACCESS SHARE lock or waits for it (nothing in
-    post-data changes table rows). So the proof's reading of the tables runs beside the index
-    builds instead of after the load (issue 18). `prove_restored(pre=result())` uses a digest
-    only where table, columns and settings are exactly the proof's (`digest_key`); any other
-    table is read there as before, so the proof is unchanged. A failure here is only logged.
+    committed before the next entry starts), then the PRIMARY KEY / UNIQUE constraints, then the
+    other indexes. So a table is complete once pg_restore has moved on to the next table's data
+    ("processing data for table" lines, `on_line`): it is read then, beside the rest of the load.
+    From the first "creating INDEX" line every table holds its data, and what the load still does
+    either does not conflict with a COPY TO's ACCESS SHARE lock or waits for it (nothing in
+    post-data changes table rows): the tables not read yet are read then. The last table in data
+    order is therefore read only beside the index builds, so its own PRIMARY KEY is not held up.
+    `prove_restored(pre=result())` uses a digest only where table, columns and settings are
+    exactly the proof's (`digest_key`) and the table has not changed since; any other table is
+    read there as before, so the proof is unchanged. A failure here is only logged.
     """
 
     TRIGGER = "pg_restore: creating INDEX "
+    DATA = "pg_restore: processing data for table "
+    _ALL, _STOP = object(), object()
 
     def __init__(self, target: Target, dbname: str, zone: str, bytea_output: str, psql: str | None,
                  cancel: CancelToken, log: Callable[[str], object]) -> None:
+        import queue
+
         self.target, self.dbname, self.zone, self.bytea, self.psql = target, dbname, zone, bytea_output, psql
         self.cancel, self.log = cancel, log
         self.digests: dict[DigestKey, tuple[TableDigest, int]] = {}
         self.thread: threading.Thread | None = None
         self.seconds = 0.0
+        self.loading: str | None = None  # the table whose data pg_restore is loading ("schema.table")
+        self.queue: queue.Queue[object] = queue.Queue()
+        self.all_queued = False
 
     @classmethod
     def for_load(cls, target: Target, dbname: str, meta: dict[str, Any] | None, psql: str | None,
@@ -231,11 +241,25 @@ class EarlyDigests:
         return cls(target, dbname, str(zone), meta.get("dump_bytea_output") or "hex", psql, cancel, log)
 
     def on_line(self, text: str) -> None:
-        if self.thread is None and text.startswith(self.TRIGGER):
+        if self.all_queued:
+            return
+        if text.startswith(self.DATA):
+            if self.loading is not None:
+                self._put(self.loading)  # its COPY has committed: pg_restore moved on
+            self.loading = text[len(self.DATA):].strip().strip('"')
+        elif text.startswith(self.TRIGGER):
+            self.all_queued = True
+            self._put(self._ALL)
+
+    def _put(self, item: object) -> None:
+        self.queue.put(item)
+        if self.thread is None:
             self.thread = threading.Thread(target=self._run, name="early-digests", daemon=True)
             self.thread.start()
 
     def _run(self) -> None:
+        import queue
+
         from opstower_core.pg.digest import catalog_copy_columns
 
         t0 = time.monotonic()
@@ -246,14 +270,9 @@ class EarlyDigests:
                 enc = conn.execute("SELECT pg_catalog.pg_encoding_to_char(encoding) FROM pg_catalog.pg_database "
                                    "WHERE datname = pg_catalog.current_database()").fetchone()[0]
                 settings = DumpSettings(timezone=self.zone, client_encoding=enc, bytea_output=self.bytea)
-                tables = conn.execute(
-                    "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                    "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
-                    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                    "AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1, 2").fetchall()
-                for key in tables:
-                    if self.cancel.cancelled:
-                        return
+                done: set[TableKey] = set()
+
+                def read(key: TableKey) -> None:
                     cols = catalog_copy_columns(conn, *key)
                     # The oldest running xid before the COPY's snapshot: row versions from it or later
                     # may not be in the digest (see _unchanged_since).
@@ -262,17 +281,48 @@ class EarlyDigests:
                     digest = live_table_digest(conn, *key, columns=cols, settings=settings, psql=self.psql,
                                                psql_env=env, multiset=False)
                     self.digests[digest_key(key, cols, settings)] = (digest, int(xmin))
+                    done.add(key)
+
+                while not self.cancel.cancelled:
+                    try:
+                        item = self.queue.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    if item is self._STOP:
+                        return
+                    tables = self._tables(conn)
+                    if item is self._ALL:
+                        for key in tables:
+                            if self.cancel.cancelled:
+                                return
+                            if key not in done:
+                                read(key)
+                        return
+                    named = [k for k in tables if f"{k[0]}.{k[1]}" == item]
+                    if len(named) == 1 and named[0] not in done:  # an ambiguous name waits for the trigger
+                        read(named[0])
         except Exception as exc:  # noqa: BLE001 - the proof reads whatever is missing after the load
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self.log(f"Reading the restored tables beside the index builds stopped ({first}); the proof reads "
-                     "them after the load")
+            self.log(f"Reading the restored tables beside the load stopped ({first}); the proof reads "
+                     "the rest after the load")
         finally:
             self.seconds = time.monotonic() - t0
 
+    @staticmethod
+    def _tables(conn: psycopg.Connection) -> list[TableKey]:
+        return [tuple(row) for row in conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
+            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1, 2").fetchall()]
+
     def result(self) -> dict[DigestKey, tuple[TableDigest, int]]:
-        """The digests taken (waits for a reading still going on: the proof would do it anyway)."""
+        """The digests taken: a reading still going on is finished (the proof would do it anyway);
+        tables not started are left to the proof."""
         if self.thread is None:
             return {}
+        if not self.all_queued:
+            self.queue.put(self._STOP)  # no index builds came: what is queued is read, then it stops
         while self.thread.is_alive():
             self.thread.join(0.1)
         return self.digests
