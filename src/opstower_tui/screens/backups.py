@@ -13,11 +13,12 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal
-from textual.widgets import Footer, Header, Input, Label, Static
+from textual.widgets import Header, Input, Label, Static
 
 from opstower_tui.messages import CatalogPage
 from opstower_tui.screens.base import OpsScreen
 from opstower_tui.widgets.backup_table import BackupTable, Row
+from opstower_tui.widgets.footer import KeysFooter
 from opstower_tui.widgets.meta_panel import MetaPanel
 
 S3_PAGE = 1000
@@ -76,7 +77,7 @@ class BackupsScreen(OpsScreen):
         with Container(id="backups-body"):
             yield BackupTable(id="table")
             yield MetaPanel(id="meta")
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one(BackupTable).focus()

@@ -11,10 +11,11 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from opstower_tui.screens.base import OpsScreen
 from opstower_tui.widgets.command_table import CommandTable
+from opstower_tui.widgets.footer import KeysFooter
 
 FOLLOW_SECONDS = 1.0  # commands a screen underneath runs meanwhile appear within a second
 
@@ -37,12 +38,17 @@ class CommandLogScreen(OpsScreen):
         yield Static("", id="commands-count")
         yield CommandTable(id="commands")
         yield Static("", id="command-detail")
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self._show_log(follow=True)
         self.query_one("#commands", CommandTable).focus()
         self.set_interval(FOLLOW_SECONDS, self._follow)
+
+    def on_screen_resume(self) -> None:
+        # The app installs one log screen and pushes it again on each L (no compose, no style pass
+        # of new widgets): it opens on the newest entry, as a new one would.
+        self._show_log(follow=True)
 
     def _show_log(self, follow: bool) -> None:
         log = self.ops.command_log
@@ -56,6 +62,8 @@ class CommandLogScreen(OpsScreen):
             "Nothing run yet: restores, recoveries, backups and drills add their commands here")
 
     def _follow(self) -> None:
+        if not self.is_current:  # installed but not shown: the next L shows the log as it is then
+            return
         log = self.ops.command_log
         if (len(log), log[-1] if log else None) == self._shown:
             return
