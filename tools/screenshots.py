@@ -3,7 +3,8 @@
 
 Taken from the real app on the real demo (embedded PostgreSQL and S3, the demo's own
 directory): the dashboard, the backups list, a failed and a fully passed verification, the
-restore wizard from plan to the end, help, the command palette, a DR drill, and point-in-time
+restore wizard from plan to the end (and under another name), help, the command palette, a DR drill,
+the kept old databases, WAL archiving's set-up, a base backup, a replication to a second copy, and point-in-time
 recovery (the demo runs with WAL archiving: find the accident, the recovery's plan, a real recovery
 to just before it). The restore really runs against the demo database; the old copy it keeps and
 the recovered scratch cluster are discarded afterwards.
@@ -159,6 +160,40 @@ def _scenarios(backups: list[str], database: str) -> list[tuple[str, Callable[[A
         await pilot.press("enter")
         await _wait(pilot, lambda: recovery.phase in ("recovered", "failed"), timeout=900)
 
+    async def restore_other_db(pilot: Any) -> None:
+        await restore_plan(pilot)
+        wizard = pilot.app.screen
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        await pilot.press(*f"{database}_copy", "enter")
+        await _wait(pilot, lambda: wizard.phase in ("plan", "failed") and wizard.plan is not None
+                    and wizard.plan.live_db == f"{database}_copy")
+
+    async def old_databases(pilot: Any) -> None:
+        _sql(pilot.app.settings, f'CREATE DATABASE "{database}_pre_restore_20260101_000000"')  # dropped below (x)
+        await _dashboard(pilot)
+        await pilot.press("K")
+        screen = pilot.app.screen
+        await _wait(pilot, lambda: screen.rows)
+
+    async def pitr_enable(pilot: Any) -> None:
+        await _dashboard(pilot)
+        await pilot.press("E")
+        run = pilot.app.screen
+        await _wait(pilot, lambda: run.finished)
+
+    async def base_backup(pilot: Any) -> None:
+        await _dashboard(pilot)
+        await pilot.press("B")
+        run = pilot.app.screen
+        await _wait(pilot, lambda: run.finished, timeout=900)
+
+    async def replicate(pilot: Any) -> None:
+        await _dashboard(pilot)
+        await pilot.press("Y")
+        run = pilot.app.screen
+        await _wait(pilot, lambda: run.finished, timeout=900)
+
     async def pitr_copied(pilot: Any) -> None:
         await pitr_recovered(pilot)
         recovery = pilot.app.screen
@@ -184,6 +219,11 @@ def _scenarios(backups: list[str], database: str) -> list[tuple[str, Callable[[A
         ("table-recovery-preview", table_recovery, False),
         ("health", health, False),
         ("prune-dry-run", prune, False),
+        ("restore-other-db", restore_other_db, False),
+        ("old-databases", old_databases, False),
+        ("enable-pitr", pitr_enable, False),
+        ("base-backup", base_backup, False),
+        ("replicate", replicate, False),
         ("pitr-accidents", pitr_accidents, False),
         ("pitr-recover-plan", pitr_plan, False),
         ("pitr-recovered", pitr_recovered, False),
@@ -198,7 +238,9 @@ async def take_all(settings: Any, backups: list[str], out: Path, only: list[str]
     for name, scenario, read_only in _scenarios(backups, settings.target().dbname):
         if only and name not in only:
             continue
-        app = OpsTowerApp(settings, read_only=read_only, warm_up=False)
+        # The demo has no second copy: its replica is the demo's own S3 under another prefix.
+        app = OpsTowerApp(_with_replica(settings) if name == "replicate" else settings, read_only=read_only,
+                          warm_up=False)
         async with app.run_test(size=SIZE) as pilot:
             await scenario(pilot)
             written.append(Path(app.save_screenshot(f"{name}.svg", str(out))))
@@ -212,10 +254,38 @@ async def take_all(settings: Any, backups: list[str], out: Path, only: list[str]
             if name in ("pitr-recovered", "pitr-copied-out"):
                 await _discard_cluster(pilot)
                 _drop_copies(settings, pilot.app.screen)
+            if name == "old-databases":
+                await pilot.press("x", "y")  # keep the demo tidy: the made-up kept copy is dropped
+                await _wait(pilot, lambda: not pilot.app.screen.rows, timeout=60)
             if name == "drill":
                 _abort_drill(settings, pilot.app.screen.drill_id)
         print(f"  {out / (name + '.svg')}", file=sys.stderr)
     return written
+
+
+def _with_replica(settings: Any) -> Any:
+    """The demo's S3 with a second bucket as the replica (a prefix of the primary's would be listed as its own)."""
+    from dataclasses import replace
+
+    from opstower_core.storage.s3 import store_for
+
+    s3 = settings.s3
+    replica = replace(s3, bucket=f"{s3.bucket}-replica", role="replica")
+    client = store_for(replica).client
+    try:
+        client.create_bucket(Bucket=replica.bucket)
+    except client.exceptions.ClientError as exc:  # already there from an earlier run
+        if "BucketAlready" not in str(exc):
+            raise
+    return replace(settings, s3=replace(s3, replica=replica))
+
+
+def _sql(settings: Any, statement: str) -> None:
+    import psycopg
+
+    info = {k: v for k, v in settings.target().conninfo("postgres").items() if v is not None}
+    with psycopg.connect(**info, autocommit=True) as conn:
+        conn.execute(statement)
 
 
 def _abort_drill(settings: Any, drill_id: int) -> None:
@@ -308,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if not only or any(n.startswith("pitr-") for n in only):
             _make_accident(env, settings)
+        elif env.base_backup is not None and {"base-backup", "replicate", "enable-pitr"} & set(only):
+            # The demo's own first base backup runs in the background: listing base backups while one is
+            # half-written is not what these screens are to show.
+            env.base_backup.wait(900)
         written = asyncio.run(take_all(settings, backups, out, only))
         print(f"{len(written)} screenshots in {out}", file=sys.stderr)
         return 0
