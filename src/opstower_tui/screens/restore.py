@@ -33,8 +33,9 @@ class RestoreScreen(OpsScreen):
     BINDINGS: ClassVar = [
         Binding("enter", "start_restore", "Confirm & restore", id="restore.start"),
         Binding("m", "change_mode", "Swap / in place", id="restore.mode"),
-        Binding("i", "toggle_reindex", "Reindex on / off", id="restore.reindex"),
-        Binding("n", "restore_elsewhere", "Into another database", id="restore.target_db"),
+        # Not in the footer (it would cut at 80 columns): the plan's last line names them, so do help and palette.
+        Binding("i", "toggle_reindex", "Reindex on / off", show=False, id="restore.reindex"),
+        Binding("n", "restore_elsewhere", "Into another database", show=False, id="restore.target_db"),
         Binding("k", "keep_old", "Keep old db", id="restore.keep"),
         Binding("x", "discard", "Discard old db", id="restore.discard"),
         Binding("escape", "cancel_or_close", "Cancel / back", id="restore.cancel"),
