@@ -195,8 +195,13 @@ class OpsTowerApp(App[int]):
     def action_command_log(self) -> None:
         from opstower_tui.screens.command_log import CommandLogScreen
 
-        if not isinstance(self.screen, CommandLogScreen):
-            self.push_screen(CommandLogScreen())
+        if isinstance(self.screen, CommandLogScreen):
+            return
+        # One log screen, pushed again on each L: no compose and style pass of new widgets (it
+        # re-reads the log when shown, CommandLogScreen.on_screen_resume).
+        if not self.is_screen_installed("command-log"):
+            self.install_screen(CommandLogScreen(), "command-log")
+        self.push_screen("command-log")
 
     def action_prune(self) -> None:
         from opstower_tui.screens.prune import PruneScreen

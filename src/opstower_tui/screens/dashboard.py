@@ -9,12 +9,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from opstower_tui.formatting import STATUS_STYLE
 from opstower_tui.messages import DashboardData
 from opstower_tui.screens.base import OpsScreen
 from opstower_tui.widgets.db_card import DbCard
+from opstower_tui.widgets.footer import KeysFooter
 from opstower_tui.widgets.recent_runs import RecentRuns
 
 REFRESH_SECONDS = 30.0  # everything, S3 included
@@ -58,7 +59,7 @@ class DashboardScreen(OpsScreen):
                 yield DbCard(name, production=target.production, read_only=target.read_only)
             yield Static("Recent runs", id="recent-title")
             yield RecentRuns(id="recent")
-        yield Footer(compact=True)
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         cards = list(self.query(DbCard))
