@@ -87,6 +87,7 @@ class _Verifier:
         self.scan_problem: str | None = None
         self.result = VerifyResult(entry)
         self.size = entry.size
+        self.digest_job: Any = None  # pg.digest_job.DigestJob: check 8's table digests, beside its load
 
     def check(self, index: int, status: Status, detail: str, t0: float, data: dict[str, Any] | None = None) -> Status:
         if index == 7 and self.settings.s3.replica is not None:  # issue 17: check 7 covers every configured copy
@@ -358,6 +359,13 @@ class _Verifier:
         early = EarlyDigests.for_load(scratch.target, scratch.name, self.entry.meta, self._psql(), self.r.cancel,
                                       lambda line: self.r.log("compression", line, "DEBUG"))
         scratch.early = early
+        e = self.entry
+        if e.local_path is not None and not e.name.encrypted and (e.meta or {}).get("sha256"):
+            # The per-row parse for the proof runs in an idle-priority process of its own (pg/digest_job.py),
+            # not in this read: it would slow the load it feeds. Its digests count only for the verified bytes.
+            from opstower_core.pg.digest_job import DigestJob
+
+            self.digest_job, self.digest = DigestJob(e.local_path, e.name.compression), False
         t0 = time.monotonic()
 
         def reader(sink: Callable[[memoryview], object]) -> None:
@@ -383,12 +391,34 @@ class _Verifier:
             restore_into(self.settings, scratch.target, self.entry, scratch.name, self.r, "compression", reader=reader,
                          on_line=early.on_line if early is not None else None)
         except Cancelled:
+            self._stop_digest_job()
             scratch.drop(self.r)
             raise
         except OpsError as exc:
             scratch.error = exc
         scratch.load_seconds = time.monotonic() - t0
         return scratch
+
+    def _stop_digest_job(self) -> None:
+        if self.digest_job is not None:
+            self.digest_job.kill()
+            self.digest_job = None
+
+    def _job_digests(self) -> str | None:
+        """Put the digest process's table digests into the artifact's proof (waits for it): None, or why
+        there are none (the proof is then not made)."""
+        job, proof = self.digest_job, self.result.proof
+        self.digest_job = None
+        if job is None or proof is None:
+            return None
+        got, why = job.result(str((self.entry.meta or {}).get("sha256")), self.r.cancel)
+        self.r.cancel.check("the test database is dropped")
+        if got is None:
+            return why
+        proof.tables, proof.copy_columns, proof.digested = got.tables, got.copy_columns, True
+        self.r.log("full_restore", f"The artifact's table digests were computed beside the load at idle priority "
+                   f"({len(got.tables)} tables, ready after {got.seconds:.1f} s)")
+        return None
 
     def _psql(self) -> str | None:
         tools = pick_tools(self.settings)
@@ -420,6 +450,7 @@ class _Verifier:
         # missing metadata or a missing S3 copy do not.
         blocking = {"exists", "readable", "not_empty", "compression", "content"}
         if any(r.status == Status.FAIL and r.step in blocking for r in self.r.results):
+            self._stop_digest_job()
             if loaded is not None:
                 loaded.drop(self.r)
             self.check(8, Status.SKIP, "skipped: the artifact itself failed an earlier check"
@@ -456,6 +487,7 @@ class _Verifier:
         except OpsError as exc:
             outcome = Status.FAIL, f"Full restoration test failed: {exc.what}"
         finally:
+            self._stop_digest_job()  # not needed any more (a failure or cancel before the proof)
             # Always dropped, and before the verdict is reported.
             scratch.drop(self.r)
         self.check(8, outcome[0], outcome[1], t, {"scratch_db": name})
@@ -463,6 +495,9 @@ class _Verifier:
     def _prove(self, target: Target, scratch: str, counted: tuple[Status, str],
                pre: dict | None = None) -> tuple[Status, str]:
         """The restore proof on the scratch database: digests and inventory against the artifact's."""
+        missing = self._job_digests()
+        if missing is not None:
+            return Status.WARN, f"{counted[1]}; restore proof not made: {missing}"
         proof = self.result.proof
         if proof is None:
             error = self.probe.proof.error if self.probe is not None else None
