@@ -83,3 +83,16 @@ def test_an_artifact_replaced_during_the_load_is_not_proven(pg, make_settings, m
     assert step.status == Status.WARN
     assert "restore proof not made (the artifact's bytes changed between the verified read" in step.detail
     assert result.proof is None
+
+
+def test_full_test_proves_with_the_jobs_digests(pg, make_settings):
+    from opstower_core.events import StepLog
+    from opstower_core.verify import verify
+
+    _, settings, backup = _backup(pg, make_settings)
+    events: list = []
+    res = verify(settings, str(backup.path), full_test=True, on_event=events.append)
+    assert res.ok and res.restored_proof is not None and res.restored_proof.status == Status.PASS
+    assert res.restored_proof.rows == 3010
+    logs = [e.line for e in events if isinstance(e, StepLog)]
+    assert any("table digests were computed beside the load at idle priority (2 tables" in line for line in logs)
