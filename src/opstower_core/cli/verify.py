@@ -31,11 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # One short process whose garbage is acyclic: the cyclic collector would only walk the
-    # import graph again and again (boto3's, imported during the read) and once more at exit,
-    # ~0.3 CPU-s in all (issue 18). Off during the command; what is alive at its end is frozen,
-    # which the exit-time collection does not walk.
-    gc.disable()
+    # Checks 1-7 are one short process whose garbage is acyclic: the cyclic collector would only
+    # walk the import graph again and again (boto3's, imported during the read) and once more at
+    # exit, ~0.3 CPU-s in all (issue 18). Off for them (a --full-test runs for minutes: it keeps
+    # its collector); what is alive at the end is frozen, which the exit-time collection skips.
+    if not args.full_test:
+        gc.disable()
     try:
         return _run(args)
     finally:
