@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from opstower_core.advice import say
@@ -61,8 +61,13 @@ def list_base_backups(settings: Settings) -> list[BaseBackup]:
         raise OpsError(f"Listing base backups failed ({last_error(proc)})", "nothing was changed",
                        f"check the bucket, endpoint and credentials ({say('doctor_aside')})")
     data = json.loads(proc.stdout or "{}")
-    backups = [BaseBackup.from_json(b) for b in data.get("backups_list", [])]
-    return sorted(backups, key=lambda b: (b.end_time or datetime.min.astimezone(), b.backup_id))
+    return oldest_first([BaseBackup.from_json(b) for b in data.get("backups_list", [])])
+
+
+def oldest_first(backups: list[BaseBackup]) -> list[BaseBackup]:
+    """By end time; one without (failed, or still running) first. The stand-in must be aware and valid in
+    any zone: datetime.min.astimezone() raises on a UTC host (year 0)."""
+    return sorted(backups, key=lambda b: (b.end_time or datetime.min.replace(tzinfo=UTC), b.backup_id))
 
 
 def take_base_backup(settings: Settings, target: Target, on_event: Callable[[Event], None] = lambda e: None,
