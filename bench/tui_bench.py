@@ -92,7 +92,9 @@ def first_paint_seconds(cmd: list[str], env: dict[str, str]) -> tuple[float, flo
 def bench_first_paint(runs: int) -> list[str]:
     from opstower_core.devenv.demo import DemoEnvironment
 
-    env = DemoEnvironment(WORK / "tui-demo")
+    # No WAL archiving: it is not what this measures, and a segment's push (a barman-cloud process)
+    # landing during a start-up run would be noise; the dashboard's PITR line is drawn after the paint.
+    env = DemoEnvironment(WORK / "tui-demo", pitr=False)
     rows = []
     try:
         env.start()
@@ -438,6 +440,8 @@ def main() -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    print(_conditions("before"))
+    print()
     print("| measurement | median | worst | target | n |")
     print("|---|---|---|---|---|")
     if args.only in (None, "paint"):
@@ -449,7 +453,22 @@ def main() -> int:
     if args.only in (None, "s3"):
         for row in bench_s3_paging(args.rows):
             print(row, flush=True)
+    print()
+    print(_conditions("after"))
     return 0
+
+
+def _conditions(when: str) -> str:
+    """What the numbers depend on besides the code: the machine's load, its cores, the versions."""
+    import platform
+    from importlib.metadata import version
+
+    head = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() or "?"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{when}: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average {load}, "
+            f"{os.cpu_count()} CPUs, Python {platform.python_version()}, Textual {version('textual')}, "
+            f"commit {head}")
 
 
 if __name__ == "__main__":
