@@ -41,11 +41,16 @@ def test_own_runs_win_and_a_parallel_step_counts_what_was_waited_for():
     assert fc.runs == 1 and {s.step: s.seconds for s in fc.steps} == {"restore": 20.0, "pre_backup": 1.0}
 
 
-def test_pre_backup_estimated_from_backups_counts_only_beyond_the_load():
+def test_pre_backup_estimated_from_backups_in_place_and_off_the_clock_in_a_swap():
     run = _run(1, 100 * MIB, [{"step": "restore", "status": "PASS", "seconds": 10.0}])
+    rate = 12.0 / (100 * MIB)
+    fc = forecast_restore([run], "app", dump_bytes=100 * MIB, artifact_bytes=None, rto_minutes=240, mode="in_place",
+                          backup_seconds_per_byte=rate)
+    assert {s.step: round(s.seconds, 3) for s in fc.steps} == {"pre_backup": 12.0, "restore": 10.0}
+    # A swap takes its copy after the switch, from the kept database: nothing on the clock for it.
     fc = forecast_restore([run], "app", dump_bytes=100 * MIB, artifact_bytes=None, rto_minutes=240, mode="swap",
-                          backup_seconds_per_byte=12.0 / (100 * MIB))
-    assert {s.step: round(s.seconds, 3) for s in fc.steps} == {"pre_backup": 2.0, "restore": 10.0}
+                          backup_seconds_per_byte=rate)
+    assert {s.step: round(s.seconds, 3) for s in fc.steps} == {"restore": 10.0}
 
 
 def _entry(days_ago: float, dump: int, now: datetime) -> CatalogEntry:

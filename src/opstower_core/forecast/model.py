@@ -24,8 +24,7 @@ MAX_RUNS = 12  # the most recent restores count: the server, the tools and our p
 GROWTH_WINDOW_DAYS = 30.0
 ARTIFACT_STEPS = {"verify", "download"}  # read the compressed artifact
 FIXED_STEPS = {"roles", "terminate", "drop_create", "swap"}  # cost does not grow with the data
-NOT_FORECAST = {"confirm"}
-BESIDE_LOAD = ("drop_create", "restore", "verify_restored", "analyze", "vacuum", "reindex")  # the operator's typing is not the machine's time
+NOT_FORECAST = {"confirm"}  # the operator's typing is not the machine's time
 DEFAULT_RATIO = 3.0  # dump bytes per artifact byte when no run recorded both (zstd on typical data)
 TITLES = {
     "verify": "verify the artifact", "download": "download", "roles": "roles", "pre_backup": "pre-restore backup",
@@ -203,7 +202,9 @@ def forecast_restore(records: Sequence[RunRecord], database: str, *, dump_bytes:
     if steps is None:
         template = next((r for r in runs if r.mode == mode), runs[0])
         steps = list(template.steps)
-        if mode == "swap" and "pre_backup" not in steps:
+        if mode == "in_place" and "pre_backup" not in steps:
+            # In place, the live database is dropped only after its copy exists: the clock waits for it.
+            # (A swap takes its copy after the switch, from the kept database: off the clock.)
             steps.insert(0, "pre_backup")
     for step in steps:
         if step in NOT_FORECAST:
@@ -222,10 +223,8 @@ def forecast_restore(records: Sequence[RunRecord], database: str, *, dump_bytes:
             fc.steps.append(StepForecast(step, 0.0, "not measured yet"))
     pre = next((s for s in fc.steps if s.step == "pre_backup" and s.basis == "not measured yet"), None)
     if pre is not None and backup_seconds_per_byte:
-        # It runs beside the load: the clock waits only for what it takes beyond the steps it overlaps.
-        beside = sum(s.seconds for s in fc.steps if s.step in BESIDE_LOAD)
-        pre.seconds = round(max(0.0, backup_seconds_per_byte * float(dump_bytes) - beside), 3)
-        pre.basis = f"backups at {1 / backup_seconds_per_byte / 2**20:,.0f} MiB/s, beside the load"
+        pre.seconds = round(backup_seconds_per_byte * float(dump_bytes), 3)
+        pre.basis = f"backups at {1 / backup_seconds_per_byte / 2**20:,.0f} MiB/s"
     total = sum(s.seconds for s in fc.steps)
     fc.seconds = total
     who = "its own" if own else "other databases'" if kind == "restores" else "its"

@@ -55,7 +55,6 @@ PARALLEL_MIN_CORES = 3
 # In swap mode the pre-restore backup runs beside these steps (the live database is kept, renamed, so
 # the dump is a second way back, not the only one); it is joined before the first step that touches
 # the live database, so a failed safety copy still stops the restore before anything changes.
-BESIDE_PRE_BACKUP = ("drop_create", "restore", "verify_restored", "analyze", "reindex")
 
 _LATEST = re.compile(r"^(?P<db>.+)_latest(?:\.(?P<ext>dump\.zst|sql\.gz|dump|sql)(?P<age>\.age)?)?$")
 
@@ -279,7 +278,7 @@ def _read_server(settings: Settings, target: Target, o: RestoreOptions, stamp: s
     if live in PROTECTED_DATABASES:
         raise UsageError(f"Refusing to restore into {live}: it is a PostgreSQL system database "
                          "(every CREATE DATABASE copies template1; postgres is the maintenance database)",
-                         "nothing was changed", "choose another --target-db")
+                         "nothing was changed", say("other_target_db"))
     with admin(target, live) as conn:
         info = server_info(conn)
         tools = select_tools(settings, info.major)
@@ -457,14 +456,22 @@ def _pre_backup_step(settings: Settings, p: RestorePlan) -> PlannedStep:
         return _step("pre_backup", [], "", skip=f"{live} does not exist: nothing to back up" if p.mode == "new_db"
                      else "the live database is not touched")
     dump = p.tools.pg_dump if p.tools else "pg_dump"
-    step = _step("pre_backup", [f"{dump} --format=custom --snapshot=<exported> --verbose --dbname={live} --compress=0 "
-                                f"| zstd > {settings.backup_dir}/pre_restore_{live}_<YYYYMMDD_HHMMSS>.dump.zst"],
-                 f"safety copy of {live} ({_size(p.live_size or 0)}) through the backup engine")
     if p.mode == "swap":
-        step.parallel_with = list(BESIDE_PRE_BACKUP)
-        step.detail += (f"; runs in parallel with the staging load ({live} is kept as {p.old_db}, so this copy is "
-                        "a second way back), joined before any session is cut off")
-    return step
+        # The live database is renamed and kept, untouched: it is the way back, and this copy of it a
+        # second one. So the RTO clock does not wait for it: taken after the switch, from the kept database.
+        old = p.old_db or f"{live}_pre_restore_<stamp>"
+        step = _step("pre_backup", [f"{dump} --format=custom --snapshot=<exported> --verbose --dbname={old} "
+                                    f"--compress=0 | zstd > {settings.backup_dir}/pre_restore_{old}_"
+                                    "<YYYYMMDD_HHMMSS>.dump.zst"],
+                     f"safety copy of {live} ({_size(p.live_size or 0)}) through the backup engine, taken after the "
+                     f"switch from {old} ({live} as it was, kept): a second way back, off the RTO clock; a failure "
+                     "or cancel here leaves the restore done and the old database kept")
+        step.after_service = True
+        return step
+    return _step("pre_backup", [f"{dump} --format=custom --snapshot=<exported> --verbose --dbname={live} "
+                                f"--compress=0 | zstd > {settings.backup_dir}/pre_restore_{live}_<YYYYMMDD_HHMMSS>"
+                                ".dump.zst"],
+                 f"safety copy of {live} ({_size(p.live_size or 0)}) through the backup engine")
 
 
 def _terminate_step(settings: Settings, p: RestorePlan) -> PlannedStep:
@@ -556,8 +563,8 @@ def _order(mode: str) -> list[str]:
     # ANALYZE (usually nothing left to do: the statistics came with the dump) before the switch: the
     # planner needs statistics from the first query. VACUUM (hint bits, visibility map) after it.
     if mode == "swap":
-        return ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "analyze",
-                "verify_restored", "reindex", "terminate", "swap", "vacuum"]
+        return ["verify", "download", "confirm", "roles", "drop_create", "restore", "analyze",
+                "verify_restored", "reindex", "terminate", "swap", "pre_backup", "vacuum"]
     if mode == "tables":
         return ["verify", "download", "confirm", "roles", "pre_backup", "terminate", "drop_create", "restore",
                 "analyze", "vacuum", "verify_restored", "reindex", "swap"]

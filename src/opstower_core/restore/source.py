@@ -163,14 +163,19 @@ def create_missing_roles(ctx: RunContext, out: StepOutcome) -> None:
 
 
 def pre_restore_backup(ctx: RunContext, out: StepOutcome) -> None:
-    live = ctx.live_db
+    # After a swap the database as it was is kept as old_db: the copy is taken from it, and named for it
+    # (its own header names old_db, so its identity stays true).
+    after = ctx.touched.done and ctx.plan.mode == "swap" and ctx.old_db
+    db = ctx.old_db if after else ctx.live_db
+    assert db is not None
     targets = dict(ctx.settings.targets)
-    if not any(t.dbname == live and t.name == live for t in targets.values()):
-        targets[live] = dataclasses.replace(ctx.target, name=live, dbname=live)
-    bsettings = ctx.settings.with_changes(targets=targets, default_target=live)
-    ctx.pre_restore = run_backup(bsettings, live, BackupOptions(pre_restore=True),
+    if not any(t.dbname == db and t.name == db for t in targets.values()):
+        targets[db] = dataclasses.replace(ctx.target, name=db, dbname=db)
+    bsettings = ctx.settings.with_changes(targets=targets, default_target=db)
+    ctx.pre_restore = run_backup(bsettings, db, BackupOptions(pre_restore=True),
                                  on_event=ctx.forward("pre_backup"), cancel=ctx.cancel, state=ctx.state)
-    ctx.lock(live)  # from here no backup of this database may run until we are done
+    if not after:
+        ctx.lock(db)  # from here no backup of this database may run until we are done
     size = humanize.naturalsize(ctx.pre_restore.meta["size_bytes"], binary=True)
     ctx.reporter.log("pre_backup", f"Pre-restore backup created: {ctx.pre_restore.path}")
     out.detail = f"Pre-restore backup created: {ctx.pre_restore.path} ({size})"

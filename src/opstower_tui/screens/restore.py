@@ -293,7 +293,7 @@ class RestoreScreen(OpsScreen):
                                f"margin {clock(abs(result.margin_seconds))}{'' if within else ' over'}")]
         lines.append(Text(result.sentence))
         if result.pre_restore_artifact:
-            lines.append(Text(f"Safety copy taken before the restore: {result.pre_restore_artifact}"))
+            lines.append(Text(f"Safety copy of the database as it was: {result.pre_restore_artifact}"))
         self.query_one("#done-text", Static).update(Text("\n").join(lines))
         self._show("done-view")
         self.query_one("#done-view").focus()  # arrows scroll the table and the sentence

@@ -35,8 +35,8 @@ from support.restore import (
 )
 from support.servers import admin_conn, create_database
 
-SWAP_ORDER = ["verify", "download", "confirm", "roles", "pre_backup", "drop_create", "restore", "analyze",
-              "verify_restored", "reindex", "terminate", "swap", "vacuum"]
+SWAP_ORDER = ["verify", "download", "confirm", "roles", "drop_create", "restore", "analyze",
+              "verify_restored", "reindex", "terminate", "swap", "pre_backup", "vacuum"]
 
 
 def test_round_trip_with_connected_sessions(live, pg, source):
@@ -79,20 +79,23 @@ def test_round_trip_with_connected_sessions(live, pg, source):
     steps = {s.step: s.status for s in result.steps}
     assert [s.step for s in result.steps] == SWAP_ORDER
     assert steps["download"] == Status.SKIP and steps["restore"] == Status.PASS
-    assert result.pre_restore_artifact and result.pre_restore_artifact.startswith(f"pre_restore_{live.db}_")
+    # The pre-restore copy is taken after the switch, from the kept database, and named for it.
+    assert result.pre_restore_artifact and result.pre_restore_artifact.startswith(f"pre_restore_{result.old_database}_")
     assert (live.settings.backup_dir / result.pre_restore_artifact).is_file()
     rows = timing_table(result)
-    # Steps that ran beside others (pre-restore backup, VACUUM) add only what the run waited for them.
-    clock = sum(s.data["waited"] if s.data.get("parallel_with") else s.seconds for s in result.steps)
+    # A step beside others adds only what the run waited for it; one after the switch adds nothing.
+    clock = sum(0 if s.data.get("after_service") else s.data["waited"] if s.data.get("parallel_with") else s.seconds
+                for s in result.steps)
     assert len(rows) == len(result.steps) and rows[-1][2] == pytest.approx(clock)
-    assert result.rto_seconds == 240 * 60 and result.margin_seconds == pytest.approx(result.rto_seconds - result.total_seconds)
+    assert result.rto_seconds == 240 * 60
+    assert result.margin_seconds == pytest.approx(result.rto_seconds - result.service_seconds)
     run = StateStore(live.settings.state_dir).last("restore", live.db)
     assert run is not None and run.status == "success" and run.artifact == live.backup.name.filename
     assert [s["step"] for s in run.details["steps"]] == SWAP_ORDER
     started = [e.step for e in events if isinstance(e, StepStarted)]
     # The artifact is verified in the same read as the staging load: its step starts inside the restore step.
     assert plan.verify_in_load and result.steps[0].data["parallel_with"] == ["restore"]
-    assert started == [s for s in SWAP_ORDER if s != "verify"][:6] + ["verify"] + SWAP_ORDER[7:]
+    assert started == [s for s in SWAP_ORDER if s != "verify"][:5] + ["verify"] + SWAP_ORDER[6:]
     assert "discard-old" in result.sentence and result.old_database in result.sentence
     # The operator discards the old database when satisfied.
     assert (result.old_database, ) == tuple(n for n, _ in list_old_databases(live.settings) if n.startswith(live.db))

@@ -126,8 +126,8 @@ def test_cancel_while_the_restore_tool_runs_kills_it_and_rolls_back(plain_live):
     assert "cancelled" in result.sentence and "pre-restore backup" in result.sentence
 
 
-SWAP_STEPS = ["verify", "confirm", "pre_backup", "drop_create", "restore", "verify_restored", "analyze",
-              "reindex", "terminate", "swap"]
+SWAP_STEPS = ["verify", "confirm", "drop_create", "restore", "verify_restored", "analyze", "reindex", "terminate",
+              "swap"]
 
 
 @pytest.mark.parametrize("step", SWAP_STEPS)
@@ -151,16 +151,21 @@ def test_cancel_at_each_step_of_a_swap(live, step):
 
 @pytest.mark.parametrize("in_place", [False, True])
 def test_a_cancel_after_the_switch_leaves_the_restore_done(live, in_place):
-    """VACUUM runs once the restored database is in service: a cancel there skips it and undoes nothing."""
+    """VACUUM (and a swap's pre-restore copy) run once the restored database is in service: a cancel there
+    skips them and undoes nothing."""
     cancel = CancelToken()
     with admin_conn(live.pg, live.db) as c:
         c.execute("DELETE FROM orders")  # the damage the restore repairs
     plan = plan_restore(live.settings, str(live.backup.path), options=RestoreOptions(force=True, in_place=in_place))
-    result = run_restore(live.settings, plan, on_event=cancel_when_started("vacuum", cancel), cancel=cancel)
+    first = "vacuum" if in_place else "pre_backup"
+    result = run_restore(live.settings, plan, on_event=cancel_when_started(first, cancel), cancel=cancel)
     assert result.ok and result.status == "success", result.sentence
     st = {s.step: s for s in result.steps}
     assert st["swap"].status == Status.PASS
-    assert st["vacuum"].status == Status.SKIP and "is restored and in service" in st["vacuum"].detail
+    assert st[first].status == Status.SKIP and "is restored and in service" in st[first].detail
+    assert st["vacuum"].status == Status.SKIP  # the cancel holds for the rest
+    if not in_place:
+        assert result.old_database and not result.pre_restore_artifact  # the kept database is the way back
     assert not result.rolled_back and result.service_seconds is not None
     assert not list((live.settings.state_dir / "restore_journal").glob("*.json"))  # nothing to finish or undo
     with admin_conn(live.pg, live.db) as c:

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from opstower_core.events import StepLog
+from opstower_core.events import Status, StepLog
 from opstower_core.restore import (
     RestoreOptions,
     interrupted_notice,
@@ -242,12 +242,14 @@ def test_ctrl_c_while_blocked_on_a_lock_stops_within_2_seconds(rs: Restore, wher
     if where.startswith("table"):
         holder = holding(rs.pg, "LOCK TABLE customers IN ACCESS EXCLUSIVE MODE", rs.db)
         waiting = "%COPY%"  # pg_dump's data query waits for the lock (or its lock of the table)
+        mode = ["--in-place"]  # a swap takes its safety copy after the switch, from the kept database
     else:
         holder = holding(rs.pg, f'COMMENT ON DATABASE "{rs.db}" IS \'held\'')
         waiting = "ALTER DATABASE%RENAME%"
+        mode = []
     try:
         art = rs.artifact("20250205_000000")
-        proc = rs.cli("restore", str(art), "--force", "--wait-for-locks", "300")
+        proc = rs.cli("restore", str(art), "--force", "--wait-for-locks", "300", *mode)
 
         def blocked() -> bool:
             with admin_conn(rs.pg) as c:
@@ -282,8 +284,23 @@ def test_a_leftover_block_is_explained_and_not_copied_onto_the_restored_database
     assert "refuses connections" in out.stderr and "opstower restore --recover" in out.stderr
     assert "check that the server is up" not in out.stderr
     art = rs.artifact("20250206_000000")
-    refused = run_restore(rs.settings, plan_restore(rs.settings, str(art), options=RestoreOptions(force=True)))
+    # In place, the safety copy comes first and cannot be taken: refused, explained, nothing changed.
+    refused = run_restore(rs.settings, plan_restore(rs.settings, str(art), options=RestoreOptions(force=True,
+                                                                                                  in_place=True)))
     assert not refused.ok and "opstower restore --recover" in refused.sentence
+    assert not allows_connections(rs.pg, rs.db)
+    # A swap keeps the blocked database, renamed, so it goes through: the block is explained and carried
+    # neither onto the restored database nor the kept one, whose safety copy is then taken after the switch.
+    events: list = []
+    swapped = run_restore(rs.settings, plan_restore(rs.settings, str(art), options=RestoreOptions(force=True)),
+                          on_event=events.append)
+    assert swapped.ok, swapped.sentence
+    assert any(isinstance(e, StepLog) and "refuses connections now" in e.line for e in events)
+    st = {s.step: s for s in swapped.steps}
+    assert st["pre_backup"].status == Status.PASS and st["pre_backup"].data["after_service"]
+    assert allows_connections(rs.pg, rs.db) and contents(rs.pg, rs.db) == rs.lv.backed_up
+    assert swapped.old_database and allows_connections(rs.pg, swapped.old_database)
+    assert contents(rs.pg, swapped.old_database) == rs.lv.damaged
     # CONNECTION LIMIT 0 (the block where ALLOW_CONNECTIONS may not be changed) does not stop a
     # superuser: the restore runs, and the restored database must not inherit the block.
     with admin_conn(rs.pg) as c:

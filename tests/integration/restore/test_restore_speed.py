@@ -3,6 +3,7 @@ against real runs. Real PostgreSQL 18; small databases."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from opstower_core.backup import BackupOptions, run_backup
@@ -77,39 +78,41 @@ def test_analyze_runs_where_the_dump_brought_no_statistics_and_reindex_when_aske
         assert c.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'fresh'").fetchone()[0] == 1
 
 
-def test_swap_takes_the_pre_restore_backup_beside_the_staging_load(pg, make_settings):
+def test_swap_takes_the_pre_restore_backup_after_the_switch_from_the_kept_database(pg, make_settings):
+    """The live database is renamed and kept: the way back. Its pre-restore copy, a second way back, is taken
+    after the switch from the kept database, and VACUUM too: the RTO clock stops at the switch."""
     db, settings, backup = _database(pg, make_settings, 20000)
     with admin_conn(pg, db) as c:
         c.execute("DELETE FROM items WHERE id % 2 = 0")  # the damage the restore repairs
     before = contents(pg, db)
     plan = plan_restore(settings, str(backup.path), options=RestoreOptions(force=True))
     assert plan.mode == "swap"
-    pre = next(s for s in plan.steps if s.id == "pre_backup")
-    assert pre.parallel_with and "restore" in pre.parallel_with and "runs in parallel" in pre.detail
     order = [s.id for s in plan.steps]
-    assert order.index("terminate") > order.index("verify_restored")  # joined before any session is cut off
-    vac = next(s for s in plan.steps if s.id == "vacuum")
-    assert order.index("vacuum") > order.index("swap") and vac.after_service  # off the RTO clock
+    assert order[-3:] == ["swap", "pre_backup", "vacuum"]
+    assert all(s.after_service for s in plan.steps if s.id in ("pre_backup", "vacuum"))
+    assert "taken after the switch" in next(s for s in plan.steps if s.id == "pre_backup").detail
     result = run_restore(settings, plan)
     assert result.ok, result.sentence
     st = _steps(result)
     ran = st["pre_backup"]
-    assert ran.status == Status.PASS and "ran in parallel with: drop_create, restore" in ran.detail
-    assert ran.data["parallel_with"][:2] == ["drop_create", "restore"] and 0 <= ran.data["waited"] <= ran.seconds + 0.01
-    # The clock counts what the run waited for, not the step's own seconds: it sums to the wall time.
-    cumulative = timing_table(result)[-1][2]
-    assert cumulative <= result.total_seconds + 0.05
-    assert result.pre_restore_artifact and (settings.backup_dir / result.pre_restore_artifact).exists()
-    # VACUUM ran once the restored database was in service: the RTO clock stopped at the switch.
+    assert ran.status == Status.PASS and ran.data["after_service"] and "in service" in ran.detail
+    # The copy is of the kept database, named for it (its own header says so), and holds what live held.
+    assert result.pre_restore_artifact.startswith(f"pre_restore_{result.old_database}_")
+    assert (settings.backup_dir / result.pre_restore_artifact).exists()
+    meta = json.loads((settings.backup_dir / result.pre_restore_artifact.replace(".dump.zst", ".meta.json")).read_text())
+    assert meta["database"] == result.old_database and meta["row_counts"]["public.items"] == 10000
+    # The clock counts to the switch: what ran after it adds nothing.
     assert st["vacuum"].status == Status.PASS and st["vacuum"].data["after_service"]
-    assert result.service_seconds is not None and result.service_seconds <= result.total_seconds - st["vacuum"].seconds
+    after = ran.seconds + st["vacuum"].seconds
+    assert result.service_seconds is not None and result.service_seconds <= result.total_seconds - after + 0.05
+    assert timing_table(result)[-1][2] <= result.service_seconds + 0.05
     assert result.margin_seconds == result.rto_seconds - result.service_seconds
-    assert "to service, then VACUUM" in result.sentence
+    assert "to service, then PRE_BACKUP" in result.sentence
     assert contents(pg, result.old_database) == before  # the live database kept as it was
     assert result.proof.status == Status.PASS
     rec = StateStore(settings.state_dir).last("restore", db)
     steps = {s["step"]: s for s in rec.details["steps"]}
-    assert steps["pre_backup"]["parallel_with"] and "waited" in steps["pre_backup"]
+    assert steps["pre_backup"]["after_service"] and rec.details["service_seconds"] == round(result.service_seconds, 3)
     assert rec.details["uncompressed_bytes"] == backup.meta["uncompressed_bytes"]
 
 
