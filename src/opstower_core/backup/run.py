@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -121,6 +122,8 @@ class BackupRun:
         self.s3: S3Store | None = None
         self.s3_problem: str | None = None  # why this run is local only although S3 is configured
         self.upload: StreamingUpload | None = None
+        self.opening: _Opening | None = None  # the upload while the bucket is being reached
+        self.s3_opened = False  # an upload was (being) opened: a failed run aborts it
         self.feed: ReplicaFeed | None = None  # the replica's copy, streamed alongside the dump
         self.name: ArtifactName | None = None
         self.tmp: Path | None = None  # the temporary artifact, until renamed
@@ -198,7 +201,9 @@ class BackupRun:
             self.server_major = info.major
             self.r.log("prerequisites", f"Server {info.version}; using pg_dump {self.tools.version} from {self.tools.bin_dir}")
             free = self._check_free_space()
-            self._connect_s3()
+            if not self.wants_s3 and not self.settings.s3.enabled and not self.options.local_only \
+                    and not self.options.pre_restore:
+                self.r.log("prerequisites", "S3 bucket not configured; local backup only", "WARN")
             out.detail = (
                 f"Prerequisites check passed (pg_dump {self.tools.version}, database {self.database_size_pretty}, "
                 f"{humanize.naturalsize(free, binary=True)} free)"
@@ -217,22 +222,34 @@ class BackupRun:
             )
         return free
 
-    def _connect_s3(self) -> None:
-        """The run's one S3 store; an unreachable bucket makes this a local backup, not a failure."""
-        if not self.wants_s3:
-            if not self.settings.s3.enabled and not self.options.local_only and not self.options.pre_restore:
-                self.r.log("prerequisites", "S3 bucket not configured; local backup only", "WARN")
-            return
+    def _open_s3(self, stopped: Callable[[], bool]) -> StreamingUpload | None:
+        """The run's one S3 store and its multipart upload (on the opening's thread, beside the dump);
+        None, with the reason in s3_problem, when this is a local backup only: an unreachable bucket
+        or one refusing the upload must not cost us a backup."""
+        assert self.name is not None
         store = store_for(self.settings.s3)
         try:
             store.check_reachable()
         except OpsError as exc:
-            # Take the local backup anyway: an unreachable bucket must not cost us a backup.
             self.s3_problem = exc.what
-            self.r.log("prerequisites", f"{exc.what}; taking a local backup only", "WARN")
-            return
+            self.r.log("dump", f"{exc.what}; taking a local backup only", "WARN")
+            return None
+        abort_stale_uploads(store, self.ledger, self.r, "dump")
+        if stopped():
+            return None  # the run failed or was interrupted meanwhile: no upload to abort later
+        try:
+            upload = store.start_stream(self.name.s3_key(self.settings.s3.prefix), {
+                "database": self.database, "timestamp": self.name.timestamp, "format": self.options.fmt,
+                "opstower-version": __version__,
+            })
+        except OpsError as exc:
+            self.s3_problem = exc.what
+            self.r.log("dump", f"{exc.what}; taking a local backup only", "WARN")
+            return None
         self.s3 = store
-        abort_stale_uploads(store, self.ledger, self.r)
+        # Recorded until completed or aborted: a SIGKILL'ed run's upload is aborted by the next run.
+        self.ledger.opened(upload.upload_id, upload.key)
+        return upload
 
     def _fresh_name(self) -> ArtifactName:
         """A name no artifact has yet (two backups within one second wait for the next)."""
@@ -250,42 +267,36 @@ class BackupRun:
         with self.r.step("dump", f"Dumping database {self.database} ({fmt} format, "
                          f"{'zstd' if fmt == 'custom' else 'gzip'})") as out:
             self.r.log("dump", f"Dumping database to: {self.settings.backup_dir / self.name.filename}")
-            self._start_upload()
+            self.opening = _Opening(self._open_s3, self._drop_upload) if self.wants_s3 else None
+            self.s3_opened = self.opening is not None
             self._start_feed()
-            uploads = [u for u in (self.upload, self.feed) if u is not None]
+            uploads = [u for u in (self.opening, self.feed) if u is not None]
             self.readback = ReadBack(self.tmp, self.name, self.enc, self.r.cancel)
             self.globals = GlobalsDump(self.tools, self.target)
             dumped = StreamingDump(self.target, self.tools, self.options, self.enc, self.r, self.lock_wait,
                                    self.readback, uploads, statistics=self.statistics,
                                    server_major=self.server_major).run(self.tmp)
+            if self.opening is not None:
+                self.upload = self.opening.wait()
+                if self.upload is None and self.s3_problem is None:
+                    self.s3_problem = self.opening.gave_up
             log_sizes(self.r, dumped)
             out.detail = (f"Database dump completed successfully: {len(dumped.row_counts)} tables, "
                           f"{humanize.naturalsize(dumped.size_bytes, binary=True)}")
         return dumped
 
-    def _start_upload(self) -> None:
-        if self.s3 is None:
-            return
-        assert self.name is not None
-        try:
-            self.upload = self.s3.start_stream(self.name.s3_key(self.settings.s3.prefix), {
-                "database": self.database, "timestamp": self.name.timestamp, "format": self.options.fmt,
-                "opstower-version": __version__,
-            })
-        except OpsError as exc:
-            # Same rule as an unreachable bucket: S3 refusing the upload must not cost the backup.
-            self.s3_problem = exc.what
-            self.s3 = None
-            self.r.log("dump", f"{exc.what}; taking a local backup only", "WARN")
-            return
-        # Recorded until completed or aborted: a SIGKILL'ed run's upload is aborted by the next run.
-        self.ledger.opened(self.upload.upload_id, self.upload.key)
+    def _drop_upload(self, upload: StreamingUpload) -> None:
+        """An upload opened after the run failed, or after the dump outran its opening: aborted."""
+        upload.abort()
+        self.ledger.closed(upload.upload_id)
 
     def _start_feed(self) -> None:
         """A streamed replica copy overlaps the dump like the primary's upload; a server-side copy
         (same endpoint and account) needs the primary's object, so it waits until that exists."""
         rep = replica_settings(self.settings)
-        if not self.wants_s3 or rep is None or (self.s3 is not None and same_account(self.settings.s3, rep)):
+        # The primary's bucket is still being reached: a replica on the same account is copied
+        # server-side from the primary's object afterwards (or from the local file if there is none).
+        if not self.wants_s3 or rep is None or same_account(self.settings.s3, rep):
             return
         assert self.name is not None
         # No network here: the feed opens its upload on a thread of its own, so an unreachable
@@ -294,6 +305,13 @@ class BackupRun:
         self.r.log("dump", f"Streaming the replica copy alongside: {self.feed.note.where}")
 
     def _abort_upload(self) -> None:
+        opening, self.opening = self.opening, None
+        if opening is not None:
+            # An upload it opens from now on is aborted by its own thread; wait a little for that,
+            # so an interrupted run does not exit with a request creating one still in flight.
+            opening.cancel()
+            opening.settle(OPENING_GRACE)
+            self.upload = self.upload or opening.upload
         upload, self.upload = self.upload, None
         if upload is not None:
             upload.abort()
@@ -525,7 +543,7 @@ class BackupRun:
                                "free space or fix the backup directory, then run the backup again")
         if isinstance(exc, KeyboardInterrupt):
             sentence = (f"Interrupted by {signal_name(exc)}; no backup was written, the temporary file was removed"
-                        + (" and the S3 upload aborted" if self.s3 is not None else ""))
+                        + (" and the S3 upload aborted" if self.s3 is not None or self.s3_opened else ""))
         else:
             sentence = getattr(failure, "sentence", None) or f"{type(exc).__name__}: {exc}"
         self.log.line("ERROR", sentence)
@@ -540,3 +558,79 @@ class BackupRun:
                           duration_seconds=time.monotonic() - self.t0, error=sentence,
                           details={"log": str(self.log.path)})
         return failure
+
+
+# How long a failed or interrupted run waits for an upload being opened to be aborted (one
+# request or two on a reachable bucket; an unreachable one has nothing to abort).
+OPENING_GRACE = 5.0
+
+
+class _Opening:
+    """The primary's upload while its bucket is being reached, beside the dump.
+
+    The dump does not wait for boto3's import, the bucket check and the multipart upload's
+    creation (about a second of one core here); what it writes meanwhile is held, up to HOLD
+    bytes, and handed to the upload in order once it exists. A bucket slower than that makes
+    this a local backup only (the upload step says why); one that never answers is waited for
+    at the end of the dump, as long as the client's timeouts, like before the dump before."""
+
+    HOLD = 64 * 1024 * 1024
+
+    def __init__(self, open_upload: Callable[[Callable[[], bool]], StreamingUpload | None],
+                 drop: Callable[[StreamingUpload], None]) -> None:
+        self._drop = drop
+        self._lock = threading.Lock()
+        self._held: list[bytes] = []
+        self._size = 0
+        self._done = False
+        self._cancelled = False
+        self.upload: StreamingUpload | None = None
+        self.gave_up: str | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, args=(open_upload,), name="s3-open", daemon=True)
+        self._thread.start()
+
+    def _open(self, open_upload: Callable[[Callable[[], bool]], StreamingUpload | None]) -> None:
+        try:
+            upload = open_upload(lambda: self._cancelled)
+        except BaseException as exc:  # noqa: BLE001 - raised where the run waits for it
+            upload, self.error = None, exc
+        with self._lock:
+            self._done = True
+            held, self._held = self._held, []
+            if upload is not None and (self._cancelled or self.gave_up is not None):
+                self._drop(upload)
+                return
+            if upload is not None:
+                for data in held:
+                    upload.write(data)
+                self.upload = upload
+
+    def write(self, data: bytes) -> None:
+        """The dump's sink thread: to the upload, or held until it exists."""
+        with self._lock:
+            if self.upload is not None:
+                self.upload.write(data)
+            elif not self._done and self.gave_up is None:
+                if self._size + len(data) > self.HOLD:
+                    self.gave_up = (f"the bucket did not answer before the dump had written "
+                                    f"{self.HOLD // 2**20} MiB")
+                    self._held = []
+                    return
+                self._held.append(data)
+                self._size += len(data)
+
+    def wait(self) -> StreamingUpload | None:
+        """The opened upload once the dump has ended (None: local only; the reason is the run's)."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.upload
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+
+    def settle(self, timeout: float) -> None:
+        """Wait up to `timeout` s for the opening to end (after cancel: for its upload to be aborted)."""
+        self._thread.join(timeout)

@@ -312,19 +312,20 @@ def test_signal_mid_dump_cleans_up_like_ctrl_c(pg, s3, noisy_db, tmp_path, sig: 
     """
     cfg = write_config(tmp_path, pg, noisy_db, s3=s3)
     settings = load_settings(cfg)
-    proc = subprocess.Popen([sys.executable, "-m", "opstower_core", "--config", str(cfg), "backup"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(settings.backup_dir.glob(".*.tmp")):
-        assert proc.poll() is None and time.monotonic() < deadline, "the dump never started"
-        time.sleep(0.01)
     client = s3.client()
-    # The upload is opened a moment after the temp file: wait for it (a loaded machine is slow to get there).
-    while len(client.list_multipart_uploads(Bucket=s3.bucket, Prefix=settings.s3.prefix).get("Uploads", [])) != 1:
-        assert proc.poll() is None and time.monotonic() < deadline, "the multipart upload never opened"
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    # The table locked: the dump waits mid-way while its upload is opened beside it.
+    with admin_conn(pg, noisy_db) as held:
+        held.execute("BEGIN")
+        held.execute("LOCK TABLE public.noise IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen([sys.executable, "-m", "opstower_core", "--config", str(cfg), "backup"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        ledger = settings.state_dir / "uploads" / f"{noisy_db}.json"  # the upload open and recorded
+        while not list(settings.backup_dir.glob(".*.tmp")) or not ledger.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the dump or its upload never started"
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err
     assert "Traceback" not in out + err
     line = one_error_line(err)

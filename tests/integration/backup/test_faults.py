@@ -205,14 +205,19 @@ def test_a_killed_backups_temp_file_and_upload_are_removed_by_the_next(pg, s3, m
     cfg = settings_toml(settings, tmp_path / "opstower.toml")
     cfg.write_text(cfg.read_text().replace('region = "us-east-1"', 'region = "us-east-1"\npart_size_mb = 5'))
     settings = load_settings(cfg)
-    proc = cli(cfg)
-    deadline = time.monotonic() + 60
-    while not list(settings.backup_dir.glob(".*.tmp")):
-        assert proc.poll() is None and time.monotonic() < deadline, "the dump never started"
-        time.sleep(0.01)
-    proc.kill()  # SIGKILL: no cleanup of its own can run
-    proc.communicate()
     client = s3.client()
+    # The table locked: the dump waits mid-way while its upload is opened beside it.
+    with admin_conn(pg, noisy_db) as held:
+        held.execute("BEGIN")
+        held.execute("LOCK TABLE public.noise IN ACCESS EXCLUSIVE MODE")
+        proc = cli(cfg)
+        deadline = time.monotonic() + 60
+        ledger = settings.state_dir / "uploads" / f"{noisy_db}.json"  # the upload open and recorded
+        while not list(settings.backup_dir.glob(".*.tmp")) or not ledger.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the dump or its upload never started"
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL: no cleanup of its own can run
+        proc.communicate()
     [left] = client.list_multipart_uploads(Bucket=s3.bucket, Prefix=settings.s3.prefix)["Uploads"]
     [tmp] = list(settings.backup_dir.glob(".*.tmp"))
 
