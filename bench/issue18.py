@@ -212,17 +212,22 @@ def render(b: Bench, before: str, after: str, rounds: int) -> str:
         lines += ["", f"Steps of `{label[key]}` (median s; `beside` = ran in parallel, the clock waited `waited`):"]
         by_step: dict[str, list[float]] = {}
         waited: dict[str, list[float]] = {}
+        after: set[str] = set()
         for summary in b.steps.get(key, []):
             for s in summary["steps"]:
                 by_step.setdefault(s["step"], []).append(s["seconds"])
                 if s.get("after_service"):
-                    waited.setdefault(s["step"], []).append(0.0)
+                    after.add(s["step"])
                 elif s.get("parallel_with"):
                     waited.setdefault(s["step"], []).append(s.get("waited", 0.0))
-        lines.append(" · ".join(
-            f"{step} {statistics.median(v):.2f}" + (f" (beside; waited {statistics.median(waited[step]):.2f})"
-                                                      if step in waited else "")
-            for step, v in by_step.items() if statistics.median(v) >= 0.005))
+
+        def note(step: str, after: set[str] = after, waited: dict[str, list[float]] = waited) -> str:
+            if step in after:
+                return " (after the switch, off the clock)"
+            return f" (beside; waited {statistics.median(waited[step]):.2f})" if step in waited else ""
+
+        lines.append(" · ".join(f"{step} {statistics.median(v):.2f}{note(step)}"
+                                for step, v in by_step.items() if statistics.median(v) >= 0.005))
     return "\n".join(lines) + "\n"
 
 
