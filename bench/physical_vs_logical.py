@@ -9,8 +9,9 @@ with the ~600 MB benchmark database (--rows 2000000; 10000000 for ~3 GB):
   replay of the WAL since it, promotion: a queryable cluster), after a fresh base backup and
   an UPDATE of --update-rows rows (the WAL to replay).
 
-Each round first asks forecast.physical_offer what it predicts for both paths from the rounds
-before it (the drills' records, as the restore plan would), then measures both; the rounds
+Each round forecasts the restore from the rounds before it, and asks forecast.physical_offer what
+a recovery would take (from the recoveries before it, for the archive as that recovery will find
+it: after the new base backup and the UPDATE) right before measuring it; the rounds
 alternate which path goes first (the restore's own WAL is archived too, so a new base backup is
 taken after it, before the recovery: the recovery replays the UPDATE's WAL only). Wall seconds
 and this process's CPU seconds (with the clients it waited for: pg_restore, barman-cloud; the
@@ -88,14 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         info["dump_bytes"], info["artifact_bytes"] = backup.meta["uncompressed_bytes"], backup.meta["size_bytes"]
         for n in range(args.rounds):
             r = {"round": n + 1, "uptime": _uptime().split("load average:")[-1].strip()}
-            r.update(_predict(settings, info))
+            logical = _logical_forecast(settings, info)  # before either path runs in this round
+            r["logical_fc"] = logical.seconds
             order = ("physical", "logical") if n % 2 == 0 else ("logical", "physical")
             for path in order:
                 print(f"round {n + 1}: {path}", flush=True)
                 if path == "logical":
                     r.update(_logical(settings))
                 else:
-                    r.update(_physical(settings, pg, args.update_rows, psycopg, _write_wal))
+                    r.update(_physical(settings, pg, args.update_rows, psycopg, _write_wal, logical))
             rows.append(r)
     finally:
         if s3 is not None:
@@ -130,35 +132,44 @@ def _logical(settings) -> dict:
     return {"logical_s": p.data["restore"]["total_seconds"], "logical_wall_s": wall, "logical_cpu_s": cpu}
 
 
-def _physical(settings, pg, update_rows: int, psycopg, write_wal) -> dict:
+def _physical(settings, pg, update_rows: int, psycopg, write_wal, logical) -> dict:
     from opstower_core.pitr import take_base_backup
 
     take_base_backup(settings, settings.target())
     w: dict = {}
     write_wal(pg, update_rows, w, psycopg)
+    offer = _offer(settings, logical)  # for the archive as this recovery will find it
     p, wall, cpu = _drill(settings, "pitr_latest")
     steps = {s["step"]: s["seconds"] for s in p.data["pitr"]["steps"]}
     return {"physical_s": steps["fetch_base"] + steps["replay"], "fetch_s": steps["fetch_base"],
-            "replay_s": steps["replay"], "physical_wall_s": wall, "physical_cpu_s": cpu, "wal_mb": w["wal_bytes"] / MB}
+            "replay_s": steps["replay"], "physical_wall_s": wall, "physical_cpu_s": cpu, "wal_mb": w["wal_bytes"] / MB,
+            **offer}
 
 
-def _predict(settings, info: dict) -> dict:
-    """What the plan would say now: the logical forecast and the physical offer, from the rounds before."""
-    from opstower_core.forecast import forecast_restore, physical_offer
+def _logical_forecast(settings, info: dict):
+    """The restore's forecast from the rounds before (as the plan makes it)."""
+    from opstower_core.forecast import forecast_restore
+    from opstower_core.runs.history import StateStore
+
+    return forecast_restore(StateStore(settings.state_dir).runs("restore", limit=200), "bench",
+                            dump_bytes=info["dump_bytes"], artifact_bytes=info["artifact_bytes"], rto_minutes=240,
+                            mode="new_db")
+
+
+def _offer(settings, logical) -> dict:
+    """What the plan would say: the physical offer beside `logical`, from the recoveries before, for the archive now."""
+    from opstower_core.forecast import physical_offer
     from opstower_core.pitr import pitr_status
     from opstower_core.pitr.barman import key_root
     from opstower_core.runs.history import StateStore
     from opstower_core.storage.s3 import store_for
 
-    state = StateStore(settings.state_dir)
-    logical = forecast_restore(state.runs("restore", limit=200), "bench", dump_bytes=info["dump_bytes"],
-                               artifact_bytes=info["artifact_bytes"], rto_minutes=240, mode="new_db")
     t0 = time.monotonic()
-    offer = physical_offer(state, "bench", logical, lambda: pitr_status(settings), settings.pitr.server_name,
-                           lambda bid: sum(o.size for o in store_for(settings.s3).iter_objects(
+    offer = physical_offer(StateStore(settings.state_dir), "bench", logical, lambda: pitr_status(settings),
+                           settings.pitr.server_name, lambda bid: sum(o.size for o in store_for(settings.s3).iter_objects(
                                f"{key_root(settings)}base/{bid}/")))
-    return {"logical_fc": logical.seconds, "physical_fc": offer.physical_seconds, "offer_s": time.monotonic() - t0,
-            "verdict": offer.reason, "sentence": offer.sentence}
+    return {"physical_fc": offer.physical_seconds, "offer_s": time.monotonic() - t0, "verdict": offer.reason,
+            "sentence": offer.sentence}
 
 
 def _f(v, fmt: str = "{:.1f}") -> str:
