@@ -200,6 +200,31 @@ def test_recover_after_a_committed_swap_keeps_the_restored_database(rs: Restore,
     assert rs.journal() is None
 
 
+def test_sigkill_during_the_safety_copy_after_the_switch_leaves_nothing_to_recover(rs: Restore):
+    """A swap's pre-restore copy runs after the switch: killed there, the restored database is in service, the
+    old one kept, no journal to finish or undo, and no half-written copy listed as a backup."""
+    art = rs.artifact("20250203_000000")
+    proc = rs.cli("restore", str(art), "--force", "--json")
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the JSON event stream: kill as the copy starts
+        if '"step_started"' in line and '"pre_backup"' in line:
+            break
+    else:
+        raise AssertionError(f"the run ended before its safety copy: {proc.stderr.read() if proc.stderr else ''}")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert contents(rs.pg, rs.db) == rs.lv.backed_up and allows_connections(rs.pg, rs.db)
+    olds = [d for d in databases(rs.pg, rs.db) if "_pre_restore_" in d]
+    assert len(olds) == 1 and contents(rs.pg, olds[0]) == rs.lv.damaged
+    assert rs.journal() is None and interrupted_notice(rs.settings.state_dir) is None
+    assert rs.leftovers() == set()
+    assert not list(rs.settings.backup_dir.glob("pre_restore_*.dump.zst"))  # under a temporary name only
+    listed = rs.run("list", "--local-only", "--json")
+    assert listed.returncode == 0 and "pre_restore_" not in listed.stdout, listed.stdout
+    again = rs.run("restore", "--recover")
+    assert again.returncode == 0 and "No interrupted restore" in again.stdout
+
+
 # -- SIGTERM / SIGHUP mid-load: rolled back like Ctrl-C ------------------------------------------
 
 @pytest.mark.parametrize(("mode", "sig"), [("swap", signal.SIGTERM), ("in_place", signal.SIGTERM),
