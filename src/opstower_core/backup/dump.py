@@ -3,8 +3,9 @@
 One pass, constant memory: pg_dump writes the custom format uncompressed on stdout; we
 compress (multi-threaded zstd with a content checksum), optionally encrypt, hash, write
 the temporary file and feed the multipart uploads (the primary's, and the replica's when
-its copy is streamed) from the same bytes. Row counts are taken
-at the same time in the dump's exported snapshot, on their own connection.
+its copy is streamed) from the same bytes; the read-back (readback.py) follows the file as
+it is written. Row counts are taken at the same time in the dump's exported snapshot, on
+their own connection.
 
 Waiting is bounded: pg_dump gets `--lock-wait-timeout` and the counting session
 `lock_timeout`, both the run's `--wait-for-locks`; a watcher names the session holding the

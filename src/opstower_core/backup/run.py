@@ -3,7 +3,9 @@
 One streaming pipeline: pg_dump (custom format, no internal compression) → zstd with
 content checksum (multi-threaded) → sha256 on the fly → temporary file (and, unless
 --local-only, S3 multipart parts at the same time; with a replica on another endpoint or
-account, its multipart parts too) → fsync → read back once → rename.
+account, its multipart parts too) → fsync → read back once (the read follows the writes,
+from the file, on a thread of its own) → rename. The S3 upload is opened beside the dump,
+roles and tablespaces (pg_dumpall) are taken beside it too.
 Nothing half-written is ever listed: a failed or interrupted run removes its temporary
 file and aborts the multipart upload; one killed outright has both removed by the next.
 
