@@ -229,7 +229,8 @@ def compare(database: str, logical: RestoreForecast | None, runs: Sequence[Recov
         return offer
     both = f"~{duration(physical)} against ~{duration(logical_s)} for this restore"
     if physical > MARGIN * logical_s:
-        offer.reason = f"not offered: a recovery to latest would not be faster ({both})"
+        offer.reason = (f"not offered: a recovery to latest would not be clearly faster ({both}; offered under "
+                        f"{MARGIN:.0%} of it)")
         return offer
     offer.reason = f"offered: a recovery to latest would take {physical / logical_s:.0%} of this restore's time"
     offer.sentence = (f"physical recovery to latest: {both} - it recovers the whole cluster as a new server, so it "

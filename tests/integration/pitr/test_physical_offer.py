@@ -67,7 +67,8 @@ def test_a_small_database_restores_faster_than_a_recovery_so_nothing_is_offered(
     offer = physical_offer(state, "app", logical, read, env.settings.pitr.server_name, _sizer(env.settings))
     assert calls == [1]
     assert not offer.offered and offer.sentence is None
-    assert offer.reason.startswith("not offered: a recovery to latest would not be faster (~")
+    assert offer.reason.startswith("not offered: a recovery to latest would not be clearly faster (~")
+    assert offer.reason.endswith("; offered under 80% of it)")
     assert offer.physical_seconds > logical.seconds and offer.runs == 1
     # The prediction for the same base backup is the measured recovery (a start-up, WAL replay and
     # promotion, then a base backup download), within what the WAL archived since may add.
