@@ -7,7 +7,7 @@ OS user can run (launcher.py).
 """
 
 from .accident import Accident, find_accidents
-from .base import BaseBackup, list_base_backups, take_base_backup
+from .base import BaseBackup, base_backup_bytes, list_base_backups, take_base_backup
 from .enable import Check, EnableReport, enable, inspect
 from .heartbeat import beat, read_heartbeat
 from .launcher import archive_command, check_launcher, launcher_path, restore_command, server_os_user
@@ -25,6 +25,7 @@ __all__ = [
     "prune_base_backups",
     "RecoveryTarget",
     "ScratchCluster",
+    "base_backup_bytes",
     "beat",
     "find_accidents",
     "list_base_backups",

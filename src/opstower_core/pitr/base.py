@@ -64,6 +64,14 @@ def list_base_backups(settings: Settings) -> list[BaseBackup]:
     return oldest_first([BaseBackup.from_json(b) for b in data.get("backups_list", [])])
 
 
+def base_backup_bytes(settings: Settings, backup_id: str) -> int:
+    """A base backup's bytes in the bucket (barman-cloud's backup.info leaves its size empty for cloud backups)."""
+    from opstower_core.pitr.barman import key_root
+    from opstower_core.storage.s3 import store_for
+
+    return sum(o.size for o in store_for(settings.s3).iter_objects(f"{key_root(settings)}base/{backup_id}/"))
+
+
 def oldest_first(backups: list[BaseBackup]) -> list[BaseBackup]:
     """By end time; one without (failed, or still running) first. The stand-in must be aware and valid in
     any zone: datetime.min.astimezone() raises on a UTC host (year 0)."""

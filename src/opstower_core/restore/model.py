@@ -120,6 +120,7 @@ class RestorePlan:
     left_out: str | None = None  # what --no-acl leaves out, said in the result
     statistics: int | None = None  # optimizer statistics entries the archive carries (None: not known / plain)
     forecast: Any = None  # forecast.RestoreForecast: this restore's time predicted from past restores
+    physical: Any = None  # forecast.PhysicalOffer: a recovery to latest instead, offered or why not (None: no [pitr])
     # The artifact is verified in the same read as the load (new-database and swap modes, issue 18):
     # the verify step runs inside the restore step; a failed check drops the staging/new database.
     verify_in_load: bool = False
@@ -145,6 +146,7 @@ class RestorePlan:
             "verify_in_load": self.verify_in_load,
             "options": asdict(self.options),
             "forecast": self.forecast.as_dict() if self.forecast is not None else None,
+            "physical": self.physical.as_dict() if self.physical is not None else None,
             "steps": [asdict(s) for s in self.steps],
         }
 

@@ -16,7 +16,7 @@ import humanize
 from opstower_core.advice import say
 from opstower_core.config import Settings, Target
 from opstower_core.errors import OpsError, UsageError
-from opstower_core.forecast import RestoreForecast, forecast_restore
+from opstower_core.forecast import PhysicalOffer, RestoreForecast, forecast_restore, physical_offer
 from opstower_core.pg.admin import (
     ConnState,
     DbProps,
@@ -184,7 +184,25 @@ def plan_restore(settings: Settings, artifact: str | CatalogEntry, target_name: 
     if plan.forecast is not None:
         notes.append(f"forecast: {plan.forecast.sentence()}" + (f" ({plan.forecast.reason})"
                                                                   if plan.forecast.known else ""))
+    plan.physical = offer = _physical(settings, plan)
+    if offer is not None and offer.offered and offer.sentence:
+        notes.append(offer.sentence)
     return plan
+
+
+def _physical(settings: Settings, p: RestorePlan) -> PhysicalOffer | None:
+    """Recovery to latest instead, when [pitr] archives the target's server and past recoveries say it would be
+    clearly faster (issue 18). Advice: never blocks, never fails a plan."""
+    if (not settings.pitr.enabled or p.forecast is None or not p.forecast.known or p.options.tables
+            or (p.target.host, p.target.port) != (settings.target().host, settings.target().port)):
+        return None  # `pitr enable` archives the default target's server: another server has no archive here
+    from opstower_core.pitr import base_backup_bytes, pitr_status  # barman/boto3 load only with [pitr]
+
+    try:
+        return physical_offer(StateStore(settings.state_dir), p.live_db, p.forecast, lambda: pitr_status(settings),
+                              settings.pitr.server_name, lambda bid: base_backup_bytes(settings, bid))
+    except Exception:  # noqa: BLE001 - advice only
+        return None
 
 
 def _forecast(settings: Settings, p: RestorePlan) -> RestoreForecast | None:

@@ -117,3 +117,16 @@ def test_nothing_measured_or_no_archive_is_said_and_no_archive_is_listed_for_not
     assert not offer.offered and "no base backup in a WAL archive" in offer.reason
     # Another archive's recoveries are not this one's.
     assert recorded_recoveries(state, "another-server") == []
+
+
+def test_the_restore_plan_asks_for_the_offer_and_keeps_its_reason(measured):
+    """Wired into plan_restore: with [pitr] and a recorded recovery, the plan carries the offer (or why not)."""
+    from opstower_core.restore import RestoreOptions, plan_restore
+
+    env, dump, _drill, _state, _restores, _status = measured
+    plan = plan_restore(env.settings, str(dump.path), options=RestoreOptions(target_db="app_offer"))
+    assert plan.forecast is not None and plan.forecast.known
+    assert plan.physical is not None and plan.physical.runs == 1
+    assert plan.physical.reason.startswith("not offered: a recovery to latest would not be clearly faster")
+    assert plan.as_dict()["physical"]["reason"] == plan.physical.reason
+    assert not any("recovery to latest" in n for n in plan.notes)  # said only when offered
