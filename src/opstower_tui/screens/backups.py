@@ -122,7 +122,8 @@ class BackupsScreen(OpsScreen):
         for run in state.runs("verify", limit=5000):
             if run.artifact and run.artifact not in verdicts:
                 verdicts[run.artifact] = run.status
-        from opstower_core.storage.s3 import s3_error_text, store_for
+        from opstower_core.storage.listing import pages_in_child
+        from opstower_core.storage.s3 import s3_error_text
 
         # This worker's own view of the entries: merged copies are new objects, so the UI
         # never sees an entry change under it.
@@ -131,20 +132,23 @@ class BackupsScreen(OpsScreen):
         listed = 0
         error = None
         try:
-            for obj in store_for(settings.s3).iter_objects():
-                name = parse_name(obj.key.rsplit("/", 1)[-1])
-                if name is None:
-                    continue
-                entry = known.get(name.filename)
-                if entry is None:
-                    entry = CatalogEntry(name, obj.size, meta_problem="metadata in S3 (not fetched yet)",
-                                         verified=verdicts.get(name.filename))
-                entry = known[name.filename] = replace(entry, s3_key=obj.key, s3_size=obj.size)
-                batch.append(Row.of(entry, now))
-                listed += 1
-                if len(batch) >= S3_PAGE:
-                    self.post_message(CatalogPage(batch, False, s3_listed=listed))
-                    batch = []
+            # Listed by a child process: botocore's parsing would hold the interpreter lock against the
+            # UI thread (a key pressed meanwhile waited for it); here only one JSON line per page is read.
+            for objects in pages_in_child(settings.s3):
+                for obj in objects:
+                    name = parse_name(obj.key.rsplit("/", 1)[-1])
+                    if name is None:
+                        continue
+                    entry = known.get(name.filename)
+                    if entry is None:
+                        entry = CatalogEntry(name, obj.size, meta_problem="metadata in S3 (not fetched yet)",
+                                             verified=verdicts.get(name.filename))
+                    entry = known[name.filename] = replace(entry, s3_key=obj.key, s3_size=obj.size)
+                    batch.append(Row.of(entry, now))
+                    listed += 1
+                    if len(batch) >= S3_PAGE:
+                        self.post_message(CatalogPage(batch, False, s3_listed=listed))
+                        batch = []
         except OpsError as exc:
             error = exc.what
         except Exception as exc:  # noqa: BLE001 - an unreachable bucket leaves the local rows
