@@ -8,10 +8,7 @@ base backup) need an archiving server of their own: tests/tui/test_console_pitr_
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -29,30 +26,10 @@ from opstower_tui.screens.old_dbs import OldDatabasesScreen
 from opstower_tui.screens.restore import RestoreScreen
 from opstower_tui.screens.run import RunScreen
 from opstower_tui.widgets.db_card import DbCard
+from support.console import drive, said, wait_for
 from support.servers import admin_conn, create_database
 
-SIZE = (80, 24)
 SQL = "CREATE TABLE t (id int PRIMARY KEY, note text); INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 50) g;"
-
-
-async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
-        await pilot.pause(0.05)
-
-
-def drive(app: OpsTowerApp, scenario: Callable[[Any], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await scenario(pilot)
-
-    asyncio.run(main())
-
-
-def said(app: OpsTowerApp) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 @pytest.fixture(scope="module")

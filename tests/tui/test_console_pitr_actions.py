@@ -8,11 +8,8 @@ then B takes a base backup that barman-cloud lists afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +24,8 @@ from opstower_tui.dialogs.confirm import YesNoDialog
 from opstower_tui.screens.offsite import PitrEnableScreen
 from opstower_tui.screens.run import RunScreen
 from opstower_tui.widgets.db_card import DbCard
+from support.console import drive, wait_for
 from support.pitr import write_config
-
-SIZE = (80, 24)
-
-
-async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
-        await pilot.pause(0.05)
-
-
-def drive(app: OpsTowerApp, scenario: Callable[[Any], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await scenario(pilot)
-
-    asyncio.run(main())
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,7 @@ snapshots are fed fixed data (deterministic).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,30 +29,10 @@ from opstower_tui.screens.pitr import CopyOutDialog, PitrScreen, parse_target
 from opstower_tui.screens.pitr_accidents import AccidentsScreen
 from opstower_tui.screens.recover import RecoverScreen
 from support import pitr as pitr_support
+from support.console import SIZE, drive, said, wait_for
 
 pitr_env = pitr_support.pitr_env  # the archiving server (tests/support/pitr.py), one per module
 
-SIZE = (80, 24)
-
-
-async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
-        await pilot.pause(0.05)
-
-
-def drive(app: OpsTowerApp, scenario: Callable[[Any], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await scenario(pilot)
-
-    asyncio.run(main())
-
-
-def said(app: OpsTowerApp) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 def plain(widget: Any) -> str:

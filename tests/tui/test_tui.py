@@ -12,7 +12,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from io import StringIO
@@ -40,31 +39,14 @@ from opstower_tui.screens.verify import VerifyScreen
 from opstower_tui.widgets.backup_table import BackupTable
 from opstower_tui.widgets.db_card import DbCard
 from opstower_tui.widgets.step_list import StepList
+from support.console import drive, wait_for
 from support.servers import admin_conn, create_database
-
-SIZE = (80, 24)
 
 
 def text_of(renderable: Any) -> str:
     console = Console(file=StringIO(), width=120, record=True, color_system=None)
     console.print(renderable)
     return console.export_text()
-
-
-async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
-        await pilot.pause(0.05)
-
-
-def drive(app: OpsTowerApp, scenario: Callable[[Any], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with app.run_test(size=SIZE) as pilot:
-            await scenario(pilot)
-
-    asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +147,8 @@ def test_browse_filter_and_verify_the_corrupted_copy(env):
         assert pilot.app.screen is screen
         # The list is reloaded on return: the verdict shows in the VERIFIED column.
         await wait_for(pilot, lambda: {r.name: r.verified for r in table.rows}.get(env.corrupted) == "FAIL")
+        # ... and S3 listed again (by a child process: the local rows come first, "both" once it has answered).
+        await wait_for(pilot, lambda: screen.s3_state.endswith(" listed"))
         await pilot.press("escape")  # clears the filter
         assert len(table.view) == 3
         # "s3" finds the copy that is in both places; "local" finds all three.

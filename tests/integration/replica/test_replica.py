@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -396,15 +397,27 @@ def test_cancel_mid_dump_aborts_the_replica_upload_too(pg, s3, other, noisy_db, 
     ledger = settings.state_dir / "uploads" / f"{noisy_db}@replica.json"
     token = CancelToken()
     rclient = other.client()
+    open_uploads: list[int] = []
 
-    def on_event(event) -> None:
-        if isinstance(event, StepProgress) and event.step == "dump" and not token.cancelled and ledger.exists():
-            assert len(rclient.list_multipart_uploads(Bucket=rep.bucket, Prefix=rep.prefix).get("Uploads", [])) == 1
-            token.cancel()
+    def cancel_once_recorded() -> None:  # the replica's upload opened (beside the dump) and recorded
+        deadline = time.monotonic() + 60
+        while not ledger.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if ledger.exists():
+            open_uploads.append(len(rclient.list_multipart_uploads(Bucket=rep.bucket, Prefix=rep.prefix)
+                                    .get("Uploads", [])))
+        token.cancel()
 
-    with pytest.raises(Cancelled):
-        run_backup(settings, on_event=on_event, cancel=token)
-    assert token.cancelled, "the replica's upload never opened during the dump"
+    # The table locked: the dump waits mid-way, however fast this machine is, while the upload is opened.
+    with admin_conn(pg, noisy_db) as held:
+        held.execute("BEGIN")
+        held.execute("LOCK TABLE public.noise IN ACCESS EXCLUSIVE MODE")
+        watcher = threading.Thread(target=cancel_once_recorded, daemon=True)
+        watcher.start()
+        with pytest.raises(Cancelled):
+            run_backup(settings, cancel=token)
+        watcher.join()
+    assert open_uploads == [1], "the replica's upload never opened during the dump"
     assert not rclient.list_multipart_uploads(Bucket=rep.bucket, Prefix=rep.prefix).get("Uploads")
     assert rclient.list_objects_v2(Bucket=rep.bucket, Prefix=rep.prefix).get("KeyCount", 0) == 0
     assert not ledger.exists()
