@@ -29,7 +29,7 @@ from opstower_core.cli.list import _fit
 from opstower_core.config import S3Settings, Settings, load_settings
 from opstower_core.devenv.embedded import EmbeddedS3
 from opstower_core.errors import Cancelled, ConfigError
-from opstower_core.events import CancelToken, Reporter, Status, StepFinished, StepProgress
+from opstower_core.events import CancelToken, Reporter, Status, StepFinished
 from opstower_core.health import HealthState, check_health
 from opstower_core.pitr.wal import copy_to_replica
 from opstower_core.repo.catalog import list_catalog, where_short, where_words
@@ -450,23 +450,37 @@ def test_replica_stopped_in_the_middle_of_the_dump(pg, s3, other, noisy_db, make
     settings = with_replica(make_settings(noisy_db, s3=s3), rep)
     ledger = settings.state_dir / "uploads" / f"{noisy_db}@replica.json"
     stopped: list[float] = []
-
-    def stop_when_open(event) -> None:
-        if not stopped and isinstance(event, StepProgress) and event.step == "dump" and ledger.exists():
-            other.stop()
-            stopped.append(time.monotonic())
-
     sink: list = []
-    try:
-        result = run_backup(settings, on_event=lambda e: (stop_when_open(e), sink.append(e)))
-        assert stopped, "the replica's upload never opened during the dump"
-        assert result.s3_key and result.s3_error is None and result.path.exists() and not result.ok
-        assert result.replica is None and "replica" in result.replica_error.lower()
-        assert events_of(sink)["replica"].status == Status.FAIL
-        assert StateStore(settings.state_dir).runs("backup", limit=1)[0].status == "failed"
-        assert json.loads(ledger.read_text())  # the upload it could not abort, for the next run
-    finally:
-        other.start()
+    # The table locked: the dump waits mid-way, however fast this machine is, while the replica's upload
+    # is opened beside it; once that upload is recorded the store stops, then the dump goes on.
+    with admin_conn(pg, noisy_db) as held:
+        held.execute("BEGIN")
+        held.execute("LOCK TABLE public.noise IN ACCESS EXCLUSIVE MODE")
+
+        def stop_once_recorded() -> None:
+            deadline = time.monotonic() + 60
+            while not ledger.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if ledger.exists():
+                other.stop()
+                stopped.append(time.monotonic())
+            held.execute("ROLLBACK")  # the lock goes: the dump finishes with the replica down
+
+        watcher = threading.Thread(target=stop_once_recorded, daemon=True)
+        watcher.start()
+        try:
+            result = run_backup(settings, on_event=sink.append)
+            watcher.join()
+            assert stopped, "the replica's upload never opened during the dump"
+            assert result.s3_key and result.s3_error is None and result.path.exists() and not result.ok
+            assert result.replica is None and "replica" in result.replica_error.lower()
+            assert events_of(sink)["replica"].status == Status.FAIL
+            assert StateStore(settings.state_dir).runs("backup", limit=1)[0].status == "failed"
+            assert json.loads(ledger.read_text())  # the upload it could not abort, for the next run
+        finally:
+            watcher.join()
+            if stopped:
+                other.start()
     moved = with_replica(settings, replace(rep, endpoint_url=other.endpoint_url))
     second = run_backup(moved)
     assert second.ok and second.replica["how"] == "streamed with the dump"
