@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ class DigestJob:
         self.path, self.started = path, time.monotonic()
         # The answer goes to an unlinked temp file, not a pipe: thousands of tables exceed a pipe's
         # buffer, and the parent reads only once the child has ended.
-        self._out = _private_tempfile()
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by result() or kill()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "opstower_core.pg.digest_job", str(path), compression],
             stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.PIPE, close_fds=True)
@@ -91,12 +92,6 @@ class DigestJob:
             self.proc.stderr.close()
         if not self._out.closed:
             self._out.close()
-
-
-def _private_tempfile():  # noqa: ANN202 - a binary temporary file, unlinked at once
-    import tempfile
-
-    return tempfile.TemporaryFile()
 
 
 def _idle() -> str:

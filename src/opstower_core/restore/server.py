@@ -261,7 +261,6 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
     from opstower_core.verify import prove_restored
 
     r = ctx.reporter
-    prove = ctx.plan.mode != "tables" and ctx.artifact_proof is not None
     checked: list[Any] = []
     failed: list[BaseException] = []
 
@@ -283,7 +282,7 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
         if checked[0].status == Status.FAIL:
             raise OpsError(f"The restored database failed its checks: {checked[0].detail}", "", "")
 
-    _job_digests(ctx)
+    _job_digests(ctx)  # may leave no artifact proof (with the reason): decided after it
     prove = ctx.plan.mode != "tables" and ctx.artifact_proof is not None
     early = ctx.early_digests.result() if ctx.early_digests is not None else {}
     if early:

@@ -271,6 +271,7 @@ class EarlyDigests:
                                    "WHERE datname = pg_catalog.current_database()").fetchone()[0]
                 settings = DumpSettings(timezone=self.zone, client_encoding=enc, bytea_output=self.bytea)
                 done: set[TableKey] = set()
+                tables: list[TableKey] | None = None
 
                 def read(key: TableKey) -> None:
                     cols = catalog_copy_columns(conn, *key)
@@ -290,7 +291,8 @@ class EarlyDigests:
                         continue
                     if item is self._STOP:
                         return
-                    tables = self._tables(conn)
+                    # Listed once, at the first table: pre-data (every CREATE TABLE) ran before any data.
+                    tables = tables if tables is not None else self._tables(conn)
                     if item is self._ALL:
                         for key in tables:
                             if self.cancel.cancelled:
