@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -64,6 +65,17 @@ def list_base_backups(settings: Settings) -> list[BaseBackup]:
     return oldest_first([BaseBackup.from_json(b) for b in data.get("backups_list", [])])
 
 
+def _sized(settings: Settings, backup: BaseBackup) -> BaseBackup:
+    """The backup with its size as stored: barman-cloud's listing leaves it 0 for cloud backups, so the
+    bucket is asked (a report's number only: the backup is listed DONE either way)."""
+    if backup.size:
+        return backup
+    try:
+        return dataclasses.replace(backup, size=base_backup_bytes(settings, backup.backup_id))
+    except Exception:  # noqa: BLE001 - left as listed
+        return backup
+
+
 def base_backup_bytes(settings: Settings, backup_id: str) -> int:
     """A base backup's bytes in the bucket (barman-cloud's backup.info leaves its size empty for cloud backups)."""
     from opstower_core.pitr.barman import key_root
@@ -124,9 +136,9 @@ def _take(settings: Settings, target: Target, on_event: Callable[[Event], None],
         on_event(StepFinished("base_backup", Status.FAIL, "not listed as DONE after the run", seconds))
         raise OpsError("The base backup ran but is not listed as DONE", "it cannot be used for recovery",
                        say("pitr_status_retake"))
-    backup = new[-1]
-    on_event(StepFinished("base_backup", Status.PASS, f"{backup.backup_id} ({backup.size} bytes, WAL {backup.begin_wal}"
-                          f"..{backup.end_wal}) in {seconds:.1f}s", seconds, backup.as_dict()))
+    backup = _sized(settings, new[-1])
+    on_event(StepFinished("base_backup", Status.PASS, f"{backup.backup_id} ({backup.size:,} bytes, WAL "
+                          f"{backup.begin_wal}..{backup.end_wal}) in {seconds:.1f}s", seconds, backup.as_dict()))
     return backup
 
 
