@@ -5,6 +5,7 @@ file), then forecasts the restore of the largest from those records and runs it:
 actual. Needs the databases built (bench/benchdb.py --dbname ... --rows ...).
 
     .venv/bin/python bench/forecast_check.py --learn bench_0_03gb,bench --predict bench_3_0gb
+    .venv/bin/python bench/forecast_check.py --learn bench_0_03gb,bench_3_0gb --predict bench
 """
 
 from __future__ import annotations
@@ -55,12 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         for name in args.learn.split(","):
             plan, result = restore(name)
-            print(f"learnt: {name}: {plan.uncompressed_size / 2**20:,.0f} MiB dump, restore {result.total_seconds:.1f} s")
+            print(f"learnt: {name}: {plan.uncompressed_size / 2**20:,.0f} MiB dump, restore {result.total_seconds:.1f} s "
+                  f"({result.service_seconds or 0.0:.1f} s to service)")
         t0 = time.monotonic()
         plan, result = restore(args.predict)
         fc = plan.forecast
-        print(f"predicted {args.predict}: {fc.seconds:.1f} s ({fc.reason}); actual {result.total_seconds:.1f} s; "
-              f"error {100 * (fc.seconds - result.total_seconds) / result.total_seconds:+.0f}% "
+        # The forecast is of the RTO clock: until the restored database is in service (VACUUM and a swap's
+        # pre-restore copy run after the switch, off the clock), so it is compared with service_seconds.
+        actual_s = result.service_seconds if result.service_seconds is not None else result.total_seconds
+        print(f"predicted {args.predict}: {fc.seconds:.1f} s ({fc.reason}); actual {actual_s:.1f} s to service "
+              f"({result.total_seconds:.1f} s whole command); "
+              f"error {100 * (fc.seconds - actual_s) / actual_s:+.0f}% "
               f"(load average {load} before, {' '.join(Path('/proc/loadavg').read_text().split()[:3])} after; "
               f"{time.monotonic() - t0:.0f} s with its backup)")
         actual = {s.step: s.seconds for s in result.steps}
