@@ -243,6 +243,17 @@ def test_s3_copy_missing_or_other_size(env, tmp_path):
     assert "size differs" in next(r.detail for r in result.results if r.step == "s3")
 
 
+def test_s3_unreachable_is_a_warning_in_one_line_and_the_file_checks_still_pass(env):
+    settings, custom, _plain, _ = env
+    down = settings.with_changes(s3=S3Settings(bucket=settings.s3.bucket, prefix=settings.s3.prefix,
+                                               endpoint_url="http://127.0.0.1:9", region="us-east-1"))
+    result = verify(down, custom.path)
+    st = statuses(result)
+    assert st["s3"] == Status.WARN and st["compression"] == Status.PASS and st["metadata"] == Status.PASS
+    detail = next(r.detail for r in result.results if r.step == "s3")
+    assert detail.startswith("S3 not reachable, off-site copy not confirmed (") and "\n" not in detail
+
+
 def test_s3_not_configured_is_skip(env):
     settings, custom, _plain, _ = env
     local = settings.with_changes(s3=S3Settings())
