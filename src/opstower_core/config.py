@@ -20,6 +20,11 @@ DEFAULT_BACKUP_DIR = "/var/backups/opstower"
 LIBPQ_KEYS = ("host", "port", "user", "service", "passfile", "sslmode")
 
 
+# How long pg_dump, the row counts and a restore wait for a table lock another session holds
+# before failing with the holder's name. Long enough for a migration's short ALTER, short enough
+# that a forgotten `LOCK TABLE` in an open psql fails the 03:00 cron run visibly.
+DEFAULT_LOCK_WAIT = 60.0
+
 @dataclass(frozen=True)
 class Target:
     """One database to protect. Unset connection keys fall back to libpq's environment."""

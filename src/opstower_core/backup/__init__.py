@@ -2,7 +2,6 @@
 
 from .model import (
     DEFAULT_FLOOR,
-    DEFAULT_LOCK_WAIT,
     BackupOptions,
     BackupResult,
     DumpResult,
@@ -15,7 +14,6 @@ __all__ = [
     "BackupResult",
     "BackupRun",
     "DEFAULT_FLOOR",
-    "DEFAULT_LOCK_WAIT",
     "DumpResult",
     "required_free_bytes",
     "run_backup",

@@ -14,10 +14,6 @@ GiB = 1024**3
 # 0.25 on the benchmark database; 0.5 leaves room for data that compresses badly.
 ESTIMATE_RATIO = 0.5
 DEFAULT_FLOOR = 5 * GiB  # the reference's fixed requirement
-# How long pg_dump and the row counts wait for a table lock another session holds before
-# the backup fails naming the holder. Long enough for a migration's short ALTER, short
-# enough that a forgotten `LOCK TABLE` in an open psql fails the 03:00 cron run visibly.
-DEFAULT_LOCK_WAIT = 60.0
 
 
 @dataclass

@@ -40,14 +40,13 @@ from opstower_core.backup.leaks import (
     warn_readable_config,
 )
 from opstower_core.backup.model import (
-    DEFAULT_LOCK_WAIT,
     BackupOptions,
     BackupResult,
     DumpResult,
     required_free_bytes,
 )
 from opstower_core.backup.readback import ReadBack, read_back
-from opstower_core.config import Settings
+from opstower_core.config import DEFAULT_LOCK_WAIT, Settings
 from opstower_core.errors import Cancelled, LockHeld, OpsError
 from opstower_core.events import CancelToken, EventSink, Reporter, Status
 from opstower_core.pg.tools import PgTools, connect, select_tools, server_info

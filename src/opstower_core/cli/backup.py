@@ -7,9 +7,10 @@ import sys
 
 import humanize
 
-from opstower_core.backup import DEFAULT_LOCK_WAIT, BackupOptions, run_backup
+from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.cli.common import add_json, add_target, seconds_arg, settings_from
 from opstower_core.cli.render import JsonRenderer, renderer
+from opstower_core.config import DEFAULT_LOCK_WAIT
 from opstower_core.errors import OpsError
 from opstower_core.runs import signals
 

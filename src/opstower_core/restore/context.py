@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opstower_core.backup import BackupResult
-from opstower_core.config import Settings, Target
+from opstower_core.config import DEFAULT_LOCK_WAIT, Settings, Target
 from opstower_core.events import (
     CancelToken,
     Event,
@@ -29,6 +28,9 @@ from opstower_core.restore.model import RestorePlan
 from opstower_core.runs.history import StateStore
 from opstower_core.runs.lock import RunLock
 from opstower_core.runs.runlog import RunLog
+
+if TYPE_CHECKING:  # the backup engine is imported where a pre-restore copy is taken
+    from opstower_core.backup import BackupResult
 
 
 @dataclass
@@ -86,8 +88,6 @@ class RunContext:
     @property
     def lock_wait(self) -> float:
         """Seconds any statement may wait for a lock (--wait-for-locks / wait_for_locks_seconds), as the backup."""
-        from opstower_core.backup import DEFAULT_LOCK_WAIT
-
         return self.settings.wait_for_locks_seconds or DEFAULT_LOCK_WAIT
 
     def checkpoint(self, step: str | None = None, phase: str = "running") -> None:

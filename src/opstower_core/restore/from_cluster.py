@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opstower_core.advice import say
-from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.errors import Cancelled, OpsError, UsageError
 from opstower_core.events import (
@@ -125,6 +124,8 @@ def _dump(settings: Settings, cluster: ScratchCluster, dbname: str, work: Path, 
     raw = {k: v for k, v in settings.raw.items() if k not in ("notify", "encryption", "s3")}
     private = settings.with_changes(backup_dir=work / "artifact", state_dir=work / "state", s3=S3Settings(),
                                     targets={source.name: source}, default_target=source.name, raw=raw)
+    from opstower_core.backup import BackupOptions, run_backup  # imported here: only a copy-out dumps
+
     with r.step("copy_dump", f"Dumping {dbname} from the recovered cluster (backup engine, temporary artifact)") as out:
         try:
             backup = run_backup(private, source.name, BackupOptions(local_only=True), r.folded("copy_dump"), cancel)

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from opstower_core.advice import say
-from opstower_core.config import Settings, Target
+from opstower_core.config import DEFAULT_LOCK_WAIT, Settings, Target
 from opstower_core.errors import OpsError
 from opstower_core.events import EventSink, Reporter, Status
 from opstower_core.pg.admin import (
@@ -89,8 +89,6 @@ def _recover_one(settings: Settings, j: Journal, r: Reporter) -> str:
                        "nothing was changed", say("recover_same_config")) from None
     r.started(STEP, f"Recovering the interrupted restore of {j.live}")
     t0 = time.monotonic()
-    from opstower_core.backup import DEFAULT_LOCK_WAIT
-
     wait = settings.wait_for_locks_seconds or DEFAULT_LOCK_WAIT
     try:
         with RunLock(settings.state_dir, f"{j.live}.restore", "restore recovery"), admin(target, j.live) as conn, \

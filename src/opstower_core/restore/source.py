@@ -9,7 +9,6 @@ from typing import Any
 import humanize
 
 from opstower_core.advice import say
-from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Status, StepOutcome
 from opstower_core.pg.admin import admin
@@ -172,6 +171,11 @@ def pre_restore_backup(ctx: RunContext, out: StepOutcome) -> None:
     if not any(t.dbname == db and t.name == db for t in targets.values()):
         targets[db] = dataclasses.replace(ctx.target, name=db, dbname=db)
     bsettings = ctx.settings.with_changes(targets=targets, default_target=db)
+    from opstower_core.backup import (  # imported here: a new-database restore needs none
+        BackupOptions,
+        run_backup,
+    )
+
     ctx.pre_restore = run_backup(bsettings, db, BackupOptions(pre_restore=True),
                                  on_event=ctx.forward("pre_backup"), cancel=ctx.cancel, state=ctx.state)
     if not after:
