@@ -68,8 +68,9 @@ class Bench:
     db: str
     times: dict[str, list[float]] = field(default_factory=dict)
     # CPU-s per run: "client" = the timed process and its children (opstower, pg_dump, psql, zstd ...),
-    # "store" = the embedded S3 store, which shares the 2 cores (what "backup with S3" pays for it).
-    cpu: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    # "store" = the embedded S3 store, "server" = PostgreSQL (its backends, reaped by the postmaster):
+    # all three share the 2 cores.
+    cpu: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     steps: dict[str, list[dict]] = field(default_factory=dict)  # contender -> step tables of its runs
     before: str | None = None  # source tree of the earlier engine (see BEFORE)
     use_before: bool = False
@@ -87,19 +88,21 @@ class Bench:
             c.execute(sql)
 
     def timed(self, key: str, fn: Callable[[], float]) -> None:
-        client, store = _children_cpu(), self._store_cpu()
+        client, store, server = _children_cpu(), self._store_cpu(), self._server_cpu()
         self.times.setdefault(key, []).append(fn())
-        self.cpu.setdefault(key, []).append((_children_cpu() - client, self._store_cpu() - store))
+        self.cpu.setdefault(key, []).append((_children_cpu() - client, self._store_cpu() - store,
+                                             self._server_cpu() - server))
 
     def _store_cpu(self) -> float:
         proc = getattr(self.ctx["s3"], "_proc", None)
-        if proc is None:
+        return _proc_cpu(proc.pid, children=False) if proc is not None else 0.0
+
+    def _server_cpu(self) -> float:
+        try:  # the postmaster's own CPU and its reaped children's (every backend of a finished run)
+            pid = int((Path(self.ctx["pg"].pgdata) / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
             return 0.0
-        try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        return _proc_cpu(pid, children=True)
 
     # -- contenders ------------------------------------------------------------------------
     def artifact(self) -> Path:
@@ -188,6 +191,15 @@ class Bench:
                     self.use_before = False
 
 
+def _proc_cpu(pid: int, children: bool) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")  # utime + stime (+ cutime + cstime)
+
+
 def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
@@ -226,10 +238,11 @@ def render(b: Bench, before: str, after: str, rounds: int) -> str:
                 lines.append(f"| {p.work} | {was:.2f} s | {now:.2f} s | {LABELS[p.reference]} {ref:.2f} s | "
                              f"{was / ref:.2f}× | {now / ref:.2f}× | {p.goal} |")
     label = {**LABELS, **{f"{k}_before": f"{LABELS[k]} (before)" for k in BEFORE}}
-    cpu = {k: (statistics.median(c for c, _ in v), statistics.median(st for _, st in v)) for k, v in b.cpu.items()}
-    lines += ["", "CPU-s per run (median; client = the command and its children, e.g. pg_dump; the S3 store's own "
-              "beside): " + "; ".join(f"{label[k]}: client {c:.2f}" + (f", store {st:.2f}" if st >= 0.05 else "")
-                                      for k, (c, st) in cpu.items())]
+    cpu = {k: tuple(statistics.median(run[i] for run in v) for i in range(3)) for k, v in b.cpu.items()}
+    lines += ["", "CPU-s per run (median; client = the command and its children, e.g. pg_dump, psql; server = "
+              "PostgreSQL's backends; store = the S3 store; all on the same 2 cores): "
+              + "; ".join(f"{label[k]}: client {c:.2f}, server {sv:.2f}" + (f", store {st:.2f}" if st >= 0.05 else "")
+                          for k, (c, st, sv) in cpu.items())]
     lines += ["", "Every run (s): " + "; ".join(f"{label[k]}: {', '.join(f'{x:.2f}' for x in v)}"
                                                  for k, v in b.times.items())]
     for key in ("restore_new", "restore_swap", "restore_new_before", "restore_swap_before"):
