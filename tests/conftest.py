@@ -17,6 +17,7 @@ import pytest
 
 from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.devenv.embedded import EmbeddedPostgres, EmbeddedS3
+from support.pitr import pitr_server  # noqa: F401 - one archiving server for the whole session (see there)
 from support.servers import restore_environ
 
 
