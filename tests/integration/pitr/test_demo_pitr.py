@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from opstower_core.config import load_settings
+from opstower_core.devenv import demo
 from opstower_core.devenv.demo import DemoEnvironment
 from opstower_core.pitr import pitr_status
 from opstower_core.runs.history import StateStore
@@ -21,6 +22,9 @@ from opstower_core.runs.history import StateStore
 
 def test_demo_archives_by_default_base_backup_in_background_then_reused(s3, monkeypatch):
     monkeypatch.delenv("OPSTOWER_DEMO_PITR", raising=False)
+    # The delay only yields the CPU to the console's first paint; no console here, and the test waits
+    # for the background job anyway: 5 s of nothing.
+    monkeypatch.setattr(demo, "PITR_SETUP_DELAY_SECONDS", 0.0)
     for key, value in s3.env().items():  # another store in the environment, as the s3 fixture leaves it
         monkeypatch.setenv(key, value)
     root = Path(tempfile.mkdtemp(prefix="opstower-test-demo-pitr-"))

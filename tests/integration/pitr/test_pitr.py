@@ -60,13 +60,16 @@ def history(pitr_env) -> History:
         c.execute("INSERT INTO keep SELECT g, 'v' || g FROM generate_series(1, 50) g")
         c.execute(UGLY)  # what a copy-out must carry through dump, load and proof
         c.execute("INSERT INTO rows_t SELECT 1, g FROM generate_series(1, 100) g")
+        # A second after the base backup: its end time (barman's backup.info) may be whole seconds, and
+        # it must end before the recovery point. Between batches, commit times are microseconds on one
+        # clock: a short pause keeps them apart.
         time.sleep(1.1)
         after_b1 = c.execute("SELECT clock_timestamp()").fetchone()[0]
-        time.sleep(1.1)
+        time.sleep(0.2)
         c.execute("INSERT INTO rows_t SELECT 2, g FROM generate_series(1, 100) g")
-        time.sleep(1.1)
+        time.sleep(0.2)
         after_b2 = c.execute("SELECT clock_timestamp()").fetchone()[0]
-        time.sleep(1.1)
+        time.sleep(0.2)
         c.execute("INSERT INTO rows_t SELECT 3, g FROM generate_series(1, 100) g")
         c.execute("DROP TABLE keep")
         drop_time = c.execute("SELECT clock_timestamp()").fetchone()[0]
