@@ -131,12 +131,21 @@ class Bench:
         return run_timed(f"zstd -d -c {self.artifact()} > /dev/null", self.env, shell=True)[0]
 
     def verify(self, full: bool) -> float:
+        if full:
+            self.settle()
         return run_timed([OPSTOWER, "verify", "-d", self.db, str(self.artifact())] + (["--full-test"] if full else []),
                          self.env)[0]
+
+    def settle(self) -> None:
+        """Untimed, before each restore-like run: flush what earlier steps left dirty (a CREATE DATABASE
+        ... TEMPLATE copies ~600 MB through WAL and shared buffers), so no run pays for another's writes."""
+        self.admin("CHECKPOINT")
+        os.sync()
 
     def bare_restore(self) -> float:
         self.admin('DROP DATABASE IF EXISTS "bench_bare" WITH (FORCE)')
         self.admin('CREATE DATABASE "bench_bare"')
+        self.settle()
         t = run_timed(f"zstd -d -c {self.artifact()} | {self.ctx['tools']}/pg_restore --exit-on-error "
                       "--dbname=bench_bare", self.env, shell=True)[0]
         self.admin('DROP DATABASE IF EXISTS "bench_bare" WITH (FORCE)')
@@ -160,6 +169,7 @@ class Bench:
 
     def restore_new(self) -> float:
         self.admin('DROP DATABASE IF EXISTS "bench_new" WITH (FORCE)')
+        self.settle()
         t = self.restore("restore_new", ["--target-db", "bench_new"])
         self.admin('DROP DATABASE IF EXISTS "bench_new" WITH (FORCE)')
         return t
@@ -168,6 +178,7 @@ class Bench:
         # The live database: a copy of the benchmark database (made untimed), replaced by the restore.
         self.admin('DROP DATABASE IF EXISTS "bench_live" WITH (FORCE)')
         self.admin(f'CREATE DATABASE "bench_live" TEMPLATE "{self.db}"')
+        self.settle()
         t = self.restore("restore_swap", ["--target-db", "bench_live"])
         summary = self.steps["restore_swap" + ("_before" if self.use_before else "")][-1]
         for name in ("bench_live", summary.get("old_database") or ""):
