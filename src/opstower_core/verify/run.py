@@ -14,9 +14,10 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import humanize
 
@@ -41,9 +42,6 @@ from opstower_core.verify.content import (
     pick_tools,
 )
 from opstower_core.verify.proof import ArtifactProof, EarlyDigests, ProofResult, prove_restored
-
-if TYPE_CHECKING:
-    from opstower_core.storage.listing import HeadInChild
 
 _READ_SIZE = 4 * CHUNK  # stored bytes per read in checks 4-6 (no tee)
 _OUT_CHUNK = 4 * OUT_CHUNK  # dump bytes per chunk in checks 4-6 (no tee)
@@ -161,11 +159,11 @@ class _Verifier:
         # overlaps the streaming checks 4-6 instead of following them.
         s3_lookup = self._start_s3_lookup() if self.upto >= 7 else None
         loaded = None
+        if self.upto >= 8 and self.full_test and not fatal and self._can_load_in_read():
+            loaded = self._single_pass_loading()
+        else:
+            self._single_pass(fatal)
         try:
-            if self.upto >= 8 and self.full_test and not fatal and self._can_load_in_read():
-                loaded = self._single_pass_loading()
-            else:
-                self._single_pass(fatal)
             if self.upto >= 7:
                 self._s3_check(s3_lookup)
             if self.upto >= 8:
@@ -175,8 +173,6 @@ class _Verifier:
                     t = self.start(8)
                     self.check(8, Status.SKIP, f"Full restoration test not requested ({say('full_test_use')})", t)
         finally:
-            if s3_lookup is not None:
-                s3_lookup.close()  # a read that failed or was cancelled leaves no look-up behind
             if loaded is not None:
                 loaded.drop(self.r)  # e.g. cancelled at check 7: the test database never outlives the run
         return self.result
@@ -282,15 +278,22 @@ class _Verifier:
             return None
         return e.s3_key or e.name.s3_key(self.settings.s3.prefix)
 
-    def _start_s3_lookup(self) -> HeadInChild | None:
+    def _start_s3_lookup(self) -> Future | None:
         key = self._s3_key()
         if key is None:
             return None
-        from opstower_core.storage.listing import HeadInChild
 
-        return HeadInChild(self.settings.s3, key)
+        def lookup() -> tuple[dict | None, str | None]:
+            store = store_for(self.settings.s3)
+            head = store.head(key)
+            return head, (store.remote_sha256(key, head) if head is not None else None)
 
-    def _s3_check(self, lookup: HeadInChild | None) -> None:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-check")
+        future = pool.submit(lookup)
+        pool.shutdown(wait=False)
+        return future
+
+    def _s3_check(self, lookup: Future | None) -> None:
         t = self.start(7)
         s3 = self.settings.s3
         e = self.entry
@@ -307,7 +310,7 @@ class _Verifier:
             self.check(7, Status.SKIP, "Local-only backup (no S3 upload was made for it): off-site copy not checked", t)
             return
         try:
-            head, remote_sha = lookup.result(self.r.cancel)
+            head, remote_sha = lookup.result()
         except OpsError as exc:
             self.check(7, Status.WARN, f"S3 not reachable, off-site copy not confirmed ({exc.what})", t)
             return

@@ -10,7 +10,7 @@ import pytest
 
 from opstower_core.config import S3Settings
 from opstower_core.errors import OpsError
-from opstower_core.storage.listing import HeadInChild, pages_in_child
+from opstower_core.storage.listing import pages_in_child
 from opstower_core.storage.s3 import store_for
 
 
@@ -34,27 +34,3 @@ def test_an_unreachable_store_is_one_line_and_no_child_is_left(s3):
     with pytest.raises(OpsError) as err:
         next(it)
     assert err.value.what.startswith("S3 listing failed (") and "\n" not in err.value.what
-
-
-def test_a_head_in_the_child_is_the_store_head_and_a_missing_key_is_none(s3):
-    settings = S3Settings(bucket=s3.bucket, prefix=f"hc{uuid.uuid4().hex[:8]}/", endpoint_url=s3.endpoint_url,
-                          region="us-east-1")
-    store = store_for(settings)
-    key = f"{settings.prefix}database/app/app_20261130_000000Z.dump.zst"
-    store.client.put_object(Bucket=s3.bucket, Key=key, Body=b"y" * 1234, Metadata={"sha256": "ab" * 32})
-    head, sha = HeadInChild(settings, key).result()
-    want = store.head(key)
-    assert head == {"ContentLength": 1234, "StorageClass": want.get("StorageClass", "STANDARD"),
-                    "Metadata": {"sha256": "ab" * 32}}
-    assert sha == store.remote_sha256(key) == "ab" * 32
-    assert HeadInChild(settings, key + ".gone").result() == (None, None)
-
-
-def test_an_unreachable_store_fails_the_head_in_one_line_and_a_closed_lookup_leaves_no_child(s3):
-    settings = S3Settings(bucket=s3.bucket, prefix="x/", endpoint_url="http://127.0.0.1:9", region="us-east-1")
-    with pytest.raises(OpsError) as err:
-        HeadInChild(settings, "x/k").result()
-    assert err.value.what.startswith("Cannot read s3://") and "\n" not in err.value.what
-    lookup = HeadInChild(settings, "x/k")
-    lookup.close()  # e.g. the verification was cancelled during its read
-    assert lookup.proc.poll() is not None
