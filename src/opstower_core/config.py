@@ -25,6 +25,7 @@ LIBPQ_KEYS = ("host", "port", "user", "service", "passfile", "sslmode")
 # that a forgotten `LOCK TABLE` in an open psql fails the 03:00 cron run visibly.
 DEFAULT_LOCK_WAIT = 60.0
 
+
 @dataclass(frozen=True)
 class Target:
     """One database to protect. Unset connection keys fall back to libpq's environment."""

@@ -253,9 +253,9 @@ def _decide(cands: list[_Candidate], now: datetime, days: int, keep_last: int, h
     # A proof only decides whether something past retention is redundant. With nothing past retention
     # that could go (the usual hourly run), none is made: each re-reads a whole artifact (0.5 s of a
     # 6 s backup at 0.6 GB, issue 18). A dry run shows them anyway: the operator asked for every reason.
-    deletable = show_proofs or any(c.created < cutoff and not holds.get(c.name.filename) and not (protect and protect(c))
-                    for c in cands)
-    for c in newest_first if deletable else ():
+    prove = show_proofs or any(
+        c.created < cutoff and not holds.get(c.name.filename) and not (protect and protect(c)) for c in cands)
+    for c in newest_first if prove else ():
         if len(good) >= keep_last:
             break
         ok, how = c.prove()
