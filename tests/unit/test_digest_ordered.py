@@ -3,9 +3,18 @@ what it settles and what it leaves to the second read."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
-from opstower_core.pg.digest import DumpFormatError, TableDigest, _CopyText, _OrderedText
+from opstower_core.pg.digest import (
+    SEGMENT_ROWS,
+    DumpFormatError,
+    TableDigest,
+    _CopyText,
+    _OrderedText,
+    joined_digest,
+)
 
 ROWS = [b"1\tal\\\\ice\t2024-01-01 00:00:00+00", b"2\t\\N\t\\.x", b"3\tbob\\nnewline\t-infinity"]
 TEXT = b"".join(r + b"\n" for r in ROWS)
@@ -40,3 +49,39 @@ def test_first_pass_rejects_a_stream_ending_inside_a_row():
     with pytest.raises(DumpFormatError):
         digest(_OrderedText, TEXT[:-1], 4)
     assert digest(_OrderedText, b"", 4) == TableDigest(0, digest(_CopyText, b"", 4).ordered, None)
+
+
+# -- segments: one big table read in row ranges gives the digest of one read ----------------------
+
+def reference(rows: list[bytes]) -> str:
+    """The `ordered` digest spelled out: sha256 of each SEGMENT_ROWS rows' text, then of those."""
+    seg = [hashlib.sha256(b"".join(r + b"\n" for r in rows[i:i + SEGMENT_ROWS])).digest()
+           for i in range(0, len(rows), SEGMENT_ROWS)]
+    return hashlib.sha256(b"".join(seg)).hexdigest()
+
+
+MANY = [b"%d\t%s" % (i, b"x" * (i % 7)) for i in range(2 * SEGMENT_ROWS + 1234)]
+MANY_TEXT = b"".join(r + b"\n" for r in MANY)
+
+
+@pytest.mark.parametrize("cut", [4099, 65536, 1 << 20, len(MANY_TEXT)])
+def test_both_sides_hash_segments_at_the_same_rows_in_any_chunking(cut):
+    fast, full = digest(_OrderedText, MANY_TEXT, cut), digest(_CopyText, MANY_TEXT, cut)
+    assert fast.ordered == full.ordered == reference(MANY)
+    assert fast.rows == full.rows == len(MANY)
+    exact = MANY[:SEGMENT_ROWS]  # a table of exactly one segment has no empty second one
+    assert digest(_OrderedText, b"".join(r + b"\n" for r in exact), 1000).ordered == reference(exact)
+
+
+def test_ranges_starting_on_segment_boundaries_join_to_the_single_read():
+    whole = digest(_OrderedText, MANY_TEXT, 1 << 16)
+    parts = []
+    for a, b in ((0, SEGMENT_ROWS), (SEGMENT_ROWS, len(MANY))):
+        seg = _OrderedText()
+        seg.feed(b"".join(r + b"\n" for r in MANY[a:b]))
+        parts.append(seg)
+    assert joined_digest([h for p in parts for h in p.segment_hashes()]) == whole.ordered
+    # A range that does not start on a boundary cannot be joined into the same digest.
+    off = _OrderedText()
+    off.feed(b"".join(r + b"\n" for r in MANY[1:]))
+    assert joined_digest(parts[0].segment_hashes()[:0] + off.segment_hashes()) != whole.ordered

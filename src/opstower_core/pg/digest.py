@@ -12,9 +12,11 @@ Both sides compute the same `TableDigest` for every table:
 COPY text puts exactly one row per line (newlines inside values are escaped), so both sides
 see byte-identical lines when the data and the text-affecting settings are equal.
 
-``rows`` is the line count; ``ordered`` the SHA-256 of the COPY text in stream order (the
-proof: a fresh restore loads each table with one COPY into an empty heap, so a sequential
-scan returns the dump's order); ``multiset`` an order-independent 64-bit sum of
+``rows`` is the line count; ``ordered`` the SHA-256 of the COPY text in stream order, taken
+in segments of `SEGMENT_ROWS` rows (the SHA-256 of the segments' SHA-256s, in order), so that
+one big table can be read back in row ranges on several connections at once (issue 18) and
+still give the digest of a single read (the proof: a fresh restore loads each table with one
+COPY into an empty heap, so a sequential scan returns the dump's order); ``multiset`` an order-independent 64-bit sum of
 crc32<<32|adler32 per row, which tells "same rows, other order" from "different rows" at a
 fraction of a per-row cryptographic hash's cost (measured in the prototype: 534 vs 107 MB/s).
 
@@ -74,7 +76,7 @@ class DumpFormatError(ValueError):
 @dataclass(frozen=True)
 class TableDigest:
     rows: int
-    ordered: str  # sha256 hex of the COPY text (rows with their '\n', no terminator)
+    ordered: str  # sha256 hex of the COPY text's segment hashes (rows with their '\n', no terminator)
     multiset: int | None  # order-independent 64-bit sum, see module docstring; None: not computed
 
     def compare(self, other: TableDigest) -> Verdict:
@@ -88,31 +90,82 @@ class TableDigest:
         return "equal" if self.ordered == other.ordered else "equal-reordered"
 
 
+SEGMENT_ROWS = 1 << 16  # rows per segment of the `ordered` digest: the same on both sides, always
+
+
+class _Segments:
+    """The `ordered` digest of a byte stream of COPY rows: each run of SEGMENT_ROWS rows is hashed
+    on its own; the digest is the SHA-256 of those hashes in order. A stream that starts on a
+    segment boundary (a row range starting at a multiple of SEGMENT_ROWS) yields exactly the
+    segment hashes a single read would have there, so ranges read apart can be joined."""
+
+    __slots__ = ("_seg", "_left", "_open", "hashes")
+
+    def __init__(self) -> None:
+        self._seg = hashlib.sha256()
+        self._left = SEGMENT_ROWS
+        self._open = False
+        self.hashes: list[bytes] = []
+
+    def feed(self, data: bytes | memoryview, newlines: int) -> None:
+        """`data`: the next bytes of the stream, holding `newlines` row ends."""
+        while newlines >= self._left:  # the segment ends in `data`, after its self._left-th newline
+            k = self._left
+            raw = data if isinstance(data, bytes) else bytes(data)
+            cut = len(raw) - len(raw.split(b"\n", k)[-1])  # rare: once per SEGMENT_ROWS rows
+            self._seg.update(raw[:cut])
+            self.hashes.append(self._seg.digest())
+            self._seg, self._open, self._left = hashlib.sha256(), False, SEGMENT_ROWS
+            data, newlines = raw[cut:], newlines - k
+        if data:
+            self._seg.update(data)
+            self._open = True
+        self._left -= newlines
+
+    def all_hashes(self) -> list[bytes]:
+        return self.hashes + ([self._seg.digest()] if self._open else [])
+
+    def hexdigest(self) -> str:
+        return joined_digest(self.all_hashes())
+
+
+def joined_digest(hashes: list[bytes]) -> str:
+    """The `ordered` digest from the segment hashes of the whole table, in order."""
+    return hashlib.sha256(b"".join(hashes)).hexdigest()
+
+
 class _OrderedText:
     """The live side's first pass: rows and the ordered sha256 only, each a C call per buffer.
 
     Live COPY output has no end marker (a data line is never exactly "\\.", COPY escapes
     it), so nothing needs splitting into rows."""
 
-    __slots__ = ("_sha", "rows", "_last", "done")
+    __slots__ = ("_seg", "rows", "_last", "done")
 
     def __init__(self) -> None:
-        self._sha = hashlib.sha256()
+        self._seg = _Segments()
         self.rows = 0
         self._last = 10  # "\n": an empty stream ends cleanly
         self.done = False
 
     def feed(self, data: bytes | memoryview) -> bytes:
         if data:
-            self._sha.update(data)
-            self.rows += data.count(b"\n") if isinstance(data, bytes) else bytes(data).count(b"\n")
+            n = data.count(b"\n") if isinstance(data, bytes) else bytes(data).count(b"\n")
+            self._seg.feed(data, n)
+            self.rows += n
             self._last = data[-1]
         return b""
 
-    def result(self, *, need_terminator: bool) -> TableDigest:
+    def segment_hashes(self) -> list[bytes]:
+        return self._seg.all_hashes()
+
+    def check_end(self) -> None:
         if self._last != 10:
             raise DumpFormatError("COPY data ends inside a row (truncated?)")
-        return TableDigest(self.rows, self._sha.hexdigest(), None)
+
+    def result(self, *, need_terminator: bool) -> TableDigest:
+        self.check_end()
+        return TableDigest(self.rows, self._seg.hexdigest(), None)
 
 
 class _CopyText:
@@ -122,10 +175,10 @@ class _CopyText:
     batch keep the per-row work in C; `data` itself is never copied.
     """
 
-    __slots__ = ("_sha", "_rem", "_crc", "_adl", "rows", "done")
+    __slots__ = ("_seg", "_rem", "_crc", "_adl", "rows", "done")
 
     def __init__(self) -> None:
-        self._sha = hashlib.sha256()
+        self._seg = _Segments()
         self._rem = b""
         self._crc = 0
         self._adl = 0
@@ -157,15 +210,15 @@ class _CopyText:
             consumed = sum(map(len, done_lines)) + len(done_lines) - len(rem)
             if done_lines:  # else the pending bytes are the terminator's own start: not data
                 if rem:
-                    self._sha.update(rem)
-                self._sha.update(memoryview(data)[:consumed])
+                    self._seg.feed(rem, 0)
+                self._seg.feed(memoryview(data)[:consumed], len(done_lines))
             self._add(done_lines)
             self._rem, self.done = b"", True
             return data[consumed + 3 :]  # skip "\.\n"
         if lines:
             if rem:
-                self._sha.update(rem)
-            self._sha.update(memoryview(data)[: len(data) - len(tail)])
+                self._seg.feed(rem, 0)
+            self._seg.feed(memoryview(data)[: len(data) - len(tail)], len(lines))
             self._add(lines)
             self._rem = tail
         else:
@@ -178,7 +231,7 @@ class _CopyText:
         if need_terminator and not self.done:
             raise DumpFormatError("COPY data has no end marker (truncated?)")
         multiset = ((self._crc << 32) + self._adl) & _MASK64
-        return TableDigest(self.rows, self._sha.hexdigest(), multiset)
+        return TableDigest(self.rows, self._seg.hexdigest(), multiset)
 
 
 # --------------------------------------------------------------------------------------------
@@ -760,6 +813,7 @@ def live_table_digest(
     psql_env: dict[str, str] | None = None,
     batch_rows: int = 8192,
     multiset: bool = True,
+    parts: int = 1,
 ) -> TableDigest:
     """Digest a live table's COPY text under pg_dump's settings.
 
@@ -774,6 +828,10 @@ def live_table_digest(
 
     `multiset=False`: rows and the ordered sha256 only (no per-row work: the multiset is None);
     enough to prove a table that returns the dump's order, about twice as fast.
+
+    `parts` (with `psql` and `multiset=False`): a table of at least `parts` x 2 segments is read
+    as that many row ranges at once, each by its own psql child in one exported snapshot, each
+    range starting on a segment boundary; the digest is the same as one read's.
     """
     import psycopg
     from psycopg import pq, sql
@@ -785,6 +843,10 @@ def live_table_digest(
         sql.SQL(", ").join(map(sql.Identifier, columns)),
     )
     if psql is not None:
+        if parts > 1 and not multiset:
+            split = _live_digest_psql_parts(conn, schema, table, columns, settings, psql, psql_env or {}, parts)
+            if split is not None:
+                return split
         return _live_digest_psql(conn, stmt, settings, psql, psql_env or {}, multiset)
     copy: _CopyText | _OrderedText = _CopyText() if multiset else _OrderedText()
     with conn.transaction():
@@ -823,10 +885,9 @@ def live_table_digest(
     return copy.result(need_terminator=False)
 
 
-def _live_digest_psql(
-    conn: psycopg.Connection, stmt: sql.Composable, settings: DumpSettings, psql: str, env: dict[str, str],
-    multiset: bool = True,
-) -> TableDigest:
+def _psql_copy(conn: psycopg.Connection, stmt: sql.Composable, settings: DumpSettings, psql: str,
+               env: dict[str, str], copy: _CopyText | _OrderedText, begin: str = "BEGIN READ ONLY;") -> None:
+    """Run `stmt` (a COPY ... TO STDOUT) in a psql child under the dump's settings; feed `copy`."""
     import psycopg
     from psycopg import sql
 
@@ -837,9 +898,8 @@ def _live_digest_psql(
     env = dict(env)
     env.pop("PGOPTIONS", None)  # our SETs decide the session's settings
     cmd = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1",
-           "-c", "BEGIN READ ONLY; " + sets.as_string(conn),
+           "-c", f"{begin} " + sets.as_string(conn),
            "-c", stmt.as_string(conn), "-c", "COMMIT"]
-    copy: _CopyText | _OrderedText = _CopyText() if multiset else _OrderedText()
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         while chunk := proc.stdout.read(1 << 20):
@@ -849,4 +909,60 @@ def _live_digest_psql(
         raise psycopg.OperationalError(f"psql COPY failed: {err.decode(errors='replace').strip()}")
     if copy.done:
         raise DumpFormatError("live COPY output contained an end marker")
+
+
+def _live_digest_psql(
+    conn: psycopg.Connection, stmt: sql.Composable, settings: DumpSettings, psql: str, env: dict[str, str],
+    multiset: bool = True,
+) -> TableDigest:
+    copy: _CopyText | _OrderedText = _CopyText() if multiset else _OrderedText()
+    _psql_copy(conn, stmt, settings, psql, env, copy)
     return copy.result(need_terminator=False)
+
+
+def _live_digest_psql_parts(
+    conn: psycopg.Connection, schema: str, table: str, columns: list[str], settings: DumpSettings, psql: str,
+    env: dict[str, str], parts: int,
+) -> TableDigest | None:
+    """One table read as `parts` row ranges at once (None when it is too small to be worth it).
+
+    Each range is `COPY (SELECT cols FROM ONLY t LIMIT n OFFSET a) TO STDOUT` in a psql child of its
+    own, all in one snapshot exported here (as pg_dump -j does), with parallel query off and
+    synchronize_seqscans off: every child scans the heap from block 0 in the same order, so the
+    ranges are consecutive slices of a single read. Each range starts on a segment boundary and
+    all but the last are whole segments, so their segment hashes join into one read's digest.
+    A child that reads fewer rows than its range is a table smaller than its estimate: the later
+    ranges are then empty, and the join is still exactly the single read's."""
+    import concurrent.futures
+
+    from psycopg import pq, sql
+
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        return None  # the snapshot is exported by a transaction of its own
+    ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+    plan = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT FROM ONLY {}").format(ident)).fetchone()[0]
+    estimate = float(plan[0]["Plan"]["Plan Rows"])
+    segments = int(estimate // SEGMENT_ROWS) + 1
+    if segments < 2 * parts:
+        return None
+    per = -(-segments // parts) * SEGMENT_ROWS  # rows per range, a whole number of segments
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    ranges = [sql.SQL("COPY (SELECT {} FROM ONLY {} LIMIT {} OFFSET {}) TO STDOUT").format(
+                  cols, ident, sql.Literal(per), sql.Literal(i * per)) for i in range(parts - 1)]
+    ranges.append(sql.SQL("COPY (SELECT {} FROM ONLY {} OFFSET {}) TO STDOUT").format(
+        cols, ident, sql.Literal((parts - 1) * per)))
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
+        begin = (f"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'; "
+                 "SET max_parallel_workers_per_gather = 0;")
+        texts = [_OrderedText() for _ in ranges]
+        with concurrent.futures.ThreadPoolExecutor(parts, thread_name_prefix="digest-range") as pool:
+            for f in [pool.submit(_psql_copy, conn, stmt, settings, psql, env, text, begin)
+                      for stmt, text in zip(ranges, texts, strict=True)]:
+                f.result()
+    hashes: list[bytes] = []
+    for text in texts:
+        text.check_end()
+        hashes += text.segment_hashes()
+    return TableDigest(sum(t.rows for t in texts), joined_digest(hashes), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,48 +23,71 @@ class RestoredCheck:
     data: dict[str, Any]
 
 
+@dataclass
+class IndexCheck:
+    """Index validity (and amcheck where installable) and the database's size."""
+
+    problems: list[str]
+    note: str
+    size: int
+    pretty: str
+
+
+def check_indexes(target: Target, dbname: str, r: Reporter, step: str) -> IndexCheck:
+    """Invalid indexes, amcheck's bt_index_check where available, the database size."""
+    problems: list[str] = []
+    with connect(target, dbname=dbname) as conn:
+        invalid = [row[0] for row in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid OR NOT indisready").fetchall()]
+        if invalid:
+            problems.append(f"invalid indexes: {', '.join(invalid[:5])}")
+        note = _amcheck(conn, r, step, problems)
+        size = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+        pretty = conn.execute("SELECT pg_size_pretty(%s::bigint)", (size,)).fetchone()[0]
+    return IndexCheck(problems, note, size, pretty)
+
+
 def check_restored(target: Target, dbname: str, meta: dict[str, Any] | None, tables: list[str] | None,
-                   r: Reporter, step: str) -> RestoredCheck:
-    """Tables and per-table row counts against the metadata, index integrity, database size."""
+                   r: Reporter, step: str, known: Mapping[str, int] | None = None,
+                   indexes: IndexCheck | None = None) -> RestoredCheck:
+    """Tables and per-table row counts against the metadata, index integrity, database size.
+
+    `known`: restored row counts already established (the restore proof's digests): those tables
+    are not scanned again. `indexes`: the index check, when it already ran (beside the proof)."""
     from opstower_core.pg.rowcounts import count_rows
 
     problems: list[str] = []
     notes: list[str] = []
     with connect(target, dbname=dbname) as conn:
-        counts = count_rows(conn)
+        counts = count_rows(conn, known)
+    if tables is not None:
+        counts = {k: v for k, v in counts.items() if _selected(k, tables)}
+    r.log(step, f"Table count: {len(counts)}")
+    expected = (meta or {}).get("row_counts")
+    if isinstance(expected, dict):
         if tables is not None:
-            counts = {k: v for k, v in counts.items() if _selected(k, tables)}
-        r.log(step, f"Table count: {len(counts)}")
-        expected = (meta or {}).get("row_counts")
-        if isinstance(expected, dict):
-            if tables is not None:
-                expected = {k: v for k, v in expected.items() if _selected(k, tables)}
-            diffs = [f"{t}: {expected.get(t)} expected, {counts.get(t)} restored"
-                     for t in sorted(set(expected) | set(counts)) if expected.get(t) != counts.get(t)]
-            if diffs:
-                more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
-                problems.append(f"row counts differ from the backup's metadata: {'; '.join(diffs[:3])}{more}")
-            else:
-                r.log(step, f"Row counts match the metadata for all {len(counts)} tables ({sum(counts.values()):,} rows)")
+            expected = {k: v for k, v in expected.items() if _selected(k, tables)}
+        diffs = [f"{t}: {expected.get(t)} expected, {counts.get(t)} restored"
+                 for t in sorted(set(expected) | set(counts)) if expected.get(t) != counts.get(t)]
+        if diffs:
+            more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+            problems.append(f"row counts differ from the backup's metadata: {'; '.join(diffs[:3])}{more}")
         else:
-            notes.append("no per-table row counts in the metadata (legacy backup)")
-            recorded = (meta or {}).get("table_count")
-            if isinstance(recorded, int) and recorded != len(counts):
-                notes.append(f"metadata table_count {recorded}, {len(counts)} tables restored")
-        if not counts and (tables or (isinstance(expected, dict) and expected)):
-            problems.append("the restored database holds no tables")
-        invalid = [row[0] for row in conn.execute(
-            "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid OR NOT indisready").fetchall()]
-        if invalid:
-            problems.append(f"invalid indexes: {', '.join(invalid[:5])}")
-        index_note = _amcheck(conn, r, step, problems)
-        size = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
-        pretty = conn.execute("SELECT pg_size_pretty(%s::bigint)", (size,)).fetchone()[0]
-    r.log(step, f"Database size: {pretty}")
-    data = {"tables": len(counts), "rows": sum(counts.values()), "size_bytes": size, "row_counts": counts}
+            r.log(step, f"Row counts match the metadata for all {len(counts)} tables ({sum(counts.values()):,} rows)")
+    else:
+        notes.append("no per-table row counts in the metadata (legacy backup)")
+        recorded = (meta or {}).get("table_count")
+        if isinstance(recorded, int) and recorded != len(counts):
+            notes.append(f"metadata table_count {recorded}, {len(counts)} tables restored")
+    if not counts and (tables or (isinstance(expected, dict) and expected)):
+        problems.append("the restored database holds no tables")
+    indexes = indexes or check_indexes(target, dbname, r, step)
+    problems += indexes.problems
+    r.log(step, f"Database size: {indexes.pretty}")
+    data = {"tables": len(counts), "rows": sum(counts.values()), "size_bytes": indexes.size, "row_counts": counts}
     if problems:
         return RestoredCheck(Status.FAIL, "; ".join(problems), data)
-    detail = f"{len(counts)} tables, {sum(counts.values()):,} rows, {pretty}; {index_note}"
+    detail = f"{len(counts)} tables, {sum(counts.values()):,} rows, {indexes.pretty}; {indexes.note}"
     if notes:
         detail += "; " + "; ".join(notes)
     return RestoredCheck(Status.PASS, detail, data)

@@ -38,7 +38,9 @@ from opstower_core.pg.admin import (
 )
 from opstower_core.pg.load import LoadSpec, load
 from opstower_core.restore.checks import (
+    IndexCheck,
     analyze_sql,
+    check_indexes,
     check_restored,
     maintenance_sql,
     run_cancellable,
@@ -252,22 +254,22 @@ def _early_digests(ctx: RunContext, spec: LoadSpec) -> Any:
 
 
 def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
-    """Row counts against the metadata, index integrity, then the proof: per-table digests and the
-    object inventory of the restored database against the artifact's own.
+    """The proof (per-table digests and the object inventory of the restored database against the
+    artifact's own), index integrity, then row counts against the metadata.
 
-    The checks (row counts, amcheck) run on a connection of their own beside the proof's table
-    digests (both are mostly server work: two backends on two cores); the proof's inventory is read
-    after them, since amcheck may create and drop its extension meanwhile."""
+    The index checks (pg_index validity, amcheck) run on a connection of their own beside the proof's
+    table digests (both are mostly server work: two backends on two cores); the proof's inventory is
+    read after them, since amcheck may create and drop its extension meanwhile. The row counts come
+    last: the tables the proof read are not scanned again."""
     from opstower_core.verify import prove_restored
 
     r = ctx.reporter
-    checked: list[Any] = []
+    checked: list[IndexCheck] = []
     failed: list[BaseException] = []
 
     def run_checks() -> None:
         try:
-            checked.append(check_restored(ctx.target, ctx.work_db, ctx.entry.meta, ctx.plan.options.tables, r,
-                                          "verify_restored"))
+            checked.append(check_indexes(ctx.target, ctx.work_db, r, "verify_restored"))
         except BaseException as exc:  # noqa: BLE001 - raised in the step's thread below
             failed.append(exc)
 
@@ -279,8 +281,6 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
             checks.join(0.1)  # the checks' statements are short; a cancel is honoured after them
         if failed:
             raise failed[0]
-        if checked[0].status == Status.FAIL:
-            raise OpsError(f"The restored database failed its checks: {checked[0].detail}", "", "")
 
     _job_digests(ctx)  # may leave no artifact proof (with the reason): decided after it
     prove = ctx.plan.mode != "tables" and ctx.artifact_proof is not None
@@ -297,8 +297,15 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
                                        before_inventory=checks_done, pre=early)
         finally:
             checks.join()
+        if ctx.proof.status == Status.FAIL:
+            shown = "; ".join(ctx.proof.differences[:5])
+            more = f" (+{len(ctx.proof.differences) - 5} more)" if len(ctx.proof.differences) > 5 else ""
+            raise OpsError(f"The restored database differs from the artifact: {shown}{more}", "", "")
     checks_done()
-    check = checked[0]
+    check = check_restored(ctx.target, ctx.work_db, ctx.entry.meta, ctx.plan.options.tables, r, "verify_restored",
+                           known=ctx.proof.counts if prove else None, indexes=checked[0])
+    if check.status == Status.FAIL:
+        raise OpsError(f"The restored database failed its checks: {check.detail}", "", "")
     detail = check.detail
     if ctx.plan.mode == "tables":
         # A selective load leaves out FK constraints (their other table may not be restored) while the
@@ -308,10 +315,6 @@ def verify_restored(ctx: RunContext, out: StepOutcome) -> None:
         out.status = Status.WARN
         detail += f"; restore proof not made ({ctx.proof_missing or 'the verification could not digest the artifact'})"
     else:
-        if ctx.proof.status == Status.FAIL:
-            shown = "; ".join(ctx.proof.differences[:5])
-            more = f" (+{len(ctx.proof.differences) - 5} more)" if len(ctx.proof.differences) > 5 else ""
-            raise OpsError(f"The restored database differs from the artifact: {shown}{more}", "", "")
         r.log("verify_restored", f"Restore proof: {ctx.proof.sentence}")
         detail = f"{ctx.proof.sentence}; {detail}"
         if ctx.proof.status == Status.WARN:

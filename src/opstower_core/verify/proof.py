@@ -13,6 +13,7 @@ pg_dump's session settings) and compares them and the inventory with the artifac
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -123,6 +124,9 @@ class ProofResult:
     tables: int = 0
     rows: int = 0
     objects: int = 0
+    # Restored row counts the digests established ("schema.table": rows): a check of the counts
+    # against the metadata needs no count(*) scan of these tables.
+    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -194,7 +198,9 @@ def prove_restored(
         not_compared.append(f"data of {len(proof.matview_data)} materialized views (refreshed, not digested)")
     if proof.blob_count:
         not_compared.append(f"{proof.blob_count} large objects")
-    return _result(keys, proof, differences, not_compared, inv.compared, digests.unverified)
+    result = _result(keys, proof, differences, not_compared, inv.compared, digests.unverified)
+    result.counts = digests.counted
+    return result
 
 
 class EarlyDigests:
@@ -244,6 +250,8 @@ class EarlyDigests:
         if self.all_queued:
             return
         if text.startswith(self.DATA):
+            if self.thread is None:  # connected and ready while the first table loads, not after it
+                self._start()
             if self.loading is not None:
                 self._put(self.loading)  # its COPY has committed: pg_restore moved on
             self.loading = text[len(self.DATA):].strip().strip('"')
@@ -251,11 +259,14 @@ class EarlyDigests:
             self.all_queued = True
             self._put(self._ALL)
 
+    def _start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="early-digests", daemon=True)
+        self.thread.start()
+
     def _put(self, item: object) -> None:
         self.queue.put(item)
         if self.thread is None:
-            self.thread = threading.Thread(target=self._run, name="early-digests", daemon=True)
-            self.thread.start()
+            self._start()
 
     def _run(self) -> None:
         import queue
@@ -271,7 +282,8 @@ class EarlyDigests:
                                    "WHERE datname = pg_catalog.current_database()").fetchone()[0]
                 settings = DumpSettings(timezone=self.zone, client_encoding=enc, bytea_output=self.bytea)
                 done: set[TableKey] = set()
-                tables: list[TableKey] | None = None
+                # Listed once, at the first table's data: pre-data (every CREATE TABLE) ran before any data.
+                tables = self._tables(conn)
 
                 def read(key: TableKey) -> None:
                     cols = catalog_copy_columns(conn, *key)
@@ -280,7 +292,7 @@ class EarlyDigests:
                     xmin = conn.execute("SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())"
                                         "::text::bigint % 4294967296").fetchone()[0]
                     digest = live_table_digest(conn, *key, columns=cols, settings=settings, psql=self.psql,
-                                               psql_env=env, multiset=False)
+                                               psql_env=env, multiset=False, parts=read_parts())
                     self.digests[digest_key(key, cols, settings)] = (digest, int(xmin))
                     done.add(key)
 
@@ -291,8 +303,6 @@ class EarlyDigests:
                         continue
                     if item is self._STOP:
                         return
-                    # Listed once, at the first table: pre-data (every CREATE TABLE) ran before any data.
-                    tables = tables if tables is not None else self._tables(conn)
                     if item is self._ALL:
                         for key in tables:
                             if self.cancel.cancelled:
@@ -330,6 +340,12 @@ class EarlyDigests:
         return self.digests
 
 
+def read_parts() -> int:
+    """Row ranges one big restored table is read in at once: one per core, up to 4 (the read is the
+    server's output functions, one core per backend; on 2 cores it fills the one the load left idle)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def _selected(proof: ArtifactProof, tables: list[str] | None) -> list[TableKey]:
     if tables is None:
         return sorted(proof.tables)
@@ -356,6 +372,7 @@ class _TableProver:
         self.conn, self.proof, self.env, self.pre = conn, proof, env, pre
         self.notes: list[str] = []
         self.unverified = 0
+        self.counted: dict[str, int] = {}  # tables whose restored row count equals the artifact's
         zone = proof.dump_timezone
         self.zones = [zone] if zone else _candidate_zones(conn)
         # Tables whose COPY text depends on the zone: only they need the candidates.
@@ -372,7 +389,7 @@ class _TableProver:
 
         try:
             return live_table_digest(self.conn, *key, columns=columns, settings=settings,
-                                     psql=self.proof.psql, psql_env=self.env, multiset=multiset)
+                                     psql=self.proof.psql, psql_env=self.env, multiset=multiset, parts=read_parts())
         except (psycopg.Error, DumpFormatError) as exc:
             raise OpsError(f"Reading table {_name(key)} of the restored database failed ({exc})",
                            "the restored database was left as it is", "check the server log") from None
@@ -390,6 +407,7 @@ class _TableProver:
             got = self.digest(key, zone)
             if got.rows != want.rows:
                 break  # the count does not depend on the zone
+            self.counted[_name(key)] = got.rows
             if got.ordered == want.ordered:
                 self._found(zone)
                 return None

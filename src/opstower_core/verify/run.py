@@ -478,9 +478,13 @@ class _Verifier:
                 self.r.log("full_restore", f"Restored into the test database in the read of checks 4-6 "
                            f"({scratch.load_seconds:.1f} s)")
             self.r.log("full_restore", "Restoration to test database successful")
-            outcome = _compare_restored(target, name, e.meta, self.r)
-            if outcome[0] != Status.FAIL:
-                outcome = self._prove(target, name, outcome, scratch.early.result() if scratch.early else None)
+            outcome = _query_restored(target, name, self.r)
+            if outcome is None:
+                proved, why = self._prove(target, name, scratch.early.result() if scratch.early else None)
+                if proved is not None and proved.status == Status.FAIL:
+                    outcome = Status.FAIL, f"Restored database differs from the artifact: {proved.sentence}"
+                else:
+                    outcome = _compare_restored(target, name, e.meta, proved, why)
         except Cancelled:
             self.check(8, Status.SKIP, "cancelled; the test database was dropped", t)
             raise
@@ -492,16 +496,16 @@ class _Verifier:
             scratch.drop(self.r)
         self.check(8, outcome[0], outcome[1], t, {"scratch_db": name})
 
-    def _prove(self, target: Target, scratch: str, counted: tuple[Status, str],
-               pre: dict | None = None) -> tuple[Status, str]:
-        """The restore proof on the scratch database: digests and inventory against the artifact's."""
+    def _prove(self, target: Target, scratch: str, pre: dict | None = None) -> tuple[ProofResult | None, str]:
+        """The restore proof on the scratch database: digests and inventory against the artifact's;
+        (None, why) when it cannot be made."""
         missing = self._job_digests()
         if missing is not None:
-            return Status.WARN, f"{counted[1]}; restore proof not made: {missing}"
+            return None, missing
         proof = self.result.proof
         if proof is None:
             error = self.probe.proof.error if self.probe is not None else None
-            return Status.WARN, f"{counted[1]}; restore proof not made: the dump could not be digested ({error})"
+            return None, f"the dump could not be digested ({error})"
         self.r.log("full_restore", f"Comparing {len(proof.tables)} tables and the object inventory with the artifact")
         # The scratch load runs without owners and grants for a custom archive (pg_restore
         # --no-owner --no-acl) and applies no database-level settings: named as not compared.
@@ -510,11 +514,7 @@ class _Verifier:
         self.result.restored_proof = result
         for line in result.differences:
             self.r.log("full_restore", line, "ERROR")
-        if result.status == Status.FAIL:
-            return Status.FAIL, f"Restored database differs from the artifact: {result.sentence}"
-        counts = "row counts match the metadata" if "match the metadata" in counted[1] else \
-            "no row counts in the metadata to compare"
-        return result.status, f"Full restoration test completed: {result.sentence}; {counts}; test database dropped"
+        return result, ""
 
 
 @dataclass
@@ -546,9 +546,9 @@ def _target_for(settings: Settings, database: str) -> Target:
         return settings.target()
 
 
-def _compare_restored(target: Target, dbname: str, meta: dict[str, Any] | None, r: Reporter) -> tuple[Status, str]:
-    """Tables and row counts of the scratch database against the metadata; a query on every table."""
-    from opstower_core.pg.rowcounts import count_rows, user_tables_sql
+def _query_restored(target: Target, dbname: str, r: Reporter) -> tuple[Status, str] | None:
+    """A query on every table of the scratch database; a FAIL when it holds no tables, else None."""
+    from opstower_core.pg.rowcounts import user_tables_sql
 
     with connect(target, dbname=dbname) as conn:
         tables = conn.execute(user_tables_sql()).fetchall()
@@ -557,20 +557,36 @@ def _compare_restored(target: Target, dbname: str, meta: dict[str, Any] | None, 
             return Status.FAIL, "Restored database contains no tables"
         for schema, table in tables:
             conn.execute(f"SELECT * FROM {quote_ident(schema)}.{quote_ident(table)} LIMIT 1").fetchall()
-        r.log("full_restore", "Basic query successful on every table")
-        counts = count_rows(conn)
+    r.log("full_restore", "Basic query successful on every table")
+    return None
+
+
+def _compare_restored(target: Target, dbname: str, meta: dict[str, Any] | None, proved: ProofResult | None,
+                      missing: str) -> tuple[Status, str]:
+    """Row counts of the scratch database against the metadata (the tables the proof read are not
+    scanned again), with the proof's sentence, or why it was not made."""
+    from opstower_core.pg.rowcounts import count_rows
+
+    with connect(target, dbname=dbname) as conn:
+        counts = count_rows(conn, proved.counts if proved is not None else None)
+    proof = f"; restore proof not made: {missing}" if proved is None else ""
     if not meta or not isinstance(meta.get("row_counts"), dict):
-        return Status.PASS, (f"Full restoration test completed: {len(tables)} tables restored and queried "
-                             "(no row counts in the metadata to compare)")
+        if proved is not None:
+            return proved.status, (f"Full restoration test completed: {proved.sentence}; no row counts in the "
+                                   "metadata to compare; test database dropped")
+        return Status.WARN, (f"Full restoration test completed: {len(counts)} tables restored and queried "
+                             f"(no row counts in the metadata to compare){proof}")
     expected: dict[str, int] = meta["row_counts"]
     diffs = [f"{t}: {expected.get(t)} expected, {counts.get(t)} restored"
              for t in sorted(set(expected) | set(counts)) if expected.get(t) != counts.get(t)]
     if diffs:
         more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
         return Status.FAIL, f"Restored data differs from the metadata: {'; '.join(diffs[:3])}{more}"
-    total = sum(counts.values())
-    return Status.PASS, (f"Full restoration test completed: {len(tables)} tables and {total:,} rows match the "
-                         "metadata; test database dropped")
+    if proved is not None:
+        return proved.status, (f"Full restoration test completed: {proved.sentence}; row counts match the "
+                               "metadata; test database dropped")
+    return Status.WARN, (f"Full restoration test completed: {len(counts)} tables and {sum(counts.values()):,} rows "
+                         f"match the metadata; test database dropped{proof}")
 
 
 def verify(

@@ -39,7 +39,9 @@ def test_a_table_is_read_once_the_next_ones_data_starts_and_the_last_waits_for_t
     create_database(pg, db, SCHEMA)
     early = _early(pg, db)
     early.on_line('pg_restore: processing data for table "public.Ärger"')
-    assert early.thread is None  # still loading: nothing to read yet
+    time.sleep(0.5)
+    # Connected and ready while the first table loads, but nothing is read: its COPY has not committed.
+    assert early.thread is not None and early.thread.is_alive() and early.digests == {}
     early.on_line('pg_restore: processing data for table "public.plain"')
     _wait_for(early, 1)
     early.on_line('pg_restore: processing data for table "public.last_one"')
