@@ -444,9 +444,13 @@ def _unchanged_since(conn: psycopg.Connection, key: TableKey, digest: TableDiges
 
     if xmin < 3:  # a special xid: no usable horizon
         return False
+    # "At or after the horizon" in xid arithmetic (modulo 2^32, within half the space), written without
+    # age(), which is parallel restricted: this way the scan runs on parallel workers. A frozen or very
+    # old row could only read as new (the table is then read again), never a new one as old.
     row = conn.execute(sql.SQL(
-        "SELECT count(*), count(*) FILTER (WHERE pg_catalog.age(xmin) <= pg_catalog.age({}::text::xid)) "
-        "FROM ONLY {}.{}").format(sql.Literal(str(xmin)), sql.Identifier(key[0]), sql.Identifier(key[1]))).fetchone()
+        "SELECT count(*), count(*) FILTER (WHERE xmin::text::bigint >= 3 AND "
+        "(xmin::text::bigint - {} + 4294967296) % 4294967296 < 2147483648) "
+        "FROM ONLY {}.{}").format(sql.Literal(xmin), sql.Identifier(key[0]), sql.Identifier(key[1]))).fetchone()
     return row is not None and row[0] == digest.rows and row[1] == 0
 
 
