@@ -85,3 +85,24 @@ def test_ranges_starting_on_segment_boundaries_join_to_the_single_read():
     off = _OrderedText()
     off.feed(b"".join(r + b"\n" for r in MANY[1:]))
     assert joined_digest(parts[0].segment_hashes()[:0] + off.segment_hashes()) != whole.ordered
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5, 64, 4099, 1 << 20])
+def test_without_sums_the_dump_side_finds_the_same_rows_digest_and_end_marker(cut):
+    """The dump side's cheap pass (no per-row sums): same rows and ordered digest, the end marker
+    found wherever the chunks are cut, and what follows it handed back untouched."""
+    stream = MANY_TEXT + b"\\.\n\n\nNEXT"
+    for text in ((stream,) if cut >= 64 else ()) + (TEXT + b"\\.\nrest", b"\\.\nrest"):
+        results = []
+        for multiset in (True, False):
+            c, after = _CopyText(multiset), b""
+            for i in range(0, len(text), cut):
+                after += c.feed(text[i:i + cut])
+            results.append((c.result(need_terminator=True), after))
+        (full, rest_full), (cheap, rest_cheap) = results
+        assert (cheap.rows, cheap.ordered, cheap.multiset) == (full.rows, full.ordered, None)
+        assert rest_cheap == rest_full == text[text.index(b"\\.\n") + 3:]
+    with pytest.raises(DumpFormatError):
+        c = _CopyText(False)
+        c.feed(TEXT[:-1])
+        c.result(need_terminator=True)

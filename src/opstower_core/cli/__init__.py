@@ -131,6 +131,7 @@ OpenConsole = Callable[..., int]
 
 def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = None) -> int:
     # Not list(): importing the `list` sub-command binds that name in this package's namespace.
+    argv_given = argv
     argv = [*(sys.argv[1:] if argv is None else argv)]
     try:
         console = _console_only(argv)
@@ -145,6 +146,10 @@ def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = N
             return open_console(settings, bool(args.read_only))
         args.open_console = open_console
         _warn_of_interrupted_restore(args)
+        if argv_given is None and args.command in ("backup", "restore", "verify"):
+            from opstower_core.memory import keep_heap
+
+            keep_heap()  # a one-shot process streaming a whole artifact (not a caller's process)
         if args.command == "demo":  # the demo keeps its own handlers: they stop its servers under the console
             return int(args.func(args) or 0)
         with signals.installed():  # SIGTERM and SIGHUP unwind like Ctrl-C: same cleanup, 128+n

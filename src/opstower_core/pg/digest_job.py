@@ -1,9 +1,10 @@
 """The dump's per-table digests, computed by a process of their own at idle priority.
 
-Issue 18: the restore proof needs every table's digest of the artifact (rows, dump-order sha256,
-order-independent sum). Parsing pg_dump -Z0's one-chunk-per-row data blocks costs ~4 CPU-s per
-GB-scale dump; done in the load's read it stretched pg_restore's COPY phase by a third on 2
-cores. The digests are needed only when the restored tables are compared, so a child process
+Issue 18: the restore proof needs every table's digest of the artifact (rows, dump-order sha256;
+the order-independent sum only for a table restored in another order: then the file is read again
+with it, `DigestJob.with_sums`). Parsing pg_dump -Z0's one-chunk-per-row data blocks costs ~3-4
+CPU-s per GB-scale dump; done in the load's read it stretched pg_restore's COPY phase by a third
+on 2 cores. The digests are needed only when the restored tables are compared, so a child process
 computes them from the local artifact under SCHED_IDLE (nice 19 where that is refused): it runs
 in the CPU time the load leaves unused and never slows the load.
 
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +45,16 @@ class JobDigests:
 class DigestJob:
     """One child digesting `path`; `result()` waits for it (honouring `cancel`) and checks its sha256."""
 
-    def __init__(self, path: Path, compression: str) -> None:
-        self.path, self.started = path, time.monotonic()
+    def __init__(self, path: Path, compression: str, multiset: bool = False) -> None:
+        """`multiset`: also the order-independent sums (a third more work), needed only for a table
+        restored in another order (`ArtifactProof.multisets`)."""
+        self.path, self.compression, self.started = path, compression, time.monotonic()
         # The answer goes to an unlinked temp file, not a pipe: thousands of tables exceed a pipe's
         # buffer, and the parent reads only once the child has ended.
         self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by result() or kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "opstower_core.pg.digest_job", str(path), compression],
+            [sys.executable, "-m", "opstower_core.pg.digest_job", str(path), compression]
+            + (["sums"] if multiset else []),
             stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.PIPE, close_fds=True)
 
     def result(self, expected_sha256: str, cancel: CancelToken | None = None) -> tuple[JobDigests | None, str]:
@@ -81,6 +86,16 @@ class DigestJob:
         cols = {(s, t): c for s, t, c in doc["copy_columns"]}
         return JobDigests(doc["sha256"], tables, cols, time.monotonic() - self.started), ""
 
+    def with_sums(self, expected_sha256: str, cancel: CancelToken | None = None
+                  ) -> Callable[[], tuple[dict[TableKey, TableDigest] | None, str]]:
+        """A second read of the same file with the order-independent sums: `ArtifactProof.multisets`."""
+        path, compression = self.path, self.compression
+
+        def read() -> tuple[dict[TableKey, TableDigest] | None, str]:
+            got, why = DigestJob(path, compression, multiset=True).result(expected_sha256, cancel)
+            return (got.tables if got is not None else None), why
+        return read
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -107,12 +122,14 @@ def _idle() -> str:
         return "nice 19"
 
 
-def _child(path: str, compression: str) -> int:
+def _child(path: str, compression: str, multiset: bool = False) -> int:
     from opstower_core.artifacts.scan import scan_stream
+    from opstower_core.memory import keep_heap
     from opstower_core.pg.digest import DumpDigester, DumpFormatError
 
     _idle()
-    digester = DumpDigester(toc_only=False)
+    keep_heap()
+    digester = DumpDigester(toc_only=False, multiset=multiset)
     error: str | None = None
 
     def feed(data: memoryview) -> None:
@@ -142,9 +159,9 @@ def _child(path: str, compression: str) -> int:
     return 0
 
 
-if __name__ == "__main__":  # the child: python -m opstower_core.pg.digest_job PATH COMPRESSION
+if __name__ == "__main__":  # the child: python -m opstower_core.pg.digest_job PATH COMPRESSION [sums]
     try:
-        sys.exit(_child(sys.argv[1], sys.argv[2]))
+        sys.exit(_child(sys.argv[1], sys.argv[2], sys.argv[3:] == ["sums"]))
     except Exception as exc:  # noqa: BLE001 - one line for the parent, which reports it
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -237,6 +237,7 @@ def _job_digests(ctx: RunContext) -> None:
         ctx.proof_missing = why
         return
     proof.tables, proof.copy_columns, proof.digested = got.tables, got.copy_columns, True
+    proof.multisets = job.with_sums(str(ctx.entry.meta["sha256"]), ctx.cancel)
     ctx.reporter.log("verify_restored", f"The artifact's table digests were computed beside the load at idle "
                      f"priority ({len(got.tables)} tables, ready after {got.seconds:.1f} s)")
 

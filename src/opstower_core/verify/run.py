@@ -411,11 +411,13 @@ class _Verifier:
         self.digest_job = None
         if job is None or proof is None:
             return None
-        got, why = job.result(str((self.entry.meta or {}).get("sha256")), self.r.cancel)
+        sha = str((self.entry.meta or {}).get("sha256"))
+        got, why = job.result(sha, self.r.cancel)
         self.r.cancel.check("the test database is dropped")
         if got is None:
             return why
         proof.tables, proof.copy_columns, proof.digested = got.tables, got.copy_columns, True
+        proof.multisets = job.with_sums(sha, self.r.cancel)
         self.r.log("full_restore", f"The artifact's table digests were computed beside the load at idle priority "
                    f"({len(got.tables)} tables, ready after {got.seconds:.1f} s)")
         return None
