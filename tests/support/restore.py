@@ -234,3 +234,20 @@ def client_sessions(pg, db: str, n: int = 2) -> list[psycopg.Connection]:
         conn.execute("SELECT count(*) FROM customers")  # the second one stays idle in transaction
         conns.append(conn)
     return conns
+
+
+def change_scratch_after_load(pg, sql: str):
+    """An on_event for `verify(full_test=True)`: runs `sql` in the test database once it is loaded,
+    before the proof reads it."""
+    from opstower_core.events import StepLog
+
+    scratch: list[str] = []
+
+    def on_event(event) -> None:
+        if isinstance(event, StepLog) and event.line.startswith("Creating test database: "):
+            scratch.append(event.line.split(": ", 1)[1])
+        if isinstance(event, StepLog) and event.line == "Restoration to test database successful":
+            with admin_conn(pg, scratch[0]) as conn:
+                conn.execute(sql)
+
+    return on_event

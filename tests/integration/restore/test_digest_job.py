@@ -104,25 +104,16 @@ def test_a_reordered_table_is_proven_by_a_second_read_with_the_sums(pg, make_set
     """The job's first pass leaves out the order-independent sums (a third of its work). A restored
     table whose order differs from the dump's is proven by a second read of the artifact with them:
     same rows in another order pass (noted); a changed row does not."""
-    from opstower_core.events import StepLog
     from opstower_core.verify import verify
-    from support.servers import admin_conn
+    from support.restore import change_scratch_after_load
 
     _, settings, backup = _backup(pg, make_settings)
     first, _ = DigestJob(backup.path, "zstd").result(backup.meta["sha256"])
     assert first is not None and all(d.multiset is None for d in first.tables.values())
 
-    def run(sql: str):
-        scratch: list[str] = []
-
-        def on_event(event):
-            if isinstance(event, StepLog) and event.line.startswith("Creating test database: "):
-                scratch.append(event.line.split(": ", 1)[1])
-            if isinstance(event, StepLog) and event.line == "Restoration to test database successful":
-                with admin_conn(pg, scratch[0]) as conn:
-                    conn.execute(sql)  # an UPDATE writes a new row version at the heap's end
-
-        return verify(settings, str(backup.path), full_test=True, on_event=on_event).restored_proof
+    def run(sql: str):  # an UPDATE writes a new row version at the heap's end
+        return verify(settings, str(backup.path), full_test=True,
+                      on_event=change_scratch_after_load(pg, sql)).restored_proof
 
     moved = run('UPDATE "Mixed Case" SET "Name" = "Name" WHERE id = 5')
     assert moved.status == Status.PASS, moved.differences

@@ -21,6 +21,7 @@ from opstower_core.config import S3Settings, Settings, Target
 from opstower_core.events import Status, StepLog
 from opstower_core.storage.s3 import S3Store
 from opstower_core.verify import ArtifactProof, prove_restored, verify
+from support.restore import change_scratch_after_load
 from support.servers import admin_conn, create_database
 
 KITCHEN_SINK = (Path(__file__).parents[2] / "data" / "kitchen_sink.sql").read_text()
@@ -218,15 +219,7 @@ def test_restored_table_changed_before_the_proof_fails_check_8(env, pg, tmp_path
     """Row counts equal, one value changed in the scratch database: the proof names the table."""
     settings, custom, _plain, _db, _ = env
     art = copy_with_meta(custom.path, tmp_path)
-    scratch: list[str] = []
-
-    def on_event(event):
-        if isinstance(event, StepLog) and event.line.startswith("Creating test database: "):
-            scratch.append(event.line.split(": ", 1)[1])
-        if isinstance(event, StepLog) and event.line == "Restoration to test database successful":
-            with admin_conn(pg, scratch[0]) as conn:
-                conn.execute("UPDATE inventory.items SET name = 'tampered' WHERE id = 3")
-
+    on_event = change_scratch_after_load(pg, "UPDATE inventory.items SET name = 'tampered' WHERE id = 3")
     result = verify(settings.with_changes(s3=S3Settings()), art, full_test=True, on_event=on_event)
     assert statuses(result)["full_restore"] == Status.FAIL
     full = detail(result, "full_restore")
