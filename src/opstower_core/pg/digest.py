@@ -919,8 +919,10 @@ def live_table_digest(
 
 
 def _psql_copy(conn: psycopg.Connection, stmt: sql.Composable, settings: DumpSettings, psql: str,
-               env: dict[str, str], copy: _CopyText | _OrderedText, begin: str = "BEGIN READ ONLY;") -> None:
-    """Run `stmt` (a COPY ... TO STDOUT) in a psql child under the dump's settings; feed `copy`."""
+               env: dict[str, str], copy: _CopyText | _OrderedText, begin: str = "BEGIN READ ONLY;",
+               children: list[subprocess.Popen] | None = None) -> None:
+    """Run `stmt` (a COPY ... TO STDOUT) in a psql child under the dump's settings; feed `copy`.
+    `children`: where the child is listed, for a caller that must be able to stop it."""
     import psycopg
     from psycopg import sql
 
@@ -935,6 +937,8 @@ def _psql_copy(conn: psycopg.Connection, stmt: sql.Composable, settings: DumpSet
            "-c", stmt.as_string(conn), "-c", "COMMIT"]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
         assert proc.stdout is not None and proc.stderr is not None
+        if children is not None:
+            children.append(proc)
         while chunk := proc.stdout.read(1 << 20):
             copy.feed(chunk)
         err = proc.stderr.read()
@@ -990,10 +994,17 @@ def _live_digest_psql_parts(
         begin = (f"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'; "
                  "SET max_parallel_workers_per_gather = 0;")
         texts = [_OrderedText() for _ in ranges]
+        children: list[subprocess.Popen] = []
         with concurrent.futures.ThreadPoolExecutor(parts, thread_name_prefix="digest-range") as pool:
-            for f in [pool.submit(_psql_copy, conn, stmt, settings, psql, env, text, begin)
-                      for stmt, text in zip(ranges, texts, strict=True)]:
-                f.result()
+            try:
+                for f in [pool.submit(_psql_copy, conn, stmt, settings, psql, env, text, begin, children)
+                          for stmt, text in zip(ranges, texts, strict=True)]:
+                    f.result()
+            except BaseException:
+                # A failed range or a signal: stop the other reads now instead of waiting for their COPY.
+                for child in children:
+                    child.kill()
+                raise
     hashes: list[bytes] = []
     for text in texts:
         text.check_end()
