@@ -131,7 +131,7 @@ OpenConsole = Callable[..., int]
 
 def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = None) -> int:
     # Not list(): importing the `list` sub-command binds that name in this package's namespace.
-    argv_given = argv
+    own_process = argv is None  # the `opstower` command itself, not a caller passing its arguments
     argv = [*(sys.argv[1:] if argv is None else argv)]
     try:
         console = _console_only(argv)
@@ -146,10 +146,10 @@ def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = N
             return open_console(settings, bool(args.read_only))
         args.open_console = open_console
         _warn_of_interrupted_restore(args)
-        if argv_given is None and args.command in ("backup", "restore", "verify"):
+        if own_process and args.command in ("backup", "restore", "verify"):
             from opstower_core.memory import keep_heap
 
-            keep_heap()  # a one-shot process streaming a whole artifact (not a caller's process)
+            keep_heap()  # a one-shot process streaming a whole artifact
         if args.command == "demo":  # the demo keeps its own handlers: they stop its servers under the console
             return int(args.func(args) or 0)
         with signals.installed():  # SIGTERM and SIGHUP unwind like Ctrl-C: same cleanup, 128+n
