@@ -188,7 +188,7 @@ class EmbeddedS3:
 
     def start(self, timeout: float = 60.0, s3_port: int | None = None) -> EmbeddedS3:
         """Start on free ports; `s3_port` is the S3 port to reuse when it (and its gRPC twin) is free."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "tmp").mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):  # a port taken between choosing and binding: choose again
             ports = free_port_pairs(8)
             if s3_port and _attempt == 0 and s3_port not in ports and s3_port + 10000 not in ports \
@@ -201,9 +201,13 @@ class EmbeddedS3:
                 f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
                 f"-admin.port={admin}", f"-webdav.port={webdav}", f"-s3.port.iceberg={iceberg}",
                 f"-metricsPort={metrics}", "-admin.ui=false",
+                f"-s3.localSocket={self.directory / 'tmp' / 's3.sock'}",
+                f"-filer.localSocket={self.directory / 'tmp' / 'filer.sock'}",
             ]
             env = dict(os.environ)
             env.update({"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key})
+            # weed puts its logs, sockets and scratch files in the temp dir: keep them with the store
+            env["TMPDIR"] = str(self.directory / "tmp")
             log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 - handed to the child
             self._proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
