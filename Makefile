@@ -20,10 +20,14 @@ sysdeps:
 	@command -v age >/dev/null && command -v zstd >/dev/null || \
 	  { apt-get update -q && apt-get install -y -q age zstd; }
 
+# Two test processes: most of the suite waits on servers (archiving, recovery), not on the CPU.
+# Each worker starts its own servers; --dist loadfile keeps a module (and its fixtures) on one.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) sysdeps
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench tools
