@@ -215,10 +215,11 @@ def _digest_job(ctx: RunContext) -> Any:
     for a local, unencrypted artifact whose metadata records its sha256; else None (digested in the read)."""
     from opstower_core.pg.digest_job import DigestJob
 
-    e = ctx.entry
+    e, tools = ctx.entry, ctx.plan.tools
     if e.local_path is None or e.name.encrypted or not (e.meta or {}).get("sha256") or ctx.plan.mode == "tables":
         return None
-    ctx.digest_job = DigestJob(e.local_path, e.name.compression)
+    walker = tools.pg_restore if tools is not None and e.name.format == "custom" else None
+    ctx.digest_job = DigestJob(e.local_path, e.name.compression, pg_restore=walker)
     return ctx.digest_job
 
 

@@ -365,7 +365,9 @@ class _Verifier:
             # not in this read: it would slow the load it feeds. Its digests count only for the verified bytes.
             from opstower_core.pg.digest_job import DigestJob
 
-            self.digest_job, self.digest = DigestJob(e.local_path, e.name.compression), False
+            tools = pick_tools(self.settings)
+            walker = tools.pg_restore if tools is not None and e.name.format == "custom" else None
+            self.digest_job, self.digest = DigestJob(e.local_path, e.name.compression, pg_restore=walker), False
         t0 = time.monotonic()
 
         def reader(sink: Callable[[memoryview], object]) -> None:

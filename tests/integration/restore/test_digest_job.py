@@ -7,6 +7,8 @@ import dataclasses
 import os
 import uuid
 
+import pytest
+
 from opstower_core.backup import BackupOptions, run_backup
 from opstower_core.events import Status
 from opstower_core.pg.digest import DumpDigester
@@ -31,9 +33,13 @@ def _backup(pg, make_settings):
     return db, settings, run_backup(settings, options=BackupOptions(local_only=True))
 
 
-def test_the_job_digests_what_the_in_process_reader_digests(pg, make_settings):
+@pytest.mark.parametrize("walker", ["python", "pg_restore"])
+def test_the_job_digests_what_the_in_process_reader_digests(pg, make_settings, walker):
+    """The same digests whether the job walks the archive's data blocks in Python or has pg_restore
+    write them out as COPY text (what the restore and the full test use for a custom archive)."""
     _, _, backup = _backup(pg, make_settings)
-    got, why = DigestJob(backup.path, "zstd", multiset=True).result(backup.meta["sha256"])
+    pg_restore = str(pg.bin_dir / "pg_restore") if walker == "pg_restore" else None
+    got, why = DigestJob(backup.path, "zstd", multiset=True, pg_restore=pg_restore).result(backup.meta["sha256"])
     assert got is not None, why
     import zstandard
 
@@ -41,9 +47,26 @@ def test_the_job_digests_what_the_in_process_reader_digests(pg, make_settings):
     d.write(zstandard.ZstdDecompressor().decompress(backup.path.read_bytes(), max_output_size=1 << 30))
     d.close()
     assert got.tables == d.tables and got.copy_columns == d.copy_columns
-    cheap, _ = DigestJob(backup.path, "zstd").result(backup.meta["sha256"])  # no order-independent sums
+    cheap, _ = DigestJob(backup.path, "zstd", pg_restore=pg_restore).result(backup.meta["sha256"])  # no sums
     assert cheap is not None and cheap.tables == {k: dataclasses.replace(v, multiset=None) for k, v in d.tables.items()}
     assert got.tables[("public", "Mixed Case")].rows == 3000
+
+
+def test_a_pg_restore_that_cannot_read_the_archive_gives_no_digests_and_says_why(pg, make_settings, tmp_path):
+    """A damaged data block: pg_restore stops, and the job says so in one line instead of digests."""
+    _, _, backup = _backup(pg, make_settings)
+    import zstandard
+
+    raw = bytearray(zstandard.ZstdDecompressor().decompress(backup.path.read_bytes(), max_output_size=1 << 30))
+    raw[-200:] = b"\xff" * 200  # the last data block and the trailer
+    bad = tmp_path / "bad.dump.zst"
+    bad.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
+    import hashlib
+
+    got, why = DigestJob(bad, "zstd", pg_restore=str(pg.bin_dir / "pg_restore")).result(
+        hashlib.sha256(bad.read_bytes()).hexdigest())
+    assert got is None and "\n" not in why
+    assert why.startswith("the artifact could not be digested (pg_restore could not read the archive (pg_restore: ")
 
 
 def test_other_bytes_or_an_unreadable_file_give_no_digests_and_say_why(pg, make_settings, tmp_path):
@@ -74,8 +97,8 @@ def test_an_artifact_replaced_during_the_load_is_not_proven(pg, make_settings, m
     _, _, other = _backup(pg, make_settings)
     real = DigestJob.__init__
 
-    def swapped(self, path, compression):  # the job reads another artifact's bytes
-        real(self, other.path, compression)
+    def swapped(self, path, compression, **kw):  # the job reads another artifact's bytes
+        real(self, other.path, compression, **kw)
 
     monkeypatch.setattr(DigestJob, "__init__", swapped)
     target = f"{db}_new"
