@@ -23,6 +23,7 @@ INSERT INTO "Mixed Case" SELECT g, 'naïve ' || g, CASE WHEN g % 3 = 0 THEN NULL
   FROM generate_series(1, 3000) g;
 CREATE TABLE other (k text PRIMARY KEY);
 INSERT INTO other SELECT 'k' || g FROM generate_series(1, 10) g;
+SELECT lo_from_bytea(0, convert_to(repeat(E'a large object\nwith "COPY x FROM stdin;"\n', 2000), 'UTF8'));
 """
 
 
