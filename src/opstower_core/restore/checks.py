@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ import psycopg
 from opstower_core.config import Target
 from opstower_core.errors import Cancelled
 from opstower_core.events import CancelToken, Reporter, Status
-from opstower_core.pg.admin import first_line
+from opstower_core.pg.admin import cancelled_on_request, first_line
 from opstower_core.pg.tools import connect, quote_ident
 
 
@@ -145,25 +144,13 @@ def maintenance_sql(kind: str, dbname: str) -> str:
 def run_cancellable(target: Target, dbname: str, sql: str, cancel: CancelToken) -> None:
     """Run one statement in `dbname`; a cancel request cancels it on the server at once."""
     with connect(target, dbname=dbname) as conn:
-        done = threading.Event()
-
-        def watch() -> None:
-            while not done.is_set():
-                if cancel.wait(0.1):
-                    conn.cancel_safe()
-                    return
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
         try:
-            conn.execute(sql)
+            with cancelled_on_request(conn, cancel):
+                conn.execute(sql)
         except psycopg.errors.QueryCanceled:
             if cancel.cancelled:
                 raise Cancelled() from None
             raise
-        finally:
-            done.set()
-            watcher.join(1)
     cancel.check()
 
 
