@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = N
     # Not list(): importing the `list` sub-command binds that name in this package's namespace.
     own_process = argv is None  # the `opstower` command itself, not a caller passing its arguments
     argv = [*(sys.argv[1:] if argv is None else argv)]
+    one_shot = False  # a sub-command in its own process: it may leave without the interpreter's teardown
     try:
         console = _console_only(argv)
         args = console if console is not None else _parse(argv)  # a Ctrl-C while importing lands below too
@@ -152,15 +153,39 @@ def main(argv: Sequence[str] | None = None, open_console: OpenConsole | None = N
             keep_heap()  # a one-shot process streaming a whole artifact
         if args.command == "demo":  # the demo keeps its own handlers: they stop its servers under the console
             return int(args.func(args) or 0)
+        one_shot = own_process
         with signals.installed():  # SIGTERM and SIGHUP unwind like Ctrl-C: same cleanup, 128+n
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
     except OpsError as exc:
         print(f"ERROR: {exc.sentence}", file=sys.stderr)
-        return exc.exit_code
+        code = exc.exit_code
     except KeyboardInterrupt as exc:
         print(f"ERROR: Interrupted ({signals.signal_name(exc)}). Temporary files were removed; nothing half-written "
               "is listed.", file=sys.stderr)
-        return signals.exit_code(exc)
+        code = signals.exit_code(exc)
+    if one_shot:
+        _leave(code)
+    return code
+
+
+def _leave(code: int) -> None:
+    """End a sub-command's own process without tearing the interpreter down: freeing every module's
+    objects one by one took 0.2-0.4 s after the work was done (a restore's last 0.4 s; a fifth of
+    `verify`'s time). Exit handlers run and stdio is flushed first, as at a normal exit; while a
+    non-daemon thread still runs, this returns and the normal exit waits for it."""
+    import atexit
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it anyway
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
