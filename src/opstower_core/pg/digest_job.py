@@ -168,11 +168,11 @@ class _ViaPgRestore:
 
     def finish(self) -> str | None:
         """None when pg_restore read the whole archive and its output digested cleanly; else why not."""
-        if self._stdin is not None:
-            try:
-                self._stdin.close()
-            except BrokenPipeError:
-                pass
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # also after a broken pipe: nothing is left to flush at exit
+        except OSError:
+            pass
         self._reader.join()
         rc = self.proc.wait()
         self._err.seek(0)
@@ -193,8 +193,8 @@ def _grow_pipe(fd: int) -> None:
     try:
         import fcntl
 
-        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
-    except (ImportError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (ImportError, AttributeError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
         pass
 
 
