@@ -215,11 +215,10 @@ def _digest_job(ctx: RunContext) -> Any:
     for a local, unencrypted artifact whose metadata records its sha256; else None (digested in the read)."""
     from opstower_core.pg.digest_job import DigestJob
 
-    e, tools = ctx.entry, ctx.plan.tools
+    e = ctx.entry
     if e.local_path is None or e.name.encrypted or not (e.meta or {}).get("sha256") or ctx.plan.mode == "tables":
         return None
-    walker = tools.pg_restore if tools is not None and e.name.format == "custom" else None
-    ctx.digest_job = DigestJob(e.local_path, e.name.compression, pg_restore=walker)
+    ctx.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, ctx.plan.tools)
     return ctx.digest_job
 
 

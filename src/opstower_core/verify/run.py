@@ -11,6 +11,7 @@ reads of the dump's content, and the verdicts of checks 5 and 6, are in `verify_
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from opstower_core.pg.load import (  # the restore engine's loader: one way to l
     open_artifact,
     restore_into,
 )
-from opstower_core.pg.tools import connect, quote_ident
+from opstower_core.pg.tools import PgTools, connect, quote_ident
 from opstower_core.repo.catalog import CatalogEntry, resolve
 from opstower_core.runs.history import StateStore
 from opstower_core.storage.s3 import store_for
@@ -88,6 +89,11 @@ class _Verifier:
         self.result = VerifyResult(entry)
         self.size = entry.size
         self.digest_job: Any = None  # pg.digest_job.DigestJob: check 8's table digests, beside its load
+
+    @functools.cached_property
+    def tools(self) -> PgTools | None:
+        """The client tools for this run's content check, load and read-back: probed once (a process start each)."""
+        return pick_tools(self.settings)
 
     def check(self, index: int, status: Status, detail: str, t0: float, data: dict[str, Any] | None = None) -> Status:
         if index == 7 and self.settings.s3.replica is not None:  # issue 17: check 7 covers every configured copy
@@ -194,7 +200,7 @@ class _Verifier:
             except OpsError as exc:
                 self._hash_only(t4, exc.what)
                 return
-        tools = pick_tools(self.settings)
+        tools = self.tools
         self.probe = ContentProbe(e.name.format, tools, self.digest)
         on_data = self.probe.feed
         if self.tee is not None:
@@ -365,9 +371,8 @@ class _Verifier:
             # not in this read: it would slow the load it feeds. Its digests count only for the verified bytes.
             from opstower_core.pg.digest_job import DigestJob
 
-            tools = pick_tools(self.settings)
-            walker = tools.pg_restore if tools is not None and e.name.format == "custom" else None
-            self.digest_job, self.digest = DigestJob(e.local_path, e.name.compression, pg_restore=walker), False
+            self.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, self.tools)
+            self.digest = False
         t0 = time.monotonic()
 
         def reader(sink: Callable[[memoryview], object]) -> None:
@@ -425,8 +430,7 @@ class _Verifier:
         return None
 
     def _psql(self) -> str | None:
-        tools = pick_tools(self.settings)
-        return tools.psql if tools else None
+        return self.tools.psql if self.tools else None
 
     def _create_scratch(self) -> _Scratch:
         e = self.entry
