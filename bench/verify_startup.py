@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--before", type=Path, help="src directory of an earlier engine to measure beside")
+    parser.add_argument("--without-s3", action="store_true",
+                        help="also the same verify with no S3 configured (check 7 skipped): what check 7 costs")
     parser.add_argument("--no-bytecode", action="store_true", help="keep PYTHONDONTWRITEBYTECODE as it is")
     args = parser.parse_args(argv)
 
@@ -93,13 +95,20 @@ def main(argv: list[str] | None = None) -> int:
                 "zstd -dc ARTIFACT > /dev/null": (f"zstd -d -c {art} > /dev/null", env, True),
                 "opstower verify ARTIFACT (checks 1-7)": (verify_cmd, env, False),
             }
+            if args.without_s3:
+                bare = work / "verify_no_s3.toml"
+                bare.write_text("\n".join(ln for ln in config.read_text().splitlines()
+                                          if not ln.startswith(("[s3]", "bucket", "endpoint_url"))) + "\n")
+                contenders["the same, no S3 configured (check 7 skipped)"] = (
+                    verify_cmd, {**env, "OPSTOWER_CONFIG": str(bare)}, False)
             if args.before:
                 contenders["the same, earlier engine (--before)"] = (
                     verify_cmd, {**env, "PYTHONPATH": str(args.before.resolve())}, False)
             for cmd, cenv, shell in contenders.values():  # warm the page cache and the bytecode caches
                 timed(cmd, cenv, shell)
             results: dict[str, list[tuple[float, float]]] = {k: [] for k in contenders}
-            short = dict(zip(contenders, ("zstd", "verify", "before"), strict=False))
+            short = {label: label.split()[0] if i < 2 else ("no-s3" if "S3" in label else "before")
+                     for i, label in enumerate(contenders)}
             loads = []
             for i in range(args.rounds):
                 loads.append(os.getloadavg()[0])
