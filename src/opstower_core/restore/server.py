@@ -238,8 +238,7 @@ def _job_digests(ctx: RunContext) -> None:
         return
     proof.tables, proof.copy_columns, proof.digested = got.tables, got.copy_columns, True
     proof.multisets = job.with_sums(str(ctx.entry.meta["sha256"]), ctx.cancel)
-    ctx.reporter.log("verify_restored", f"The artifact's table digests were computed beside the load at idle "
-                     f"priority ({len(got.tables)} tables, ready after {got.seconds:.1f} s)")
+    ctx.reporter.log("verify_restored", got.how())
 
 
 def _early_digests(ctx: RunContext, spec: LoadSpec) -> Any:

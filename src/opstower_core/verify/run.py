@@ -425,8 +425,7 @@ class _Verifier:
             return why
         proof.tables, proof.copy_columns, proof.digested = got.tables, got.copy_columns, True
         proof.multisets = job.with_sums(sha, self.r.cancel)
-        self.r.log("full_restore", f"The artifact's table digests were computed beside the load at idle priority "
-                   f"({len(got.tables)} tables, ready after {got.seconds:.1f} s)")
+        self.r.log("full_restore", got.how())
         return None
 
     def _psql(self) -> str | None:
