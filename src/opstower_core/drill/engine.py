@@ -189,7 +189,7 @@ def _leftovers(base: str) -> re.Pattern[str]:
 
 
 def _drop(settings: Settings, drill: Drill, bases: list[str]) -> tuple[list[str], list[str]]:
-    from opstower_core.pg.admin import admin, drop_sql
+    from opstower_core.pg.admin import admin, drop_database
 
     live = {t.dbname for t in settings.targets.values()}
     dropped, errors = [], []
@@ -203,7 +203,7 @@ def _drop(settings: Settings, drill: Drill, bases: list[str]) -> tuple[list[str]
             for name in names:
                 if pattern.fullmatch(name) and name not in live:
                     try:
-                        conn.execute(drop_sql(name))
+                        drop_database(conn, name)
                         dropped.append(name)
                     except Exception as exc:  # noqa: BLE001 - reported, the drill still ends
                         errors.append(f"{name}: {str(exc).strip().splitlines()[0]}")

@@ -261,6 +261,36 @@ def drop_sql(name: str) -> str:
     return f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"
 
 
+def drop_database(conn: psycopg.Connection, name: str, bound: float = 15.0) -> str:
+    """Drop a database this run made (`conn`: autocommit, on another database); the SQL that did it.
+
+    WITH (FORCE) ends the sessions of our own role, but a role without SUPERUSER is refused
+    outright (InsufficientPrivilege) while any superuser session is in the database — an
+    autovacuum worker analysing what was just loaded, for one. A plain DROP DATABASE ends
+    autovacuum workers itself (and waits up to 5 s for any other session), so it is tried then.
+    Either is tried again, backing off, for up to `bound` seconds; the last error is raised if
+    the database is still there."""
+    plain = f"DROP DATABASE IF EXISTS {quote_ident(name)}"
+    deadline, delay = time.monotonic() + bound, 0.2
+    while True:
+        try:
+            conn.execute(drop_sql(name))
+            return drop_sql(name)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            last: psycopg.Error = exc
+            try:
+                conn.execute(plain)
+                return plain
+            except psycopg.Error as again:
+                last = again
+        except (psycopg.errors.ObjectInUse, psycopg.errors.LockNotAvailable) as exc:
+            last = exc
+        if time.monotonic() + delay > deadline:
+            raise last
+        time.sleep(delay)
+        delay = min(2 * delay, 2.0)
+
+
 def rename_sql(old: str, new: str) -> str:
     return f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}"
 

@@ -50,9 +50,14 @@ class JobDigests:
     copy_columns: dict[TableKey, list[str] | None]
     seconds: float
     twin: bool = False  # answered by the normal-priority twin of a starved idle child
+    promoted: bool = False  # the starved idle child was raised to normal priority instead
 
     def how(self) -> str:
         """One line for the run log: how and when the digests came."""
+        if self.promoted:
+            return (f"The artifact's table digests were computed beside the load, at idle priority until other "
+                    f"work on this host starved it, then at normal priority ({len(self.tables)} tables, ready "
+                    f"after {self.seconds:.1f} s)")
         if self.twin:
             return (f"The artifact's table digests were computed by a second reader at normal priority: the "
                     f"idle-priority one was starved by other work on this host ({len(self.tables)} tables, "
@@ -72,6 +77,7 @@ class DigestJob:
         at idle priority (beside a load); False for digests the caller is about to wait for."""
         self.path, self.compression, self.started = path, compression, time.monotonic()
         self.multiset, self.pg_restore, self.idle = multiset, pg_restore, idle
+        self.promoted = False  # raised to normal priority by result(), when starved and allowed
         # The answer goes to an unlinked temp file, not a pipe: thousands of tables exceed a pipe's
         # buffer, and the parent reads only once the child has ended.
         self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by result() or kill()
@@ -92,8 +98,10 @@ class DigestJob:
         else (None, why not).
 
         While this waits, an idle-priority child that sits in the run queue for most of two seconds
-        in a row and runs for little of them (`_Starvation`) gets a twin at normal priority reading
-        the same file: the first to finish answers, the other is killed. So the wait is bounded by
+        in a row and runs for little of them (`_Starvation`) is raised to normal priority where the
+        system allows it (`_promote`: root, CAP_SYS_NICE, a permissive RLIMIT_NICE); else it gets a
+        twin at normal priority reading the same file: the first to finish answers, the other is
+        killed. So the wait is bounded by
         a normal process's work, not by how long other work keeps every core busy (measured: an
         idle child digesting 400,000 rows beside two busy loops on 2 cores was not done after
         120 s; with the twin the answer came after 2.8 s)."""
@@ -101,8 +109,9 @@ class DigestJob:
         if done is None:
             return None, "cancelled"
         got, why = done._answer(expected_sha256)
-        if got is not None and done is not self:
-            got = JobDigests(got.sha256, got.tables, got.copy_columns, time.monotonic() - self.started, twin=True)
+        if got is not None and (done is not self or self.promoted):
+            got = JobDigests(got.sha256, got.tables, got.copy_columns, time.monotonic() - self.started,
+                             twin=done is not self, promoted=self.promoted)
         return got, why
 
     def _first_to_finish(self, cancel: CancelToken | None) -> DigestJob | None:
@@ -121,6 +130,9 @@ class DigestJob:
                 if cancel is not None and cancel.cancelled:
                     return None
                 if twin is None and watch is not None and watch.starved():
+                    if _promote(self.proc.pid):  # allowed (root, CAP_SYS_NICE): it goes on, nothing redone
+                        watch, self.promoted = None, True
+                        continue
                     twin = DigestJob(self.path, self.compression, multiset=self.multiset, pg_restore=self.pg_restore,
                                      idle=False)
         finally:  # the loser, or both when cancelled or interrupted
@@ -216,6 +228,28 @@ class _Starvation:
         ran, waited = current[0] - last[0], current[1] - last[1]
         self.streak = self.streak + 1 if waited > span / 2 and ran < span / 4 else 0
         return self.streak >= self.windows
+
+
+def _promote(pid: int) -> bool:
+    """Every thread of the child and of its children back to SCHED_OTHER; False when not allowed
+    (an unprivileged user with the usual RLIMIT_NICE of 0 may not leave SCHED_IDLE) or not Linux."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for p in [str(pid), *children]:
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue  # ended meanwhile
+        for tid in tids:
+            try:
+                os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+            except ProcessLookupError:
+                continue
+            except (AttributeError, OSError):
+                return False
+    return True
 
 
 def _idle() -> str:

@@ -22,7 +22,7 @@ from opstower_core.pg.admin import (
     admin,
     create_database,
     derived_name,
-    drop_sql,
+    drop_database,
     first_line,
     free_name,
     literal,
@@ -70,8 +70,8 @@ def drop_leftover_scratch(target: Target, live: str, r: Reporter, step: str) -> 
                 continue  # a recovery running now
             if fields.get("host") != host and time.time() - float(fields.get("at", "0") or 0) < 86400:
                 continue  # another host's, recent: not ours to judge
-            conn.execute(drop_sql(name))
-            r.log(step, f"Dropped {name}, left by a recovery that was killed ({drop_sql(name)})", "WARN")
+            sql = drop_database(conn, name)
+            r.log(step, f"Dropped {name}, left by a recovery that was killed ({sql})", "WARN")
             dropped.append(name)
     return dropped
 
@@ -138,10 +138,10 @@ class ScratchRestore:
             return None
         try:
             with admin(self.target, self.live) as conn:
-                conn.execute(drop_sql(self.dbname))
+                sql = drop_database(conn, self.dbname)
             self.created = False
             if r is not None:
-                r.log(step, drop_sql(self.dbname))
+                r.log(step, sql)
             return None
         except (OpsError, Exception) as exc:  # noqa: BLE001 - the caller reports what is left
             return f"{self.dbname} could not be dropped ({getattr(exc, 'what', None) or first_line(exc)})"

@@ -32,7 +32,7 @@ from opstower_core.events import (
     Reporter,
     Status,
 )
-from opstower_core.pg.admin import admin, db_exists, drop_sql, free_name
+from opstower_core.pg.admin import admin, db_exists, drop_database, free_name
 from opstower_core.repo.holds import process_alive
 from opstower_core.restore.model import RestoreOptions
 from opstower_core.restore.plan import plan_restore
@@ -160,7 +160,7 @@ def _load(settings: Settings, live: Target, artifact: Path, name: str, on_event:
     if result.proof is None or result.proof.status == Status.FAIL:
         # The restore ran without a proof (the artifact could not be digested): not a proven copy.
         with admin(live, name) as conn:
-            conn.execute(drop_sql(name))
+            drop_database(conn, name)
         raise OpsError(f"The copy {name} could not be proven equal to the recovered data",
                        f"{name} was dropped; the recovered cluster is untouched",
                        f"retry; if it repeats, {say('keep_cluster')} and copy by hand")

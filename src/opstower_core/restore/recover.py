@@ -36,7 +36,7 @@ from opstower_core.pg.admin import (
     create_database,
     db_exists,
     derived_name,
-    drop_sql,
+    drop_database,
     free_name,
     guarded,
     in_place_statements,
@@ -141,8 +141,7 @@ def _decide(settings: Settings, target: Target, conn: psycopg.Connection, j: Jou
 def _drop(conn: psycopg.Connection, name: str, r: Reporter) -> str:
     if not db_exists(conn, name):
         return ""
-    conn.execute(drop_sql(name))
-    r.log(STEP, drop_sql(name))
+    r.log(STEP, drop_database(conn, name))
     return f"the unfinished database {name} was dropped"
 
 
@@ -215,7 +214,7 @@ def reload_pre_restore(settings: Settings, target: Target, conn: psycopg.Connect
         in_transaction(conn, in_place_statements(work, live, before))
     except BaseException:
         try:
-            conn.execute(drop_sql(work))
+            drop_database(conn, work)
         except Exception:  # noqa: BLE001 - the original error is the one to report
             pass
         raise

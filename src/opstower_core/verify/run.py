@@ -45,6 +45,7 @@ from opstower_core.verify.content import (
 from opstower_core.verify.proof import ArtifactProof, EarlyDigests, ProofResult, prove_restored
 
 _READ_SIZE = 4 * CHUNK  # stored bytes per read in checks 4-6 (no tee)
+SCRATCH_DROP_WAIT = 15.0  # s the test database's drop is tried for (a session may still be leaving)
 _OUT_CHUNK = 4 * OUT_CHUNK  # dump bytes per chunk in checks 4-6 (no tee)
 
 
@@ -501,6 +502,8 @@ class _Verifier:
             self._stop_digest_job()  # not needed any more (a failure or cancel before the proof)
             # Always dropped, and before the verdict is reported.
             scratch.drop(self.r)
+        if scratch.left is not None:  # the artifact's verdict stands; the leftover copy is named
+            outcome = (Status.WARN if outcome[0] == Status.PASS else outcome[0]), f"{outcome[1]}; {scratch.left}"
         self.check(8, outcome[0], outcome[1], t, {"scratch_db": name})
 
     def _prove(self, target: Target, scratch: str, pre: dict | None = None) -> tuple[ProofResult | None, str]:
@@ -535,15 +538,23 @@ class _Scratch:
     error: OpsError | None = None  # the load in the checks' read failed
     early: EarlyDigests | None = None
     load_seconds: float = 0.0
+    left: str | None = None  # why the scratch database is still there after drop()
 
     def drop(self, r: Reporter) -> None:
         if self.conn is None:
             return
+        from opstower_core.pg.admin import drop_database, drop_sql, first_line
+
         r.log("full_restore", "Cleaning up test database...")
-        with contextlib.suppress(Exception):
-            self.conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(self.name)} WITH (FORCE)")
-        self.conn.close()
-        self.conn = None
+        try:
+            drop_database(self.conn, self.name, SCRATCH_DROP_WAIT)
+        except Exception as exc:  # noqa: BLE001 - never silent: the verdict says it is still there
+            self.left = (f"the test database {self.name} could not be dropped ({first_line(exc)}): "
+                         f"drop it with {drop_sql(self.name)}")
+            r.log("full_restore", self.left[0].upper() + self.left[1:], "WARN")
+        finally:
+            self.conn.close()
+            self.conn = None
 
 
 def _target_for(settings: Settings, database: str) -> Target:
