@@ -20,7 +20,7 @@ import psycopg
 from opstower_core.advice import say
 from opstower_core.config import Settings
 from opstower_core.errors import OpsError, UsageError
-from opstower_core.pg.admin import admin, db_exists, drop_sql
+from opstower_core.pg.admin import admin, db_exists, drop_database
 
 LEFTOVER_MIN_AGE = timedelta(minutes=10)
 _LEFTOVER = re.compile(r"(?<!_pre)_(?P<kind>restore|rollback|verify)_(?P<stamp>\d{8}_\d{6})(_\d+)?$")
@@ -102,7 +102,7 @@ def drop_abandoned(conn: psycopg.Connection, settings: Settings, live: str) -> l
     dropped = []
     for lo in _leftovers(conn, settings, live):
         if lo.removable:
-            conn.execute(drop_sql(lo.name))
+            drop_database(conn, lo.name)
             dropped.append(lo.name)
     return dropped
 
@@ -122,10 +122,10 @@ def discard_old(settings: Settings, name: str, target_name: str | None = None) -
         if not db_exists(conn, name):
             raise OpsError(f"Database {name} does not exist", "nothing was dropped",
                            say("list_old"))
-        conn.execute(drop_sql(name))
+        sql = drop_database(conn, name)
     from opstower_core.runs.history import StateStore
 
-    StateStore(settings.state_dir).record("discard_old", name, "success", details={"sql": drop_sql(name)})
+    StateStore(settings.state_dir).record("discard_old", name, "success", details={"sql": sql})
 
 
 def _discard_leftover(settings: Settings, name: str, target_name: str | None) -> None:
@@ -139,8 +139,8 @@ def _discard_leftover(settings: Settings, name: str, target_name: str | None) ->
         if not found.removable:
             raise OpsError(f"{name} is not proven abandoned ({found.evidence})", "nothing was dropped",
                            "wait for its run to end, or stop that run first")
-        conn.execute(drop_sql(name))
+        sql = drop_database(conn, name)
     from opstower_core.runs.history import StateStore
 
     StateStore(settings.state_dir).record("discard_old", name, "success",
-                                          details={"sql": drop_sql(name), "leftover": found.as_dict()})
+                                          details={"sql": sql, "leftover": found.as_dict()})

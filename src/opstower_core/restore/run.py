@@ -26,7 +26,7 @@ from opstower_core.events import CancelToken, EventSink, Reporter, Status, StepO
 from opstower_core.pg.admin import (
     admin,
     db_exists,
-    drop_sql,
+    drop_database,
     first_line,
     guarded,
     unblock_connections,
@@ -255,8 +255,7 @@ def _rollback(ctx: RunContext) -> None:
     try:
         with admin(ctx.target, live) as conn, guarded(conn, None, ctx.lock_wait, [live, work], "the rollback"):
             if touched.work_created and db_exists(conn, work):
-                conn.execute(drop_sql(work))
-                quiet.log("rollback", drop_sql(work))
+                quiet.log("rollback", drop_database(conn, work))
                 notes.append(f"the unfinished database {work} was dropped")
             if touched.live_dropped:
                 notes.append(_reload_pre_restore(ctx, conn, quiet))
