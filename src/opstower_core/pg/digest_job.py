@@ -8,7 +8,8 @@ on 2 cores. The digests are needed only when the restored tables are compared, s
 computes them from the local artifact under SCHED_IDLE (nice 19 where that is refused): it runs
 in the CPU time the load leaves unused and never slows the load. Once the caller waits for them,
 they are on the RTO clock: a child starved by other work on the host (SCHED_IDLE gets almost no
-CPU while every core is busy) gets a twin at normal priority, and the first to finish answers.
+CPU while every core is busy) is raised to normal priority where the system allows it, else it
+gets a twin at normal priority, and the first to finish answers.
 
 The child reads the file on its own, so its digests prove something only about the bytes it
 read: it also hashes them, and `DigestJob.result` accepts the digests only when that sha256
