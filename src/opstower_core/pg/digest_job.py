@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from opstower_core.events import CancelToken
@@ -110,9 +110,8 @@ class DigestJob:
         if done is None:
             return None, "cancelled"
         got, why = done._answer(expected_sha256)
-        if got is not None and (done is not self or self.promoted):
-            got = JobDigests(got.sha256, got.tables, got.copy_columns, time.monotonic() - self.started,
-                             twin=done is not self, promoted=self.promoted)
+        if got is not None and (done is not self or self.promoted):  # its time counts from the first start
+            got = replace(got, seconds=time.monotonic() - self.started, twin=done is not self, promoted=self.promoted)
         return got, why
 
     def _first_to_finish(self, cancel: CancelToken | None) -> DigestJob | None:
@@ -198,24 +197,16 @@ class _Starvation:
 
     def _sample(self) -> tuple[int, int] | None:
         """(ns run, ns waited in the run queue) of the child and its children, or None."""
-        try:  # its children: where the kernel lists them (CONFIG_PROC_CHILDREN)
-            children = [int(p) for p in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()]
-        except (OSError, ValueError):
-            children = []
-        try:
-            pids = [self.pid, *children]
-            ran = waited = 0
-            for i, pid in enumerate(pids):
-                try:
-                    fields = Path(f"/proc/{pid}/schedstat").read_text().split()
-                except OSError:
-                    if i == 0:
-                        raise
-                    continue  # a grandchild that has just exited
+        ran = waited = 0
+        for pid in _family(self.pid):
+            try:
+                fields = Path(f"/proc/{pid}/schedstat").read_text().split()
                 ran, waited = ran + int(fields[0]), waited + int(fields[1])
-            return ran, waited
-        except (OSError, ValueError, IndexError):
-            return None
+            except (OSError, ValueError, IndexError):
+                if pid == self.pid:
+                    return None  # not Linux, or the child has ended
+                # a grandchild that has just exited: the others still count
+        return ran, waited
 
     def starved(self) -> bool:
         now = time.monotonic()
@@ -231,14 +222,18 @@ class _Starvation:
         return self.streak >= self.windows
 
 
+def _family(pid: int) -> list[int]:
+    """The child and its own children (its pg_restore), where the kernel lists them (CONFIG_PROC_CHILDREN)."""
+    try:
+        return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    except (OSError, ValueError):
+        return [pid]
+
+
 def _promote(pid: int) -> bool:
     """Every thread of the child and of its children back to SCHED_OTHER; False when not allowed
     (an unprivileged user with the usual RLIMIT_NICE of 0 may not leave SCHED_IDLE) or not Linux."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for p in [str(pid), *children]:
+    for p in _family(pid):
         try:
             tids = os.listdir(f"/proc/{p}/task")
         except OSError:

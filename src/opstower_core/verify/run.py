@@ -45,8 +45,8 @@ from opstower_core.verify.content import (
 from opstower_core.verify.proof import ArtifactProof, EarlyDigests, ProofResult, prove_restored
 
 _READ_SIZE = 4 * CHUNK  # stored bytes per read in checks 4-6 (no tee)
-SCRATCH_DROP_WAIT = 15.0  # s the test database's drop is tried for (a session may still be leaving)
 _OUT_CHUNK = 4 * OUT_CHUNK  # dump bytes per chunk in checks 4-6 (no tee)
+SCRATCH_DROP_WAIT = 15.0  # s the test database's drop is tried for (a session may still be leaving)
 
 
 @dataclass
@@ -462,7 +462,7 @@ class _Verifier:
             if loaded is not None:
                 loaded.drop(self.r)
             self.check(8, Status.SKIP, "skipped: the artifact itself failed an earlier check"
-                       + ("; the test database was dropped" if loaded is not None and loaded.conn else ""), t)
+                       + (f"; {loaded.fate}" if loaded is not None else ""), t)
             return
         if loaded is None and e.name.encrypted:
             try:
@@ -494,7 +494,8 @@ class _Verifier:
                 else:
                     outcome = _compare_restored(target, name, e.meta, proved, why)
         except Cancelled:
-            self.check(8, Status.SKIP, "cancelled; the test database was dropped", t)
+            scratch.drop(self.r)  # before saying so
+            self.check(8, Status.SKIP, f"cancelled; {scratch.fate}", t)
             raise
         except OpsError as exc:
             outcome = Status.FAIL, f"Full restoration test failed: {exc.what}"
@@ -539,6 +540,11 @@ class _Scratch:
     early: EarlyDigests | None = None
     load_seconds: float = 0.0
     left: str | None = None  # why the scratch database is still there after drop()
+
+    @property
+    def fate(self) -> str:
+        """What became of the test database, once dropped (or tried)."""
+        return self.left or "the test database was dropped"
 
     def drop(self, r: Reporter) -> None:
         if self.conn is None:
