@@ -10,9 +10,9 @@ import pytest
 from opstower_core.pg.digest import (
     SEGMENT_ROWS,
     DumpFormatError,
+    OrderedText,
     TableDigest,
     _CopyText,
-    _OrderedText,
     joined_digest,
 )
 
@@ -29,7 +29,7 @@ def digest(cls, text: bytes, cut: int):
 
 @pytest.mark.parametrize("cut", [1, 3, 7, len(TEXT)])
 def test_first_pass_equals_the_full_digest_on_rows_and_order(cut):
-    fast, full = digest(_OrderedText, TEXT, cut), digest(_CopyText, TEXT, cut)
+    fast, full = digest(OrderedText, TEXT, cut), digest(_CopyText, TEXT, cut)
     assert (fast.rows, fast.ordered) == (full.rows, full.ordered) == (3, full.ordered)
     assert fast.multiset is None and full.multiset is not None
     assert fast.compare(full) == full.compare(fast) == "equal"
@@ -37,9 +37,9 @@ def test_first_pass_equals_the_full_digest_on_rows_and_order(cut):
 
 def test_first_pass_cannot_tell_reordered_from_changed_and_says_different():
     full = digest(_CopyText, TEXT, 5)
-    reordered = digest(_OrderedText, b"".join(r + b"\n" for r in reversed(ROWS)), 5)
-    changed = digest(_OrderedText, TEXT.replace(b"bob", b"bib"), 5)
-    missing = digest(_OrderedText, TEXT[: TEXT.index(b"3\t")], 5)
+    reordered = digest(OrderedText, b"".join(r + b"\n" for r in reversed(ROWS)), 5)
+    changed = digest(OrderedText, TEXT.replace(b"bob", b"bib"), 5)
+    missing = digest(OrderedText, TEXT[: TEXT.index(b"3\t")], 5)
     assert reordered.compare(full) == changed.compare(full) == "different"  # the prover reads again
     assert digest(_CopyText, b"".join(r + b"\n" for r in reversed(ROWS)), 5).compare(full) == "equal-reordered"
     assert missing.rows == 2 and missing.compare(full) == "different"
@@ -47,8 +47,8 @@ def test_first_pass_cannot_tell_reordered_from_changed_and_says_different():
 
 def test_first_pass_rejects_a_stream_ending_inside_a_row():
     with pytest.raises(DumpFormatError):
-        digest(_OrderedText, TEXT[:-1], 4)
-    assert digest(_OrderedText, b"", 4) == TableDigest(0, digest(_CopyText, b"", 4).ordered, None)
+        digest(OrderedText, TEXT[:-1], 4)
+    assert digest(OrderedText, b"", 4) == TableDigest(0, digest(_CopyText, b"", 4).ordered, None)
 
 
 # -- segments: one big table read in row ranges gives the digest of one read ----------------------
@@ -66,23 +66,23 @@ MANY_TEXT = b"".join(r + b"\n" for r in MANY)
 
 @pytest.mark.parametrize("cut", [4099, 65536, 1 << 20, len(MANY_TEXT)])
 def test_both_sides_hash_segments_at_the_same_rows_in_any_chunking(cut):
-    fast, full = digest(_OrderedText, MANY_TEXT, cut), digest(_CopyText, MANY_TEXT, cut)
+    fast, full = digest(OrderedText, MANY_TEXT, cut), digest(_CopyText, MANY_TEXT, cut)
     assert fast.ordered == full.ordered == reference(MANY)
     assert fast.rows == full.rows == len(MANY)
     exact = MANY[:SEGMENT_ROWS]  # a table of exactly one segment has no empty second one
-    assert digest(_OrderedText, b"".join(r + b"\n" for r in exact), 1000).ordered == reference(exact)
+    assert digest(OrderedText, b"".join(r + b"\n" for r in exact), 1000).ordered == reference(exact)
 
 
 def test_ranges_starting_on_segment_boundaries_join_to_the_single_read():
-    whole = digest(_OrderedText, MANY_TEXT, 1 << 16)
+    whole = digest(OrderedText, MANY_TEXT, 1 << 16)
     parts = []
     for a, b in ((0, SEGMENT_ROWS), (SEGMENT_ROWS, len(MANY))):
-        seg = _OrderedText()
+        seg = OrderedText()
         seg.feed(b"".join(r + b"\n" for r in MANY[a:b]))
         parts.append(seg)
     assert joined_digest([h for p in parts for h in p.segment_hashes()]) == whole.ordered
     # A range that does not start on a boundary cannot be joined into the same digest.
-    off = _OrderedText()
+    off = OrderedText()
     off.feed(b"".join(r + b"\n" for r in MANY[1:]))
     assert joined_digest(parts[0].segment_hashes()[:0] + off.segment_hashes()) != whole.ordered
 

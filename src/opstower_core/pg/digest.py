@@ -134,7 +134,7 @@ def joined_digest(hashes: list[bytes]) -> str:
     return hashlib.sha256(b"".join(hashes)).hexdigest()
 
 
-class _OrderedText:
+class OrderedText:
     """The live side's first pass: rows and the ordered sha256 only, each a C call per buffer.
 
     Live COPY output has no end marker (a data line is never exactly "\\.", COPY escapes
@@ -285,7 +285,7 @@ def _unquote(ident: str) -> str:
     return ident.lower()  # the server folds unquoted names (pg_dump never emits upper case bare)
 
 
-def _parse_copy_stmt(stmt: str) -> tuple[TableKey, list[str] | None]:
+def parse_copy_stmt(stmt: str) -> tuple[TableKey, list[str] | None]:
     m = _COPY_RE.match(stmt.strip())
     if not m:
         raise DumpFormatError(f"unrecognised COPY statement: {stmt[:200]!r}")
@@ -578,7 +578,7 @@ class _CustomParser:
                 m = re.search(r"'([^']*)'", te.defn)
                 self.o.encoding = m.group(1) if m else None
             if te.desc == "TABLE DATA" and te.copy_stmt:
-                key, cols = _parse_copy_stmt(te.copy_stmt)
+                key, cols = parse_copy_stmt(te.copy_stmt)
                 self.o.copy_columns[key] = cols
 
 
@@ -627,7 +627,7 @@ class _PlainParser:
         # Heuristic, not an SQL lexer: pg_dump writes each COPY statement on a line of its own.
         # A string constant or function body containing such a line could fool it.
         if line.startswith("COPY ") and line.endswith(" FROM stdin;"):
-            self.key, cols = _parse_copy_stmt(line)
+            self.key, cols = parse_copy_stmt(line)
             self.o.copy_columns[self.key] = cols
             self.copy = _CopyText(self.o.multiset)
         elif line.startswith("-- ") and "; Type: " in line:
@@ -881,7 +881,7 @@ def live_table_digest(
             if split is not None:
                 return split
         return _live_digest_psql(conn, stmt, settings, psql, psql_env or {}, multiset)
-    copy: _CopyText | _OrderedText = _CopyText() if multiset else _OrderedText()
+    copy: _CopyText | OrderedText = _CopyText() if multiset else OrderedText()
     with conn.transaction():
         for name, value in settings.gucs().items():
             conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
@@ -918,8 +918,8 @@ def live_table_digest(
     return copy.result(need_terminator=False)
 
 
-def _psql_copy(conn: psycopg.Connection, stmt: sql.Composable, settings: DumpSettings, psql: str,
-               env: dict[str, str], copy: _CopyText | _OrderedText, begin: str = "BEGIN READ ONLY;",
+def psql_copy(conn: psycopg.Connection, stmt: sql.Composable, settings: DumpSettings, psql: str,
+               env: dict[str, str], copy: _CopyText | OrderedText, begin: str = "BEGIN READ ONLY;",
                children: list[subprocess.Popen] | None = None) -> None:
     """Run `stmt` (a COPY ... TO STDOUT) in a psql child under the dump's settings; feed `copy`.
     `children`: where the child is listed, for a caller that must be able to stop it."""
@@ -952,8 +952,8 @@ def _live_digest_psql(
     conn: psycopg.Connection, stmt: sql.Composable, settings: DumpSettings, psql: str, env: dict[str, str],
     multiset: bool = True,
 ) -> TableDigest:
-    copy: _CopyText | _OrderedText = _CopyText() if multiset else _OrderedText()
-    _psql_copy(conn, stmt, settings, psql, env, copy)
+    copy: _CopyText | OrderedText = _CopyText() if multiset else OrderedText()
+    psql_copy(conn, stmt, settings, psql, env, copy)
     return copy.result(need_terminator=False)
 
 
@@ -993,11 +993,11 @@ def _live_digest_psql_parts(
         snapshot = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
         begin = (f"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'; "
                  "SET max_parallel_workers_per_gather = 0;")
-        texts = [_OrderedText() for _ in ranges]
+        texts = [OrderedText() for _ in ranges]
         children: list[subprocess.Popen] = []
         with concurrent.futures.ThreadPoolExecutor(parts, thread_name_prefix="digest-range") as pool:
             try:
-                for f in [pool.submit(_psql_copy, conn, stmt, settings, psql, env, text, begin, children)
+                for f in [pool.submit(psql_copy, conn, stmt, settings, psql, env, text, begin, children)
                           for stmt, text in zip(ranges, texts, strict=True)]:
                     f.result()
             except BaseException:

@@ -26,6 +26,7 @@ from opstower_core.artifacts.scan import OUT_CHUNK, DumpReader, ScanError
 from opstower_core.config import Settings, Target
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Reporter, command
+from opstower_core.pg.blockload import BLOCK_ROWS, Block
 from opstower_core.pg.tools import PgTools, connect, quote_ident, select_tools, server_info
 from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.storage.s3 import store_for
@@ -57,10 +58,17 @@ class LoadSpec:
     tables: list[str] | None = None  # "schema.table"
     no_owner: bool = False
     temp_dir: Path | None = None  # where a seekable copy goes for jobs > 1
+    # Load the data in committed blocks (pg/blockload.py), for a reader of each block beside the
+    # load: only into a database nobody uses yet, and only for a whole custom archive streamed.
+    blocks: bool = False
 
     @property
     def via_file(self) -> bool:
         return self.name.format == "custom" and self.jobs > 1 and not self.tables
+
+    @property
+    def in_blocks(self) -> bool:
+        return self.blocks and self.name.format == "custom" and not self.via_file and not self.tables
 
     def commands(self, tools: PgTools, source: str) -> list[str]:
         """Human-readable pipeline, exactly as run (`source` is the artifact path or S3 key)."""
@@ -79,6 +87,13 @@ class LoadSpec:
             tmp = source if direct else str(self.temp_file(Path(source).parent))
             first = [] if direct else [read + [">", tmp]]
             return first + [pg_restore_argv(tools, self.dbname, self.no_owner, jobs=self.jobs, file=tmp)]
+        if self.in_blocks:  # one read feeds pre-data (which reads the table of contents) and the data
+            pre = pg_restore_argv(tools, self.dbname, self.no_owner, section="pre-data")
+            return [read + ["|", "tee", ">(" + " ".join(_shell(a) for a in pre) + ")", "|", tools.pg_restore,
+                            "--section=data", "--file=-", "|", f"# every COPY cut into committed blocks of {BLOCK_ROWS:,} "
+                            "rows, psql started once pre-data is in", "|"] + data_psql_argv(tools, self.dbname),
+                    read + ["|"] + pg_restore_argv(tools, self.dbname, self.no_owner, section="post-data")
+                    + ["# reads the table of contents only"]]
         lines = []
         if self.tables:
             lines.append(read + ["|", tools.pg_restore, "--list", ">", "<toc>"])
@@ -101,9 +116,18 @@ def psql_argv(tools: PgTools, dbname: str) -> list[str]:
             f"--dbname={dbname}"]
 
 
+def data_psql_argv(tools: PgTools, dbname: str) -> list[str]:
+    """psql for a block load's data section: no single transaction (every block commits on its own);
+    query results unaligned, without headers, for the block markers."""
+    return [tools.psql, "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--set=ON_ERROR_STOP=1",
+            f"--dbname={dbname}"]
+
+
 def pg_restore_argv(tools: PgTools, dbname: str, no_owner: bool, jobs: int = 1, file: str | None = None,
-                    use_list: str | None = None) -> list[str]:
+                    use_list: str | None = None, section: str | None = None) -> list[str]:
     argv = [tools.pg_restore, "--exit-on-error", "--verbose", f"--dbname={dbname}"]
+    if section:
+        argv.append(f"--section={section}")
     if no_owner:
         argv += ["--no-owner", "--no-acl"]
     if jobs > 1:
@@ -208,7 +232,13 @@ def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
         if writer:
             writer.join(10)
         reader.join(5)
-    tool = os.path.basename(argv[0])
+    _outcome(os.path.basename(argv[0]), rc, tail, feed_error)
+    return tail
+
+
+def _outcome(tool: str, rc: int, tail: list[str], feed_error: list[BaseException]) -> None:
+    """Raise what stopped a tool fed from the artifact: the feed's own failure (a cancel, a refused
+    stream, a read error), unless the tool failed first and the feed only stopped for it."""
     if feed_error and not (rc != 0 and isinstance(feed_error[0], ToolStopped)):
         exc = feed_error[0]
         if isinstance(exc, Cancelled | FeedRefused):
@@ -217,7 +247,176 @@ def _run_tool(argv: list[str], target: Target, r: Reporter, step: str,
     if rc != 0:
         last = next((ln for ln in reversed(tail) if "error" in ln.lower()), tail[-1] if tail else f"exit {rc}")
         raise OpsError(f"{tool} failed (exit {rc}): {last}", "", "")
-    return tail
+
+
+class _Tee:
+    """The artifact's bytes to the pre-data pg_restore until it has read what it needs and left (its
+    table of contents; it blocks the feed while it creates the tables), and to the data pass."""
+
+    def __init__(self, head: IO[bytes], rest: IO[bytes]) -> None:
+        self.head: IO[bytes] | None = head
+        self.rest = rest
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.head is not None:
+            try:
+                self.head.write(data)
+            except (BrokenPipeError, ValueError):
+                self.head = None
+        self.rest.write(data)
+
+    def close(self) -> None:
+        for out in (self.head, self.rest):
+            try:
+                if out is not None:
+                    out.close()
+            except BrokenPipeError:
+                pass
+
+
+def _run_blocks(pre: list[str], restore: list[str], psql: list[str], target: Target, r: Reporter, step: str,
+                feed: Callable[[IO[bytes]], None], failed: threading.Event, on_block: Callable[[Block], object],
+                on_line: Callable[[str], object] | None) -> int:
+    """pre-data, then the data section through `pg_restore --section=data --file=-` | Splitter | psql
+    (pg/blockload.py), both fed by one read of the artifact (`feed`, e.g. the verification's): the
+    number of blocks loaded.
+
+    psql starts once pre-data is in. Its stdin is closed only when pg_restore exited cleanly and the
+    feed reached its end (with its verdict): otherwise psql is killed first, so a block it has not
+    committed never is. When psql fails, pg_restore is stopped and the feed told to stop (`failed`);
+    psql's error is reported."""
+    from opstower_core.pg.blockload import Markers, Splitter
+
+    env = _env(target)
+    head = subprocess.Popen(pre, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    dump = subprocess.Popen(restore, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert head.stdin and head.stdout and dump.stdin and dump.stdout and dump.stderr
+    procs: list[subprocess.Popen] = [dump, head]  # killed in this order on a failure; psql goes first
+    tails: dict[str, list[str]] = {"pre": [], "dump": [], "psql": []}
+    feed_error: list[BaseException] = []
+
+    def note(tail: str, text: str) -> None:
+        tails[tail].append(text)
+        del tails[tail][:-30]
+        r.log(step, text, "ERROR" if "error" in text.lower() else "DEBUG")
+
+    def kill_all() -> None:
+        for proc in list(procs):
+            if proc.poll() is None:
+                proc.kill()
+
+    def feeder() -> None:
+        tee = _Tee(head.stdin, dump.stdin)
+        try:
+            feed(tee)  # type: ignore[arg-type] - a writable stream is all `feed` needs
+        except BrokenPipeError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - reported below, after the tools are stopped
+            feed_error.append(exc)
+            kill_all()  # psql first: it must not see the end of a refused stream as its end
+            return
+        tee.close()
+
+    def head_out() -> None:
+        for raw in head.stdout:
+            if text := raw.decode("utf-8", "replace").rstrip():
+                note("pre", text)
+                if on_line is not None:
+                    on_line(text)
+
+    def dump_err() -> None:
+        for raw in dump.stderr:
+            if text := raw.decode("utf-8", "replace").rstrip():
+                note("dump", text)
+
+    def wait(proc: subprocess.Popen, also: Callable[[], bool] = lambda: False) -> int:
+        while (rc := proc.poll()) is None:
+            if r.cancel.cancelled or feed_error or also():
+                kill_all()
+            try:
+                proc.wait(0.1)
+            except subprocess.TimeoutExpired:
+                pass
+        return rc
+
+    def joined(t: threading.Thread) -> None:
+        while t.is_alive():
+            t.join(0.1)
+            if r.cancel.cancelled:
+                raise Cancelled()
+
+    def refused() -> None:
+        """What the feed raised, when it decides (a cancel, a refused stream)."""
+        if feed_error and isinstance(feed_error[0], Cancelled | FeedRefused):
+            raise feed_error[0]
+
+    threads = [threading.Thread(target=f, daemon=True, name=f"blocks-{f.__name__}")
+               for f in (feeder, head_out, dump_err)]
+    for t in threads:
+        t.start()
+    try:
+        pre_rc = wait(head)  # the tables exist before a row is sent
+        if pre_rc != 0 or feed_error or r.cancel.cancelled:
+            failed.set()
+            kill_all()
+            joined(threads[0])
+            refused()
+            if r.cancel.cancelled:
+                raise Cancelled()
+            threads[1].join(5)
+            _outcome("pg_restore", pre_rc, tails["pre"], feed_error)
+        sql = subprocess.Popen(psql, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=env)
+        procs.insert(0, sql)
+        assert sql.stdin and sql.stdout
+        splitter = Splitter(dump.stdout, sql.stdin)
+        markers = Markers(splitter, on_block, lambda text: note("psql", text))
+
+        def split() -> None:
+            try:
+                splitter.run()
+            except (BrokenPipeError, ValueError):  # psql stopped: drain, so pg_restore is not left blocked
+                while dump.stdout.read(1 << 20):
+                    pass
+
+        def psql_out() -> None:
+            for raw in sql.stdout:
+                markers.line(raw.decode("utf-8", "replace").rstrip("\n"))
+
+        more = [threading.Thread(target=f, daemon=True, name=f"blocks-{f.__name__}") for f in (split, psql_out)]
+        for t in more:
+            t.start()
+        threads += more
+        rc = wait(dump, lambda: sql.poll() not in (None, 0))  # a failed psql: its error is the one reported
+        if rc != 0 or sql.poll() not in (None, 0):
+            failed.set()
+        joined(threads[0])  # the feed's verdict
+        joined(more[0])  # every byte pg_restore wrote
+        if r.cancel.cancelled:
+            raise Cancelled()
+        if rc != 0 or feed_error:
+            sql_rc = sql.poll()  # a psql that failed on its own exits 1-3; one killed here, by a signal
+            kill_all()
+            sql.wait()
+            refused()
+            if sql_rc is not None and sql_rc > 0:
+                more[1].join(5)
+                _outcome("psql", sql_rc, tails["psql"], [])
+            _outcome("pg_restore", rc, tails["dump"], feed_error)
+        try:
+            sql.stdin.close()
+        except BrokenPipeError:
+            pass
+        wait(sql)
+        more[1].join(5)
+        _outcome("psql", sql.returncode, tails["psql"], [])
+        return len(splitter.blocks)
+    finally:
+        kill_all()
+        for proc in procs:
+            proc.wait()
+        for t in threads:
+            t.join(5)
 
 
 def _decompressed(raw: IO[bytes], compression: str, r: Reporter, step: str, total: int,
@@ -362,13 +561,15 @@ def resolve_tables(toc: list[str], tables: list[str]) -> list[str]:
 
 def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry, spec: LoadSpec,
          r: Reporter, step: str, reader: Reader | None = None,
-         on_line: Callable[[str], object] | None = None) -> None:
+         on_line: Callable[[str], object] | None = None, on_block: Callable[[Block], object] | None = None
+         ) -> None:
     """Load `entry` into `spec.dbname` (which exists and is empty) as `spec` says.
 
     `reader`: reads the artifact instead of the plain decompression (verification's pass, so
     the artifact is read once); the tool's stdin is then written by a thread of its own, so
     the reader's work on a chunk overlaps the tool's on the one before. `on_line`: each line the
-    streamed one-job pg_restore prints (--verbose: the TOC entry it is restoring)."""
+    streamed one-job pg_restore prints (--verbose: the TOC entry it is restoring). `on_block`:
+    with `spec.in_blocks`, each block of rows once committed (pg/blockload.py)."""
     name = entry.name
     identities = identities_for(settings, name)
     total = entry.size or (entry.local_path.stat().st_size if entry.local_path else 0)
@@ -406,6 +607,9 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
         finally:
             list_file.unlink(missing_ok=True)
         return
+    if spec.in_blocks and on_block is not None:
+        _load_blocks(settings, target, tools, entry, spec, r, step, stream, failed, on_block, on_line)
+        return
     if not spec.via_file:
         r.log(step, f"Restoring with pg_restore (one job, streamed) into {spec.dbname}")
         run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner), target, r, step, stream, on_line, failed)
@@ -429,6 +633,39 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
         run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner, jobs=spec.jobs, file=str(tmp)), target, r, step)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _load_blocks(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry, spec: LoadSpec,
+                 r: Reporter, step: str, stream: Callable[[IO[bytes]], None], failed: threading.Event,
+                 on_block: Callable[[Block], object], on_line: Callable[[str], object] | None) -> None:
+    """pre-data and post-data by pg_restore (each reads the table of contents only), the data between
+    them in committed blocks (`_run_blocks`): together, what one pg_restore does."""
+    identities = identities_for(settings, entry.name)
+
+    def toc_only(stdin: IO[bytes]) -> None:  # pg_restore leaves once it has the entries it needs
+        with open_artifact(settings, entry) as raw:
+            reader = DumpReader(raw, entry.name.compression, identities, lambda n: None)
+            try:
+                buf = memoryview(bytearray(OUT_CHUNK))
+                while n := reader.readinto(buf):
+                    stdin.write(buf[:n])
+            except ScanError as exc:
+                raise OpsError(f"the artifact is damaged: {exc}", "", "") from None
+            finally:
+                reader.close()
+
+    r.log(step, f"Restoring into {spec.dbname} in three sections: pre-data and post-data by pg_restore, the data "
+          f"by psql in committed blocks of up to {BLOCK_ROWS:,} rows")
+    pre = pg_restore_argv(tools, spec.dbname, spec.no_owner, section="pre-data")
+    restore = [tools.pg_restore, "--section=data", "--file=-"] + (["--no-owner", "--no-acl"] if spec.no_owner else [])
+    psql = data_psql_argv(tools, spec.dbname)
+    with command(f"{shlex.join(pre)}; {shlex.join(restore)} | <blocks of {BLOCK_ROWS} rows> | {shlex.join(psql)}"):
+        n = _run_blocks(pre, restore, psql, target, r, step, stream, failed, on_block, on_line)
+    r.log(step, f"Loaded {n} block(s) of at most {BLOCK_ROWS:,} rows, each committed on its own")
+    # The artifact was verified by the read that fed the data (when a reader was given); this read
+    # stops at the table of contents.
+    run_tool(pg_restore_argv(tools, spec.dbname, spec.no_owner, section="post-data"), target, r, step, toc_only,
+             on_line)
 
 
 class _PipeWriter:
@@ -479,8 +716,10 @@ class _PipeWriter:
 
 def restore_into(settings: Settings, target: Target, entry_or_path: CatalogEntry | str | Path, dbname: str,
                  reporter: Reporter, step_id: str, jobs: int | None = None, tables: list[str] | None = None,
-                 reader: Reader | None = None, on_line: Callable[[str], object] | None = None) -> None:
-    """Load an artifact into the existing, empty database `dbname` (for verify's check 8 and drills).
+                 reader: Reader | None = None, on_line: Callable[[str], object] | None = None,
+                 on_block: Callable[[Block], object] | None = None) -> None:
+    """Load an artifact into the existing, empty database `dbname` (for verify's check 8 and drills);
+    with `on_block`, a whole custom archive is loaded in committed blocks (see `load`).
 
     Owners and privileges are not restored (`--no-owner --no-acl`): a scratch database
     must not depend on the roles of the source server.
@@ -491,5 +730,6 @@ def restore_into(settings: Settings, target: Target, entry_or_path: CatalogEntry
     with connect(target, dbname="postgres") as conn:
         tools = select_tools(settings, server_info(conn).major)
     spec = LoadSpec(entry.name, dbname, jobs=max(1, jobs or 1) if entry.local_path else 1, tables=tables,
-                    no_owner=True)
-    load(settings, target, tools, entry, spec, reporter, step_id, reader=reader, on_line=on_line)
+                    no_owner=True, blocks=on_block is not None)
+    load(settings, target, tools, entry, spec, reporter, step_id, reader=reader, on_line=on_line,
+         on_block=on_block)

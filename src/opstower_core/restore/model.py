@@ -131,7 +131,10 @@ class RestorePlan:
 
     @property
     def load_spec(self) -> LoadSpec:
-        return LoadSpec(self.entry.name, self.work_db, self.jobs, self.options.tables, self.no_owner)
+        # In committed blocks, each read for the proof beside the next one's load (issue 18): only into a
+        # database nobody uses yet, and only when the dump's zone is recorded (the reads need it).
+        blocks = self.mode in ("new_db", "swap") and bool((self.entry.meta or {}).get("dump_timezone"))
+        return LoadSpec(self.entry.name, self.work_db, self.jobs, self.options.tables, self.no_owner, blocks=blocks)
 
     def as_dict(self) -> dict[str, Any]:
         return {

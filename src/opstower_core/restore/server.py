@@ -141,22 +141,26 @@ def _check_room(ctx: RunContext, conn: Any) -> None:
 def load_artifact(ctx: RunContext, out: StepOutcome) -> None:
     plan, entry = ctx.plan, ctx.entry
     assert plan.tools is not None
-    spec = LoadSpec(entry.name, ctx.work_db, plan.jobs, plan.options.tables, ctx.no_owner)
+    spec = LoadSpec(entry.name, ctx.work_db, plan.jobs, plan.options.tables, ctx.no_owner,
+                    blocks=plan.load_spec.blocks)
     ctx.reporter.log("restore", "Restoring data from backup...")
     early = _early_digests(ctx, spec)
     ctx.early_digests = early
     on_line = early.on_line if early is not None else None
+    on_block = early.on_block if early is not None and spec.in_blocks else None
     if plan.verify_in_load:
-        _load_verified(ctx, spec, on_line)
+        _load_verified(ctx, spec, on_line, on_block)
     else:
-        load(ctx.settings, ctx.target, plan.tools, entry, spec, ctx.reporter, "restore", on_line=on_line)
+        load(ctx.settings, ctx.target, plan.tools, entry, spec, ctx.reporter, "restore", on_line=on_line,
+             on_block=on_block)
     ctx.reporter.log("restore", "Database restore completed successfully")
     out.detail = (f"Restored {entry.filename} into {ctx.work_db} ({entry.name.format} format, "
                   f"{spec.jobs if spec.via_file else 1} job(s))"
-                  + ("; verified in the same read" if plan.verify_in_load else ""))
+                  + ("; verified in the same read" if plan.verify_in_load else "")
+                  + ("; the data in committed blocks, each read back beside the next" if on_block else ""))
 
 
-def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any) -> None:
+def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any, on_block: Any) -> None:
     """The load fed by the verification's own read (checks 1-7): the artifact is read once.
 
     A failed check raises FeedRefused from the reader before pg_restore / psql gets the end of
@@ -198,7 +202,8 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any) -> None:
 
     assert plan.tools is not None
     try:
-        load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader, on_line=on_line)
+        load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader, on_line=on_line,
+             on_block=on_block)
     except BaseException:
         if job is not None:
             job.kill()

@@ -23,13 +23,19 @@ from typing import TYPE_CHECKING, Any
 from opstower_core.config import Target
 from opstower_core.errors import OpsError
 from opstower_core.events import CancelToken, Status
+from opstower_core.pg.blockload import Block
 from opstower_core.pg.digest import (
+    SEGMENT_ROWS,
     DumpDigester,
     DumpFormatError,
     DumpSettings,
+    OrderedText,
     TableDigest,
     TocEntry,
+    catalog_copy_columns,
+    joined_digest,
     live_table_digest,
+    psql_copy,
     timezone_sensitive_tables,
 )
 from opstower_core.pg.tools import connect
@@ -41,6 +47,9 @@ if TYPE_CHECKING:  # imported where the restored database is read: checks 1-7 st
 
 TableKey = tuple[str, str]
 DigestKey = tuple[TableKey, tuple[str, ...] | None, DumpSettings]
+# What shows a table read earlier is still as it was read: the oldest xid running when a whole-table
+# read began, or, for a table read in committed blocks, each block's xid with its row count.
+Since = int | dict[int, int]
 
 
 def digest_key(key: TableKey, columns: list[str] | None, settings: DumpSettings) -> DigestKey:
@@ -147,7 +156,7 @@ def prove_restored(
     no_acl: bool = False,
     database_settings: bool = True,
     before_inventory: Callable[[], object] | None = None,
-    pre: dict[DigestKey, tuple[TableDigest, int]] | None = None,
+    pre: dict[DigestKey, tuple[TableDigest, Since]] | None = None,
 ) -> ProofResult:
     """Compare the restored database `dbname` on `target`'s server with the artifact.
 
@@ -158,11 +167,10 @@ def prove_restored(
     `before_inventory`: called after the table digests, before the catalog is read (a caller's
     check running beside the digests that may change the catalog meanwhile, e.g. amcheck's
     CREATE/DROP EXTENSION, is waited for there).
-    `pre`: restored tables' digests taken earlier (`digest_key` -> (digest, the oldest running
-    xid when it was taken)), e.g. while pg_restore built the indexes; one is used only where
-    table, columns and settings are exactly the proof's and the table has not changed since
-    (same row count, no row version from a transaction at or after that xid); else the table is
-    read again.
+    `pre`: restored tables' digests taken earlier (`digest_key` -> (digest, `Since`)), e.g. while
+    pg_restore built the indexes; one is used only where table, columns and settings are exactly
+    the proof's and the table has not changed since (`_unchanged_since`); else the table is read
+    again.
     """
     from opstower_core.pg.inventory import compare_inventories, live_inventory
 
@@ -218,6 +226,11 @@ class EarlyDigests:
     either does not conflict with a COPY TO's ACCESS SHARE lock or waits for it (nothing in
     post-data changes table rows): the tables not read yet are read then. The last table in data
     order is therefore read only beside the index builds, so its own PRIMARY KEY is not held up.
+    A load in committed blocks (pg/blockload.py, `on_block`) announces each block once committed:
+    it is read then, `WHERE xmin` = the block's transaction, beside the next block's COPY. The
+    blocks' segment hashes join into the table's dump-order digest; the table counts as unchanged
+    only if, at the proof, its rows are exactly the blocks' (every xmin one of theirs, each with
+    their row count). A table whose blocks do not read back whole is left to the proof.
     `prove_restored(pre=result())` uses a digest only where table, columns and settings are
     exactly the proof's (`digest_key`) and the table has not changed since; any other table is
     read there as before, so the proof is unchanged. A failure here is only logged.
@@ -233,7 +246,7 @@ class EarlyDigests:
 
         self.target, self.dbname, self.zone, self.bytea, self.psql = target, dbname, zone, bytea_output, psql
         self.cancel, self.log = cancel, log
-        self.digests: dict[DigestKey, tuple[TableDigest, int]] = {}
+        self.digests: dict[DigestKey, tuple[TableDigest, Since]] = {}
         self.thread: threading.Thread | None = None
         self.seconds = 0.0
         self.loading: str | None = None  # the table whose data pg_restore is loading ("schema.table")
@@ -263,6 +276,11 @@ class EarlyDigests:
             self.all_queued = True
             self._put(self._ALL)
 
+    def on_block(self, block: Block) -> None:
+        """A block of rows committed by a block load: read it beside the next one."""
+        if not self.all_queued:
+            self._put(block)
+
     def _start(self) -> None:
         self.thread = threading.Thread(target=self._run, name="early-digests", daemon=True)
         self.thread.start()
@@ -274,8 +292,6 @@ class EarlyDigests:
 
     def _run(self) -> None:
         import queue
-
-        from opstower_core.pg.digest import catalog_copy_columns
 
         t0 = time.monotonic()
         env = self.target.libpq_env()
@@ -300,6 +316,7 @@ class EarlyDigests:
                     self.digests[digest_key(key, cols, settings)] = (digest, int(xmin))
                     done.add(key)
 
+                blocks = _BlockReads(conn, settings, self.psql, env, set(tables))
                 while not self.cancel.cancelled:
                     try:
                         item = self.queue.get(timeout=0.2)
@@ -307,6 +324,11 @@ class EarlyDigests:
                         continue
                     if item is self._STOP:
                         return
+                    if isinstance(item, Block):
+                        if (got := blocks.read(item)) is not None and item.table is not None:
+                            self.digests[got[0]] = got[1]
+                            done.add(item.table)
+                        continue
                     if item is self._ALL:
                         for key in tables:
                             if self.cancel.cancelled:
@@ -332,7 +354,7 @@ class EarlyDigests:
             "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
             "AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1, 2").fetchall()]
 
-    def result(self) -> dict[DigestKey, tuple[TableDigest, int]]:
+    def result(self) -> dict[DigestKey, tuple[TableDigest, Since]]:
         """The digests taken: a reading still going on is finished (the proof would do it anyway);
         tables not started are left to the proof."""
         if self.thread is None:
@@ -342,6 +364,50 @@ class EarlyDigests:
         while self.thread.is_alive():
             self.thread.join(0.1)
         return self.digests
+
+
+class _BlockReads:
+    """Reads committed blocks of a block load (`EarlyDigests.on_block`), joining each table's."""
+
+    def __init__(self, conn: psycopg.Connection, settings: DumpSettings, psql: str | None, env: dict[str, str],
+                 tables: set[TableKey]) -> None:
+        self.conn, self.settings, self.psql, self.env, self.tables = conn, settings, psql, env, tables
+        self.hashes: dict[TableKey, list[bytes]] = {}
+        self.xids: dict[TableKey, dict[int, int]] = {}
+        self.columns: dict[TableKey, list[str]] = {}
+        self.given_up: set[TableKey] = set()
+
+    def read(self, block: Block) -> tuple[DigestKey, tuple[TableDigest, Since]] | None:
+        """The table's digest once its last block is read; None before, or when it cannot be joined."""
+        from psycopg import sql
+
+        key = block.table
+        if key is None or key not in self.tables or key in self.given_up or self.psql is None:
+            return None
+        if block.index != len(self.xids.get(key, {})) or (not block.last and block.rows % SEGMENT_ROWS) \
+                or block.xid < 3:
+            self.given_up.add(key)  # its data came in pieces we cannot join (e.g. twice, via a partition root)
+            return None
+        if key not in self.columns:
+            self.columns[key] = catalog_copy_columns(self.conn, *key)
+        cols = self.columns[key]
+        stmt = sql.SQL("COPY (SELECT {} FROM ONLY {}.{} WHERE xmin = {}::pg_catalog.xid) TO STDOUT").format(
+            sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(key[0]), sql.Identifier(key[1]),
+            sql.Literal(str(block.xid)))
+        text = OrderedText()
+        psql_copy(self.conn, stmt, self.settings, self.psql, self.env, text,
+                  begin="BEGIN READ ONLY; SET max_parallel_workers_per_gather = 0;")
+        text.check_end()
+        if text.rows != block.rows:  # changed before it was read: the proof reads the table
+            self.given_up.add(key)
+            return None
+        self.hashes.setdefault(key, []).extend(text.segment_hashes())
+        self.xids.setdefault(key, {})[block.xid] = block.rows
+        if not block.last:
+            return None
+        xids = self.xids[key]
+        digest = TableDigest(sum(xids.values()), joined_digest(self.hashes.pop(key)), None)
+        return digest_key(key, cols, self.settings), (digest, {x: n for x, n in xids.items() if n})
 
 
 def read_parts() -> int:
@@ -372,7 +438,7 @@ class _TableProver:
     """Digests restored tables under the dump's settings; finds the dump's zone when unknown."""
 
     def __init__(self, conn: psycopg.Connection, proof: ArtifactProof, env: dict[str, str],
-                 cancel: CancelToken, pre: dict[DigestKey, tuple[TableDigest, int]]) -> None:
+                 cancel: CancelToken, pre: dict[DigestKey, tuple[TableDigest, Since]]) -> None:
         self.conn, self.proof, self.env, self.pre = conn, proof, env, pre
         self.notes: list[str] = []
         self.unverified = 0
@@ -450,12 +516,19 @@ class _TableProver:
             self.zones.insert(0, zone)
 
 
-def _unchanged_since(conn: psycopg.Connection, key: TableKey, digest: TableDigest, xmin: int) -> bool:
+def _unchanged_since(conn: psycopg.Connection, key: TableKey, digest: TableDigest, since: Since) -> bool:
     """Whether a table digested earlier is still as it was: as many rows, and none written by a
     transaction that was running or not yet started when the digest began (an INSERT or UPDATE
-    leaves a row version with a newer xmin; a DELETE alone changes the count). One scan, no COPY."""
+    leaves a row version with a newer xmin; a DELETE alone changes the count). For a table read
+    in blocks: its rows by xmin are exactly the blocks' (a row changed, added or removed since
+    shows as another xmin or a count off). One scan, no COPY."""
     from psycopg import sql
 
+    if isinstance(since, dict):
+        got = conn.execute(sql.SQL("SELECT xmin::text::bigint, count(*) FROM ONLY {}.{} GROUP BY 1").format(
+            sql.Identifier(key[0]), sql.Identifier(key[1]))).fetchall()
+        return sum(since.values()) == digest.rows and {int(x): n for x, n in got} == since
+    xmin = since
     if xmin < 3:  # a special xid: no usable horizon
         return False
     row = conn.execute(sql.SQL(

@@ -397,7 +397,8 @@ class _Verifier:
         try:
             self.r.log("compression", f"Restoring into the test database {scratch.name} in the same read")
             restore_into(self.settings, scratch.target, self.entry, scratch.name, self.r, "compression", reader=reader,
-                         on_line=early.on_line if early is not None else None)
+                         on_line=early.on_line if early is not None else None,
+                         on_block=early.on_block if early is not None else None)
         except Cancelled:
             self._stop_digest_job()
             scratch.drop(self.r)

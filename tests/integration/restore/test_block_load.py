@@ -1,0 +1,185 @@
+"""Issue 18: a new database or staging copy is loaded in committed blocks (pg/blockload.py), and the
+proof reads each block while the next one loads. The proof must stay a proof: a table counts as
+read only when its rows are still exactly the blocks that were read."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from opstower_core.backup import BackupOptions, run_backup
+from opstower_core.errors import OpsError
+from opstower_core.events import CancelToken, Reporter, Status
+from opstower_core.pg import load as load_mod
+from opstower_core.pg.blockload import BLOCK_ROWS, Block
+from opstower_core.pg.load import FeedRefused, restore_into
+from opstower_core.restore import RestoreOptions, plan_restore, run_restore
+from opstower_core.verify.proof import EarlyDigests, _unchanged_since
+from support.restore import contents
+from support.servers import admin_conn, create_database
+
+BIG = 2 * BLOCK_ROWS + 1234  # three blocks, the last one partial
+
+SCHEMA = f"""
+CREATE ROLE "blk reader" NOLOGIN;
+CREATE DOMAIN pos AS int CHECK (VALUE > 0);
+CREATE TABLE "Big Ones" (id pos PRIMARY KEY, "Name" text, at timestamptz, doc jsonb);
+INSERT INTO "Big Ones" SELECT g, 'naïve ' || g || CASE WHEN g % 7 = 0 THEN E'\\ttab' ELSE '' END,
+  '2026-01-01'::timestamptz + g * interval '1 second', jsonb_build_object('g', g)
+  FROM generate_series(1, {BIG}) g;
+CREATE INDEX big_name ON "Big Ones" ("Name");
+CREATE TABLE small (k text PRIMARY KEY, big int REFERENCES "Big Ones");
+INSERT INTO small SELECT 'k' || g, g FROM generate_series(1, 10) g;
+CREATE TABLE empty_one (x int);
+CREATE TABLE parted (d date, v int) PARTITION BY RANGE (d);
+CREATE TABLE parted_2026 PARTITION OF parted FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO parted SELECT '2026-01-01'::date + g % 300, g FROM generate_series(1, 1000) g;
+CREATE SEQUENCE counter START 40;
+SELECT nextval('counter');
+CREATE MATERIALIZED VIEW big_count AS SELECT count(*) AS n FROM "Big Ones";
+GRANT SELECT ON "Big Ones" TO "blk reader";
+SELECT lo_from_bytea(0, convert_to(repeat(E'COPY x FROM stdin;\\n', 500), 'UTF8'));
+"""
+
+
+@pytest.fixture(scope="module")
+def source(pg, tmp_path_factory):
+    db = f"blk_{uuid.uuid4().hex[:8]}"
+    with admin_conn(pg, "postgres") as conn:
+        conn.execute('DROP ROLE IF EXISTS "blk reader"')
+    create_database(pg, db, SCHEMA)
+    return db
+
+
+def _backup(make_settings, db):
+    settings = make_settings(db)
+    return settings, run_backup(settings, options=BackupOptions(local_only=True))
+
+
+def test_a_new_database_is_loaded_in_blocks_and_proven_by_the_block_reads(pg, make_settings, source):
+    settings, backup = _backup(make_settings, source)
+    target = f"{source}_new"
+    plan = plan_restore(settings, str(backup.path), options=RestoreOptions(target_db=target))
+    assert plan.load_spec.in_blocks
+    assert any("--section=pre-data" in c for s in plan.steps if s.id == "restore" for c in s.commands)
+    result = run_restore(settings, plan)
+    assert result.ok, result.sentence
+    assert result.proof is not None and result.proof.status == Status.PASS, result.proof.sentence
+    assert result.proof.rows == BIG + 10 + 1000
+    step = {s.step: s for s in result.steps}["restore"]
+    assert "committed blocks" in step.detail
+    log = max((settings.backup_dir / "logs").glob("restore_*.log"), key=os.path.getmtime).read_text()
+    assert "Loaded " in log and "block(s) of at most" in log
+    # Every table with rows was read beside the load, the big one in its three blocks.
+    assert "restored table(s) were read beside the load" in log
+    assert contents(pg, target) == contents(pg, source)
+    with admin_conn(pg, target) as conn:
+        assert conn.execute("SELECT n FROM big_count").fetchone()[0] == BIG
+        assert conn.execute("SELECT has_table_privilege('blk reader', '\"Big Ones\"', 'SELECT')").fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0] == 1
+        assert conn.execute("SELECT last_value FROM counter").fetchone()[0] == 40
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'big_name'").fetchone()[0] == 1
+        # Three transactions committed the big table, and nothing else wrote it.
+        assert conn.execute('SELECT count(DISTINCT xmin::text) FROM "Big Ones"').fetchone()[0] == 3
+
+
+def _load_in_blocks(pg, settings, backup, name, reader=None):
+    """restore_into with the proof's block reads: (EarlyDigests, the blocks announced)."""
+    create_database(pg, name)
+    seen: list[Block] = []
+    cancel = CancelToken()
+    target = settings.target()
+    early = EarlyDigests(target, name, "UTC", "hex", str(pg.bin_dir / "psql"), cancel, lambda line: None)
+
+    def on_block(block: Block) -> None:
+        seen.append(block)
+        early.on_block(block)
+
+    restore_into(settings, target, str(backup.path), name, Reporter(cancel=cancel), "restore",
+                 on_line=early.on_line, on_block=on_block, reader=reader)
+    return early, seen
+
+
+def test_a_table_read_in_blocks_counts_as_unchanged_only_while_its_rows_are_the_blocks(pg, make_settings, source):
+    settings, backup = _backup(make_settings, source)
+    name = f"{source}_evidence"
+    early, seen = _load_in_blocks(pg, settings, backup, name)
+    big = [b for b in seen if b.table == ("public", "Big Ones")]
+    assert [b.rows for b in big] == [BLOCK_ROWS, BLOCK_ROWS, 1234] and big[-1].last
+    got = early.result()
+    (digest, since), = [v for k, v in got.items() if k[0] == ("public", "Big Ones")]
+    assert digest.rows == BIG and isinstance(since, dict) and sorted(since.values()) == [1234, BLOCK_ROWS, BLOCK_ROWS]
+    key = ("public", "Big Ones")
+    with psycopg.connect(**pg.conninfo(name), autocommit=True) as conn:
+        assert _unchanged_since(conn, key, digest, since)
+        conn.execute('UPDATE "Big Ones" SET "Name" = "Name" WHERE id = 5')  # same text, a new row version
+        assert not _unchanged_since(conn, key, digest, since)
+    name2 = f"{source}_evidence2"
+    early2, _ = _load_in_blocks(pg, settings, backup, name2)
+    (digest2, since2), = [v for k, v in early2.result().items() if k[0] == key]
+    assert digest2.ordered == digest.ordered  # the same digest from another load
+    with psycopg.connect(**pg.conninfo(name2), autocommit=True) as conn:
+        conn.execute('DELETE FROM "Big Ones" WHERE id = 100')  # a row gone: one block's count is off
+        assert not _unchanged_since(conn, key, digest2, since2)
+
+
+def test_a_refused_stream_commits_no_partial_block(pg, make_settings, source):
+    """A failed check refuses the stream after part of it was loaded: psql is killed before it sees
+    an end, so every block it committed is whole and the load fails with the refusal."""
+    settings, backup = _backup(make_settings, source)
+    name = f"{source}_refused"
+    fed = [0]
+
+    def reader(sink):
+        import zstandard
+
+        with open(backup.path, "rb") as fh:
+            stream = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
+            while chunk := stream.read(1 << 20):
+                sink(memoryview(chunk))
+                fed[0] += len(chunk)
+                if fed[0] > 30 << 20:
+                    break
+        raise FeedRefused("the artifact failed an earlier check", "", "")
+
+    with pytest.raises(FeedRefused):
+        _load_in_blocks(pg, settings, backup, name, reader=reader)
+    with admin_conn(pg, name) as conn:
+        n = conn.execute('SELECT count(*) FROM "Big Ones"').fetchone()[0]
+    assert 0 < n < BIG and n % BLOCK_ROWS == 0
+    assert not _children_left()
+
+
+def test_a_psql_that_fails_stops_the_load_with_its_error_in_one_line(pg, make_settings, source, monkeypatch):
+    settings, backup = _backup(make_settings, source)
+    name = f"{source}_psqlfail"
+    real = load_mod.data_psql_argv
+    monkeypatch.setattr(load_mod, "data_psql_argv", lambda tools, db: real(tools, f"{db}_missing"))
+    with pytest.raises(OpsError) as exc:
+        _load_in_blocks(pg, settings, backup, name)
+    assert str(exc.value).startswith("psql failed (exit 2): ") and "does not exist" in str(exc.value)
+    assert "\n" not in str(exc.value)
+    assert not _children_left()
+
+
+def _children_left() -> list[str]:
+    """The load's pg_restore or psql children still running."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/comm") as fh:
+                comm = fh.read().strip()
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                reading = b"COPY (SELECT" in fh.read()  # the proof's read of a committed block, not the load
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and comm in ("pg_restore", "psql") and fields[0] != "Z" and not reading:
+            out.append(comm)
+    return out
