@@ -21,7 +21,7 @@ load itself is what one pg_restore would do (pre-data, data, post-data: pg_resto
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO
 
 from opstower_core.pg.digest import SEGMENT_ROWS, DumpFormatError, TableKey, parse_copy_stmt
@@ -43,20 +43,27 @@ class Block:
     rows: int
     last: bool  # the last block of its COPY statement
     xid: int = 0  # the 32-bit id of the transaction that committed it (the rows' xmin)
+    pages: int = -1  # the table's size in pages once the block was in, before its COMMIT (-1: not known)
 
 
 class Splitter:
     """Copies pg_restore's data-section SQL from `src` to `dst`, each COPY cut into committed blocks."""
 
-    def __init__(self, src: IO[bytes], dst: IO[bytes], rows: int = BLOCK_ROWS) -> None:
-        self.src, self.dst, self.rows = src, dst, rows
+    def __init__(self, src: IO[bytes], dst: IO[bytes], rows: int = BLOCK_ROWS,
+                 tap: Callable[[bytes], object] | None = None) -> None:
+        """`tap`: given every chunk of `src` as read, before it is cut (e.g. the artifact's digests)."""
+        self.src, self.dst, self.rows, self.tap = src, dst, rows, tap
         self.blocks: list[Block] = []  # in order, each listed before its markers are written
 
-    def _close_block(self, table: TableKey | None, index: int, rows: int, last: bool) -> bytes:
+    def _close_block(self, table: TableKey | None, name: bytes | None, index: int, rows: int, last: bool) -> bytes:
         seq = len(self.blocks)
         self.blocks.append(Block(seq, table, index, rows, last))
-        return (f"\\.\nSELECT '{_BLOCK}', {seq}, pg_catalog.txid_current();\nCOMMIT;\n"
-                f"SELECT '{_COMMITTED}', {seq};\n").encode()
+        # The table's size tells a reader where the block's rows are (rows are appended; the reader
+        # still filters on the block's xmin, so a row placed elsewhere is missed, never taken wrongly).
+        size = b"NULL" if name is None else b"pg_catalog.pg_relation_size(pg_catalog.to_regclass(" + name + b"))"
+        return (f"\\.\nSELECT '{_BLOCK}', {seq}, pg_catalog.txid_current(), coalesce(".encode() + size
+                + f" / pg_catalog.current_setting('block_size')::bigint, -1);\nCOMMIT;\n"
+                  f"SELECT '{_COMMITTED}', {seq};\n".encode())
 
     def run(self) -> None:
         """Until `src` ends. The caller closes `dst` (only once the dump is known to be whole)."""
@@ -64,10 +71,14 @@ class Splitter:
         pos = 0
         header: bytes | None = None  # the COPY statement being cut
         table: TableKey | None = None
+        name: bytes | None = None
         index = rows = 0
         write = self.dst.write
         read = getattr(self.src, "read1", self.src.read)
+        tap = self.tap
         while data := read(1 << 20):
+            if tap is not None:
+                tap(data)
             buf = buf[pos:] + data
             pos = 0
             while True:
@@ -79,10 +90,7 @@ class Splitter:
                     pos = nl + 1
                     if line.startswith(b"COPY ") and line.rstrip().endswith(b" FROM stdin;"):
                         header, index, rows = line, 0, 0
-                        try:
-                            table = parse_copy_stmt(line.decode("utf-8", "replace"))[0]
-                        except DumpFormatError:
-                            table = None
+                        table, name = _names(line)
                         write(b"BEGIN;\n" + line)
                     else:
                         write(line)
@@ -102,14 +110,27 @@ class Splitter:
                     for _ in range(self.rows - rows):
                         cut = buf.index(b"\n", cut) + 1
                     write(buf[pos:cut])
-                    write(self._close_block(table, index, self.rows, False) + b"BEGIN;\n" + header)
+                    write(self._close_block(table, name, index, self.rows, False) + b"BEGIN;\n" + header)
                     index, rows, pos = index + 1, 0, cut
                 if end < 0:
                     break  # more rows to come
-                write(self._close_block(table, index, rows, True))
+                write(self._close_block(table, name, index, rows, True))
                 pos, header = end + 3, None
         if pos < len(buf):
             write(buf[pos:])
+
+
+def _names(header: bytes) -> tuple[TableKey | None, bytes | None]:
+    """A COPY statement's table: its name (as the catalog gives it, for the reader) and an SQL
+    string literal of its quoted name in the script's own bytes (for to_regclass: whatever the
+    script's client_encoding, the bytes are the script's). (None, None) when it does not parse."""
+    try:
+        table = parse_copy_stmt(header.decode("utf-8", "replace"))[0]
+        raw = parse_copy_stmt(header.decode("latin-1"))[0]  # byte for byte, in any encoding
+    except DumpFormatError:
+        return None, None
+    quoted = ".".join('"' + part.replace('"', '""') + '"' for part in raw)
+    return table, ("'" + quoted.replace("'", "''") + "'").encode("latin-1")
 
 
 class Markers:
@@ -119,17 +140,17 @@ class Markers:
                  on_other: Callable[[str], object]) -> None:
         self.splitter, self.on_block, self.on_other = splitter, on_block, on_other
         self.committed = 0
-        self._xids: dict[int, int] = {}
+        self._marks: dict[int, tuple[int, int]] = {}
 
     def line(self, text: str) -> None:
         parts = text.split("|")
-        if len(parts) == 3 and parts[0] == _BLOCK:
-            self._xids[int(parts[1])] = int(parts[2]) % (1 << 32)
+        if len(parts) == 4 and parts[0] == _BLOCK:
+            self._marks[int(parts[1])] = (int(parts[2]) % (1 << 32), int(parts[3]))
         elif len(parts) == 2 and parts[0] == _COMMITTED:
             seq = int(parts[1])
             block = self.splitter.blocks[seq]
             self.committed += 1
-            self.on_block(Block(block.seq, block.table, block.index, block.rows, block.last,
-                                self._xids.pop(seq, 0)))
+            xid, pages = self._marks.pop(seq, (0, -1))
+            self.on_block(replace(block, xid=xid, pages=pages))
         elif text.strip():
             self.on_other(text)

@@ -20,6 +20,12 @@ A custom archive's data blocks are walked by pg_restore, not by Python: `pg_rest
 --file=-` writes them out as the plain dump's COPY text, whose rows the digests cover, for a tenth
 of the CPU (0.4 against ~3 CPU-s for the 0.6 GB bench dump). That mattered even at idle priority:
 on 2 cores the Python walk still stretched a bare restore's COPY phase by ~0.9 s (median of 7).
+
+A load in committed blocks (pg/blockload.py) already has pg_restore write the data section as that
+text, for psql: `StreamDigests` digests it there, as it comes and before it is cut into blocks, by
+the same parser, instead of a second read of the file (the 0.6 GB bench dump: ~1 CPU-s in the
+load's process against ~2.9 CPU-s for the job's decompression, pg_restore and parse). Those bytes are
+the load's own verified read: a failed check stops the load, and with it the proof.
 """
 
 from __future__ import annotations
@@ -52,9 +58,13 @@ class JobDigests:
     seconds: float
     twin: bool = False  # answered by the normal-priority twin of a starved idle child
     promoted: bool = False  # the starved idle child was raised to normal priority instead
+    stream: bool = False  # taken from the load's own data stream (StreamDigests)
 
     def how(self) -> str:
         """One line for the run log: how and when the digests came."""
+        if self.stream:
+            return (f"The artifact's table digests were taken from the load's own verified data stream "
+                    f"({len(self.tables)} tables, ready after {self.seconds:.1f} s)")
         if self.promoted:
             return (f"The artifact's table digests were computed beside the load, at idle priority until other "
                     f"work on this host starved it, then at normal priority ({len(self.tables)} tables, ready "
@@ -163,14 +173,7 @@ class DigestJob:
     def with_sums(self, expected_sha256: str, cancel: CancelToken | None = None
                   ) -> Callable[[], tuple[dict[TableKey, TableDigest] | None, str]]:
         """A second read of the same file with the order-independent sums: `ArtifactProof.multisets`."""
-        path, compression, pg_restore = self.path, self.compression, self.pg_restore
-
-        def read() -> tuple[dict[TableKey, TableDigest] | None, str]:
-            # Asked for once the tables are compared, i.e. on the clock: at normal priority.
-            got, why = DigestJob(path, compression, multiset=True, pg_restore=pg_restore, idle=False).result(
-                expected_sha256, cancel)
-            return (got.tables if got is not None else None), why
-        return read
+        return _sums(self.path, self.compression, self.pg_restore, expected_sha256, cancel)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -183,6 +186,58 @@ class DigestJob:
             self.proc.stderr.close()
         if not self._out.closed:
             self._out.close()
+
+
+def _sums(path: Path, compression: str, pg_restore: str | None, expected_sha256: str, cancel: CancelToken | None
+          ) -> Callable[[], tuple[dict[TableKey, TableDigest] | None, str]]:
+    def read() -> tuple[dict[TableKey, TableDigest] | None, str]:
+        # Asked for once the tables are compared, i.e. on the clock: at normal priority.
+        got, why = DigestJob(path, compression, multiset=True, pg_restore=pg_restore, idle=False).result(
+            expected_sha256, cancel)
+        return (got.tables if got is not None else None), why
+    return read
+
+
+class StreamDigests:
+    """The artifact's table digests from a block load's data stream (`tap`: each chunk of the COPY
+    text pg_restore writes, before it is cut). Same interface as DigestJob; `result()` is ready once
+    the load has ended, and says why not when the stream did not end whole."""
+
+    def __init__(self, path: Path, compression: str, pg_restore: str | None) -> None:
+        self.path, self.compression, self.pg_restore = path, compression, pg_restore
+        self.started = time.monotonic()
+        self._digester = DumpDigester(toc_only=False, multiset=False)
+        self._error: str | None = None
+        self._closed = False
+
+    def tap(self, data: bytes) -> None:
+        if self._error is None:
+            try:
+                self._digester.write(data)
+            except DumpFormatError as exc:  # the load goes on; the proof says why it was not made
+                self._error = str(exc)
+
+    def result(self, expected_sha256: str, cancel: CancelToken | None = None) -> tuple[JobDigests | None, str]:
+        """`expected_sha256` is the verified read's (these bytes are that read's own)."""
+        if self._error is None and not self._closed:
+            self._closed = True
+            try:
+                self._digester.close()
+            except DumpFormatError as exc:
+                self._error = str(exc)
+        if self._error is not None:
+            return None, f"the artifact could not be digested ({self._error})"
+        d = self._digester
+        return JobDigests(expected_sha256, dict(d.tables), dict(d.copy_columns), time.monotonic() - self.started,
+                          stream=True), ""
+
+    def with_sums(self, expected_sha256: str, cancel: CancelToken | None = None
+                  ) -> Callable[[], tuple[dict[TableKey, TableDigest] | None, str]]:
+        """A read of the file with the order-independent sums, only if a table needs it."""
+        return _sums(self.path, self.compression, self.pg_restore, expected_sha256, cancel)
+
+    def kill(self) -> None:
+        """Nothing runs on its own."""
 
 
 class _Starvation:

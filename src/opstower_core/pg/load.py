@@ -276,7 +276,7 @@ class _Tee:
 
 def _run_blocks(pre: list[str], restore: list[str], psql: list[str], target: Target, r: Reporter, step: str,
                 feed: Callable[[IO[bytes]], None], failed: threading.Event, on_block: Callable[[Block], object],
-                on_line: Callable[[str], object] | None) -> int:
+                on_line: Callable[[str], object] | None, data_tap: Callable[[bytes], object] | None) -> int:
     """pre-data, then the data section through `pg_restore --section=data --file=-` | Splitter | psql
     (pg/blockload.py), both fed by one read of the artifact (`feed`, e.g. the verification's): the
     number of blocks loaded.
@@ -369,7 +369,7 @@ def _run_blocks(pre: list[str], restore: list[str], psql: list[str], target: Tar
                                env=env)
         procs.insert(0, sql)
         assert sql.stdin and sql.stdout
-        splitter = Splitter(dump.stdout, sql.stdin)
+        splitter = Splitter(dump.stdout, sql.stdin, tap=data_tap)
         markers = Markers(splitter, on_block, lambda text: note("psql", text))
 
         def split() -> None:
@@ -561,15 +561,16 @@ def resolve_tables(toc: list[str], tables: list[str]) -> list[str]:
 
 def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry, spec: LoadSpec,
          r: Reporter, step: str, reader: Reader | None = None,
-         on_line: Callable[[str], object] | None = None, on_block: Callable[[Block], object] | None = None
-         ) -> None:
+         on_line: Callable[[str], object] | None = None, on_block: Callable[[Block], object] | None = None,
+         data_tap: Callable[[bytes], object] | None = None) -> None:
     """Load `entry` into `spec.dbname` (which exists and is empty) as `spec` says.
 
     `reader`: reads the artifact instead of the plain decompression (verification's pass, so
     the artifact is read once); the tool's stdin is then written by a thread of its own, so
     the reader's work on a chunk overlaps the tool's on the one before. `on_line`: each line the
     streamed one-job pg_restore prints (--verbose: the TOC entry it is restoring). `on_block`:
-    with `spec.in_blocks`, each block of rows once committed (pg/blockload.py)."""
+    with `spec.in_blocks`, each block of rows once committed (pg/blockload.py); `data_tap`: then
+    every chunk of the data section's SQL as pg_restore wrote it (e.g. pg.digest_job.StreamDigests)."""
     name = entry.name
     identities = identities_for(settings, name)
     total = entry.size or (entry.local_path.stat().st_size if entry.local_path else 0)
@@ -608,7 +609,7 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
             list_file.unlink(missing_ok=True)
         return
     if spec.in_blocks and on_block is not None:
-        _load_blocks(settings, target, tools, entry, spec, r, step, stream, failed, on_block, on_line)
+        _load_blocks(settings, target, tools, entry, spec, r, step, stream, failed, on_block, on_line, data_tap)
         return
     if not spec.via_file:
         r.log(step, f"Restoring with pg_restore (one job, streamed) into {spec.dbname}")
@@ -637,7 +638,8 @@ def load(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry
 
 def _load_blocks(settings: Settings, target: Target, tools: PgTools, entry: CatalogEntry, spec: LoadSpec,
                  r: Reporter, step: str, stream: Callable[[IO[bytes]], None], failed: threading.Event,
-                 on_block: Callable[[Block], object], on_line: Callable[[str], object] | None) -> None:
+                 on_block: Callable[[Block], object], on_line: Callable[[str], object] | None,
+                 data_tap: Callable[[bytes], object] | None) -> None:
     """pre-data and post-data by pg_restore (each reads the table of contents only), the data between
     them in committed blocks (`_run_blocks`): together, what one pg_restore does."""
     identities = identities_for(settings, entry.name)
@@ -660,7 +662,7 @@ def _load_blocks(settings: Settings, target: Target, tools: PgTools, entry: Cata
     restore = [tools.pg_restore, "--section=data", "--file=-"] + (["--no-owner", "--no-acl"] if spec.no_owner else [])
     psql = data_psql_argv(tools, spec.dbname)
     with command(f"{shlex.join(pre)}; {shlex.join(restore)} | <blocks of {BLOCK_ROWS} rows> | {shlex.join(psql)}"):
-        n = _run_blocks(pre, restore, psql, target, r, step, stream, failed, on_block, on_line)
+        n = _run_blocks(pre, restore, psql, target, r, step, stream, failed, on_block, on_line, data_tap)
     r.log(step, f"Loaded {n} block(s) of at most {BLOCK_ROWS:,} rows, each committed on its own")
     # The artifact was verified by the read that fed the data (when a reader was given); this read
     # stops at the table of contents.
@@ -717,7 +719,8 @@ class _PipeWriter:
 def restore_into(settings: Settings, target: Target, entry_or_path: CatalogEntry | str | Path, dbname: str,
                  reporter: Reporter, step_id: str, jobs: int | None = None, tables: list[str] | None = None,
                  reader: Reader | None = None, on_line: Callable[[str], object] | None = None,
-                 on_block: Callable[[Block], object] | None = None) -> None:
+                 on_block: Callable[[Block], object] | None = None, data_tap: Callable[[bytes], object] | None = None
+                 ) -> None:
     """Load an artifact into the existing, empty database `dbname` (for verify's check 8 and drills);
     with `on_block`, a whole custom archive is loaded in committed blocks (see `load`).
 
@@ -732,4 +735,4 @@ def restore_into(settings: Settings, target: Target, entry_or_path: CatalogEntry
     spec = LoadSpec(entry.name, dbname, jobs=max(1, jobs or 1) if entry.local_path else 1, tables=tables,
                     no_owner=True, blocks=on_block is not None)
     load(settings, target, tools, entry, spec, reporter, step_id, reader=reader, on_line=on_line,
-         on_block=on_block)
+         on_block=on_block, data_tap=data_tap)

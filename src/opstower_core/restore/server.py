@@ -179,7 +179,7 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any, on_block: Any)
     verdict = StepOutcome()
     times: dict[str, float] = {}
 
-    job = _digest_job(ctx)
+    job = _digest_job(ctx, in_stream=on_block is not None)
 
     def reader(sink: Any) -> None:
         t0 = time.monotonic()
@@ -203,7 +203,7 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any, on_block: Any)
     assert plan.tools is not None
     try:
         load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader, on_line=on_line,
-             on_block=on_block)
+             on_block=on_block, data_tap=getattr(job, "tap", None))
     except BaseException:
         if job is not None:
             job.kill()
@@ -215,15 +215,19 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any, on_block: Any)
                        "read)", times["verify"], {"parallel_with": ["restore"], "waited": 0.0})
 
 
-def _digest_job(ctx: RunContext) -> Any:
-    """The artifact's table digests computed by an idle-priority process beside the load (pg/digest_job.py),
-    for a local, unencrypted artifact whose metadata records its sha256; else None (digested in the read)."""
-    from opstower_core.pg.digest_job import DigestJob
+def _digest_job(ctx: RunContext, in_stream: bool) -> Any:
+    """The artifact's table digests beside the load (pg/digest_job.py), for a local, unencrypted artifact
+    whose metadata records its sha256: from a block load's own data stream (`in_stream`), else by an
+    idle-priority process; None otherwise (digested in the read)."""
+    from opstower_core.pg.digest_job import DigestJob, StreamDigests
 
-    e = ctx.entry
+    e, tools = ctx.entry, ctx.plan.tools
     if e.local_path is None or e.name.encrypted or not (e.meta or {}).get("sha256") or ctx.plan.mode == "tables":
         return None
-    ctx.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, ctx.plan.tools)
+    if in_stream and tools is not None:
+        ctx.digest_job = StreamDigests(e.local_path, e.name.compression, tools.pg_restore)
+    else:
+        ctx.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, tools)
     return ctx.digest_job
 
 

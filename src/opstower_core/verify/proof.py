@@ -375,6 +375,7 @@ class _BlockReads:
         self.hashes: dict[TableKey, list[bytes]] = {}
         self.xids: dict[TableKey, dict[int, int]] = {}
         self.columns: dict[TableKey, list[str]] = {}
+        self.pages: dict[TableKey, list[int]] = {}  # the table's size in pages after each of its blocks
         self.given_up: set[TableKey] = set()
 
     def read(self, block: Block) -> tuple[DigestKey, tuple[TableDigest, Since]] | None:
@@ -391,9 +392,21 @@ class _BlockReads:
         if key not in self.columns:
             self.columns[key] = catalog_copy_columns(self.conn, *key)
         cols = self.columns[key]
-        stmt = sql.SQL("COPY (SELECT {} FROM ONLY {}.{} WHERE xmin = {}::pg_catalog.xid) TO STDOUT").format(
+        # Only the pages the block can be on. Rows are appended, but a COPY extends the table ahead
+        # of its rows (up to 64 pages at a time), so the size after the previous block may lie past
+        # this block's first rows; the size after the block before that cannot (a full block spans
+        # hundreds of pages). A row placed elsewhere is missed, and the count below gives the table
+        # to the proof: never a wrong digest.
+        where = [sql.SQL("xmin = {}::pg_catalog.xid").format(sql.Literal(str(block.xid)))]
+        sizes = self.pages.setdefault(key, [])
+        if len(sizes) >= 2 and min(sizes[-2:]) > 0:
+            where.append(sql.SQL("ctid >= {}::pg_catalog.tid").format(sql.Literal(f"({sizes[-2] - 1},0)")))
+        if block.pages >= 0:
+            where.append(sql.SQL("ctid < {}::pg_catalog.tid").format(sql.Literal(f"({block.pages},0)")))
+        sizes.append(block.pages)
+        stmt = sql.SQL("COPY (SELECT {} FROM ONLY {}.{} WHERE {}) TO STDOUT").format(
             sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(key[0]), sql.Identifier(key[1]),
-            sql.Literal(str(block.xid)))
+            sql.SQL(" AND ").join(where))
         text = OrderedText()
         psql_copy(self.conn, stmt, self.settings, self.psql, self.env, text,
                   begin="BEGIN READ ONLY; SET max_parallel_workers_per_gather = 0;")

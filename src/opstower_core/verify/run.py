@@ -370,9 +370,12 @@ class _Verifier:
         if e.local_path is not None and not e.name.encrypted and (e.meta or {}).get("sha256"):
             # The per-row parse for the proof runs in an idle-priority process of its own (pg/digest_job.py),
             # not in this read: it would slow the load it feeds. Its digests count only for the verified bytes.
-            from opstower_core.pg.digest_job import DigestJob
+            from opstower_core.pg.digest_job import DigestJob, StreamDigests
 
-            self.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, self.tools)
+            if early is not None and e.name.format == "custom" and self.tools is not None:  # a block load
+                self.digest_job = StreamDigests(e.local_path, e.name.compression, self.tools.pg_restore)
+            else:
+                self.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, self.tools)
             self.digest = False
         t0 = time.monotonic()
 
@@ -398,7 +401,8 @@ class _Verifier:
             self.r.log("compression", f"Restoring into the test database {scratch.name} in the same read")
             restore_into(self.settings, scratch.target, self.entry, scratch.name, self.r, "compression", reader=reader,
                          on_line=early.on_line if early is not None else None,
-                         on_block=early.on_block if early is not None else None)
+                         on_block=early.on_block if early is not None else None,
+                         data_tap=getattr(self.digest_job, "tap", None))
         except Cancelled:
             self._stop_digest_job()
             scratch.drop(self.r)

@@ -15,6 +15,7 @@ from opstower_core.errors import OpsError
 from opstower_core.events import CancelToken, Reporter, Status
 from opstower_core.pg import load as load_mod
 from opstower_core.pg.blockload import BLOCK_ROWS, Block
+from opstower_core.pg.digest_job import DigestJob, StreamDigests
 from opstower_core.pg.load import FeedRefused, restore_into
 from opstower_core.restore import RestoreOptions, plan_restore, run_restore
 from opstower_core.verify.proof import EarlyDigests, _unchanged_since
@@ -86,7 +87,7 @@ def test_a_new_database_is_loaded_in_blocks_and_proven_by_the_block_reads(pg, ma
         assert conn.execute('SELECT count(DISTINCT xmin::text) FROM "Big Ones"').fetchone()[0] == 3
 
 
-def _load_in_blocks(pg, settings, backup, name, reader=None):
+def _load_in_blocks(pg, settings, backup, name, reader=None, data_tap=None):
     """restore_into with the proof's block reads: (EarlyDigests, the blocks announced)."""
     create_database(pg, name)
     seen: list[Block] = []
@@ -99,14 +100,22 @@ def _load_in_blocks(pg, settings, backup, name, reader=None):
         early.on_block(block)
 
     restore_into(settings, target, str(backup.path), name, Reporter(cancel=cancel), "restore",
-                 on_line=early.on_line, on_block=on_block, reader=reader)
+                 on_line=early.on_line, on_block=on_block, reader=reader, data_tap=data_tap)
     return early, seen
 
 
 def test_a_table_read_in_blocks_counts_as_unchanged_only_while_its_rows_are_the_blocks(pg, make_settings, source):
     settings, backup = _backup(make_settings, source)
     name = f"{source}_evidence"
-    early, seen = _load_in_blocks(pg, settings, backup, name)
+    stream = StreamDigests(backup.path, "zstd", str(pg.bin_dir / "pg_restore"))
+    early, seen = _load_in_blocks(pg, settings, backup, name, data_tap=stream.tap)
+    # The digests taken from the load's data stream are the job's, which reads the file on its own.
+    got_stream, why = stream.result(backup.meta["sha256"])
+    got_job, why_job = DigestJob(backup.path, "zstd", pg_restore=str(pg.bin_dir / "pg_restore")).result(
+        backup.meta["sha256"])
+    assert got_stream is not None and got_job is not None, (why, why_job)
+    assert got_stream.tables == got_job.tables and got_stream.copy_columns == got_job.copy_columns
+    assert len(got_stream.tables) >= 4 and got_stream.tables[("public", "Big Ones")].rows == BIG
     big = [b for b in seen if b.table == ("public", "Big Ones")]
     assert [b.rows for b in big] == [BLOCK_ROWS, BLOCK_ROWS, 1234] and big[-1].last
     got = early.result()

@@ -30,11 +30,11 @@ SELECT lo_from_bytea(0, convert_to(repeat(E'a large object\nwith "COPY x FROM st
 """
 
 
-def _backup(pg, make_settings):
+def _backup(pg, make_settings, fmt: str = "custom"):
     db = f"dj_{uuid.uuid4().hex[:8]}"
     create_database(pg, db, SCHEMA)
     settings = make_settings(db)
-    return db, settings, run_backup(settings, options=BackupOptions(local_only=True))
+    return db, settings, run_backup(settings, options=BackupOptions(local_only=True, fmt=fmt))
 
 
 @pytest.mark.parametrize("walker", ["python", "pg_restore"])
@@ -83,23 +83,29 @@ def test_other_bytes_or_an_unreadable_file_give_no_digests_and_say_why(pg, make_
     assert got is None and why
 
 
-def test_a_restore_proves_with_the_jobs_digests(pg, make_settings):
-    db, settings, backup = _backup(pg, make_settings)
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_a_restore_proves_with_the_digests_taken_beside_the_load(pg, make_settings, fmt):
+    """A custom archive is loaded in blocks: its digests come from that load's own data stream. A plain
+    dump goes to psql whole: its digests come from the job."""
+    db, settings, backup = _backup(pg, make_settings, fmt)
     target = f"{db}_new"
     result = run_restore(settings, plan_restore(settings, str(backup.path), options=RestoreOptions(target_db=target)))
     assert result.ok, result.sentence
     assert result.proof is not None and result.proof.status == Status.PASS and result.proof.rows == 3010
     log = max((settings.backup_dir / "logs").glob("restore_*.log"), key=os.path.getmtime).read_text()
-    # At idle priority beside the load, or by its normal-priority twin if this host was busy meanwhile.
-    assert "The artifact's table digests were computed" in log and "(2 tables, ready after" in log
+    if fmt == "custom":
+        assert "The artifact's table digests were taken from the load's own verified data stream" in log
+    else:  # at idle priority beside the load, or by its normal-priority twin if this host was busy meanwhile
+        assert "The artifact's table digests were computed" in log
+    assert "(2 tables, ready after" in log
     assert contents(pg, target) == contents(pg, db)
 
 
 def test_an_artifact_replaced_during_the_load_is_not_proven(pg, make_settings, monkeypatch):
     """The job reads the file after the verified read began: if the bytes differ, the proof is not
     made and the step says so (WARN), instead of comparing against digests of other bytes."""
-    db, settings, backup = _backup(pg, make_settings)
-    _, _, other = _backup(pg, make_settings)
+    db, settings, backup = _backup(pg, make_settings, "plain")  # a custom archive's digests need no second read
+    _, _, other = _backup(pg, make_settings, "plain")
     real = DigestJob.__init__
 
     def swapped(self, path, compression, **kw):  # the job reads another artifact's bytes
@@ -119,13 +125,14 @@ def test_full_test_proves_with_the_jobs_digests(pg, make_settings):
     from opstower_core.events import StepLog
     from opstower_core.verify import verify
 
-    _, settings, backup = _backup(pg, make_settings)
-    events: list = []
-    res = verify(settings, str(backup.path), full_test=True, on_event=events.append)
-    assert res.ok and res.restored_proof is not None and res.restored_proof.status == Status.PASS
-    assert res.restored_proof.rows == 3010
-    logs = [e.line for e in events if isinstance(e, StepLog)]
-    assert any("table digests were computed" in line and "(2 tables, ready after" in line for line in logs)
+    for fmt, how in (("custom", "taken from the load's own verified data stream"), ("plain", "were computed")):
+        _, settings, backup = _backup(pg, make_settings, fmt)
+        events: list = []
+        res = verify(settings, str(backup.path), full_test=True, on_event=events.append)
+        assert res.ok and res.restored_proof is not None and res.restored_proof.status == Status.PASS
+        assert res.restored_proof.rows == 3010
+        logs = [e.line for e in events if isinstance(e, StepLog)]
+        assert any(how in line and "(2 tables, ready after" in line for line in logs), fmt
 
 
 def test_a_reordered_table_is_proven_by_a_second_read_with_the_sums(pg, make_settings):
