@@ -12,7 +12,7 @@ What it measures, on the benchmark artifact (one 2 M-row table at 0.6 GB), inter
   psql, hashed) as soon as psql reports it committed, while the next block loads; then post-data
   by pg_restore, beside the last reads.
 
-This is a measurement, not the engine: the engine's load is unchanged. It answers whether the
+This is a measurement, not the engine (which now loads this way: pg/blockload.py). It answered whether the
 read-back can hide in the CPU the COPY phase leaves idle (on 2 cores the COPY backend keeps
 about one busy), which would bring the restore with its proof close to a bare restore.
 
