@@ -38,6 +38,8 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 COLS = '"id", "ts", "user_id", "kind", "payload", "note"'
 
+from opstower_core.pg.blockload import Markers, Splitter  # noqa: E402 - after the path set-up
+
 
 def sh(cmd: str, env: dict[str, str]) -> None:
     subprocess.run(cmd, shell=True, env=env, check=True, stdout=subprocess.DEVNULL, executable="/bin/bash")
@@ -58,63 +60,6 @@ def read_back(psql: str, env: dict[str, str], query: str) -> int:
     return n
 
 
-class Splitter:
-    """Copies pg_restore's SQL script to psql, cutting each COPY block into blocks of `rows` rows."""
-
-    def __init__(self, src, dst, rows: int) -> None:
-        self.src, self.dst, self.rows = src, dst, rows
-        self.blocks: list[tuple[bytes, int]] = []  # (COPY header, rows) of each block written, in order
-
-    def run(self) -> None:
-        buf = b""
-        pos = 0
-        header: bytes | None = None
-        rows = 0
-        write = self.dst.write
-        while True:
-            data = self.src.read1(1 << 20)
-            if not data:
-                break
-            buf = buf[pos:] + data
-            pos = 0
-            while True:
-                if header is None:
-                    nl = buf.find(b"\n", pos)
-                    if nl < 0:
-                        break
-                    line = buf[pos:nl + 1]
-                    pos = nl + 1
-                    write(line)
-                    if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-                        header, rows = line, 0
-                    continue
-                # Inside a COPY block: whole lines up to its end marker (a line "\\.") or the last newline.
-                end = buf.find(b"\\.\n", pos)
-                while end > pos and buf[end - 1] != 0x0A:  # the marker only at a line's start
-                    end = buf.find(b"\\.\n", end + 1)
-                limit = end if end >= 0 else buf.rfind(b"\n", pos) + 1
-                while pos < limit:
-                    n = buf.count(b"\n", pos, limit)
-                    if rows + n < self.rows:
-                        write(buf[pos:limit])
-                        rows, pos = rows + n, limit
-                        break
-                    cut = pos
-                    for _ in range(self.rows - rows):
-                        cut = buf.index(b"\n", cut) + 1
-                    write(buf[pos:cut])
-                    write(b"\\.\n")  # this block ends here: psql commits it
-                    self.blocks.append((header, self.rows))
-                    write(header)
-                    rows, pos = 0, cut
-                if end < 0:
-                    break  # more rows to come
-                write(b"\\.\n")
-                self.blocks.append((header, rows))
-                pos, header = end + 3, None
-        self.dst.close()
-
-
 def chunked(ctx: dict, art: Path, db: str, rows: int, read: bool = True) -> dict[str, float]:
     env, bin_dir = ctx["env"], ctx["bin"]
     psql = f"{bin_dir}/psql"
@@ -124,21 +69,23 @@ def chunked(ctx: dict, art: Path, db: str, rows: int, read: bool = True) -> dict
     t_pre = time.monotonic() - t0
     dump = subprocess.Popen(f"zstd -dc {art} | {bin_dir}/pg_restore --data-only --file=-", shell=True,
                             stdout=subprocess.PIPE, env=env, executable="/bin/bash")
-    load = subprocess.Popen([psql, "-X", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env=denv)
+    load = subprocess.Popen([psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=denv)
+    assert load.stdin is not None
     splitter = Splitter(dump.stdout, load.stdin, rows)
+
+    def split() -> None:
+        splitter.run()
+        load.stdin.close()
     committed: queue.Queue[tuple[int, int] | None] = queue.Queue()
     read_bytes = [0]
     t_reads = [0.0]
 
-    def tags() -> None:  # psql prints "COPY n" once a block's COPY has committed (autocommit)
-        k = 0
+    def tags() -> None:  # the engine's markers: a block once committed
         assert load.stdout is not None
+        markers = Markers(splitter, lambda b: committed.put((b.seq, b.rows)), lambda text: None)
         for line in load.stdout:
-            if line.startswith(b"COPY "):
-                n = int(line.split()[1])
-                committed.put((k, n))
-                k += 1
+            markers.line(line.decode().rstrip("\n"))
         committed.put(None)
 
     def reader() -> None:
@@ -152,7 +99,7 @@ def chunked(ctx: dict, art: Path, db: str, rows: int, read: bool = True) -> dict
             done += n
         t_reads[0] = time.monotonic() - t0
 
-    threads = [threading.Thread(target=splitter.run), threading.Thread(target=tags), threading.Thread(target=reader)]
+    threads = [threading.Thread(target=split), threading.Thread(target=tags), threading.Thread(target=reader)]
     for t in threads:
         t.start()
     threads[0].join()
@@ -172,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rows", type=int, default=262144, help="rows per committed block")
     parser.add_argument("--no-read", action="store_true", help="chunked load without the read-back (what the load costs)")
+    parser.add_argument("--artifact", type=Path, default=None, help="a .dump.zst of the bench database (default: the "
+                        "newest 0.6 GB one in bench/.work/out/backups)")
     args = parser.parse_args(argv)
     import psycopg
 
@@ -180,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with EmbeddedPostgres(WORK / "pg") as pg:
         ctx = {"env": {**os.environ, **pg.libpq_env()}, "bin": str(pg.bin_dir)}
-        art = newest(WORK / "out" / "backups", "bench_2*.dump.zst")
+        art = args.artifact or newest(WORK / "out" / "backups", "bench_2*.dump.zst")
         admin = psycopg.connect(**pg.conninfo("postgres"), autocommit=True)
 
         def fresh(db: str) -> None:
