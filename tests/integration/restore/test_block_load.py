@@ -192,3 +192,67 @@ def _children_left() -> list[str]:
         if int(fields[1]) == os.getpid() and comm in ("pg_restore", "psql") and fields[0] != "Z" and not reading:
             out.append(comm)
     return out
+
+
+def test_sigkill_mid_block_load_then_recover_leaves_live_untouched_and_no_partial_block(
+        pg, make_settings, source, tmp_path):
+    """The restore process is killed while psql commits blocks into the staging copy. Its children lose
+    their input: the block psql had open is rolled back, not committed. `restore --recover` then drops
+    the staging copy; the live database was never touched."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from support.restore import databases
+    from support.servers import settings_toml
+
+    settings, backup = _backup(make_settings, source)
+    cfg = settings_toml(settings, tmp_path / "opstower.toml")
+    before = contents(pg, source)
+    proc = subprocess.Popen([sys.executable, "-m", "opstower_core", "--config", str(cfg), "restore", str(backup.path),
+                             "--force"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    staging = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:  # until the first block is in
+        staging = next((d for d in databases(pg, source) if "_restore_" in d), None)
+        if staging is not None:
+            try:
+                with admin_conn(pg, staging) as conn:
+                    if conn.execute('SELECT count(*) FROM "Big Ones"').fetchone()[0] >= BLOCK_ROWS:
+                        break
+            except psycopg.Error:
+                pass  # not created or not loaded yet
+        time.sleep(0.05)
+    assert proc.poll() is None and staging is not None, "the restore ended before a block was committed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with admin_conn(pg, staging) as conn:  # what the orphans leave: whole blocks only
+        for _ in range(100):
+            if not conn.execute("SELECT 1 FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                                "AND backend_type = 'client backend'", (staging,)).fetchone():
+                break
+            time.sleep(0.1)
+        n = conn.execute('SELECT count(*) FROM "Big Ones"').fetchone()[0]
+    assert n % BLOCK_ROWS == 0 or n == BIG, n
+    out = subprocess.run([sys.executable, "-m", "opstower_core", "--config", str(cfg), "restore", "--recover"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert staging not in databases(pg, source)
+    assert contents(pg, source) == before
+    assert not _tools_for(staging)  # the killed run's psql and pg_restore ended with their input
+
+
+def _tools_for(dbname: str) -> list[str]:
+    """psql or pg_restore processes, anyone's, whose command line names `dbname`."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) in (b"psql", b"pg_restore") and any(
+                dbname.encode() in a for a in argv):
+            out.append(argv[0].decode())
+    return out
