@@ -139,7 +139,6 @@ class Markers:
     def __init__(self, splitter: Splitter, on_block: Callable[[Block], object],
                  on_other: Callable[[str], object]) -> None:
         self.splitter, self.on_block, self.on_other = splitter, on_block, on_other
-        self.committed = 0
         self._marks: dict[int, tuple[int, int]] = {}
 
     def line(self, text: str) -> None:
@@ -149,7 +148,6 @@ class Markers:
         elif len(parts) == 2 and parts[0] == _COMMITTED:
             seq = int(parts[1])
             block = self.splitter.blocks[seq]
-            self.committed += 1
             xid, pages = self._marks.pop(seq, (0, -1))
             self.on_block(replace(block, xid=xid, pages=pages))
         elif text.strip():

@@ -80,6 +80,8 @@ class JobDigests:
 class DigestJob:
     """One child digesting `path`; `result()` waits for it (honouring `cancel`) and checks its sha256."""
 
+    tap = None  # it reads the file itself: nothing to feed (see StreamDigests.tap)
+
     def __init__(self, path: Path, compression: str, multiset: bool = False, pg_restore: str | None = None,
                  idle: bool = True) -> None:
         """`multiset`: also the order-independent sums (a third more work), needed only for a table
@@ -99,10 +101,16 @@ class DigestJob:
             stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.PIPE, close_fds=True)
 
     @classmethod
-    def beside_load(cls, path: Path, compression: str, fmt: str, tools: PgTools | None) -> DigestJob:
-        """The job for an artifact being loaded: a custom archive's data blocks are written out by the
-        load's own pg_restore (`tools`); a plain dump is read as it is."""
-        return cls(path, compression, pg_restore=tools.pg_restore if tools is not None and fmt == "custom" else None)
+    def beside_load(cls, path: Path, compression: str, fmt: str, tools: PgTools | None,
+                    in_blocks: bool = False) -> DigestJob | StreamDigests:
+        """The digests of an artifact being loaded. A block load's data stream is digested as it
+        passes (`in_blocks`: StreamDigests, fed through its `tap`); otherwise a job reads the file: a
+        custom archive's data blocks written out by the load's own pg_restore (`tools`), a plain dump
+        as it is."""
+        pg_restore = tools.pg_restore if tools is not None and fmt == "custom" else None
+        if in_blocks and pg_restore is not None:
+            return StreamDigests(path, compression, pg_restore)
+        return cls(path, compression, pg_restore=pg_restore)
 
     def result(self, expected_sha256: str, cancel: CancelToken | None = None) -> tuple[JobDigests | None, str]:
         """(digests, "") when the child read exactly the bytes whose sha256 is `expected_sha256`;

@@ -26,7 +26,7 @@ from opstower_core.artifacts.scan import OUT_CHUNK, DumpReader, ScanError
 from opstower_core.config import Settings, Target
 from opstower_core.errors import Cancelled, OpsError
 from opstower_core.events import Reporter, command
-from opstower_core.pg.blockload import BLOCK_ROWS, Block
+from opstower_core.pg.blockload import BLOCK_ROWS, Block, Markers, Splitter
 from opstower_core.pg.tools import PgTools, connect, quote_ident, select_tools, server_info
 from opstower_core.repo.catalog import CatalogEntry
 from opstower_core.storage.s3 import store_for
@@ -285,8 +285,6 @@ def _run_blocks(pre: list[str], restore: list[str], psql: list[str], target: Tar
     feed reached its end (with its verdict): otherwise psql is killed first, so a block it has not
     committed never is. When psql fails, pg_restore is stopped and the feed told to stop (`failed`);
     psql's error is reported."""
-    from opstower_core.pg.blockload import Markers, Splitter
-
     env = _env(target)
     head = subprocess.Popen(pre, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     dump = subprocess.Popen(restore, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -419,10 +417,11 @@ def _run_blocks(pre: list[str], restore: list[str], psql: list[str], target: Tar
             t.join(5)
 
 
-def _decompressed(raw: IO[bytes], compression: str, r: Reporter, step: str, total: int,
+def _decompressed(raw: IO[bytes], compression: str, r: Reporter, step: str | None, total: int,
                   sink: Callable[[memoryview], object], identities: list | None = None) -> None:
-    """Feed the dump's bytes to `sink` through the shared DumpReader (decryption, zstd/gzip, damage checks)."""
-    reader = DumpReader(raw, compression, identities, lambda n: r.progress(step, n, total))
+    """Feed the dump's bytes to `sink` through the shared DumpReader (decryption, zstd/gzip, damage checks);
+    progress is reported on `step` (None: a read that is not the step's own, e.g. a table of contents)."""
+    reader = DumpReader(raw, compression, identities, lambda n: step and r.progress(step, n, total))
     buf = memoryview(bytearray(OUT_CHUNK))
     try:
         while True:
@@ -437,7 +436,8 @@ def _decompressed(raw: IO[bytes], compression: str, r: Reporter, step: str, tota
         raise OpsError(f"the artifact is damaged: {exc}", "", "") from None
     finally:
         reader.close()
-    r.progress(step, reader.hashing.count, total, force=True)
+    if step:
+        r.progress(step, reader.hashing.count, total, force=True)
 
 
 def identities_for(settings: Settings, name: ArtifactName) -> list | None:
@@ -646,15 +646,7 @@ def _load_blocks(settings: Settings, target: Target, tools: PgTools, entry: Cata
 
     def toc_only(stdin: IO[bytes]) -> None:  # pg_restore leaves once it has the entries it needs
         with open_artifact(settings, entry) as raw:
-            reader = DumpReader(raw, entry.name.compression, identities, lambda n: None)
-            try:
-                buf = memoryview(bytearray(OUT_CHUNK))
-                while n := reader.readinto(buf):
-                    stdin.write(buf[:n])
-            except ScanError as exc:
-                raise OpsError(f"the artifact is damaged: {exc}", "", "") from None
-            finally:
-                reader.close()
+            _decompressed(raw, entry.name.compression, r, None, 0, stdin.write, identities)
 
     r.log(step, f"Restoring into {spec.dbname} in three sections: pre-data and post-data by pg_restore, the data "
           f"by psql in committed blocks of up to {BLOCK_ROWS:,} rows")

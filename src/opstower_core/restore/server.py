@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import humanize
@@ -141,8 +142,7 @@ def _check_room(ctx: RunContext, conn: Any) -> None:
 def load_artifact(ctx: RunContext, out: StepOutcome) -> None:
     plan, entry = ctx.plan, ctx.entry
     assert plan.tools is not None
-    spec = LoadSpec(entry.name, ctx.work_db, plan.jobs, plan.options.tables, ctx.no_owner,
-                    blocks=plan.load_spec.blocks)
+    spec = replace(plan.load_spec, dbname=ctx.work_db, no_owner=ctx.no_owner)  # both may change while it runs
     ctx.reporter.log("restore", "Restoring data from backup...")
     early = _early_digests(ctx, spec)
     ctx.early_digests = early
@@ -179,7 +179,7 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any, on_block: Any)
     verdict = StepOutcome()
     times: dict[str, float] = {}
 
-    job = _digest_job(ctx, in_stream=on_block is not None)
+    job = _digest_job(ctx, in_blocks=on_block is not None)
 
     def reader(sink: Any) -> None:
         t0 = time.monotonic()
@@ -203,7 +203,7 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any, on_block: Any)
     assert plan.tools is not None
     try:
         load(ctx.settings, ctx.target, plan.tools, ctx.entry, spec, r, "restore", reader=reader, on_line=on_line,
-             on_block=on_block, data_tap=getattr(job, "tap", None))
+             on_block=on_block, data_tap=job.tap if job is not None else None)
     except BaseException:
         if job is not None:
             job.kill()
@@ -215,19 +215,17 @@ def _load_verified(ctx: RunContext, spec: LoadSpec, on_line: Any, on_block: Any)
                        "read)", times["verify"], {"parallel_with": ["restore"], "waited": 0.0})
 
 
-def _digest_job(ctx: RunContext, in_stream: bool) -> Any:
+def _digest_job(ctx: RunContext, in_blocks: bool) -> Any:
     """The artifact's table digests beside the load (pg/digest_job.py), for a local, unencrypted artifact
-    whose metadata records its sha256: from a block load's own data stream (`in_stream`), else by an
+    whose metadata records its sha256: from a block load's own data stream (`in_blocks`), else by an
     idle-priority process; None otherwise (digested in the read)."""
-    from opstower_core.pg.digest_job import DigestJob, StreamDigests
+    from opstower_core.pg.digest_job import DigestJob
 
-    e, tools = ctx.entry, ctx.plan.tools
+    e = ctx.entry
     if e.local_path is None or e.name.encrypted or not (e.meta or {}).get("sha256") or ctx.plan.mode == "tables":
         return None
-    if in_stream and tools is not None:
-        ctx.digest_job = StreamDigests(e.local_path, e.name.compression, tools.pg_restore)
-    else:
-        ctx.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, tools)
+    ctx.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, ctx.plan.tools,
+                                           in_blocks=in_blocks)
     return ctx.digest_job
 
 

@@ -368,14 +368,13 @@ class _Verifier:
         scratch.early = early
         e = self.entry
         if e.local_path is not None and not e.name.encrypted and (e.meta or {}).get("sha256"):
-            # The per-row parse for the proof runs in an idle-priority process of its own (pg/digest_job.py),
-            # not in this read: it would slow the load it feeds. Its digests count only for the verified bytes.
-            from opstower_core.pg.digest_job import DigestJob, StreamDigests
+            # The per-row parse for the proof is not done in this read (it would slow the load it feeds):
+            # a block load's data stream is digested as it passes, else an idle-priority process reads the
+            # file (pg/digest_job.py). Either counts only for the verified bytes.
+            from opstower_core.pg.digest_job import DigestJob
 
-            if early is not None and e.name.format == "custom" and self.tools is not None:  # a block load
-                self.digest_job = StreamDigests(e.local_path, e.name.compression, self.tools.pg_restore)
-            else:
-                self.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, self.tools)
+            self.digest_job = DigestJob.beside_load(e.local_path, e.name.compression, e.name.format, self.tools,
+                                                    in_blocks=early is not None)
             self.digest = False
         t0 = time.monotonic()
 
@@ -402,7 +401,7 @@ class _Verifier:
             restore_into(self.settings, scratch.target, self.entry, scratch.name, self.r, "compression", reader=reader,
                          on_line=early.on_line if early is not None else None,
                          on_block=early.on_block if early is not None else None,
-                         data_tap=getattr(self.digest_job, "tap", None))
+                         data_tap=self.digest_job.tap if self.digest_job is not None else None)
         except Cancelled:
             self._stop_digest_job()
             scratch.drop(self.r)
