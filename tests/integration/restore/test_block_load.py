@@ -194,11 +194,12 @@ def _children_left() -> list[str]:
     return out
 
 
-def test_sigkill_mid_block_load_then_recover_leaves_live_untouched_and_no_partial_block(
-        pg, make_settings, source, tmp_path):
-    """The restore process is killed while psql commits blocks into the staging copy. Its children lose
-    their input: the block psql had open is rolled back, not committed. `restore --recover` then drops
-    the staging copy; the live database was never touched."""
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_a_signal_mid_block_load_leaves_live_untouched_and_no_partial_block(pg, make_settings, source, tmp_path, sig):
+    """A signal while psql commits blocks into the staging copy. SIGKILL: the children lose their
+    input, so the block psql had open is rolled back, not committed, and `restore --recover` drops the
+    staging copy. SIGTERM: the run stops its tools, drops the staging copy itself and exits 128+15.
+    Either way the live database was never touched."""
     import signal
     import subprocess
     import sys
@@ -225,8 +226,14 @@ def test_sigkill_mid_block_load_then_recover_leaves_live_untouched_and_no_partia
                 pass  # not created or not loaded yet
         time.sleep(0.05)
     assert proc.poll() is None and staging is not None, "the restore ended before a block was committed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(getattr(signal, sig))
+    rc = proc.wait(timeout=60)
+    if sig == "SIGTERM":
+        assert rc == 128 + signal.SIGTERM, proc.stderr.read() if proc.stderr else ""
+        assert staging not in databases(pg, source)  # rolled back by the run itself
+        assert contents(pg, source) == before
+        assert not _tools_for(staging)
+        return
     with admin_conn(pg, staging) as conn:  # what the orphans leave: whole blocks only
         for _ in range(100):
             if not conn.execute("SELECT 1 FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
