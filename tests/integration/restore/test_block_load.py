@@ -131,7 +131,12 @@ def test_a_table_read_in_blocks_counts_as_unchanged_only_while_its_rows_are_the_
     (digest2, since2), = [v for k, v in early2.result().items() if k[0] == key]
     assert digest2.ordered == digest.ordered  # the same digest from another load
     with psycopg.connect(**pg.conninfo(name2), autocommit=True) as conn:
+        assert _unchanged_since(conn, key, digest2, since2)
         conn.execute('DELETE FROM "Big Ones" WHERE id = 100')  # a row gone: one block's count is off
+        assert not _unchanged_since(conn, key, digest2, since2)
+        # As many rows again, the new one from another transaction: the count alone would not see it.
+        conn.execute('INSERT INTO "Big Ones" SELECT id + 10000000, "Name", at, doc FROM "Big Ones" WHERE id = 101')
+        assert conn.execute('SELECT count(*) FROM "Big Ones"').fetchone()[0] == BIG
         assert not _unchanged_since(conn, key, digest2, since2)
 
 
