@@ -316,7 +316,7 @@ class EarlyDigests:
                     self.digests[digest_key(key, cols, settings)] = (digest, int(xmin))
                     done.add(key)
 
-                blocks = _BlockReads(conn, settings, self.psql, env, set(tables))
+                blocks = _BlockReads(conn, settings, self.psql, env, set(tables), self.log)
                 while not self.cancel.cancelled:
                     try:
                         item = self.queue.get(timeout=0.2)
@@ -370,13 +370,19 @@ class _BlockReads:
     """Reads committed blocks of a block load (`EarlyDigests.on_block`), joining each table's."""
 
     def __init__(self, conn: psycopg.Connection, settings: DumpSettings, psql: str | None, env: dict[str, str],
-                 tables: set[TableKey]) -> None:
+                 tables: set[TableKey], log: Callable[[str], object]) -> None:
         self.conn, self.settings, self.psql, self.env, self.tables = conn, settings, psql, env, tables
         self.hashes: dict[TableKey, list[bytes]] = {}
         self.xids: dict[TableKey, dict[int, int]] = {}
         self.columns: dict[TableKey, list[str]] = {}
         self.pages: dict[TableKey, list[int]] = {}  # the table's size in pages after each of its blocks
         self.given_up: set[TableKey] = set()
+        self.log = log
+
+    def _give_up(self, key: TableKey, why: str) -> None:
+        """The table is read again as a whole (right, only slower): the run log says why."""
+        self.given_up.add(key)
+        self.log(f"Table {_name(key)}: {why}; it is read again as a whole")
 
     def read(self, block: Block) -> tuple[DigestKey, tuple[TableDigest, Since]] | None:
         """The table's digest once its last block is read; None before, or when it cannot be joined."""
@@ -387,7 +393,8 @@ class _BlockReads:
             return None
         if block.index != len(self.xids.get(key, {})) or (not block.last and block.rows % SEGMENT_ROWS) \
                 or block.xid < 3:
-            self.given_up.add(key)  # its data came in pieces we cannot join (e.g. twice, via a partition root)
+            # Its data came in pieces we cannot join (e.g. twice, via a partition root).
+            self._give_up(key, f"its data came in pieces the block reads cannot join (block {block.index + 1})")
             return None
         if key not in self.columns:
             self.columns[key] = catalog_copy_columns(self.conn, *key)
@@ -411,8 +418,8 @@ class _BlockReads:
         psql_copy(self.conn, stmt, self.settings, self.psql, self.env, text,
                   begin="BEGIN READ ONLY; SET max_parallel_workers_per_gather = 0;")
         text.check_end()
-        if text.rows != block.rows:  # changed before it was read: the proof reads the table
-            self.given_up.add(key)
+        if text.rows != block.rows:  # changed before it was read, or rows outside its pages
+            self._give_up(key, f"block {block.index + 1} read back {text.rows:,} of its {block.rows:,} rows")
             return None
         self.hashes.setdefault(key, []).extend(text.segment_hashes())
         self.xids.setdefault(key, {})[block.xid] = block.rows

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -87,17 +88,19 @@ def test_a_new_database_is_loaded_in_blocks_and_proven_by_the_block_reads(pg, ma
         assert conn.execute('SELECT count(DISTINCT xmin::text) FROM "Big Ones"').fetchone()[0] == 3
 
 
-def _load_in_blocks(pg, settings, backup, name, reader=None, data_tap=None):
-    """restore_into with the proof's block reads: (EarlyDigests, the blocks announced)."""
+def _load_in_blocks(pg, settings, backup, name, reader=None, data_tap=None, log=lambda line: None,
+                    announce=lambda block: block):
+    """restore_into with the proof's block reads: (EarlyDigests, the blocks announced).
+    `announce`: what the reads are told of each block (a test may misplace one)."""
     create_database(pg, name)
     seen: list[Block] = []
     cancel = CancelToken()
     target = settings.target()
-    early = EarlyDigests(target, name, "UTC", "hex", str(pg.bin_dir / "psql"), cancel, lambda line: None)
+    early = EarlyDigests(target, name, "UTC", "hex", str(pg.bin_dir / "psql"), cancel, log)
 
     def on_block(block: Block) -> None:
         seen.append(block)
-        early.on_block(block)
+        early.on_block(announce(block))
 
     restore_into(settings, target, str(backup.path), name, Reporter(cancel=cancel), "restore",
                  on_line=early.on_line, on_block=on_block, reader=reader, data_tap=data_tap)
@@ -138,6 +141,35 @@ def test_a_table_read_in_blocks_counts_as_unchanged_only_while_its_rows_are_the_
         conn.execute('INSERT INTO "Big Ones" SELECT id + 10000000, "Name", at, doc FROM "Big Ones" WHERE id = 101')
         assert conn.execute('SELECT count(*) FROM "Big Ones"').fetchone()[0] == BIG
         assert not _unchanged_since(conn, key, digest2, since2)
+
+
+def test_a_block_that_does_not_read_back_whole_has_its_table_read_again_and_says_so(
+        pg, make_settings, source):
+    """Rows outside the pages a block is read on (simulated: its second block announced on half of
+    the first block's pages) make the read fall short: the table is read again as a whole, and
+    the run log names the table and the shortfall."""
+    settings, backup = _backup(make_settings, source)
+    key = ("public", "Big Ones")
+    first: list[Block] = []
+
+    def misplace(block: Block) -> Block:
+        if block.table != key:
+            return block
+        if block.index == 0:
+            first.append(block)
+            return block
+        return replace(block, pages=first[0].pages // 2) if block.index == 1 else block
+
+    lines: list[str] = []
+    early, seen = _load_in_blocks(pg, settings, backup, f"{source}_short", log=lines.append, announce=misplace)
+    got = early.result()
+    # The big table was read again as a whole (its "unchanged since" is a snapshot horizon, not
+    # blocks); the others still come from their block reads.
+    (digest, since), = [v for k, v in got.items() if k[0] == key]
+    assert isinstance(since, int) and digest.rows == BIG
+    assert all(isinstance(v[1], dict) for k, v in got.items() if k[0] != key)
+    assert [ln for ln in lines if "read again" in ln] == [
+        f"Table public.Big Ones: block 2 read back 0 of its {BLOCK_ROWS:,} rows; it is read again as a whole"]
 
 
 def test_a_refused_stream_commits_no_partial_block(pg, make_settings, source):
