@@ -391,8 +391,10 @@ class _BlockReads:
         key = block.table
         if key is None or key not in self.tables or key in self.given_up or self.psql is None:
             return None
-        if block.index != len(self.xids.get(key, {})) or (not block.last and block.rows % SEGMENT_ROWS) \
-                or block.xid < 3:
+        if block.xid < 3:  # its marker was not seen: the rows cannot be told from any other
+            self._give_up(key, f"block {block.index + 1} came without its transaction id")
+            return None
+        if block.index != len(self.xids.get(key, {})) or (not block.last and block.rows % SEGMENT_ROWS):
             # Its data came in pieces we cannot join (e.g. twice, via a partition root).
             self._give_up(key, f"its data came in pieces the block reads cannot join (block {block.index + 1})")
             return None

@@ -5,6 +5,10 @@ read only when its rows are still exactly the blocks that were read."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import replace
 
@@ -20,8 +24,8 @@ from opstower_core.pg.digest_job import DigestJob, StreamDigests
 from opstower_core.pg.load import FeedRefused, restore_into
 from opstower_core.restore import RestoreOptions, plan_restore, run_restore
 from opstower_core.verify.proof import EarlyDigests, _unchanged_since
-from support.restore import contents
-from support.servers import admin_conn, create_database
+from support.restore import contents, databases
+from support.servers import admin_conn, create_database, settings_toml
 
 BIG = 2 * BLOCK_ROWS + 1234  # three blocks, the last one partial
 
@@ -237,14 +241,6 @@ def test_a_signal_mid_block_load_leaves_live_untouched_and_no_partial_block(pg, 
     input, so the block psql had open is rolled back, not committed, and `restore --recover` drops the
     staging copy. SIGTERM: the run stops its tools, drops the staging copy itself and exits 128+15.
     Either way the live database was never touched."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from support.restore import databases
-    from support.servers import settings_toml
-
     settings, backup = _backup(make_settings, source)
     cfg = settings_toml(settings, tmp_path / "opstower.toml")
     before = contents(pg, source)
